@@ -1,0 +1,236 @@
+// Package leader runs the broker's leader loop: connect the lock session,
+// wait for the stream's advisory lock, claim the stream (bump the epoch),
+// grant the lease to an attached worker, heartbeat and renew, and let go —
+// on SIGTERM after the worker has released, on a failed heartbeat at once,
+// and after BATON_WORKER_ABSENCE_TIMEOUT without a worker.
+//
+// It is the only goroutine that touches the lock session, and it reports
+// what it does through health statuses, metrics and logs.
+package leader
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	batonv1 "github.com/batonhq/baton/proto/baton/v1"
+
+	"github.com/batonhq/baton/broker/internal/lease"
+	"github.com/batonhq/baton/broker/internal/lock"
+	"github.com/batonhq/baton/broker/internal/metrics"
+)
+
+// Health service names (DESIGN §4).
+const (
+	ServiceLiveness  = "liveness"
+	ServiceReadiness = "readiness"
+	ServiceLeader    = "leader"
+)
+
+// Health is where the loop reports readiness and leadership.
+type Health interface {
+	SetServingStatus(service string, status healthpb.HealthCheckResponse_ServingStatus)
+}
+
+// Config is what the loop needs to know.
+type Config struct {
+	Lock              lock.Options
+	HeartbeatInterval time.Duration
+	LeaseTTL          time.Duration
+	AbsenceTimeout    time.Duration
+	DrainTimeout      time.Duration
+}
+
+// Loop is the leader loop. Create it with New and call Run once.
+type Loop struct {
+	cfg     Config
+	hub     *lease.Hub
+	health  Health
+	metrics *metrics.Broker
+	log     *slog.Logger
+
+	ready  bool
+	leader bool
+}
+
+// New returns a leader loop driving hub.
+func New(cfg Config, hub *lease.Hub, health Health, m *metrics.Broker, log *slog.Logger) *Loop {
+	return &Loop{cfg: cfg, hub: hub, health: health, metrics: m, log: log}
+}
+
+// Log attribute keys.
+const (
+	keyEpoch  = "epoch"
+	keyWorker = "worker"
+	keyPID    = "backend_pid"
+)
+
+// errShutdown ends a holding period because Run's context is done.
+var errShutdown = errors.New("shutting down")
+
+// errAbsent ends a holding period because no worker attached in time.
+var errAbsent = errors.New("no worker attached")
+
+// Run loops until ctx is done. On return the lock is released (after the
+// worker released or the drain timeout passed) and the session closed. It
+// returns nil on a clean shutdown, or an error that the broker cannot recover
+// from (a lock session that is not direct).
+func (l *Loop) Run(ctx context.Context) error {
+	defer l.setReady(false)
+	defer l.setLeader(false)
+	needWorker := false
+	backoff := newBackoff()
+	for ctx.Err() == nil {
+		if needWorker {
+			l.hub.SetStandby(lease.Standby{Reason: batonv1.StandbyReason_STANDBY_REASON_CONNECTING})
+			if err := l.awaitWorker(ctx); err != nil {
+				return nil
+			}
+			needWorker = false
+		}
+		err := l.session(ctx, backoff)
+		switch {
+		case errors.Is(err, errShutdown) || ctx.Err() != nil:
+			return nil
+		case errors.Is(err, errAbsent):
+			needWorker = true
+		case errors.Is(err, lock.ErrNotDirect):
+			return err
+		case err != nil:
+			l.metrics.SessionErrors.Inc()
+			d := backoff.next()
+			l.log.Warn("lock session failed; reconnecting", "err", err, "retry_in", d.Round(time.Millisecond))
+			if sleep(ctx, d) != nil {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// session runs one lock session: connect, wait, hold. It returns why the
+// session ended.
+func (l *Loop) session(ctx context.Context, bo *backoff) error {
+	l.hub.SetStandby(lease.Standby{Reason: batonv1.StandbyReason_STANDBY_REASON_CONNECTING})
+	s, err := lock.Connect(ctx, l.cfg.Lock)
+	if err != nil {
+		return err
+	}
+	defer s.Close(ctx)
+	if err := s.EnsureSchema(ctx); err != nil {
+		return err
+	}
+	st, err := s.Status(ctx)
+	if err != nil {
+		return err
+	}
+	l.hub.SetStandby(lease.Standby{Reason: batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT, Holder: holderOf(st)})
+	l.setReady(true)
+	if st.Held {
+		l.log.Info("waiting for the stream's lock", "holder", st.Holder, keyEpoch, st.Epoch,
+			"holder_pid", st.HeldByPID, "last_heartbeat", st.LastHeartbeat)
+	} else {
+		l.log.Info("waiting for the stream's lock (free)", keyPID, s.PID())
+	}
+	start := time.Now()
+	if err := s.Acquire(ctx); err != nil {
+		if ctx.Err() != nil {
+			return errShutdown
+		}
+		return err
+	}
+	wait := time.Since(start)
+	l.metrics.LockWait.Observe(wait.Seconds())
+	acq, err := s.Claim(ctx)
+	if err != nil {
+		return err
+	}
+	bo.reset()
+	l.metrics.Acquisitions.Inc()
+	if st.Recorded {
+		l.metrics.Handoffs.Inc()
+	}
+	l.metrics.LockHeld.Set(1)
+	l.metrics.Epoch.Set(float64(acq.Epoch))
+	defer l.metrics.LockHeld.Set(0)
+	l.log.Info("lock acquired", keyEpoch, acq.Epoch, keyPID, s.PID(), "waited", wait.Round(time.Millisecond),
+		"previous_holder", st.Holder, "previous_epoch", st.Epoch)
+	h := &holding{Loop: l, s: s, epoch: acq.Epoch}
+	return h.run(ctx)
+}
+
+// awaitWorker blocks until a worker is attached.
+func (l *Loop) awaitWorker(ctx context.Context) error {
+	l.setReady(false)
+	for l.hub.Attached() == 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-l.hub.Events():
+		}
+	}
+	l.log.Info("worker attached; waiting for the lock again")
+	return nil
+}
+
+func (l *Loop) setReady(v bool) {
+	if v == l.ready {
+		return
+	}
+	l.ready = v
+	l.health.SetServingStatus(ServiceReadiness, status(v))
+}
+
+func (l *Loop) setLeader(v bool) {
+	if v == l.leader {
+		return
+	}
+	l.leader = v
+	l.health.SetServingStatus(ServiceLeader, status(v))
+}
+
+func status(v bool) healthpb.HealthCheckResponse_ServingStatus {
+	if v {
+		return healthpb.HealthCheckResponse_SERVING
+	}
+	return healthpb.HealthCheckResponse_NOT_SERVING
+}
+
+func holderOf(st lock.Status) *batonv1.Holder {
+	if !st.Recorded {
+		return nil
+	}
+	return lease.HolderFrom(st.Holder, st.Epoch, st.BackendPID, st.AcquiredAt, st.LastHeartbeat)
+}
+
+// backoff is a capped, jittered exponential backoff for reconnecting.
+type backoff struct{ n int }
+
+func newBackoff() *backoff { return &backoff{} }
+
+func (b *backoff) reset() { b.n = 0 }
+
+func (b *backoff) next() time.Duration {
+	const base, ceiling = 100 * time.Millisecond, 5 * time.Second
+	d := base << min(b.n, 6)
+	b.n++
+	d = min(d, ceiling)
+	// Full jitter in [d/2, d): brokers restarted together do not reconnect in
+	// lock step.
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)))
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

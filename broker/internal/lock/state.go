@@ -1,0 +1,166 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// schemaLockKey serialises creation of the state table between brokers of all
+// streams (single-key advisory lock space, objsubid 1, so it never collides
+// with a stream lock).
+const schemaLockKey int64 = 1650553966_0000
+
+// ownedSQL is true when this session holds the stream's advisory lock.
+// $3 is the namespace, $4 the key as pg_locks.objid shows it.
+const ownedSQL = `EXISTS (SELECT 1 FROM pg_locks
+	WHERE locktype = 'advisory' AND classid = $3::int8::oid AND objid = $4::int8::oid
+	  AND objsubid = 2 AND granted AND pid = pg_backend_pid())`
+
+// EnsureSchema creates schema baton and table baton.streams if missing. It is
+// safe to run from many brokers at once.
+func (s *Session) EnsureSchema(ctx context.Context) error {
+	tx, err := s.conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("create state table: %w", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	stmts := []string{
+		fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", schemaLockKey),
+		`CREATE SCHEMA IF NOT EXISTS baton`,
+		`CREATE TABLE IF NOT EXISTS baton.streams (
+			stream_id      text PRIMARY KEY,
+			epoch          bigint NOT NULL,
+			holder         text NOT NULL,
+			backend_pid    integer NOT NULL,
+			worker         text,
+			acquired_at    timestamptz NOT NULL,
+			granted_at     timestamptz,
+			last_heartbeat timestamptz NOT NULL,
+			released_at    timestamptz
+		)`,
+		`COMMENT ON TABLE baton.streams IS 'Baton: one row per replication stream; who holds its advisory lock, with which epoch, and when it last heartbeat'`,
+	}
+	for _, q := range stmts {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			return fmt.Errorf("create state table: %w", err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("create state table: %w", err)
+	}
+	return nil
+}
+
+// Acquisition is what Claim records.
+type Acquisition struct {
+	Epoch      uint64
+	AcquiredAt time.Time
+}
+
+// Claim records a fresh acquisition: it bumps the stream's epoch and records
+// this session as holder. It fails with ErrLockLost unless the session holds
+// the lock.
+func (s *Session) Claim(ctx context.Context) (Acquisition, error) {
+	var a Acquisition
+	var epoch int64
+	err := s.conn.QueryRow(ctx, `
+		INSERT INTO baton.streams AS st (stream_id, epoch, holder, backend_pid, acquired_at, last_heartbeat)
+		SELECT $1, 1, $2, pg_backend_pid(), now(), now() WHERE `+ownedSQL+`
+		ON CONFLICT (stream_id) DO UPDATE SET
+			epoch = st.epoch + 1, holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid,
+			worker = NULL, acquired_at = now(), granted_at = NULL,
+			last_heartbeat = now(), released_at = NULL
+		RETURNING epoch, acquired_at`,
+		s.opts.StreamID, s.opts.Holder, s.ns, s.objid).Scan(&epoch, &a.AcquiredAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return a, ErrLockLost
+	}
+	if err != nil {
+		return a, fmt.Errorf("claim stream: %w", err)
+	}
+	a.Epoch = uint64(epoch)
+	return a, nil
+}
+
+// Grant records that the lease of epoch next is granted to worker. When next
+// differs from current (a re-grant within one acquisition) the stored epoch
+// must still be current, and becomes next.
+func (s *Session) Grant(ctx context.Context, current, next uint64, worker string) error {
+	tag, err := s.conn.Exec(ctx, `
+		UPDATE baton.streams SET epoch = $5, worker = $6, granted_at = now(), last_heartbeat = now()
+		WHERE stream_id = $1 AND epoch = $2 AND `+ownedSQL,
+		s.opts.StreamID, int64(current), s.ns, s.objid, int64(next), worker)
+	if err != nil {
+		return fmt.Errorf("record grant: %w", err)
+	}
+	if tag.RowsAffected() != 1 {
+		return s.whyNot(ctx, current)
+	}
+	return nil
+}
+
+// Heartbeat proves the session alive to PostgreSQL (it resets
+// idle_session_timeout) and checks, in the same statement, that the session
+// still holds the lock and the stored epoch is still epoch. It returns
+// ErrLockLost or ErrReplaced when not.
+func (s *Session) Heartbeat(ctx context.Context, epoch uint64) error {
+	tag, err := s.conn.Exec(ctx, `
+		UPDATE baton.streams SET last_heartbeat = now()
+		WHERE stream_id = $1 AND epoch = $2 AND `+ownedSQL,
+		s.opts.StreamID, int64(epoch), s.ns, s.objid)
+	if err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	if tag.RowsAffected() != 1 {
+		return s.whyNot(ctx, epoch)
+	}
+	return nil
+}
+
+// whyNot tells ErrLockLost from ErrReplaced after a guarded write matched no
+// row.
+func (s *Session) whyNot(ctx context.Context, epoch uint64) error {
+	var owned bool
+	var stored int64
+	err := s.conn.QueryRow(ctx, `SELECT `+ownedSQL+`, coalesce((SELECT epoch FROM baton.streams WHERE stream_id = $1), 0)
+		FROM (SELECT $2::int8) AS unused(x)`, s.opts.StreamID, int64(epoch), s.ns, s.objid).Scan(&owned, &stored)
+	if err != nil {
+		return fmt.Errorf("check lock ownership: %w", err)
+	}
+	if !owned {
+		return ErrLockLost
+	}
+	if uint64(stored) != epoch {
+		return fmt.Errorf("%w (stored %d, ours %d)", ErrReplaced, stored, epoch)
+	}
+	return ErrLockLost
+}
+
+// Release records the release of epoch and unlocks. The session stays open;
+// Close it afterwards.
+func (s *Session) Release(ctx context.Context, epoch uint64) error {
+	if _, err := s.conn.Exec(ctx, `
+		UPDATE baton.streams SET released_at = now(), worker = NULL
+		WHERE stream_id = $1 AND epoch = $2 AND `+ownedSQL,
+		s.opts.StreamID, int64(epoch), s.ns, s.objid); err != nil {
+		return fmt.Errorf("record release: %w", err)
+	}
+	return s.Unlock(ctx)
+}
+
+// Unlock releases the advisory lock without touching the state table.
+func (s *Session) Unlock(ctx context.Context) error {
+	var ok bool
+	if err := s.conn.QueryRow(ctx, "SELECT pg_advisory_unlock($1, $2)", s.ns, s.key).Scan(&ok); err != nil {
+		return fmt.Errorf("unlock: %w", err)
+	}
+	s.acquired = false
+	if !ok {
+		return ErrLockLost
+	}
+	return nil
+}

@@ -1,0 +1,84 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/batonhq/baton/proto/stream"
+)
+
+// Querier is what ReadStatus needs of a connection.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Status is what PostgreSQL says about a stream's holder.
+type Status struct {
+	StreamID      string
+	Recorded      bool // the state table has a row for the stream
+	Holder        string
+	Epoch         uint64
+	BackendPID    int32
+	Worker        string
+	AcquiredAt    time.Time
+	GrantedAt     *time.Time
+	LastHeartbeat time.Time
+	ReleasedAt    *time.Time
+	// Alive: the recorded backend still exists (pg_stat_activity).
+	Alive bool
+	// Held: some session holds the stream's advisory lock right now.
+	Held bool
+	// HeldByPID is the backend holding the lock (0 when not held); it can
+	// differ from BackendPID in the instant between acquisition and Claim.
+	HeldByPID int32
+	// Now is PostgreSQL's clock at the time of reading.
+	Now time.Time
+}
+
+// ReadStatus reads the stream's row of baton.streams and checks pg_locks and
+// pg_stat_activity. A missing table or row is not an error (Recorded false).
+func ReadStatus(ctx context.Context, q Querier, streamID string) (Status, error) {
+	st := Status{StreamID: streamID}
+	ns, objid := stream.LockNamespace, int64(stream.LockObjID(streamID))
+	err := q.QueryRow(ctx, `
+		SELECT coalesce((SELECT pid FROM pg_locks
+		        WHERE locktype = 'advisory' AND classid = $1::int8::oid AND objid = $2::int8::oid
+		          AND objsubid = 2 AND granted LIMIT 1), 0), now()`, ns, objid).Scan(&st.HeldByPID, &st.Now)
+	if err != nil {
+		return st, fmt.Errorf("read lock: %w", err)
+	}
+	st.Held = st.HeldByPID != 0
+	var epoch int64
+	var worker *string
+	err = q.QueryRow(ctx, `
+		SELECT holder, epoch, backend_pid, worker, acquired_at, granted_at, last_heartbeat, released_at,
+		       EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = s.backend_pid)
+		FROM baton.streams s WHERE stream_id = $1`, streamID).Scan(
+		&st.Holder, &epoch, &st.BackendPID, &worker, &st.AcquiredAt, &st.GrantedAt,
+		&st.LastHeartbeat, &st.ReleasedAt, &st.Alive)
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return st, nil
+	case errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000"):
+		return st, nil // no state table yet: nobody ever held a stream here
+	case err != nil:
+		return st, fmt.Errorf("read state table: %w", err)
+	}
+	st.Recorded = true
+	st.Epoch = uint64(epoch)
+	if worker != nil {
+		st.Worker = *worker
+	}
+	return st, nil
+}
+
+// Status reads the stream's status on the lock session itself.
+func (s *Session) Status(ctx context.Context) (Status, error) {
+	return ReadStatus(ctx, s.conn, s.opts.StreamID)
+}

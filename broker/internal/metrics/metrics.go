@@ -1,0 +1,99 @@
+// Package metrics defines the broker's Prometheus metrics and serves them on
+// /metrics. Metrics live in their own registry (no global state); the leader
+// loop updates them as state changes.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Lease states reported by baton_broker_lease_state.
+const (
+	LeaseNone     = 0 // no grant
+	LeaseGranted  = 1 // a worker holds the lease
+	LeaseRevoking = 2 // revoked, waiting for the worker's release
+)
+
+// Broker holds the broker's metrics.
+type Broker struct {
+	Registry          *prometheus.Registry
+	LockHeld          prometheus.Gauge
+	Epoch             prometheus.Gauge
+	LeaseState        prometheus.Gauge
+	WorkersAttached   prometheus.Gauge
+	LockWait          prometheus.Histogram
+	Acquisitions      prometheus.Counter
+	Handoffs          prometheus.Counter
+	Grants            prometheus.Counter
+	Revocations       *prometheus.CounterVec
+	HeartbeatFailures prometheus.Counter
+	HeartbeatLatency  prometheus.Histogram
+	SessionErrors     prometheus.Counter
+}
+
+// New creates and registers the broker's metrics for stream.
+func New(stream string) *Broker {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	labels := prometheus.Labels{"stream": stream}
+	f := func(name, help string) prometheus.Opts {
+		return prometheus.Opts{Namespace: "baton", Subsystem: "broker", Name: name, Help: help, ConstLabels: labels}
+	}
+	b := &Broker{
+		Registry:        reg,
+		LockHeld:        prometheus.NewGauge(prometheus.GaugeOpts(f("lock_held", "1 while this broker holds the stream's advisory lock."))),
+		Epoch:           prometheus.NewGauge(prometheus.GaugeOpts(f("epoch", "Epoch of this broker's latest acquisition or grant (0 before the first)."))),
+		LeaseState:      prometheus.NewGauge(prometheus.GaugeOpts(f("lease_state", "0 no grant, 1 granted to a worker, 2 revoked and waiting for the worker's release."))),
+		WorkersAttached: prometheus.NewGauge(prometheus.GaugeOpts(f("workers_attached", "Worker lease streams attached to this broker."))),
+		LockWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "baton", Subsystem: "broker", Name: "lock_wait_seconds", ConstLabels: labels,
+			Help:    "Time from starting to wait for the advisory lock to holding it.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 12),
+		}),
+		Acquisitions:      prometheus.NewCounter(prometheus.CounterOpts(f("acquisitions_total", "Advisory lock acquisitions by this broker."))),
+		Handoffs:          prometheus.NewCounter(prometheus.CounterOpts(f("handoffs_total", "Acquisitions that took the stream over from another holder (the state table named another holder or epoch)."))),
+		Grants:            prometheus.NewCounter(prometheus.CounterOpts(f("grants_total", "Leases granted to a worker."))),
+		Revocations:       prometheus.NewCounterVec(prometheus.CounterOpts(f("revocations_total", "Leases revoked, by reason.")), []string{"reason"}),
+		HeartbeatFailures: prometheus.NewCounter(prometheus.CounterOpts(f("heartbeat_failures_total", "Lock-session heartbeats that failed or showed the lock lost."))),
+		HeartbeatLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "baton", Subsystem: "broker", Name: "heartbeat_seconds", ConstLabels: labels,
+			Help:    "Round trip of successful lock-session heartbeats.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}),
+		SessionErrors: prometheus.NewCounter(prometheus.CounterOpts(f("session_errors_total", "Lock-session connection attempts or sessions that failed."))),
+	}
+	reg.MustRegister(b.LockHeld, b.Epoch, b.LeaseState, b.WorkersAttached, b.LockWait, b.Acquisitions,
+		b.Handoffs, b.Grants, b.Revocations, b.HeartbeatFailures, b.HeartbeatLatency, b.SessionErrors)
+	return b
+}
+
+// Serve serves /metrics on ln until ctx is done, then shuts down.
+func (b *Broker) Serve(ctx context.Context, ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(b.Registry, promhttp.HandlerOpts{Registry: b.Registry}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return err
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,163 @@
+// Package server is the broker's gRPC edge: the baton.v1 LeaseService,
+// bridging each worker stream to the lease Hub, and the standard
+// grpc.health.v1 service. Errors become gRPC status codes here and nowhere
+// else.
+package server
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	batonv1 "github.com/batonhq/baton/proto/baton/v1"
+
+	"github.com/batonhq/baton/broker/internal/lease"
+)
+
+// Server serves the lease service and health on one gRPC listener.
+type Server struct {
+	batonv1.UnimplementedLeaseServiceServer
+
+	streamID string
+	hub      *lease.Hub
+	log      *slog.Logger
+	grpc     *grpc.Server
+	// Health is the standard health server; the leader loop sets
+	// readiness and leader on it.
+	Health *health.Server
+}
+
+// New builds the gRPC server for hub. Liveness (and the empty service name)
+// start SERVING; readiness and leader start NOT_SERVING.
+func New(streamID string, hub *lease.Hub, log *slog.Logger) *Server {
+	s := &Server{
+		streamID: streamID,
+		hub:      hub,
+		log:      log,
+		Health:   health.NewServer(),
+		grpc: grpc.NewServer(
+			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 500 * time.Millisecond, PermitWithoutStream: true}),
+			grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Second, Timeout: 2 * time.Second}),
+		),
+	}
+	batonv1.RegisterLeaseServiceServer(s.grpc, s)
+	healthpb.RegisterHealthServer(s.grpc, s.Health)
+	s.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.Health.SetServingStatus("liveness", healthpb.HealthCheckResponse_SERVING)
+	s.Health.SetServingStatus("readiness", healthpb.HealthCheckResponse_NOT_SERVING)
+	s.Health.SetServingStatus("leader", healthpb.HealthCheckResponse_NOT_SERVING)
+	return s
+}
+
+// Serve serves on ln until Stop. It returns nil after a stop.
+func (s *Server) Serve(ln net.Listener) error {
+	if err := s.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
+}
+
+// Stop marks every service NOT_SERVING, then stops gracefully within
+// timeout, then hard.
+func (s *Server) Stop(timeout time.Duration) {
+	s.Health.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.grpc.Stop()
+		<-done
+	}
+}
+
+// Lease implements the baton.v1 lease stream.
+func (s *Server) Lease(stream batonv1.LeaseService_LeaseServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return status.Error(codes.InvalidArgument, "the first message must be hello")
+	}
+	if hello.GetStreamId() != "" && hello.GetStreamId() != s.streamID {
+		return status.Errorf(codes.InvalidArgument, "this broker serves stream %q, not %q", s.streamID, hello.GetStreamId())
+	}
+	id := hello.GetWorkerId()
+	if id == "" {
+		id = "unnamed-worker"
+	}
+	w := s.hub.Attach(id)
+	defer s.hub.Detach(w)
+	s.log.Info("worker attached", "worker", id)
+	defer s.log.Info("worker detached", "worker", id)
+
+	recvErr := make(chan error, 1)
+	go func() { recvErr <- s.receive(stream, w) }()
+	for {
+		select {
+		case m := <-w.Out():
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case <-w.Dropped():
+			// Flush what is queued (a final revoke or standby) first.
+			for {
+				select {
+				case m := <-w.Out():
+					if err := stream.Send(m); err != nil {
+						return err
+					}
+				default:
+					return status.Error(codes.Unavailable, "broker is shutting down or the worker fell behind")
+				}
+			}
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		}
+	}
+}
+
+// receive feeds the worker's messages to the hub until the stream ends.
+func (s *Server) receive(stream batonv1.LeaseService_LeaseServer, w *lease.Worker) error {
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		switch msg := m.Msg.(type) {
+		case *batonv1.WorkerMessage_Progress:
+			s.hub.Progress(w, msg.Progress.GetEpoch(), msg.Progress.GetDurableLsn())
+		case *batonv1.WorkerMessage_Released:
+			if s.hub.Released(w, msg.Released.GetEpoch()) {
+				s.log.Info("worker released the lease", "worker", w.ID, "epoch", msg.Released.GetEpoch(),
+					"durable_lsn", msg.Released.GetDurableLsn())
+			}
+		case *batonv1.WorkerMessage_Hello:
+			return status.Error(codes.InvalidArgument, "hello sent twice")
+		default:
+			return status.Error(codes.InvalidArgument, "unknown message")
+		}
+	}
+}
+
