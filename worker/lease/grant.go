@@ -1,0 +1,145 @@
+package lease
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	batonv1 "github.com/batonhq/baton/proto/baton/v1"
+)
+
+// Lease is one grant. Its context ends, with a cause, when the grant ends:
+// a *RevokedError, ErrExpired, ErrBrokerLost or ErrReleased.
+type Lease struct {
+	// Epoch is the fencing token: strictly greater than every earlier
+	// grant's for the stream.
+	Epoch uint64
+	// TTL is the validity of the grant and of each renewal.
+	TTL time.Duration
+	// StreamID, Slot and Publication name what the worker consumes.
+	StreamID    string
+	Slot        string
+	Publication string
+	// Holder names the granting broker.
+	Holder string
+	// GrantedAt is when the grant arrived (monotonic clock).
+	GrantedAt time.Time
+
+	s      *session
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	mu       sync.Mutex
+	deadline time.Time
+	timer    *time.Timer
+	endedAt  time.Time
+}
+
+func newLease(s *session, g *batonv1.Granted, now time.Time) *Lease {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	ttl := g.GetTtl().AsDuration()
+	l := &Lease{
+		Epoch:       g.GetEpoch(),
+		TTL:         ttl,
+		StreamID:    g.GetStreamId(),
+		Slot:        g.GetSlotName(),
+		Publication: g.GetPublicationName(),
+		Holder:      g.GetHolder(),
+		GrantedAt:   now,
+		s:           s,
+		ctx:         ctx,
+		cancel:      cancel,
+		deadline:    now.Add(ttl),
+	}
+	l.timer = time.AfterFunc(ttl, l.expire)
+	return l
+}
+
+// Ctx is a context that ends when the lease does; context.Cause(l.Ctx())
+// says why.
+func (l *Lease) Ctx() context.Context { return l.ctx }
+
+// Done is closed when the lease ends.
+func (l *Lease) Done() <-chan struct{} { return l.ctx.Done() }
+
+// Err is nil while the lease is valid, else why it ended.
+func (l *Lease) Err() error {
+	if l.ctx.Err() == nil {
+		return nil
+	}
+	return context.Cause(l.ctx)
+}
+
+// Deadline is when the lease expires unless renewed (monotonic clock).
+func (l *Lease) Deadline() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.deadline
+}
+
+// EndedAt is when the lease ended (zero while valid).
+func (l *Lease) EndedAt() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.endedAt
+}
+
+func (l *Lease) renew(now time.Time, ttl time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.endedAt.IsZero() {
+		return
+	}
+	l.deadline = now.Add(ttl)
+	l.timer.Reset(time.Until(l.deadline))
+}
+
+// expire runs when the timer fires; a renewal may have moved the deadline.
+func (l *Lease) expire() {
+	l.mu.Lock()
+	if d := time.Until(l.deadline); d > 0 {
+		l.timer.Reset(d)
+		l.mu.Unlock()
+		return
+	}
+	l.mu.Unlock()
+	l.end(ErrExpired)
+}
+
+func (l *Lease) end(cause error) {
+	l.mu.Lock()
+	if l.endedAt.IsZero() {
+		l.endedAt = time.Now()
+		l.timer.Stop()
+	}
+	l.mu.Unlock()
+	l.cancel(cause)
+}
+
+// Progress tells the broker the last durable position (informational).
+func (l *Lease) Progress(lsn uint64) error {
+	return l.s.send(&batonv1.WorkerMessage{Msg: &batonv1.WorkerMessage_Progress{Progress: &batonv1.Progress{
+		Epoch: l.Epoch, DurableLsn: lsn,
+	}}})
+}
+
+// Release ends the lease (if it has not ended) and tells the broker the
+// worker has stopped consuming; call it after the replication connection is
+// closed. A broker draining for shutdown unlocks when it receives this. The
+// error only says the message could not be sent (the broker then waits for
+// the TTL instead).
+func (l *Lease) Release(ctx context.Context, durableLSN uint64) error {
+	l.end(ErrReleased)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- l.s.send(&batonv1.WorkerMessage{Msg: &batonv1.WorkerMessage_Released{Released: &batonv1.Released{
+			Epoch: l.Epoch, DurableLsn: durableLSN,
+		}}})
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,297 @@
+// Package lease is the Go client of Baton's lease protocol (baton.v1,
+// proto/baton/v1/lease.proto). A worker asks its broker for the stream and
+// gets a *Lease: a context that ends when the broker revokes the grant, when
+// the broker goes away, or when no renewal arrived for the TTL — measured on
+// this process's monotonic clock from the last renewal received, so a
+// frozen or partitioned broker cannot keep a worker consuming.
+//
+// Derive everything that consumes the stream from Lease.Ctx(): losing the
+// lease then stops it without anyone remembering to check. Never assume the
+// lease is still held; check Lease.Err() or select on Lease.Done().
+//
+//	c, err := lease.New("127.0.0.1:7070", lease.Options{WorkerID: "worker@pod"})
+//	for {
+//		l, err := c.Acquire(ctx)           // blocks while standby
+//		if err != nil { return err }
+//		pos := consume(l.Ctx(), l.Epoch)   // returns when the lease ends
+//		l.Release(ctx, pos)                 // tell the broker we stopped
+//	}
+//
+// A Client is safe for concurrent use, but one Acquire at a time is the
+// intended use: a broker grants one lease per worker stream.
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	batonv1 "github.com/batonhq/baton/proto/baton/v1"
+)
+
+// ErrExpired ends a lease whose renewals stopped arriving for the TTL.
+var ErrExpired = errors.New("lease expired: no renewal within the TTL")
+
+// ErrReleased ends a lease the worker released itself.
+var ErrReleased = errors.New("lease released")
+
+// ErrBrokerLost ends a lease whose stream to the broker broke.
+var ErrBrokerLost = errors.New("lease stream to the broker ended")
+
+// ErrClosed is returned by Acquire after Close.
+var ErrClosed = errors.New("lease client closed")
+
+// RevokedError ends a lease the broker revoked.
+type RevokedError struct {
+	Reason  batonv1.RevokeReason
+	Message string
+}
+
+func (e *RevokedError) Error() string {
+	return fmt.Sprintf("lease revoked (%s): %s", ReasonString(e.Reason), e.Message)
+}
+
+// Revoked reports whether err says the broker revoked the lease, and why.
+func Revoked(err error) (batonv1.RevokeReason, bool) {
+	var re *RevokedError
+	if errors.As(err, &re) {
+		return re.Reason, true
+	}
+	return batonv1.RevokeReason_REVOKE_REASON_UNSPECIFIED, false
+}
+
+// ReasonString is the lower-case name of a revoke reason: shutdown,
+// lock_lost, replaced.
+func ReasonString(r batonv1.RevokeReason) string {
+	switch r {
+	case batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN:
+		return "shutdown"
+	case batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST:
+		return "lock_lost"
+	case batonv1.RevokeReason_REVOKE_REASON_REPLACED:
+		return "replaced"
+	}
+	return "unspecified"
+}
+
+// Options configure a Client.
+type Options struct {
+	// WorkerID names this worker in the broker's logs and state table.
+	WorkerID string
+	// StreamID, when set, must match the broker's stream.
+	StreamID string
+	// OnStandby, when set, is called (from the client's receive goroutine)
+	// with every standby message; it must not block.
+	OnStandby func(*batonv1.Standby)
+	// DialOptions are appended to the client's defaults (insecure transport
+	// to the co-located broker, keepalives).
+	DialOptions []grpc.DialOption
+}
+
+// Client talks to one broker. Create it with New; Close it when done.
+type Client struct {
+	opts Options
+	conn *grpc.ClientConn
+	// base scopes the lease streams: they outlive any one Acquire call and
+	// end with Close.
+	base   context.Context
+	cancel context.CancelFunc
+
+	mu   sync.Mutex
+	sess *session
+}
+
+// New creates a client for the broker at addr (host:port). It does not
+// connect until Acquire.
+func New(addr string, opts Options) (*Client, error) {
+	dial := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 2 * time.Second, Timeout: 2 * time.Second, PermitWithoutStream: true}),
+	}, opts.DialOptions...)
+	conn, err := grpc.NewClient(addr, dial...)
+	if err != nil {
+		return nil, fmt.Errorf("lease client: %w", err)
+	}
+	base, cancel := context.WithCancel(context.Background())
+	return &Client{opts: opts, conn: conn, base: base, cancel: cancel}, nil
+}
+
+// Close ends the stream (the broker treats it as a release after the TTL)
+// and the connection. Leases end with ErrBrokerLost.
+func (c *Client) Close() error {
+	c.cancel()
+	c.mu.Lock()
+	s := c.sess
+	c.mu.Unlock()
+	if s != nil {
+		<-s.done
+	}
+	return c.conn.Close()
+}
+
+// Acquire blocks until the broker grants a lease, ctx is done, or the client
+// is closed. While the broker is unreachable it keeps trying with backoff.
+func (c *Client) Acquire(ctx context.Context) (*Lease, error) {
+	delay := 50 * time.Millisecond
+	for {
+		if c.base.Err() != nil {
+			return nil, ErrClosed
+		}
+		s, err := c.session(ctx)
+		if err == nil {
+			select {
+			case l := <-s.grants:
+				if l.Err() != nil {
+					// Granted and ended before anyone took it: say so.
+					_ = l.Release(ctx, 0)
+					continue
+				}
+				return l, nil
+			case <-s.done:
+				c.drop(s)
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		} else if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-c.base.Done():
+			t.Stop()
+			return nil, ErrClosed
+		case <-t.C:
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
+}
+
+func (c *Client) session(ctx context.Context) (*session, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess != nil {
+		select {
+		case <-c.sess.done:
+			c.sess = nil
+		default:
+			return c.sess, nil
+		}
+	}
+	sctx, cancel := context.WithCancel(c.base)
+	// Give up opening the stream when the caller does.
+	stop := context.AfterFunc(ctx, cancel)
+	stream, err := batonv1.NewLeaseServiceClient(c.conn).Lease(sctx, grpc.WaitForReady(true))
+	if err == nil {
+		err = stream.Send(&batonv1.WorkerMessage{Msg: &batonv1.WorkerMessage_Hello{Hello: &batonv1.Hello{
+			WorkerId: c.opts.WorkerID, StreamId: c.opts.StreamID,
+		}}})
+	}
+	if !stop() || err != nil {
+		cancel()
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("open lease stream: %w", err)
+	}
+	s := &session{stream: stream, cancel: cancel, grants: make(chan *Lease, 1), done: make(chan struct{}), onStandby: c.opts.OnStandby}
+	go s.receive()
+	c.sess = s
+	return s, nil
+}
+
+func (c *Client) drop(s *session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess == s {
+		c.sess = nil
+	}
+}
+
+// session is one Lease stream.
+type session struct {
+	stream    batonv1.LeaseService_LeaseClient
+	cancel    context.CancelFunc
+	grants    chan *Lease
+	done      chan struct{}
+	onStandby func(*batonv1.Standby)
+
+	sendMu sync.Mutex
+
+	mu  sync.Mutex
+	cur *Lease
+	err error
+}
+
+func (s *session) send(m *batonv1.WorkerMessage) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	select {
+	case <-s.done:
+		return fmt.Errorf("%w: %w", ErrBrokerLost, s.err)
+	default:
+	}
+	return s.stream.Send(m)
+}
+
+// receive owns the stream's Recv until it ends.
+func (s *session) receive() {
+	defer close(s.done)
+	defer s.cancel()
+	for {
+		m, err := s.stream.Recv()
+		now := time.Now()
+		if err != nil {
+			s.mu.Lock()
+			s.err = err
+			cur := s.cur
+			s.mu.Unlock()
+			if cur != nil {
+				cur.end(fmt.Errorf("%w: %w", ErrBrokerLost, err))
+			}
+			return
+		}
+		switch msg := m.Msg.(type) {
+		case *batonv1.BrokerMessage_Standby:
+			if s.onStandby != nil {
+				s.onStandby(msg.Standby)
+			}
+		case *batonv1.BrokerMessage_Granted:
+			l := newLease(s, msg.Granted, now)
+			s.mu.Lock()
+			prev := s.cur
+			s.cur = l
+			s.mu.Unlock()
+			if prev != nil {
+				prev.end(&RevokedError{Reason: batonv1.RevokeReason_REVOKE_REASON_REPLACED, Message: "broker granted a new epoch"})
+			}
+			select {
+			case <-s.grants: // an unclaimed older grant: superseded
+			default:
+			}
+			s.grants <- l
+		case *batonv1.BrokerMessage_Renewed:
+			s.mu.Lock()
+			cur := s.cur
+			s.mu.Unlock()
+			if cur != nil && cur.Epoch == msg.Renewed.GetEpoch() {
+				cur.renew(now, msg.Renewed.GetTtl().AsDuration())
+			}
+		case *batonv1.BrokerMessage_Revoked:
+			s.mu.Lock()
+			cur := s.cur
+			s.mu.Unlock()
+			if cur != nil && cur.Epoch == msg.Revoked.GetEpoch() {
+				cur.end(&RevokedError{Reason: msg.Revoked.GetReason(), Message: msg.Revoked.GetMessage()})
+			}
+		}
+	}
+}
