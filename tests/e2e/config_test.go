@@ -1,0 +1,74 @@
+package e2e_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/batonhq/baton/tests/harness"
+)
+
+// Every invalid setting: exit code 2 and one line naming the setting.
+func TestInvalidSettingsExit2(t *testing.T) {
+	const url = "postgres://postgres@127.0.0.1:1/postgres"
+	tests := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		setting string
+	}{
+		{"missing url", map[string]string{}, nil, "DATABASE_URL"},
+		{"bad url scheme", map[string]string{"DATABASE_URL": "mysql://x@y/z"}, nil, "DATABASE_URL"},
+		{"unparsable url", map[string]string{"DATABASE_URL": "postgres://x@[::1/z"}, nil, "DATABASE_URL"},
+		{"not a url", map[string]string{"DATABASE_URL": "hello"}, nil, "DATABASE_URL"},
+		{"stream upper case", map[string]string{"DATABASE_URL": url, "REPLICATION_STREAM_ID": "Orders"}, nil, "REPLICATION_STREAM_ID"},
+		{"stream too long", map[string]string{"DATABASE_URL": url, "REPLICATION_STREAM_ID": strings.Repeat("a", 41)}, nil, "REPLICATION_STREAM_ID"},
+		{"stream dash", map[string]string{"DATABASE_URL": url, "REPLICATION_STREAM_ID": "a-b"}, nil, "REPLICATION_STREAM_ID"},
+		{"listen no port", map[string]string{"DATABASE_URL": url, "BATON_BROKER_LISTEN": "localhost"}, nil, "BATON_BROKER_LISTEN"},
+		{"listen bad port", map[string]string{"DATABASE_URL": url, "BATON_BROKER_LISTEN": ":99999x"}, nil, "BATON_BROKER_LISTEN"},
+		{"metrics listen", map[string]string{"DATABASE_URL": url, "BATON_METRICS_LISTEN": "nope"}, nil, "BATON_METRICS_LISTEN"},
+		{"session timeout unparsable", map[string]string{"DATABASE_URL": url, "BATON_LOCK_SESSION_TIMEOUT": "ten"}, nil, "BATON_LOCK_SESSION_TIMEOUT"},
+		{"session timeout zero", map[string]string{"DATABASE_URL": url, "BATON_LOCK_SESSION_TIMEOUT": "0s"}, nil, "BATON_LOCK_SESSION_TIMEOUT"},
+		{"heartbeat negative", map[string]string{"DATABASE_URL": url, "BATON_HEARTBEAT_INTERVAL": "-1s"}, nil, "BATON_HEARTBEAT_INTERVAL"},
+		{"heartbeat above session", map[string]string{"DATABASE_URL": url, "BATON_HEARTBEAT_INTERVAL": "11s"}, nil, "BATON_HEARTBEAT_INTERVAL"},
+		{"ttl too long", map[string]string{"DATABASE_URL": url, "BATON_LEASE_TTL": "8s"}, nil, "BATON_LEASE_TTL"},
+		{"ttl zero", map[string]string{"DATABASE_URL": url, "BATON_LEASE_TTL": "0s"}, nil, "BATON_LEASE_TTL"},
+		{"absence zero", map[string]string{"DATABASE_URL": url, "BATON_WORKER_ABSENCE_TIMEOUT": "0s"}, nil, "BATON_WORKER_ABSENCE_TIMEOUT"},
+		{"drain unparsable", map[string]string{"DATABASE_URL": url, "BATON_DRAIN_TIMEOUT": "soon"}, nil, "BATON_DRAIN_TIMEOUT"},
+		{"log format", map[string]string{"DATABASE_URL": url, "BATON_LOG_FORMAT": "xml"}, nil, "BATON_LOG_FORMAT"},
+		{"flag overrides env", map[string]string{"DATABASE_URL": url}, []string{"--baton-lease-ttl", "9s"}, "BATON_LEASE_TTL"},
+		{"unknown flag", map[string]string{"DATABASE_URL": url}, []string{"--nope"}, "flags"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var env []string
+			for k, v := range tt.env {
+				env = append(env, k+"="+v)
+			}
+			// Clear what the test process's environment might set.
+			for _, k := range []string{"DATABASE_URL", "REPLICATION_STREAM_ID", "BATON_BROKER_LISTEN", "BATON_METRICS_LISTEN",
+				"BATON_LOCK_SESSION_TIMEOUT", "BATON_HEARTBEAT_INTERVAL", "BATON_LEASE_TTL",
+				"BATON_WORKER_ABSENCE_TIMEOUT", "BATON_DRAIN_TIMEOUT", "BATON_LOG_FORMAT"} {
+				if _, ok := tt.env[k]; !ok {
+					env = append(env, k+"=")
+				}
+			}
+			p, err := harness.StartProcess("broker", append([]string{bins["broker"]}, tt.args...), env, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, err := p.Wait(10 * 1e9)
+			if err != nil {
+				p.Kill()
+				t.Fatal(err)
+			}
+			out := strings.TrimSpace(p.Output())
+			if code != 2 {
+				t.Fatalf("exit code %d, want 2; output:\n%s", code, out)
+			}
+			lines := strings.Split(out, "\n")
+			if !strings.Contains(lines[len(lines)-1], tt.setting) {
+				t.Fatalf("last line %q does not name %s", lines[len(lines)-1], tt.setting)
+			}
+		})
+	}
+}

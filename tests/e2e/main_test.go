@@ -1,0 +1,181 @@
+// Package e2e holds Baton's end-to-end and fault tests: real broker (and
+// worker) processes against a throwaway PostgreSQL cluster, with real
+// signals and real network partitions.
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/batonhq/baton/proto/stream"
+	"github.com/batonhq/baton/tests/harness"
+	"github.com/batonhq/baton/tests/pgtest"
+)
+
+// bins holds the binaries built once for the whole package.
+var bins map[string]string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "baton-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	bins, err = harness.Build(ctx, dir, "github.com/batonhq/baton/broker/cmd/broker")
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const (
+	serving    = healthpb.HealthCheckResponse_SERVING
+	notServing = healthpb.HealthCheckResponse_NOT_SERVING
+)
+
+// fastSettings are short but valid timeouts for fault tests.
+var fastSettings = map[string]string{
+	"BATON_LOCK_SESSION_TIMEOUT":   "3s",
+	"BATON_HEARTBEAT_INTERVAL":     "500ms",
+	"BATON_LEASE_TTL":              "2s",
+	"BATON_WORKER_ABSENCE_TIMEOUT": "30s",
+	"BATON_DRAIN_TIMEOUT":          "10s",
+}
+
+// startBroker starts a broker and registers its cleanup; its log is printed
+// when the test fails.
+func startBroker(t *testing.T, o harness.BrokerOptions) *harness.Broker {
+	t.Helper()
+	if o.Bin == "" {
+		o.Bin = bins["broker"]
+	}
+	b, err := harness.StartBroker(o)
+	if err != nil {
+		t.Fatalf("start broker: %v", err)
+	}
+	t.Cleanup(func() {
+		b.Close()
+		if t.Failed() {
+			t.Logf("--- log of %s ---\n%s", b.Name, b.Output())
+		}
+	})
+	return b
+}
+
+// startWorker attaches an in-process lease worker to b.
+func startWorker(t *testing.T, b *harness.Broker, id string) *harness.LeaseWorker {
+	t.Helper()
+	w, err := harness.StartLeaseWorker(b.Addr, id, nil)
+	if err != nil {
+		t.Fatalf("start worker: %v", err)
+	}
+	t.Cleanup(w.Close)
+	return w
+}
+
+func connect(t *testing.T, pg *pgtest.Cluster) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pg.Connect(ctx)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// lockHolders returns the backend pids holding the stream's advisory lock
+// (granted) and how many wait for it.
+func lockHolders(t *testing.T, conn *pgx.Conn, streamID string) (held []int32, waiting int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rows, err := conn.Query(ctx, `SELECT pid, granted FROM pg_locks
+		WHERE locktype = 'advisory' AND classid = $1::int8::oid AND objid = $2::int8::oid AND objsubid = 2`,
+		stream.LockNamespace, int64(stream.LockObjID(streamID)))
+	if err != nil {
+		t.Fatalf("query pg_locks: %v", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var pid int32
+		var granted bool
+		if err := rows.Scan(&pid, &granted); err != nil {
+			t.Fatalf("scan pg_locks: %v", err)
+		}
+		if granted {
+			held = append(held, pid)
+		} else {
+			waiting++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("pg_locks: %v", err)
+	}
+	return held, waiting
+}
+
+// storedEpoch reads the stream's epoch from the state table.
+func storedEpoch(t *testing.T, conn *pgx.Conn, streamID string) uint64 {
+	t.Helper()
+	var e int64
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := conn.QueryRow(ctx, "SELECT epoch FROM baton.streams WHERE stream_id = $1", streamID).Scan(&e); err != nil {
+		t.Fatalf("read epoch: %v", err)
+	}
+	return uint64(e)
+}
+
+// awaitLeader waits until exactly one of brokers is leader and returns it.
+func awaitLeader(t *testing.T, timeout time.Duration, brokers ...*harness.Broker) *harness.Broker {
+	t.Helper()
+	var leader *harness.Broker
+	err := harness.Await(timeout, "exactly one leader", func() (bool, error) {
+		leader = nil
+		n := 0
+		for _, b := range brokers {
+			if b.IsLeader() {
+				leader = b
+				n++
+			}
+		}
+		if n > 1 {
+			return false, fmt.Errorf("%d brokers report leader at once", n)
+		}
+		return n == 1, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leader
+}
+
+// other returns the broker of the pair that is not b.
+func other(b, x, y *harness.Broker) *harness.Broker {
+	if b == x {
+		return y
+	}
+	return x
+}
+
+func mustContain(t *testing.T, s, sub, what string) {
+	t.Helper()
+	if !strings.Contains(s, sub) {
+		t.Fatalf("%s: %q not found in:\n%s", what, sub, s)
+	}
+}

@@ -1,0 +1,174 @@
+// Package harness runs Baton's real binaries for end-to-end tests and
+// benchmarks: it builds them, starts them as child processes with their own
+// free ports, captures their logs, signals them, and awaits conditions on
+// them (gRPC health, exit codes) with bounded waits.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Build compiles the named commands (import paths) into dir and returns the
+// paths of the binaries by base name.
+func Build(ctx context.Context, dir string, pkgs ...string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, p := range pkgs {
+		bin := filepath.Join(dir, filepath.Base(p))
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, p)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build %s: %w\n%s", p, err, b)
+		}
+		out[filepath.Base(p)] = bin
+	}
+	return out, nil
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Process is a running child process with captured output.
+type Process struct {
+	Name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+// StartProcess starts argv with env added to the current environment. Its
+// stdout and stderr are captured (and also written to tee, when not nil).
+func StartProcess(name string, argv []string, env []string, tee *os.File) (*Process, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	buf := &syncBuffer{tee: tee, prefix: name + ": "}
+	cmd.Stdout, cmd.Stderr = buf, buf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &Process{Name: name, cmd: cmd, out: buf, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// PID is the process id.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Signal sends sig to the process.
+func (p *Process) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// SignalGroup sends sig to the process group (the process and any children,
+// e.g. behind `ip netns exec`).
+func (p *Process) SignalGroup(sig syscall.Signal) error { return syscall.Kill(-p.cmd.Process.Pid, sig) }
+
+// Output is everything the process printed so far.
+func (p *Process) Output() string { return p.out.String() }
+
+// Done is closed when the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Wait waits up to timeout for the process to exit and returns its exit
+// code.
+func (p *Process) Wait(timeout time.Duration) (int, error) {
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		return -1, fmt.Errorf("%s did not exit within %s", p.Name, timeout)
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		return ee.ExitCode(), nil
+	}
+	if p.err != nil {
+		return -1, p.err
+	}
+	return 0, nil
+}
+
+// Kill kills the process group (SIGCONT first, so a stopped process dies) and
+// waits for it.
+func (p *Process) Kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGCONT)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+// WaitOutput waits until the output contains s.
+func (p *Process) WaitOutput(s string, timeout time.Duration) error {
+	return Await(timeout, fmt.Sprintf("%s to print %q", p.Name, s), func() (bool, error) {
+		return strings.Contains(p.Output(), s), nil
+	})
+}
+
+// Await polls cond every 10 ms until it returns true, an error, or timeout.
+func Await(timeout time.Duration, what string, cond func() (bool, error)) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := cond()
+		if err != nil {
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type syncBuffer struct {
+	mu     sync.Mutex
+	b      bytes.Buffer
+	tee    *os.File
+	prefix string
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tee != nil {
+		for _, line := range strings.SplitAfter(string(p), "\n") {
+			if line != "" {
+				fmt.Fprint(s.tee, s.prefix+line)
+			}
+		}
+	}
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
