@@ -160,4 +160,3 @@ func (s *Server) receive(stream batonv1.LeaseService_LeaseServer, w *lease.Worke
 		}
 	}
 }
-
