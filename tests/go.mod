@@ -1,9 +1,27 @@
 module github.com/batonhq/baton/tests
 
-go 1.26
+go 1.26.0
 
 replace (
+	github.com/batonhq/baton/broker => ../broker
 	github.com/batonhq/baton/proto => ../proto
 	github.com/batonhq/baton/worker => ../worker
-	github.com/batonhq/baton/broker => ../broker
+)
+
+require (
+	github.com/batonhq/baton/proto v0.0.0-00010101000000-000000000000
+	github.com/batonhq/baton/worker v0.0.0-00010101000000-000000000000
+	github.com/jackc/pgx/v5 v5.12.0
+	go.uber.org/goleak v1.3.0
+	google.golang.org/grpc v1.85.0
+)
+
+require (
+	github.com/jackc/pgpassfile v1.0.0 // indirect
+	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
 )
