@@ -1,0 +1,467 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	batonv1 "github.com/batonhq/baton/proto/baton/v1"
+	"github.com/batonhq/baton/proto/stream"
+	"github.com/batonhq/baton/tests/harness"
+	"github.com/batonhq/baton/worker/lease"
+)
+
+// streamID is the stream every broker of the run serves.
+const streamID = "bench"
+
+// Bounds on single steps; each is far above what a healthy run needs.
+const (
+	startTimeout   = 20 * time.Second // broker start until leader or waiting standby
+	handoffTimeout = 10 * time.Second // signal until the standby's worker is granted
+	exitTimeout    = 10 * time.Second // SIGTERM until the old broker has exited
+	closeTimeout   = 5 * time.Second  // closing a lease client
+	pollInterval   = 5 * time.Millisecond
+)
+
+// lab owns every broker and worker of the run and a monitoring session.
+type lab struct {
+	bin     string
+	dbURL   string
+	verbose bool
+	monitor *pgx.Conn
+
+	mu    sync.Mutex
+	n     int
+	nodes map[*node]bool // alive
+	dead  []*node        // closed, kept for their logs
+}
+
+// node is a broker with its attached worker.
+type node struct {
+	name string
+	b    *harness.Broker
+	w    *worker
+}
+
+func newLab(ctx context.Context, bin, dbURL string, verbose bool) (*lab, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(cctx, dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("monitoring session: %w", err)
+	}
+	return &lab{bin: bin, dbURL: dbURL, verbose: verbose, monitor: conn, nodes: map[*node]bool{}}, nil
+}
+
+// start starts a broker on free ports and attaches a worker to it.
+func (l *lab) start(ctx context.Context) (*node, error) {
+	l.mu.Lock()
+	l.n++
+	name := fmt.Sprintf("broker%d", l.n)
+	l.mu.Unlock()
+	var tee *os.File
+	if l.verbose {
+		tee = os.Stderr
+	}
+	b, err := harness.StartBroker(harness.BrokerOptions{
+		Bin: l.bin, DatabaseURL: l.dbURL, StreamID: streamID, Name: name, Tee: tee,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n := &node{name: name, b: b}
+	l.mu.Lock()
+	l.nodes[n] = true
+	l.mu.Unlock()
+	// Attach the worker once the broker listens: a gRPC client that finds
+	// the port closed backs off for a second before it tries again.
+	err = await(ctx, startTimeout, name+" to listen on "+b.Addr, func() (bool, error) {
+		select {
+		case <-b.Done():
+			return false, fmt.Errorf("%s exited", name)
+		default:
+		}
+		c, err := net.DialTimeout("tcp", b.Addr, time.Second)
+		if err != nil {
+			return false, nil
+		}
+		c.Close()
+		return true, nil
+	})
+	if err != nil {
+		l.retire(n)
+		return nil, err
+	}
+	w, err := startWorker(b.Addr, "worker-of-"+name)
+	if err != nil {
+		l.retire(n)
+		return nil, err
+	}
+	n.w = w
+	return n, nil
+}
+
+// retire stops a node's worker and broker (SIGKILL if still running).
+func (l *lab) retire(n *node) {
+	l.mu.Lock()
+	alive := l.nodes[n]
+	delete(l.nodes, n)
+	l.dead = append(l.dead, n)
+	l.mu.Unlock()
+	if !alive {
+		return
+	}
+	if n.w != nil {
+		n.w.close()
+	}
+	n.b.Close()
+}
+
+// close retires every node still alive and closes the monitoring session.
+func (l *lab) close() {
+	l.mu.Lock()
+	var alive []*node
+	for n := range l.nodes {
+		alive = append(alive, n)
+	}
+	l.mu.Unlock()
+	for _, n := range alive {
+		l.retire(n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = l.monitor.Close(ctx)
+}
+
+// dumpLogs prints the tail of every broker's log (after a failure).
+func (l *lab) dumpLogs() {
+	if l.verbose {
+		return
+	}
+	l.mu.Lock()
+	var all []*node
+	for n := range l.nodes {
+		all = append(all, n)
+	}
+	if k := len(l.dead); k > 0 {
+		all = append(all, l.dead[max(0, k-2):]...)
+	}
+	l.mu.Unlock()
+	for _, n := range all {
+		fmt.Fprintf(os.Stderr, "--- log of %s (tail) ---\n%s\n", n.name, tail(n.b.Output(), 15))
+	}
+}
+
+// startLeader starts the first broker and waits until its worker is granted.
+func (l *lab) startLeader(ctx context.Context) (*node, error) {
+	n, err := l.start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	g, err := recv(ctx, n.w.granted, startTimeout, n.w.id+" to be granted")
+	if err != nil {
+		return nil, err
+	}
+	n.w.granted <- g
+	return n, nil
+}
+
+// startStandby starts a broker and waits until it really is a standby: its
+// readiness is SERVING, it logged that it waits for the lock, its session is
+// seen waiting in pg_locks, and its worker was told standby.
+func (l *lab) startStandby(ctx context.Context) (*node, error) {
+	n, err := l.start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	err = await(ctx, startTimeout, n.name+" to wait for the stream's lock with its worker attached", func() (bool, error) {
+		select {
+		case <-n.b.Done():
+			return false, fmt.Errorf("%s exited", n.name)
+		case <-n.w.granted:
+			return false, fmt.Errorf("%s's worker was granted while another broker holds the stream", n.name)
+		default:
+		}
+		if !n.w.attached() || !strings.Contains(n.b.Output(), "waiting for the stream's lock") {
+			return false, nil
+		}
+		if s, err := n.b.Health(ctx, "readiness"); err != nil || s != healthpb.HealthCheckResponse_SERVING {
+			return false, nil
+		}
+		held, waiting, err := l.lockHolders(ctx)
+		if err != nil {
+			return false, err
+		}
+		return held == 1 && waiting == 1, nil
+	})
+	if err != nil {
+		l.retire(n)
+		return nil, err
+	}
+	return n, nil
+}
+
+// lockHolders counts the sessions holding and waiting for the stream's lock.
+func (l *lab) lockHolders(ctx context.Context) (held, waiting int, err error) {
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err = l.monitor.QueryRow(qctx, `SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted)
+		FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::int8::oid AND objid = $2::int8::oid AND objsubid = 2`,
+		stream.LockNamespace, int64(stream.LockObjID(streamID))).Scan(&held, &waiting)
+	if err != nil {
+		return 0, 0, fmt.Errorf("query pg_locks: %w", err)
+	}
+	return held, waiting, nil
+}
+
+// handoff is one graceful round's timings.
+type handoff struct {
+	releaseToGrant  time.Duration // (a)
+	sigtermToGrant  time.Duration // (b)
+	sigtermToRevoke time.Duration // SIGTERM → the old worker saw revoked
+	standbyStart    time.Duration // start of the next standby → it waits for the lock
+}
+
+// graceful runs one SIGTERM handoff from leader to standby and starts the
+// next standby. It returns the new standby.
+func (l *lab) graceful(ctx context.Context, leader, standby *node) (handoff, *node, error) {
+	var h handoff
+	g0, err := recv(ctx, leader.w.granted, time.Second, leader.w.id+"'s grant")
+	if err != nil {
+		return h, nil, err
+	}
+	leader.w.granted <- g0 // keep it for the next look
+
+	sigterm := time.Now()
+	if err := leader.b.Signal(syscall.SIGTERM); err != nil {
+		return h, nil, fmt.Errorf("SIGTERM %s: %w", leader.name, err)
+	}
+	e, err := recv(ctx, leader.w.ended, handoffTimeout, leader.w.id+"'s lease to end after SIGTERM")
+	if err != nil {
+		return h, nil, err
+	}
+	if r, ok := lease.Revoked(e.cause); !ok || r != batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN {
+		return h, nil, fmt.Errorf("%s's lease ended with %v, want revoked (shutdown)", leader.w.id, e.cause)
+	}
+	if e.releaseErr != nil {
+		return h, nil, fmt.Errorf("%s: release: %w", leader.w.id, e.releaseErr)
+	}
+	g, err := recv(ctx, standby.w.granted, handoffTimeout, standby.w.id+" to be granted after SIGTERM of "+leader.name)
+	if err != nil {
+		return h, nil, err
+	}
+	standby.w.granted <- g
+	if g.epoch != g0.epoch+1 {
+		return h, nil, fmt.Errorf("%s granted epoch %d, want %d", standby.w.id, g.epoch, g0.epoch+1)
+	}
+	if g.at.Before(e.released) {
+		return h, nil, fmt.Errorf("%s granted before %s released", standby.w.id, leader.w.id)
+	}
+	h.releaseToGrant = g.at.Sub(e.released)
+	h.sigtermToGrant = g.at.Sub(sigterm)
+	h.sigtermToRevoke = e.ended.Sub(sigterm)
+
+	if err := awaitExit(ctx, leader); err != nil {
+		return h, nil, err
+	}
+	l.retire(leader)
+
+	t := time.Now()
+	next, err := l.startStandby(ctx)
+	if err != nil {
+		return h, nil, err
+	}
+	h.standbyStart = time.Since(t)
+	return h, next, nil
+}
+
+// crash SIGKILLs the leader's broker, measures until the standby's worker is
+// granted, and starts the next standby.
+func (l *lab) crash(ctx context.Context, leader, standby *node) (time.Duration, *node, error) {
+	g0, err := recv(ctx, leader.w.granted, time.Second, leader.w.id+"'s grant")
+	if err != nil {
+		return 0, nil, err
+	}
+	killed := time.Now()
+	if err := leader.b.Signal(syscall.SIGKILL); err != nil {
+		return 0, nil, fmt.Errorf("SIGKILL %s: %w", leader.name, err)
+	}
+	g, err := recv(ctx, standby.w.granted, handoffTimeout, standby.w.id+" to be granted after SIGKILL of "+leader.name)
+	if err != nil {
+		return 0, nil, err
+	}
+	standby.w.granted <- g
+	if g.epoch != g0.epoch+1 {
+		return 0, nil, fmt.Errorf("%s granted epoch %d, want %d", standby.w.id, g.epoch, g0.epoch+1)
+	}
+	d := g.at.Sub(killed)
+	l.retire(leader)
+	next, err := l.startStandby(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	return d, next, nil
+}
+
+// awaitExit waits for a broker's clean exit after SIGTERM.
+func awaitExit(ctx context.Context, n *node) error {
+	t := time.NewTimer(exitTimeout)
+	defer t.Stop()
+	select {
+	case <-n.b.Done():
+	case <-t.C:
+		return fmt.Errorf("%s did not exit within %s of SIGTERM", n.name, exitTimeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	code, err := n.b.Wait(time.Second)
+	if err != nil || code != 0 {
+		return fmt.Errorf("%s exited with %d (%v) after SIGTERM, want 0", n.name, code, err)
+	}
+	return nil
+}
+
+// grant is what a worker was granted, and when the Granted arrived.
+type grant struct {
+	epoch uint64
+	at    time.Time
+}
+
+// end is how a worker's lease ended.
+type end struct {
+	cause      error
+	ended      time.Time // the lease ended (the revoke arrived)
+	released   time.Time // right before Release was called (zero if not)
+	releaseErr error
+}
+
+// worker holds one lease from its broker, timestamps it, and releases it
+// when the broker revokes it — like a real worker that stops at once.
+type worker struct {
+	id      string
+	c       *lease.Client
+	cancel  context.CancelFunc
+	done    chan struct{}
+	granted chan grant // one value; readers put it back
+	ended   chan end
+	standby chan struct{} // closed when the broker first said standby
+	once    sync.Once
+}
+
+func startWorker(addr, id string) (*worker, error) {
+	w := &worker{id: id, done: make(chan struct{}), granted: make(chan grant, 1), ended: make(chan end, 1), standby: make(chan struct{})}
+	c, err := lease.New(addr, lease.Options{
+		WorkerID:  id,
+		StreamID:  streamID,
+		OnStandby: func(*batonv1.Standby) { w.once.Do(func() { close(w.standby) }) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	w.c = c
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	go w.run(ctx)
+	return w, nil
+}
+
+func (w *worker) run(ctx context.Context) {
+	defer close(w.done)
+	l, err := w.c.Acquire(ctx)
+	if err != nil {
+		return
+	}
+	w.granted <- grant{epoch: l.Epoch, at: l.GrantedAt}
+	select {
+	case <-l.Done():
+	case <-ctx.Done():
+		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = l.Release(rctx, 0)
+		cancel()
+		return
+	}
+	e := end{cause: l.Err(), ended: l.EndedAt()}
+	if _, ok := lease.Revoked(e.cause); ok {
+		// Nothing to flush: release at once.
+		rctx, cancel := context.WithTimeout(ctx, closeTimeout)
+		e.released = time.Now()
+		e.releaseErr = l.Release(rctx, 0)
+		cancel()
+	}
+	w.ended <- e
+}
+
+func (w *worker) attached() bool {
+	select {
+	case <-w.standby:
+		return true
+	default:
+		return false
+	}
+}
+
+// close stops the worker and closes its client, bounded.
+func (w *worker) close() {
+	w.cancel()
+	done := make(chan struct{})
+	go func() {
+		<-w.done
+		_ = w.c.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(closeTimeout):
+		fmt.Fprintf(os.Stderr, "bench: %s did not close within %s\n", w.id, closeTimeout)
+	}
+}
+
+// recv waits up to timeout for a value on ch.
+func recv[T any](ctx context.Context, ch chan T, timeout time.Duration, what string) (T, error) {
+	var zero T
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case v := <-ch:
+		return v, nil
+	case <-t.C:
+		return zero, fmt.Errorf("timed out after %s waiting for %s", timeout, what)
+	case <-ctx.Done():
+		return zero, fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+	}
+}
+
+// await polls cond until it holds, fails, the timeout passes or ctx ends.
+func await(ctx context.Context, timeout time.Duration, what string, cond func() (bool, error)) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := cond()
+		if err != nil {
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
