@@ -2,12 +2,17 @@ module github.com/batonhq/baton/broker
 
 go 1.26.0
 
-replace github.com/batonhq/baton/proto => ../proto
+replace (
+	github.com/batonhq/baton/proto => ../proto
+	github.com/batonhq/baton/worker => ../worker
+)
 
 require (
 	github.com/batonhq/baton/proto v0.0.0-00010101000000-000000000000
+	github.com/batonhq/baton/worker v0.0.0-00010101000000-000000000000
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/prometheus/client_golang v1.25.0
+	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.25.0
 	golang.org/x/sys v0.48.0
 	google.golang.org/grpc v1.85.0

@@ -21,6 +21,8 @@ type holding struct {
 	epoch uint64
 	// used: epoch has been granted already; the next grant bumps it.
 	used bool
+	// claimedFor is the worker the claim already recorded as grantee.
+	claimedFor *lease.Worker
 }
 
 // renewWindow is how long after a heartbeat started a renewal may still be
@@ -107,8 +109,10 @@ func (h *holding) tryGrant(ctx context.Context) (time.Duration, error) {
 	if h.used {
 		next++
 	}
-	if err := h.s.Grant(ctx, h.epoch, next, w.ID); err != nil {
-		return 0, err
+	if h.used || w != h.claimedFor {
+		if err := h.s.Grant(ctx, h.epoch, next, w.ID); err != nil {
+			return 0, err
+		}
 	}
 	h.epoch, h.used = next, true
 	h.metrics.Epoch.Set(float64(next))

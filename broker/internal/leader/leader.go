@@ -145,7 +145,13 @@ func (l *Loop) session(ctx context.Context, bo *backoff) error {
 	}
 	wait := time.Since(start)
 	l.metrics.LockWait.Observe(wait.Seconds())
-	acq, err := s.Claim(ctx)
+	// When a worker is waiting, the first grant is recorded by the claim
+	// itself: one statement between the lock and the grant.
+	var claimedFor *lease.Worker
+	if w, notBefore := l.hub.Candidate(); w != nil && !time.Now().Before(notBefore) {
+		claimedFor = w
+	}
+	acq, err := s.Claim(ctx, workerID(claimedFor))
 	if err != nil {
 		return err
 	}
@@ -159,7 +165,7 @@ func (l *Loop) session(ctx context.Context, bo *backoff) error {
 	defer l.metrics.LockHeld.Set(0)
 	l.log.Info("lock acquired", keyEpoch, acq.Epoch, keyPID, s.PID(), "waited", wait.Round(time.Millisecond),
 		"previous_holder", st.Holder, "previous_epoch", st.Epoch)
-	h := &holding{Loop: l, s: s, epoch: acq.Epoch}
+	h := &holding{Loop: l, s: s, epoch: acq.Epoch, claimedFor: claimedFor}
 	return h.run(ctx)
 }
 
@@ -233,4 +239,11 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+func workerID(w *lease.Worker) string {
+	if w == nil {
+		return ""
+	}
+	return w.ID
 }

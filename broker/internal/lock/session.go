@@ -89,6 +89,9 @@ func SessionParams(timeout time.Duration) map[string]string {
 // It blocks until connected, ctx is done, or the connect timeout (the session
 // timeout) passes.
 func Connect(ctx context.Context, opts Options) (*Session, error) {
+	if err := stream.Validate(opts.StreamID); err != nil {
+		return nil, err
+	}
 	cfg, err := pgx.ParseConfig(opts.DatabaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)

@@ -62,20 +62,23 @@ type Acquisition struct {
 }
 
 // Claim records a fresh acquisition: it bumps the stream's epoch and records
-// this session as holder. It fails with ErrLockLost unless the session holds
-// the lock.
-func (s *Session) Claim(ctx context.Context) (Acquisition, error) {
+// this session as holder and, when worker is not empty, the grant to that
+// worker in the same statement (one round trip on the handoff path). It
+// fails with ErrLockLost unless the session holds the lock; this is the one
+// statement that checks pg_locks (later writes are fenced by epoch and
+// backend pid, which a session lock cannot lose without its session ending).
+func (s *Session) Claim(ctx context.Context, worker string) (Acquisition, error) {
 	var a Acquisition
 	var epoch int64
 	err := s.conn.QueryRow(ctx, `
-		INSERT INTO baton.streams AS st (stream_id, epoch, holder, backend_pid, acquired_at, last_heartbeat)
-		SELECT $1, 1, $2, pg_backend_pid(), now(), now() WHERE `+ownedSQL+`
+		INSERT INTO baton.streams AS st (stream_id, epoch, holder, backend_pid, worker, acquired_at, granted_at, last_heartbeat)
+		SELECT $1, 1, $2, pg_backend_pid(), nullif($5, ''), now(), CASE WHEN $5 <> '' THEN now() END, now() WHERE `+ownedSQL+`
 		ON CONFLICT (stream_id) DO UPDATE SET
 			epoch = st.epoch + 1, holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid,
-			worker = NULL, acquired_at = now(), granted_at = NULL,
+			worker = EXCLUDED.worker, acquired_at = now(), granted_at = EXCLUDED.granted_at,
 			last_heartbeat = now(), released_at = NULL
 		RETURNING epoch, acquired_at`,
-		s.opts.StreamID, s.opts.Holder, s.ns, s.objid).Scan(&epoch, &a.AcquiredAt)
+		s.opts.StreamID, s.opts.Holder, s.ns, s.objid, worker).Scan(&epoch, &a.AcquiredAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return a, ErrLockLost
 	}
@@ -86,14 +89,18 @@ func (s *Session) Claim(ctx context.Context) (Acquisition, error) {
 	return a, nil
 }
 
+// fenceSQL matches the stream's row only while it is still ours: our epoch
+// and our backend. $1 stream id, $2 epoch.
+const fenceSQL = `stream_id = $1 AND epoch = $2 AND backend_pid = pg_backend_pid()`
+
 // Grant records that the lease of epoch next is granted to worker. When next
 // differs from current (a re-grant within one acquisition) the stored epoch
 // must still be current, and becomes next.
 func (s *Session) Grant(ctx context.Context, current, next uint64, worker string) error {
 	tag, err := s.conn.Exec(ctx, `
-		UPDATE baton.streams SET epoch = $5, worker = $6, granted_at = now(), last_heartbeat = now()
-		WHERE stream_id = $1 AND epoch = $2 AND `+ownedSQL,
-		s.opts.StreamID, int64(current), s.ns, s.objid, int64(next), worker)
+		UPDATE baton.streams SET epoch = $3, worker = $4, granted_at = now(), last_heartbeat = now()
+		WHERE `+fenceSQL,
+		s.opts.StreamID, int64(current), int64(next), worker)
 	if err != nil {
 		return fmt.Errorf("record grant: %w", err)
 	}
@@ -104,14 +111,12 @@ func (s *Session) Grant(ctx context.Context, current, next uint64, worker string
 }
 
 // Heartbeat proves the session alive to PostgreSQL (it resets
-// idle_session_timeout) and checks, in the same statement, that the session
-// still holds the lock and the stored epoch is still epoch. It returns
-// ErrLockLost or ErrReplaced when not.
+// idle_session_timeout) and checks, in the same statement, that the stored
+// epoch and backend are still ours. It returns ErrLockLost or ErrReplaced
+// when not.
 func (s *Session) Heartbeat(ctx context.Context, epoch uint64) error {
-	tag, err := s.conn.Exec(ctx, `
-		UPDATE baton.streams SET last_heartbeat = now()
-		WHERE stream_id = $1 AND epoch = $2 AND `+ownedSQL,
-		s.opts.StreamID, int64(epoch), s.ns, s.objid)
+	tag, err := s.conn.Exec(ctx, `UPDATE baton.streams SET last_heartbeat = now() WHERE `+fenceSQL,
+		s.opts.StreamID, int64(epoch))
 	if err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
@@ -134,22 +139,35 @@ func (s *Session) whyNot(ctx context.Context, epoch uint64) error {
 	if !owned {
 		return ErrLockLost
 	}
+	var pid uint32
+	if err := s.conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err == nil && pid != s.pid {
+		return ErrNotDirect
+	}
 	if uint64(stored) != epoch {
 		return fmt.Errorf("%w (stored %d, ours %d)", ErrReplaced, stored, epoch)
 	}
 	return ErrLockLost
 }
 
-// Release records the release of epoch and unlocks. The session stays open;
-// Close it afterwards.
+// Release unlocks and records the release in one round trip (the unlock
+// first: it is what the standby waits for). The session stays open; Close
+// it afterwards.
 func (s *Session) Release(ctx context.Context, epoch uint64) error {
-	if _, err := s.conn.Exec(ctx, `
+	// Multi-statement simple query; every value is an integer or a validated
+	// stream id ([a-z0-9_]), written as literals.
+	sql := fmt.Sprintf(`SELECT pg_advisory_unlock(%d, %d);
 		UPDATE baton.streams SET released_at = now(), worker = NULL
-		WHERE stream_id = $1 AND epoch = $2 AND `+ownedSQL,
-		s.opts.StreamID, int64(epoch), s.ns, s.objid); err != nil {
-		return fmt.Errorf("record release: %w", err)
+		WHERE stream_id = '%s' AND epoch = %d AND backend_pid = pg_backend_pid()`,
+		s.ns, s.key, s.opts.StreamID, int64(epoch))
+	results, err := s.conn.PgConn().Exec(ctx, sql).ReadAll()
+	if err != nil {
+		return fmt.Errorf("release: %w", err)
 	}
-	return s.Unlock(ctx)
+	s.acquired = false
+	if len(results) == 0 || len(results[0].Rows) != 1 || string(results[0].Rows[0][0]) != "t" {
+		return ErrLockLost
+	}
+	return nil
 }
 
 // Unlock releases the advisory lock without touching the state table.

@@ -1,0 +1,435 @@
+package lease_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	batonv1 "github.com/batonhq/baton/proto/baton/v1"
+
+	"github.com/batonhq/baton/worker/lease"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const waitFor = 10 * time.Second
+
+// fakeBroker is a scripted LeaseService: every stream it accepts is handed
+// to the test, which sends what it likes and reads what the client sent.
+type fakeBroker struct {
+	batonv1.UnimplementedLeaseServiceServer
+	ln      *bufconn.Listener
+	streams chan *fakeStream
+}
+
+type fakeStream struct {
+	hello *batonv1.Hello
+	out   chan *batonv1.BrokerMessage
+	in    chan *batonv1.WorkerMessage
+	end   chan error // the handler returns this
+	once  sync.Once
+}
+
+func (s *fakeStream) close(err error) { s.once.Do(func() { s.end <- err }) }
+
+func startFake(t *testing.T) *fakeBroker {
+	t.Helper()
+	f := &fakeBroker{ln: bufconn.Listen(1 << 20), streams: make(chan *fakeStream, 8)}
+	srv := grpc.NewServer()
+	batonv1.RegisterLeaseServiceServer(srv, f)
+	go func() { _ = srv.Serve(f.ln) }()
+	t.Cleanup(srv.Stop)
+	return f
+}
+
+func (f *fakeBroker) Lease(stream batonv1.LeaseService_LeaseServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	s := &fakeStream{
+		hello: first.GetHello(),
+		out:   make(chan *batonv1.BrokerMessage, 16),
+		in:    make(chan *batonv1.WorkerMessage, 16),
+		end:   make(chan error, 1),
+	}
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			s.in <- m
+		}
+	}()
+	f.streams <- s
+	for {
+		select {
+		case m := <-s.out:
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+		case err := <-s.end:
+			return err
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		}
+	}
+}
+
+func (f *fakeBroker) client(t *testing.T, opts lease.Options) *lease.Client {
+	t.Helper()
+	opts.DialOptions = append(opts.DialOptions, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+		return f.ln.DialContext(ctx)
+	}))
+	c, err := lease.New("passthrough:///bufnet", opts)
+	if err != nil {
+		t.Fatalf("lease.New: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func (f *fakeBroker) stream(t *testing.T) *fakeStream {
+	t.Helper()
+	select {
+	case s := <-f.streams:
+		return s
+	case <-time.After(waitFor):
+		t.Fatal("no lease stream opened")
+		return nil
+	}
+}
+
+func (s *fakeStream) recv(t *testing.T) *batonv1.WorkerMessage {
+	t.Helper()
+	select {
+	case m := <-s.in:
+		return m
+	case <-time.After(waitFor):
+		t.Fatal("no message from the worker")
+		return nil
+	}
+}
+
+func granted(epoch uint64, ttl time.Duration) *batonv1.BrokerMessage {
+	return &batonv1.BrokerMessage{Msg: &batonv1.BrokerMessage_Granted{Granted: &batonv1.Granted{
+		Epoch: epoch, Ttl: durationpb.New(ttl), StreamId: "s", SlotName: "baton_slot_s", PublicationName: "baton_pub_s", Holder: "h",
+	}}}
+}
+
+func renewed(epoch uint64, ttl time.Duration) *batonv1.BrokerMessage {
+	return &batonv1.BrokerMessage{Msg: &batonv1.BrokerMessage_Renewed{Renewed: &batonv1.Renewed{Epoch: epoch, Ttl: durationpb.New(ttl)}}}
+}
+
+func revoked(epoch uint64, r batonv1.RevokeReason) *batonv1.BrokerMessage {
+	return &batonv1.BrokerMessage{Msg: &batonv1.BrokerMessage_Revoked{Revoked: &batonv1.Revoked{Epoch: epoch, Reason: r, Message: "m"}}}
+}
+
+func standby(r batonv1.StandbyReason) *batonv1.BrokerMessage {
+	return &batonv1.BrokerMessage{Msg: &batonv1.BrokerMessage_Standby{Standby: &batonv1.Standby{Reason: r}}}
+}
+
+func acquire(t *testing.T, c *lease.Client) *lease.Lease {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	l, err := c.Acquire(ctx)
+	if err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+	return l
+}
+
+func ended(t *testing.T, l *lease.Lease) error {
+	t.Helper()
+	select {
+	case <-l.Done():
+		return l.Err()
+	case <-time.After(waitFor):
+		t.Fatal("lease did not end")
+		return nil
+	}
+}
+
+func TestHelloAndRelease(t *testing.T) {
+	f := startFake(t)
+	var mu sync.Mutex
+	var reasons []batonv1.StandbyReason
+	c := f.client(t, lease.Options{WorkerID: "worker@pod", StreamID: "s", OnStandby: func(s *batonv1.Standby) {
+		mu.Lock()
+		reasons = append(reasons, s.GetReason())
+		mu.Unlock()
+	}})
+	got := make(chan *lease.Lease, 1)
+	go func() {
+		l, _ := c.Acquire(context.Background())
+		got <- l
+	}()
+	s := f.stream(t)
+	if s.hello.GetWorkerId() != "worker@pod" || s.hello.GetStreamId() != "s" {
+		t.Fatalf("hello = %v", s.hello)
+	}
+	s.out <- standby(batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT)
+	s.out <- granted(5, time.Minute)
+	var l *lease.Lease
+	select {
+	case l = <-got:
+	case <-time.After(waitFor):
+		t.Fatal("Acquire did not return")
+	}
+	mu.Lock()
+	if len(reasons) != 1 || reasons[0] != batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT {
+		t.Errorf("standbys = %v", reasons)
+	}
+	mu.Unlock()
+	if l.Epoch != 5 || l.TTL != time.Minute || l.Slot != "baton_slot_s" || l.Publication != "baton_pub_s" || l.Holder != "h" {
+		t.Fatalf("lease = %+v", l)
+	}
+
+	if err := l.Progress(10); err != nil {
+		t.Fatalf("Progress: %v", err)
+	}
+	if p := s.recv(t).GetProgress(); p.GetEpoch() != 5 || p.GetDurableLsn() != 10 {
+		t.Fatalf("progress = %v", p)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := l.Release(ctx, 11); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if r := s.recv(t).GetReleased(); r.GetEpoch() != 5 || r.GetDurableLsn() != 11 {
+		t.Fatalf("released = %v", r)
+	}
+	if !errors.Is(l.Err(), lease.ErrReleased) || l.EndedAt().IsZero() {
+		t.Fatalf("after Release: Err = %v, EndedAt = %v", l.Err(), l.EndedAt())
+	}
+}
+
+// grant opens a session for c, grants epoch and returns the stream and the
+// acquired lease.
+func grant(t *testing.T, f *fakeBroker, c *lease.Client, epoch uint64, ttl time.Duration) (*fakeStream, *lease.Lease) {
+	t.Helper()
+	type result struct {
+		l   *lease.Lease
+		err error
+	}
+	got := make(chan result, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	go func() {
+		l, err := c.Acquire(ctx)
+		got <- result{l, err}
+	}()
+	s := f.stream(t)
+	s.out <- granted(epoch, ttl)
+	r := <-got
+	if r.err != nil {
+		t.Fatalf("Acquire: %v", r.err)
+	}
+	return s, r.l
+}
+
+func TestForeignEpochIgnored(t *testing.T) {
+	const ttl = 300 * time.Millisecond
+	f := startFake(t)
+	c := f.client(t, lease.Options{})
+	s, l := grant(t, f, c, 7, ttl)
+	start := time.Now()
+	// A revoke for another epoch must not end the lease, and a renewal for
+	// another epoch must not keep it alive.
+	s.out <- revoked(6, batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST)
+	for range 5 {
+		s.out <- renewed(6, time.Hour)
+	}
+	err := ended(t, l)
+	if !errors.Is(err, lease.ErrExpired) {
+		t.Fatalf("lease ended with %v, want ErrExpired", err)
+	}
+	if lived := l.EndedAt().Sub(start); lived > 20*ttl {
+		t.Fatalf("a foreign renewal kept the lease alive for %v", lived)
+	}
+}
+
+func TestRenewedExtendsFromReceipt(t *testing.T) {
+	const ttl = 400 * time.Millisecond
+	f := startFake(t)
+	c := f.client(t, lease.Options{})
+	s, l := grant(t, f, c, 1, ttl)
+	d0 := l.Deadline()
+	sent := time.Now()
+	s.out <- renewed(1, ttl)
+	deadline := time.Now().Add(waitFor)
+	for !l.Deadline().After(d0) {
+		if time.Now().After(deadline) {
+			t.Fatal("renewal did not move the deadline")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if d := l.Deadline(); d.Before(sent.Add(ttl)) {
+		t.Fatalf("deadline %v before the renewal was sent + TTL", d.Sub(sent))
+	}
+	if err := ended(t, l); !errors.Is(err, lease.ErrExpired) {
+		t.Fatalf("lease ended with %v, want ErrExpired", err)
+	}
+	if l.EndedAt().Before(sent.Add(ttl)) {
+		t.Fatal("lease ended before the TTL from the last renewal")
+	}
+}
+
+func TestNewGrantReplaces(t *testing.T) {
+	f := startFake(t)
+	c := f.client(t, lease.Options{})
+	s, l := grant(t, f, c, 1, time.Minute)
+	s.out <- granted(2, time.Minute)
+	err := ended(t, l)
+	if r, ok := lease.Revoked(err); !ok || r != batonv1.RevokeReason_REVOKE_REASON_REPLACED {
+		t.Fatalf("first lease ended with %v, want revoked (replaced)", err)
+	}
+	l2 := acquire(t, c)
+	if l2.Epoch != 2 || l2.Err() != nil {
+		t.Fatalf("second lease = %+v, %v", l2, l2.Err())
+	}
+}
+
+func TestBrokerLostAndReconnect(t *testing.T) {
+	f := startFake(t)
+	c := f.client(t, lease.Options{})
+	s, l := grant(t, f, c, 1, time.Minute)
+	s.close(status.Error(codes.Unavailable, "broker going away"))
+	err := ended(t, l)
+	if !errors.Is(err, lease.ErrBrokerLost) {
+		t.Fatalf("lease ended with %v, want ErrBrokerLost", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := l.Release(ctx, 0); err == nil {
+		t.Fatal("Release on a broken stream reported success")
+	}
+	// Acquire opens a new stream.
+	_, l2 := grant(t, f, c, 2, time.Minute)
+	if l2.Epoch != 2 {
+		t.Fatalf("lease after reconnect = %+v", l2)
+	}
+}
+
+func TestExpiredUnclaimedGrantIsReleased(t *testing.T) {
+	f := startFake(t)
+	c := f.client(t, lease.Options{})
+	// Open the session, then give up waiting.
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Acquire(ctx)
+		errc <- err
+	}()
+	s := f.stream(t)
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Acquire after cancel = %v, want context.Canceled", err)
+	}
+	// A grant arrives while nobody waits, and expires unclaimed.
+	s.out <- granted(3, time.Millisecond)
+
+	got := make(chan *lease.Lease, 1)
+	go func() {
+		l, _ := c.Acquire(context.Background())
+		got <- l
+	}()
+	// The next Acquire tells the broker it will not use the dead grant...
+	if r := s.recv(t).GetReleased(); r.GetEpoch() != 3 {
+		t.Fatalf("worker sent %v, want Released for epoch 3", r)
+	}
+	// ...and waits for a fresh one.
+	s.out <- granted(4, time.Minute)
+	select {
+	case l := <-got:
+		if l.Epoch != 4 || l.Err() != nil {
+			t.Fatalf("lease = %+v, %v", l, l.Err())
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Acquire did not return the fresh grant")
+	}
+}
+
+func TestCloseEndsEverything(t *testing.T) {
+	f := startFake(t)
+	c := f.client(t, lease.Options{})
+	_, l := grant(t, f, c, 1, time.Minute)
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := ended(t, l); !errors.Is(err, lease.ErrBrokerLost) {
+		t.Fatalf("lease ended with %v, want ErrBrokerLost", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := c.Acquire(ctx); !errors.Is(err, lease.ErrClosed) {
+		t.Fatalf("Acquire after Close = %v, want ErrClosed", err)
+	}
+}
+
+func TestCloseUnblocksAcquire(t *testing.T) {
+	// No broker at all: Acquire keeps trying until Close.
+	ln := bufconn.Listen(1 << 10)
+	ln.Close()
+	c, err := lease.New("passthrough:///bufnet", lease.Options{DialOptions: []grpc.DialOption{
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ln.DialContext(ctx) }),
+	}})
+	if err != nil {
+		t.Fatalf("lease.New: %v", err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Acquire(context.Background())
+		errc <- err
+	}()
+	// Close at some point while Acquire is retrying; no ordering is needed.
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, lease.ErrClosed) {
+			t.Fatalf("Acquire = %v, want ErrClosed", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Acquire still blocked after Close")
+	}
+}
+
+func TestReasonString(t *testing.T) {
+	tests := []struct {
+		r    batonv1.RevokeReason
+		want string
+	}{
+		{batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN, "shutdown"},
+		{batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST, "lock_lost"},
+		{batonv1.RevokeReason_REVOKE_REASON_REPLACED, "replaced"},
+		{batonv1.RevokeReason_REVOKE_REASON_UNSPECIFIED, "unspecified"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			if got := lease.ReasonString(tt.r); got != tt.want {
+				t.Fatalf("ReasonString(%v) = %q", tt.r, got)
+			}
+		})
+	}
+	err := &lease.RevokedError{Reason: batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN, Message: "bye"}
+	if got := err.Error(); got != "lease revoked (shutdown): bye" {
+		t.Fatalf("Error() = %q", got)
+	}
+	if _, ok := lease.Revoked(errors.New("x")); ok {
+		t.Fatal("Revoked(plain error) = true")
+	}
+}
