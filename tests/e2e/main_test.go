@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	bins, err = harness.Build(ctx, dir, "github.com/batonhq/baton/broker/cmd/broker")
+	bins, err = harness.Build(ctx, dir, "github.com/batonhq/baton/broker/cmd/broker", "github.com/batonhq/baton/worker/cmd/worker")
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -1,0 +1,94 @@
+package harness
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+)
+
+// WorkerOptions start a worker process.
+type WorkerOptions struct {
+	Bin         string
+	DatabaseURL string
+	BrokerAddr  string
+	StorageDir  string
+	StreamID    string
+	Settings    map[string]string
+	Name        string
+	Tee         *os.File
+}
+
+// Worker is a running worker process.
+type Worker struct {
+	*Process
+	HTTPAddr string
+}
+
+// StartWorker starts a worker with its HTTP API on a free port.
+func StartWorker(o WorkerOptions) (*Worker, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	env := []string{
+		"DATABASE_URL=" + o.DatabaseURL,
+		"BATON_BROKER_ADDR=" + o.BrokerAddr,
+		"BATON_HTTP_LISTEN=" + addr,
+		"BATON_STORAGE_DIR=" + o.StorageDir,
+	}
+	if o.StreamID != "" {
+		env = append(env, "REPLICATION_STREAM_ID="+o.StreamID)
+	}
+	for k, v := range o.Settings {
+		env = append(env, k+"="+v)
+	}
+	name := o.Name
+	if name == "" {
+		name = "worker@" + addr
+	}
+	p, err := StartProcess(name, []string{o.Bin}, env, o.Tee)
+	if err != nil {
+		return nil, err
+	}
+	return &Worker{Process: p, HTTPAddr: addr}, nil
+}
+
+// Health returns the worker's /v1/health status and HTTP code.
+func (w *Worker) Health() (string, int, error) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + w.HTTPAddr + "/v1/health")
+	if err != nil {
+		return "", 0, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string `json:"status"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return "", resp.StatusCode, fmt.Errorf("decode health: %w", err)
+	}
+	return body.Status, resp.StatusCode, nil
+}
+
+// AwaitStatus waits until /v1/health says status.
+func (w *Worker) AwaitStatus(status string, timeout time.Duration) error {
+	var last string
+	err := Await(timeout, fmt.Sprintf("%s health %q", w.Name, status), func() (bool, error) {
+		select {
+		case <-w.Done():
+			return false, fmt.Errorf("%s exited", w.Name)
+		default:
+		}
+		s, _, err := w.Health()
+		last = s
+		return err == nil && s == status, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w (last %q)", err, last)
+	}
+	return nil
+}

@@ -1,0 +1,145 @@
+// Package config parses and validates the worker's settings: every setting
+// is an environment variable and a flag of the same meaning (DESIGN §4);
+// flags win. Errors are *Error values naming the setting (exit code 2).
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/batonhq/baton/proto/stream"
+)
+
+// Config is the worker's validated configuration.
+type Config struct {
+	DatabaseURL string
+	StreamID    string
+	BrokerAddr  string
+	HTTPListen  string
+	StorageDir  string
+	LogFormat   string
+}
+
+// Default returns the defaults of DESIGN §4 (no database URL).
+func Default() Config {
+	return Config{
+		StreamID:   stream.DefaultID,
+		BrokerAddr: "127.0.0.1:7070",
+		HTTPListen: ":3000",
+		StorageDir: "./data",
+		LogFormat:  "text",
+	}
+}
+
+// Error is a configuration error naming the setting.
+type Error struct {
+	Setting string
+	Problem string
+}
+
+func (e *Error) Error() string { return e.Setting + ": " + e.Problem }
+
+// IsConfigError reports whether err is a configuration error or a help
+// request.
+func IsConfigError(err error) bool {
+	var ce *Error
+	return errors.As(err, &ce) || errors.Is(err, flag.ErrHelp)
+}
+
+// Parse reads the environment through getenv, then flags from args.
+func Parse(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	c := Default()
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(out)
+	for _, s := range []struct {
+		env, flag, usage string
+		v                *string
+	}{
+		{"DATABASE_URL", "database-url", "PostgreSQL connection URL (required)", &c.DatabaseURL},
+		{"REPLICATION_STREAM_ID", "replication-stream-id", "stream id: slot baton_slot_<id>, publication baton_pub_<id>", &c.StreamID},
+		{"BATON_BROKER_ADDR", "baton-broker-addr", "address of the broker's gRPC lease service", &c.BrokerAddr},
+		{"BATON_HTTP_LISTEN", "baton-http-listen", "HTTP listen address: shape API, /v1/health, /metrics", &c.HTTPListen},
+		{"BATON_STORAGE_DIR", "baton-storage-dir", "folder of the embedded shape storage", &c.StorageDir},
+		{"BATON_LOG_FORMAT", "baton-log-format", "log format: text or json", &c.LogFormat},
+	} {
+		if v := getenv(s.env); v != "" {
+			*s.v = v
+		}
+		fs.StringVar(s.v, s.flag, *s.v, fmt.Sprintf("%s (env %s)", s.usage, s.env))
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, err
+		}
+		return c, &Error{Setting: "flags", Problem: err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return c, &Error{Setting: "flags", Problem: fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	return c, c.Validate()
+}
+
+// Validate checks every setting.
+func (c Config) Validate() error {
+	if err := validateURL(c.DatabaseURL); err != nil {
+		return &Error{Setting: "DATABASE_URL", Problem: err.Error()}
+	}
+	if err := stream.Validate(c.StreamID); err != nil {
+		return &Error{Setting: "REPLICATION_STREAM_ID", Problem: err.Error()}
+	}
+	if err := validateAddr(c.BrokerAddr, true); err != nil {
+		return &Error{Setting: "BATON_BROKER_ADDR", Problem: err.Error()}
+	}
+	if err := validateAddr(c.HTTPListen, false); err != nil {
+		return &Error{Setting: "BATON_HTTP_LISTEN", Problem: err.Error()}
+	}
+	if strings.TrimSpace(c.StorageDir) == "" {
+		return &Error{Setting: "BATON_STORAGE_DIR", Problem: "must not be empty"}
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return &Error{Setting: "BATON_LOG_FORMAT", Problem: fmt.Sprintf("must be text or json, got %q", c.LogFormat)}
+	}
+	return nil
+}
+
+func validateURL(s string) error {
+	if s == "" {
+		return errors.New("required, e.g. postgres://user:password@host:5432/dbname")
+	}
+	if strings.Contains(s, "://") {
+		u, err := url.Parse(s)
+		if err != nil {
+			return fmt.Errorf("not a valid URL: %s", strings.TrimPrefix(err.Error(), "parse "))
+		}
+		if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+			return fmt.Errorf("scheme must be postgres:// or postgresql://, got %s://", u.Scheme)
+		}
+	} else if !strings.Contains(s, "=") {
+		return errors.New("must be a postgres:// URL or a key=value connection string")
+	}
+	if _, err := pgconn.ParseConfig(s); err != nil {
+		return fmt.Errorf("cannot be parsed: %w", err)
+	}
+	return nil
+}
+
+func validateAddr(addr string, needHost bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if needHost && host == "" {
+		return fmt.Errorf("%q has no host", addr)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil || port == "" {
+		return fmt.Errorf("%q has an invalid port %q", addr, port)
+	}
+	return nil
+}

@@ -1,0 +1,151 @@
+// Package replication consumes the stream's logical replication slot with
+// pgoutput while the worker holds its lease: it prepares the publication and
+// the slot, ends a stale predecessor's walsender (only one with an older
+// epoch), streams from the slot's confirmed position, appends each committed
+// transaction to durable storage, and acknowledges to PostgreSQL only what
+// storage reports durable.
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ErrSuperseded means the slot is being consumed by a worker with a newer
+// epoch: this worker is stale and must not touch the stream.
+var ErrSuperseded = errors.New("slot is consumed by a worker with a newer epoch")
+
+// quoteIdent quotes a PostgreSQL identifier.
+func quoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }
+
+// AppName is the application_name of a worker's replication connection:
+// baton-worker:<stream id>:<epoch>.
+func AppName(streamID string, epoch uint64) string {
+	return fmt.Sprintf("baton-worker:%s:%d", streamID, epoch)
+}
+
+// epochOf parses the epoch from a worker's application_name; ok is false
+// for anything else.
+func epochOf(appName, streamID string) (uint64, bool) {
+	prefix := "baton-worker:" + streamID + ":"
+	if !strings.HasPrefix(appName, prefix) {
+		return 0, false
+	}
+	e, err := strconv.ParseUint(strings.TrimPrefix(appName, prefix), 10, 64)
+	return e, err == nil
+}
+
+// ensurePublication creates the stream's publication when missing (with no
+// tables: shapes add theirs).
+func ensurePublication(ctx context.Context, conn *pgx.Conn, pub string) error {
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", pub).Scan(&exists); err != nil {
+		return fmt.Errorf("look up publication: %w", err)
+	}
+	if exists {
+		return nil
+	}
+	_, err := conn.Exec(ctx, "CREATE PUBLICATION "+quoteIdent(pub))
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42710" { // created meanwhile
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create publication %s: %w", pub, err)
+	}
+	return nil
+}
+
+// slotState is what pg_replication_slots says about the slot.
+type slotState struct {
+	exists       bool
+	plugin       string
+	activePID    int32
+	activeApp    string
+	confirmed    string
+	walStatus    string
+	restartLSN   string
+	hasActivePID bool
+}
+
+func readSlot(ctx context.Context, conn *pgx.Conn, slot string) (slotState, error) {
+	var st slotState
+	var pid *int32
+	var app, confirmed, walStatus, restart *string
+	err := conn.QueryRow(ctx, `
+		SELECT s.plugin, s.active_pid, a.application_name, s.confirmed_flush_lsn::text, s.wal_status, s.restart_lsn::text
+		FROM pg_replication_slots s LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid
+		WHERE s.slot_name = $1`, slot).Scan(&st.plugin, &pid, &app, &confirmed, &walStatus, &restart)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("look up slot: %w", err)
+	}
+	st.exists = true
+	if pid != nil {
+		st.activePID, st.hasActivePID = *pid, true
+	}
+	for dst, src := range map[*string]*string{&st.activeApp: app, &st.confirmed: confirmed, &st.walStatus: walStatus, &st.restartLSN: restart} {
+		if src != nil {
+			*dst = *src
+		}
+	}
+	return st, nil
+}
+
+// takeSlot makes the slot free for this worker: if a walsender of an older
+// (or unknown) epoch still holds it — left by a dead, frozen or partitioned
+// predecessor whose lease has expired — it is terminated; a newer epoch's
+// walsender is never touched (ErrSuperseded). It returns the slot's state
+// once inactive, or exists=false when there is no slot.
+func takeSlot(ctx context.Context, conn *pgx.Conn, slot, streamID string, epoch uint64, log func(string, ...any)) (slotState, error) {
+	deadline := time.Now().Add(15 * time.Second)
+	terminated := int32(0)
+	for {
+		st, err := readSlot(ctx, conn, slot)
+		if err != nil || !st.exists || !st.hasActivePID {
+			return st, err
+		}
+		other, known := epochOf(st.activeApp, streamID)
+		if known && other >= epoch {
+			return st, fmt.Errorf("%w (slot %s active for pid %d, %s; ours is epoch %d)", ErrSuperseded, slot, st.activePID, st.activeApp, epoch)
+		}
+		if terminated != st.activePID {
+			log("ending a stale walsender that still holds the slot", "slot", slot, "pid", st.activePID,
+				"application_name", st.activeApp, "epoch", epoch)
+			if _, err := conn.Exec(ctx, "SELECT pg_terminate_backend($1)", st.activePID); err != nil {
+				return st, fmt.Errorf("terminate stale walsender %d: %w", st.activePID, err)
+			}
+			terminated = st.activePID
+		}
+		if time.Now().After(deadline) {
+			return st, fmt.Errorf("slot %s still active for pid %d after terminating it", slot, st.activePID)
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// endOwnWalsender terminates this worker's own walsender if the slot still
+// shows it active (e.g. a proxy kept the server side open after we closed).
+func endOwnWalsender(ctx context.Context, conn *pgx.Conn, slot, appName string) error {
+	_, err := conn.Exec(ctx, `
+		SELECT pg_terminate_backend(s.active_pid)
+		FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid
+		WHERE s.slot_name = $1 AND a.application_name = $2`, slot, appName)
+	if err != nil {
+		return fmt.Errorf("end own walsender: %w", err)
+	}
+	return nil
+}

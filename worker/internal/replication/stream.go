@@ -1,0 +1,453 @@
+package replication
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	batonv1 "github.com/batonhq/baton/proto/baton/v1"
+
+	"github.com/batonhq/baton/worker/internal/storage"
+	"github.com/batonhq/baton/worker/lease"
+)
+
+// Sink is the durable storage the stream writes to.
+type Sink interface {
+	// Append buffers a committed transaction; a record at or below what is
+	// stored is skipped (seq 0).
+	Append(storage.Record) (uint64, error)
+	// Sync makes everything appended durable and returns the end LSN of the
+	// last durable transaction.
+	Sync() (uint64, error)
+}
+
+// Lease is what the stream needs of the worker's lease.
+type Lease interface {
+	Done() <-chan struct{}
+	Err() error
+	Progress(lsn uint64) error
+}
+
+// Options configure one replication run.
+type Options struct {
+	DatabaseURL string
+	StreamID    string
+	Slot        string
+	Publication string
+	Epoch       uint64
+	// WalSenderTimeout is set on the replication connection; status updates
+	// go out at least every min(WalSenderTimeout/3, 10s).
+	WalSenderTimeout time.Duration
+	Log              *slog.Logger
+	// OnStreaming is called once START_REPLICATION succeeded.
+	OnStreaming func()
+}
+
+// Result says how a run ended.
+type Result struct {
+	// Durable is the end LSN of the last durable transaction.
+	Durable uint64
+	// Acked is the last flush position acknowledged to PostgreSQL.
+	Acked uint64
+	// SlotCreated is true when this run created the slot (no continuity
+	// with earlier storage can be proven).
+	SlotCreated bool
+}
+
+// item is one message from the walsender.
+type item struct {
+	keepalive      bool
+	walEnd         uint64
+	replyRequested bool
+	start          uint64
+	data           []byte
+}
+
+// Run replicates until the lease ends or ctx is done. A shutdown (ctx done)
+// or a revoke with reason shutdown stops gracefully: stop reading, make
+// everything received durable, acknowledge it, close the stream and end our
+// own walsender. Any other end of the lease (expiry, lock lost, replaced)
+// stops at once: nothing more is written or acknowledged.
+func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
+	var res Result
+	if o.WalSenderTimeout == 0 {
+		o.WalSenderTimeout = 30 * time.Second
+	}
+	app := AppName(o.StreamID, o.Epoch)
+	// work ends with the lease or the shutdown.
+	work, stopWork := context.WithCancel(ctx)
+	defer stopWork()
+	stopOnLease := context.AfterFunc(leaseCtx(l), stopWork)
+	defer stopOnLease()
+
+	admin, err := connectAdmin(work, o.DatabaseURL, "baton-worker-admin:"+o.StreamID+":"+fmt.Sprint(o.Epoch))
+	if err != nil {
+		return res, err
+	}
+	defer admin.Close(context.WithoutCancel(ctx))
+	if err := ensurePublication(work, admin, o.Publication); err != nil {
+		return res, err
+	}
+	repl, err := connectReplication(work, o.DatabaseURL, app, o.WalSenderTimeout)
+	if err != nil {
+		return res, err
+	}
+	defer closeConn(ctx, repl)
+	if _, err := pglogrepl.IdentifySystem(work, repl); err != nil {
+		return res, fmt.Errorf("identify system: %w", err)
+	}
+	st, err := takeSlot(work, admin, o.Slot, o.StreamID, o.Epoch, func(msg string, args ...any) { o.Log.Warn(msg, args...) })
+	if err != nil {
+		return res, err
+	}
+	if !st.exists {
+		if _, err := pglogrepl.CreateReplicationSlot(work, repl, quoteIdent(o.Slot), "pgoutput",
+			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"}); err != nil {
+			return res, fmt.Errorf("create slot %s: %w", o.Slot, err)
+		}
+		res.SlotCreated = true
+		o.Log.Info("replication slot created", "slot", o.Slot)
+		if st, err = readSlot(work, admin, o.Slot); err != nil {
+			return res, err
+		}
+	}
+	confirmed, _ := pglogrepl.ParseLSN(st.confirmed)
+	err = pglogrepl.StartReplication(work, repl, quoteIdent(o.Slot), 0, pglogrepl.StartReplicationOptions{
+		Mode: pglogrepl.LogicalReplication,
+		PluginArgs: []string{"proto_version '1'",
+			"publication_names '" + quoteIdent(o.Publication) + "'",
+			"messages 'true'"},
+	})
+	if err != nil {
+		return res, fmt.Errorf("start replication on %s: %w", o.Slot, err)
+	}
+	o.Log.Info("replicating", "slot", o.Slot, "publication", o.Publication, "epoch", o.Epoch, "from_lsn", confirmed.String())
+	if o.OnStreaming != nil {
+		o.OnStreaming()
+	}
+	s := &streamer{o: o, l: l, sink: sink, repl: repl, dec: newDecoder()}
+	s.acked.Store(uint64(confirmed))
+	s.ackable.Store(uint64(confirmed))
+	runErr := s.run(ctx, work)
+	res.Durable, res.Acked = s.durable.Load(), s.acked.Load()
+	closeConn(ctx, repl)
+	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	defer cancel()
+	if err := endOwnWalsender(ectx, admin, o.Slot, app); err != nil {
+		o.Log.Warn("could not end own walsender", "err", err)
+	}
+	return res, runErr
+}
+
+// leaseCtx turns the lease's done channel into a context.
+func leaseCtx(l Lease) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-l.Done()
+		cancel()
+	}()
+	return ctx
+}
+
+// graceful reports whether the stop may drain and acknowledge: a shutdown
+// of this worker, or a revoke for the broker's shutdown (the broker keeps the
+// lock until we release).
+func graceful(ctx context.Context, l Lease) bool {
+	err := l.Err()
+	if err == nil {
+		return ctx.Err() != nil
+	}
+	r, ok := lease.Revoked(err)
+	return ok && r == batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN
+}
+
+type streamer struct {
+	o    Options
+	l    Lease
+	sink Sink
+	repl *pgconn.PgConn
+	dec  *decoder
+
+	durable atomic.Uint64 // end LSN of the last durable transaction
+	ackable atomic.Uint64 // highest position safe to acknowledge
+	acked   atomic.Uint64 // last position acknowledged
+
+	dirty     bool   // appended since the last Sync
+	kaLSN     uint64 // a keepalive's WAL end waiting for durability
+	kaPending bool
+}
+
+func (s *streamer) run(ctx, work context.Context) error {
+	readCtx, stopRead := context.WithCancel(work)
+	defer stopRead()
+	items := make(chan item, 4096)
+	readErr := make(chan error, 1)
+	go func() { readErr <- s.read(readCtx, items) }()
+
+	statusCtx, stopStatus := context.WithCancel(work)
+	poke := make(chan struct{}, 1)
+	statusDone := make(chan error, 1)
+	go func() { statusDone <- s.status(statusCtx, poke) }()
+	stop := func() {
+		stopStatus()
+		<-statusDone
+	}
+
+	for {
+		select {
+		case it := <-items:
+			if work.Err() != nil {
+				// The lease ended: handle nothing more before deciding how
+				// to stop.
+				stopRead()
+				<-readErr
+				stop()
+				return s.finish(ctx, append([]item{it}, drain(items)...))
+			}
+			if err := s.handle(it, poke); err != nil {
+				stopRead()
+				stop()
+				return err
+			}
+			if len(items) == 0 && s.dirty {
+				if err := s.sync(poke); err != nil {
+					stopRead()
+					stop()
+					return err
+				}
+			}
+		case err := <-readErr:
+			stop()
+			if work.Err() != nil {
+				return s.finish(ctx, drain(items))
+			}
+			return fmt.Errorf("replication stream: %w", err)
+		case err := <-statusDone:
+			stopRead()
+			<-readErr
+			if err == nil && work.Err() != nil {
+				return s.finish(ctx, drain(items))
+			}
+			return fmt.Errorf("status updates: %w", err)
+		case <-work.Done():
+			stopRead()
+			<-readErr
+			stop()
+			return s.finish(ctx, drain(items))
+		}
+	}
+}
+
+// finish ends a run after reading stopped: gracefully, everything received
+// is made durable and acknowledged; otherwise nothing more happens.
+func (s *streamer) finish(ctx context.Context, items []item) error {
+	if !graceful(ctx, s.l) {
+		s.o.Log.Warn("lease lost: replication stopped without writing or acknowledging more",
+			"epoch", s.o.Epoch, "cause", s.l.Err(), "durable_lsn", pglogrepl.LSN(s.durable.Load()).String())
+		return nil
+	}
+	for _, it := range items {
+		if err := s.handle(it, nil); err != nil {
+			return err
+		}
+	}
+	if s.dirty {
+		if err := s.sync(nil); err != nil {
+			return err
+		}
+	}
+	ack := s.ackable.Load()
+	if err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pglogrepl.LSN(ack), WALFlushPosition: pglogrepl.LSN(ack), WALApplyPosition: pglogrepl.LSN(ack),
+	}); err != nil {
+		return fmt.Errorf("final status update: %w", err)
+	}
+	s.acked.Store(ack)
+	s.o.Log.Info("replication stopped gracefully", "epoch", s.o.Epoch, "acked_lsn", pglogrepl.LSN(ack).String())
+	return nil
+}
+
+// read owns ReceiveMessage until ctx ends or the stream fails.
+func (s *streamer) read(ctx context.Context, out chan<- item) error {
+	for {
+		msg, err := s.repl.ReceiveMessage(ctx)
+		if err != nil {
+			return err
+		}
+		switch m := msg.(type) {
+		case *pgproto3.ErrorResponse:
+			return pgconn.ErrorResponseToPgError(m)
+		case *pgproto3.CopyData:
+			if len(m.Data) == 0 {
+				continue
+			}
+			var it item
+			switch m.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				k, err := pglogrepl.ParsePrimaryKeepaliveMessage(m.Data[1:])
+				if err != nil {
+					return fmt.Errorf("parse keepalive: %w", err)
+				}
+				it = item{keepalive: true, walEnd: uint64(k.ServerWALEnd), replyRequested: k.ReplyRequested}
+			case pglogrepl.XLogDataByteID:
+				x, err := pglogrepl.ParseXLogData(m.Data[1:])
+				if err != nil {
+					return fmt.Errorf("parse xlogdata: %w", err)
+				}
+				it = item{start: uint64(x.WALStart), data: append([]byte(nil), x.WALData...)}
+			default:
+				continue
+			}
+			select {
+			case out <- it:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+}
+
+// handle processes one message in stream order.
+func (s *streamer) handle(it item, poke chan struct{}) error {
+	if it.keepalive {
+		if !s.dec.inTx() {
+			// Every commit before this keepalive has been handled; once they
+			// are durable its WAL end may be acknowledged.
+			s.kaLSN, s.kaPending = max(s.kaLSN, it.walEnd), true
+			if !s.dirty {
+				s.promoteKeepalive()
+			}
+		}
+		if it.replyRequested && poke != nil {
+			select {
+			case poke <- struct{}{}:
+			default:
+			}
+		}
+		return nil
+	}
+	tx, err := s.dec.handle(it.data)
+	if err != nil || tx == nil {
+		return err
+	}
+	payload, err := tx.Encode()
+	if err != nil {
+		return err
+	}
+	if _, err := s.sink.Append(storage.Record{CommitLSN: tx.CommitLSN, EndLSN: tx.EndLSN, Epoch: s.o.Epoch, Payload: payload}); err != nil {
+		return fmt.Errorf("append transaction: %w", err)
+	}
+	s.dirty = true
+	return nil
+}
+
+func (s *streamer) promoteKeepalive() {
+	if s.kaPending && s.kaLSN > s.ackable.Load() {
+		s.ackable.Store(s.kaLSN)
+	}
+	s.kaPending = false
+}
+
+// sync makes appended transactions durable and raises the ackable position.
+func (s *streamer) sync(poke chan struct{}) error {
+	d, err := s.sink.Sync()
+	if err != nil {
+		return fmt.Errorf("sync storage: %w", err)
+	}
+	s.dirty = false
+	if d > s.durable.Load() {
+		s.durable.Store(d)
+	}
+	if d > s.ackable.Load() {
+		s.ackable.Store(d)
+	}
+	s.promoteKeepalive()
+	_ = poke
+	return nil
+}
+
+// status sends standby status updates from its own goroutine, never waiting
+// on change processing: at least every min(wal_sender_timeout/3, 10s), and at
+// once when the server asks for a reply.
+func (s *streamer) status(ctx context.Context, poke <-chan struct{}) error {
+	every := min(s.o.WalSenderTimeout/3, 10*time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var reported uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-poke:
+		}
+		if s.l.Err() != nil {
+			continue // nothing is acknowledged after the lease ended
+		}
+		ack := s.ackable.Load()
+		if err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{
+			WALWritePosition: pglogrepl.LSN(ack), WALFlushPosition: pglogrepl.LSN(ack), WALApplyPosition: pglogrepl.LSN(ack),
+		}); err != nil {
+			return err
+		}
+		s.acked.Store(ack)
+		if d := s.durable.Load(); d != reported {
+			reported = d
+			_ = s.l.Progress(d)
+		}
+	}
+}
+
+func connectAdmin(ctx context.Context, url, app string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	cfg.RuntimeParams["application_name"] = app
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	return conn, nil
+}
+
+func connectReplication(ctx context.Context, url, app string, walSenderTimeout time.Duration) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	cfg.RuntimeParams["application_name"] = app
+	cfg.RuntimeParams["wal_sender_timeout"] = fmt.Sprint(walSenderTimeout.Milliseconds())
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect replication: %w", err)
+	}
+	return conn, nil
+}
+
+func closeConn(ctx context.Context, c *pgconn.PgConn) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_ = c.Close(cctx)
+}
+
+// drain empties the channel of what the reader queued before it stopped.
+func drain(items chan item) []item {
+	var out []item
+	for {
+		select {
+		case it := <-items:
+			out = append(out, it)
+		default:
+			return out
+		}
+	}
+}
