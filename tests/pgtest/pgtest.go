@@ -68,7 +68,8 @@ const (
 // Options configure a cluster. The zero value is a loopback-only cluster.
 type Options struct {
 	// ListenAddresses are the TCP addresses the server listens on; default
-	// {"127.0.0.1"}. 127.0.0.1 is always needed: URL and readiness use it.
+	// {"127.0.0.1"}. URL and the readiness check use 127.0.0.1, so it is
+	// added in front unless the list already covers it.
 	ListenAddresses []string
 	// Settings are extra postgresql.conf settings; they override the defaults.
 	Settings map[string]string
@@ -123,8 +124,10 @@ var errPortInUse = errors.New("port already in use")
 // directory, picks a free port on 127.0.0.1, starts the server and waits
 // until it accepts connections. The caller must Close the cluster.
 func New(ctx context.Context, opts Options) (*Cluster, error) {
-	if len(opts.ListenAddresses) == 0 {
-		opts.ListenAddresses = []string{"127.0.0.1"}
+	if !slices.ContainsFunc(opts.ListenAddresses, func(a string) bool {
+		return a == "127.0.0.1" || a == "0.0.0.0" || a == "*" || a == "localhost"
+	}) {
+		opts.ListenAddresses = append([]string{"127.0.0.1"}, opts.ListenAddresses...)
 	}
 	binDir, err := FindBinDir()
 	if err != nil {

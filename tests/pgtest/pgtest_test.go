@@ -244,23 +244,34 @@ func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func TestListenAddressesAndHBA(t *testing.T) {
 	t.Parallel()
-	c := pgtest.Start(t, pgtest.Options{
-		// 0.0.0.0 is not loopback: the permissive rules are added.
-		ListenAddresses: []string{"127.0.0.1", "0.0.0.0"},
-		HBA:             []string{"host all nobody_here 127.0.0.1/32 reject"},
-	})
-	conn := connect(t, c)
-	if got := queryString(t, conn, "SHOW listen_addresses"); got != "127.0.0.1,0.0.0.0" {
-		t.Errorf("listen_addresses = %q", got)
-	}
-	rules := queryString(t, conn, "SELECT string_agg(coalesce(address, 'local') || ' ' || auth_method, '; ' ORDER BY line_number) FROM pg_hba_file_rules")
-	for _, want := range []string{"127.0.0.1 reject", "0.0.0.0 trust"} {
-		if !strings.Contains(rules, want) {
-			t.Errorf("pg_hba rules %q lack %q", rules, want)
-		}
-	}
-	if !strings.HasPrefix(rules, "127.0.0.1 reject") {
-		t.Errorf("extra HBA line is not first: %q", rules)
+	for _, tc := range []struct {
+		name       string
+		addresses  []string
+		wantListen string
+		wantOpen   bool // trust from 0.0.0.0/0
+	}{
+		{name: "default", wantListen: "127.0.0.1"},
+		{name: "127.0.0.1 added in front", addresses: []string{"::1"}, wantListen: "127.0.0.1,::1"},
+		{name: "non-loopback opens hba", addresses: []string{"127.0.0.1", "0.0.0.0"}, wantListen: "127.0.0.1,0.0.0.0", wantOpen: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := pgtest.Start(t, pgtest.Options{
+				ListenAddresses: tc.addresses,
+				HBA:             []string{"host all nobody_here 127.0.0.1/32 reject"},
+			})
+			conn := connect(t, c)
+			if got := queryString(t, conn, "SHOW listen_addresses"); got != tc.wantListen {
+				t.Errorf("listen_addresses = %q, want %q", got, tc.wantListen)
+			}
+			rules := queryString(t, conn, "SELECT string_agg(coalesce(address, 'local') || ' ' || auth_method, '; ' ORDER BY line_number) FROM pg_hba_file_rules")
+			if !strings.HasPrefix(rules, "127.0.0.1 reject;") {
+				t.Errorf("extra HBA line is not first: %q", rules)
+			}
+			if got := strings.Contains(rules, "0.0.0.0 trust"); got != tc.wantOpen {
+				t.Errorf("0.0.0.0/0 trust present = %v, want %v: %q", got, tc.wantOpen, rules)
+			}
+		})
 	}
 }
 
