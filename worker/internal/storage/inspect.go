@@ -37,7 +37,7 @@ func Inspect(dir string, fn func(Record) error) error {
 		}
 		prevEnd = res.lastEnd
 		if res.tail != nil && i < len(firsts)-1 {
-			return fmt.Errorf("%w: %s: %v", ErrCorrupt, path, res.tail)
+			return fmt.Errorf("%w: %s: %s", ErrCorrupt, path, res.tail)
 		}
 	}
 	return nil

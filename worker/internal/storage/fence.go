@@ -1,0 +1,128 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	epochFileName = "EPOCH"
+	lockFileName  = "LOCK"
+	tmpSuffix     = ".tmp"
+)
+
+// owner identifies one Open of the directory: its epoch, and how many Opens
+// the directory had seen before it. The EPOCH file names the current owner;
+// only it may write.
+type owner struct {
+	epoch uint64
+	open  uint64
+}
+
+func (o owner) String() string { return fmt.Sprintf("epoch %d open %d", o.epoch, o.open) }
+
+// readOwner reads dir's EPOCH file; a missing file is the zero owner.
+func readOwner(dir string) (owner, error) {
+	b, err := os.ReadFile(filepath.Join(dir, epochFileName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return owner{}, nil
+	}
+	if err != nil {
+		return owner{}, fmt.Errorf("read epoch: %w", err)
+	}
+	var o owner
+	if _, err := fmt.Sscanf(string(b), "epoch %d open %d", &o.epoch, &o.open); err != nil || o.String()+"\n" != string(b) {
+		return owner{}, fmt.Errorf("%w: %s holds %q", ErrCorrupt, epochFileName, b)
+	}
+	return o, nil
+}
+
+// writeOwner replaces dir's EPOCH file durably: temporary file, fsync,
+// rename, fsync of the directory.
+func writeOwner(dir string, o owner) error {
+	if err := writeFileAtomic(dir, epochFileName, []byte(o.String()+"\n")); err != nil {
+		return fmt.Errorf("write epoch: %w", err)
+	}
+	return nil
+}
+
+// writeFileAtomic makes dir/name hold b, durably, or leaves it unchanged.
+func writeFileAtomic(dir, name string, b []byte) error {
+	tmp := filepath.Join(dir, name+tmpSuffix)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, name))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(dir)
+}
+
+// syncDir fsyncs a directory, making the names created, renamed or removed
+// in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// dirLock is an exclusive flock(2) on dir/LOCK, shared by the processes
+// that open the directory. flock locks belong to the open file description,
+// so two Logs in one process exclude each other too.
+type dirLock struct{ f *os.File }
+
+func openDirLock(dir string) (*dirLock, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFileName), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	return &dirLock{f: f}, nil
+}
+
+// lock blocks until this process holds the lock.
+func (l *dirLock) lock() error {
+	for {
+		err := unix.Flock(int(l.f.Fd()), unix.LOCK_EX)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("lock %s: %w", l.f.Name(), err)
+		}
+	}
+}
+
+func (l *dirLock) unlock() error {
+	if err := unix.Flock(int(l.f.Fd()), unix.LOCK_UN); err != nil {
+		return fmt.Errorf("unlock %s: %w", l.f.Name(), err)
+	}
+	return nil
+}
+
+func (l *dirLock) close() error { return l.f.Close() }

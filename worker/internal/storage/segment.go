@@ -1,0 +1,185 @@
+package storage
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+const (
+	segmentMagic      = "BATONSEG"
+	segmentVersion    = 1
+	segmentHeaderSize = 16
+	segmentSuffix     = ".seg"
+)
+
+// errOtherWriter reports that the files changed under a writer that still
+// believed it owned them: some other writer is active, so this one is fenced.
+var errOtherWriter = fmt.Errorf("%w: another writer changed the log", ErrFenced)
+
+// segment indexes one segment file: where each durable record starts.
+type segment struct {
+	firstSeq uint64   // seq of the record at offsets[0]; also the file's name
+	path     string   // the file
+	offsets  []uint32 // record firstSeq+i starts at offsets[i]
+	size     int64    // end of the last durable record
+}
+
+func segmentName(firstSeq uint64) string {
+	return fmt.Sprintf("%020d%s", firstSeq, segmentSuffix)
+}
+
+func parseSegmentName(name string) (uint64, bool) {
+	digits, ok := strings.CutSuffix(name, segmentSuffix)
+	if !ok || len(digits) != 20 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(digits, 10, 64)
+	return n, err == nil && n > 0
+}
+
+func segmentHeader() []byte {
+	h := make([]byte, segmentHeaderSize)
+	copy(h, segmentMagic)
+	binary.LittleEndian.PutUint32(h[8:], segmentVersion)
+	return h
+}
+
+// listSegments returns the first seqs of dir's segment files, in order.
+// It changes nothing, so readers such as Inspect may call it.
+func listSegments(dir string) ([]uint64, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list segments: %w", err)
+	}
+	var seqs []uint64
+	for _, e := range entries {
+		if seq, ok := parseSegmentName(e.Name()); ok && e.Type().IsRegular() {
+			seqs = append(seqs, seq)
+		}
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	return seqs, nil
+}
+
+// removeLeftovers removes the temporary files of atomic writes that a crash
+// interrupted. Only a writer holding the directory lock may call it: outside
+// the lock, a temporary file may be another writer's work in progress.
+func removeLeftovers(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("list directory: %w", err)
+	}
+	for _, e := range entries {
+		if name := e.Name(); strings.HasSuffix(name, tmpSuffix) {
+			if err := os.Remove(filepath.Join(dir, name)); err != nil {
+				return fmt.Errorf("remove leftover %s: %w", name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// createSegment creates the segment file for firstSeq holding only its
+// header, durably (temporary file, fsync, rename, fsync of the directory),
+// and returns it open for writing. The file must not exist yet.
+func createSegment(dir string, firstSeq uint64) (*os.File, error) {
+	name := segmentName(firstSeq)
+	path := filepath.Join(dir, name)
+	if _, err := os.Lstat(path); err == nil {
+		return nil, fmt.Errorf("create segment %s: %w", name, errOtherWriter)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("create segment %s: %w", name, err)
+	}
+	if err := writeFileAtomic(dir, name, segmentHeader()); err != nil {
+		return nil, fmt.Errorf("create segment %s: %w", name, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open segment %s: %w", name, err)
+	}
+	return f, nil
+}
+
+// scanResult is what scanning a segment file found.
+type scanResult struct {
+	seg      *segment // indexes the valid records
+	lastEnd  uint64   // end LSN of the last valid record, or the prevEnd given
+	fileSize int64
+	tail     error // why the valid records stop before fileSize, if they do
+}
+
+// scanSegment reads and verifies the segment file at path. Its records
+// must be numbered from firstSeq, with end LSNs increasing from above
+// prevEnd. A record that is cut short or fails its checksum ends the valid
+// part (res.tail says why); a verified record out of sequence, or a bad
+// file header, is an ErrCorrupt error.
+func scanSegment(path string, firstSeq, prevEnd uint64) (scanResult, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return scanResult{}, fmt.Errorf("open segment: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return scanResult{}, fmt.Errorf("stat segment: %w", err)
+	}
+	res := scanResult{
+		seg:      &segment{firstSeq: firstSeq, path: path, size: segmentHeaderSize},
+		lastEnd:  prevEnd,
+		fileSize: fi.Size(),
+	}
+	br := bufio.NewReaderSize(f, 1<<20)
+	hdr := make([]byte, segmentHeaderSize)
+	if _, err := io.ReadFull(br, hdr); err != nil || !bytes.Equal(hdr, segmentHeader()) {
+		return res, fmt.Errorf("%w: %s: bad segment header", ErrCorrupt, path)
+	}
+	sum := crc32.New(castagnoli)
+	var rh [recordHeaderSize]byte
+	seq := firstSeq
+	for off := int64(segmentHeaderSize); off < res.fileSize; {
+		if res.fileSize-off < recordHeaderSize {
+			res.tail = fmt.Errorf("torn record header at offset %d", off)
+			return res, nil
+		}
+		if _, err := io.ReadFull(br, rh[:]); err != nil {
+			return res, fmt.Errorf("read %s: %w", path, err)
+		}
+		h := decodeHeader(rh[:])
+		n := recordHeaderSize + int64(h.payloadLen)
+		if h.payloadLen > MaxPayload || off+n > res.fileSize {
+			res.tail = fmt.Errorf("torn record at offset %d", off)
+			return res, nil
+		}
+		sum.Reset()
+		sum.Write(rh[4:])
+		if _, err := io.CopyN(sum, br, int64(h.payloadLen)); err != nil {
+			return res, fmt.Errorf("read %s: %w", path, err)
+		}
+		if sum.Sum32() != h.crc {
+			res.tail = fmt.Errorf("checksum mismatch at offset %d", off)
+			return res, nil
+		}
+		if h.seq != seq || h.endLSN <= res.lastEnd || off > math.MaxUint32 {
+			return res, fmt.Errorf("%w: %s: record at offset %d has seq %d end LSN %d, want seq %d end LSN above %d",
+				ErrCorrupt, path, off, h.seq, h.endLSN, seq, res.lastEnd)
+		}
+		res.seg.offsets = append(res.seg.offsets, uint32(off))
+		off += n
+		res.seg.size = off
+		res.lastEnd = h.endLSN
+		seq++
+	}
+	return res, nil
+}
