@@ -101,6 +101,8 @@ func (l *Loop) Run(ctx context.Context) error {
 		case errors.Is(err, lock.ErrNotDirect):
 			return err
 		case err != nil:
+			// Not connected (or not usable) until the next session is up.
+			l.setReady(false)
 			l.metrics.SessionErrors.Inc()
 			d := backoff.next()
 			l.log.Warn("lock session failed; reconnecting", "err", err, "retry_in", d.Round(time.Millisecond))
