@@ -51,7 +51,9 @@ func newLease(s *session, g *batonv1.Granted, now time.Time) *Lease {
 		cancel:      cancel,
 		deadline:    now.Add(ttl),
 	}
+	l.mu.Lock()
 	l.timer = time.AfterFunc(ttl, l.expire)
+	l.mu.Unlock()
 	return l
 }
 
@@ -86,12 +88,20 @@ func (l *Lease) EndedAt() time.Time {
 
 func (l *Lease) renew(now time.Time, ttl time.Duration) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if !l.endedAt.IsZero() {
+		l.mu.Unlock()
+		return
+	}
+	if !now.Before(l.deadline) {
+		// Already expired; the timer just has not fired yet. A renewal
+		// cannot revive a lease.
+		l.mu.Unlock()
+		l.end(ErrExpired)
 		return
 	}
 	l.deadline = now.Add(ttl)
 	l.timer.Reset(time.Until(l.deadline))
+	l.mu.Unlock()
 }
 
 // expire runs when the timer fires; a renewal may have moved the deadline.
@@ -110,7 +120,9 @@ func (l *Lease) end(cause error) {
 	l.mu.Lock()
 	if l.endedAt.IsZero() {
 		l.endedAt = time.Now()
-		l.timer.Stop()
+		if l.timer != nil {
+			l.timer.Stop()
+		}
 	}
 	l.mu.Unlock()
 	l.cancel(cause)

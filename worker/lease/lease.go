@@ -30,8 +30,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	batonv1 "github.com/batonhq/baton/proto/baton/v1"
 )
@@ -162,6 +164,9 @@ func (c *Client) Acquire(ctx context.Context) (*Lease, error) {
 				return l, nil
 			case <-s.done:
 				c.drop(s)
+				if code := status.Code(s.err); code == codes.InvalidArgument || code == codes.Unimplemented {
+					return nil, fmt.Errorf("broker refused the lease stream: %w", s.err)
+				}
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}

@@ -90,8 +90,12 @@ func (c *Config) settings() []setting {
 // the program name), and validates the result. Output of -help goes to out.
 func Parse(args []string, getenv func(string) string, out io.Writer) (Config, error) {
 	c := Default()
+	// flagErr keeps a setter's *Error: the flag package flattens it to text.
+	var flagErr *Error
 	fs := flag.NewFlagSet("broker", flag.ContinueOnError)
-	fs.SetOutput(out)
+	// Errors are reported once, by the caller, as one line naming the
+	// setting; only -help prints the usage.
+	fs.SetOutput(io.Discard)
 	for _, s := range c.settings() {
 		raw := getenv(s.env)
 		usage := fmt.Sprintf("%s (env %s)", s.usage, s.env)
@@ -109,10 +113,15 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 			}
 			*s.dur = d
 		}
-		fs.Func(s.flag, usage+fmt.Sprintf(" (default %s)", *s.dur), durationSetter(s.dur))
+		fs.Func(s.flag, usage+fmt.Sprintf(" (default %s)", *s.dur), durationSetter(s.env, s.dur, &flagErr))
 	}
 	if err := fs.Parse(args); err != nil {
+		if flagErr != nil {
+			return c, flagErr
+		}
 		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(out)
+			fs.PrintDefaults()
 			return c, err
 		}
 		return c, &Error{Setting: "flags", Problem: err.Error()}
@@ -123,11 +132,15 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	return c, c.Validate()
 }
 
-func durationSetter(d *time.Duration) func(string) error {
+func durationSetter(env string, d *time.Duration, first **Error) func(string) error {
 	return func(s string) error {
 		v, err := time.ParseDuration(s)
 		if err != nil {
-			return fmt.Errorf("%q is not a duration (e.g. 10s, 500ms)", s)
+			e := &Error{Setting: env, Problem: fmt.Sprintf("%q is not a duration (e.g. 10s, 500ms)", s)}
+			if *first == nil {
+				*first = e
+			}
+			return e
 		}
 		*d = v
 		return nil

@@ -181,7 +181,6 @@ func TestParseInvalid(t *testing.T) {
 // TestParseInvalidFlagValue: a flag whose value does not parse should name
 // its variable like the same value given through the environment does.
 func TestParseInvalidFlagValue(t *testing.T) {
-	t.Skip("bug: an unparsable flag value returns *config.Error with Setting \"flags\", not the variable (config.go:118)")
 	tests := []struct {
 		name    string
 		args    []string

@@ -110,8 +110,21 @@ func (h *holding) tryGrant(ctx context.Context) (time.Duration, error) {
 		next++
 	}
 	if h.used || w != h.claimedFor {
-		if err := h.s.Grant(ctx, h.epoch, next, w.ID); err != nil {
+		// Statements while holding the lock are never cancelled midway (that
+		// closes the session and frees the lock before the drain); they are
+		// bounded by the renewal window instead, and a grant that took longer
+		// than the window is not handed out (its lease could outlive the lock).
+		gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.renewWindow())
+		start := time.Now()
+		err := h.s.Grant(gctx, h.epoch, next, w.ID)
+		cancel()
+		if err != nil {
 			return 0, err
+		}
+		if time.Since(start) >= h.renewWindow() {
+			h.epoch = next
+			h.used = true
+			return 0, nil // retry with a fresh epoch on the next pass
 		}
 	}
 	h.epoch, h.used = next, true
@@ -144,7 +157,7 @@ func (h *holding) report(attached int) {
 // grant.
 func (h *holding) beat(ctx context.Context, renew bool) error {
 	window := h.renewWindow()
-	bctx, cancel := context.WithTimeout(ctx, window)
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), window)
 	defer cancel()
 	start := time.Now()
 	if err := h.s.Heartbeat(bctx, h.epoch); err != nil {

@@ -153,9 +153,13 @@ func (l *Loop) session(ctx context.Context, bo *backoff) error {
 	if w, notBefore := l.hub.Candidate(); w != nil && !time.Now().Before(notBefore) {
 		claimedFor = w
 	}
+	claimStart := time.Now()
 	acq, err := s.Claim(ctx, workerID(claimedFor))
 	if err != nil {
 		return err
+	}
+	if time.Since(claimStart) >= l.cfg.Lock.SessionTimeout-l.cfg.LeaseTTL {
+		claimedFor = nil // too slow to grant on: record the grant again
 	}
 	bo.reset()
 	l.metrics.Acquisitions.Inc()

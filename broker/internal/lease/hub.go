@@ -218,7 +218,7 @@ func (h *Hub) Grant(w *Worker, epoch uint64) bool {
 		PublicationName: stream.PublicationName(h.streamID),
 		Holder:          h.holder,
 	}}})
-	for _, o := range h.workers {
+	for _, o := range append([]*Worker(nil), h.workers...) {
 		if o != w {
 			h.sendLocked(o, standbyMsg(h.standbyFor(o)))
 		}
@@ -296,7 +296,7 @@ func (h *Hub) SetStandby(s Standby) {
 		return
 	}
 	h.standby = s
-	for _, w := range h.workers {
+	for _, w := range append([]*Worker(nil), h.workers...) {
 		if h.grant == nil || h.grant.Worker != w {
 			h.sendLocked(w, standbyMsg(h.standbyFor(w)))
 		}

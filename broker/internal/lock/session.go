@@ -80,8 +80,11 @@ func SessionParams(timeout time.Duration) map[string]string {
 		"tcp_keepalives_count":    strconv.Itoa(count),
 		"tcp_user_timeout":        strconv.FormatInt(timeout.Milliseconds(), 10),
 		"idle_session_timeout":    strconv.FormatInt(timeout.Milliseconds(), 10),
-		"statement_timeout":       "0",
-		"lock_timeout":            "0",
+		// A broker frozen inside a transaction (the state-table creation)
+		// must not hold its locks longer than an idle one.
+		"idle_in_transaction_session_timeout": strconv.FormatInt(timeout.Milliseconds(), 10),
+		"statement_timeout":                   "0",
+		"lock_timeout":                        "0",
 	}
 }
 

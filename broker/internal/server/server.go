@@ -125,6 +125,9 @@ func (s *Server) Lease(stream batonv1.LeaseService_LeaseServer) error {
 			for {
 				select {
 				case m := <-w.Out():
+					if m.GetRenewed() != nil {
+						continue // a late renewal must not extend a lease
+					}
 					if err := stream.Send(m); err != nil {
 						return err
 					}

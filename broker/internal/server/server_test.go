@@ -446,7 +446,6 @@ func TestProtocolErrors(t *testing.T) {
 // stream) refuses every retry; Acquire should say so instead of retrying
 // until its context ends (DESIGN I6, "clear refusal").
 func TestAcquireRefused(t *testing.T) {
-	t.Skip("bug: Acquire retries INVALID_ARGUMENT forever and returns only ctx.Err(), hiding the refusal (worker/lease/lease.go:156-175)")
 	b := startBroker(t, 5*time.Second)
 	c := b.client(t, wlease.Options{WorkerID: "w", StreamID: "payments"})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

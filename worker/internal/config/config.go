@@ -57,7 +57,9 @@ func IsConfigError(err error) bool {
 func Parse(args []string, getenv func(string) string, out io.Writer) (Config, error) {
 	c := Default()
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	fs.SetOutput(out)
+	// Errors are reported once, by the caller, as one line naming the
+	// setting; only -help prints the usage.
+	fs.SetOutput(io.Discard)
 	for _, s := range []struct {
 		env, flag, usage string
 		v                *string
@@ -76,6 +78,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(out)
+			fs.PrintDefaults()
 			return c, err
 		}
 		return c, &Error{Setting: "flags", Problem: err.Error()}
