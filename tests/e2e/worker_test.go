@@ -58,16 +58,15 @@ type storedRecord struct {
 	} `json:"transaction"`
 }
 
-// storedIDs returns every inserted items.id in the worker storage at dir,
-// in log order.
-func storedIDs(t *testing.T, dir string) []int {
+// inspect returns the records of the worker storage at dir.
+func inspect(t *testing.T, dir string) []storedRecord {
 	t.Helper()
 	cmd := exec.Command(bins["worker"], "inspect", "--baton-storage-dir", dir)
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("worker inspect %s: %v", dir, err)
 	}
-	var ids []int
+	var recs []storedRecord
 	sc := bufio.NewScanner(strings.NewReader(string(out)))
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	for sc.Scan() {
@@ -75,6 +74,17 @@ func storedIDs(t *testing.T, dir string) []int {
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			t.Fatalf("inspect line %q: %v", sc.Text(), err)
 		}
+		recs = append(recs, r)
+	}
+	return recs
+}
+
+// storedIDs returns every inserted items.id in the worker storage at dir,
+// in log order.
+func storedIDs(t *testing.T, dir string) []int {
+	t.Helper()
+	var ids []int
+	for _, r := range inspect(t, dir) {
 		for _, c := range r.Transaction.Changes {
 			if c.Op != "insert" || c.Table != "items" {
 				continue

@@ -131,6 +131,12 @@ func (p *Process) WaitOutput(s string, timeout time.Duration) error {
 
 // Await polls cond every 10 ms until it returns true, an error, or timeout.
 func Await(timeout time.Duration, what string, cond func() (bool, error)) error {
+	return AwaitEvery(timeout, 10*time.Millisecond, what, cond)
+}
+
+// AwaitEvery is Await with a polling interval, for conditions that are
+// costly to check.
+func AwaitEvery(timeout, every time.Duration, what string, cond func() (bool, error)) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		ok, err := cond()
@@ -143,7 +149,7 @@ func Await(timeout time.Duration, what string, cond func() (bool, error)) error 
 		if time.Now().After(deadline) {
 			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(every)
 	}
 }
 

@@ -72,6 +72,16 @@ func (l *Lease) Err() error {
 	return context.Cause(l.ctx)
 }
 
+// Valid reports whether the lease is held right now: not ended, and its
+// deadline not passed on the monotonic clock — even if the expiry timer has
+// not fired yet (e.g. just after the process was resumed from SIGSTOP).
+// Check it immediately before anything a successor could observe.
+func (l *Lease) Valid() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.endedAt.IsZero() && time.Now().Before(l.deadline) && l.ctx.Err() == nil
+}
+
 // Deadline is when the lease expires unless renewed (monotonic clock).
 func (l *Lease) Deadline() time.Time {
 	l.mu.Lock()

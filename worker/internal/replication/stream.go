@@ -32,6 +32,9 @@ type Sink interface {
 type Lease interface {
 	Done() <-chan struct{}
 	Err() error
+	// Valid is true while the lease is held on the worker's monotonic
+	// clock, even before its expiry timer has fired.
+	Valid() bool
 	Progress(lsn uint64) error
 }
 
@@ -203,7 +206,7 @@ func (s *streamer) run(ctx, work context.Context) error {
 	for {
 		select {
 		case it := <-items:
-			if work.Err() != nil {
+			if work.Err() != nil || !s.l.Valid() {
 				// The lease ended: handle nothing more before deciding how
 				// to stop.
 				stopRead()
@@ -217,6 +220,9 @@ func (s *streamer) run(ctx, work context.Context) error {
 				return err
 			}
 			if len(items) == 0 && s.dirty {
+				if !s.l.Valid() {
+					continue // the lease check above stops the loop next
+				}
 				if err := s.sync(poke); err != nil {
 					stopRead()
 					stop()
@@ -248,7 +254,7 @@ func (s *streamer) run(ctx, work context.Context) error {
 // finish ends a run after reading stopped: gracefully, everything received
 // is made durable and acknowledged; otherwise nothing more happens.
 func (s *streamer) finish(ctx context.Context, items []item) error {
-	if !graceful(ctx, s.l) {
+	if !graceful(ctx, s.l) || (s.l.Err() == nil && !s.l.Valid()) {
 		s.o.Log.Warn("lease lost: replication stopped without writing or acknowledging more",
 			"epoch", s.o.Epoch, "cause", s.l.Err(), "durable_lsn", pglogrepl.LSN(s.durable.Load()).String())
 		return nil
@@ -380,7 +386,7 @@ func (s *streamer) status(ctx context.Context, poke <-chan struct{}) error {
 	every := min(s.o.WalSenderTimeout/3, 10*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
-	var reported uint64
+	var reported, lastAck uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -388,12 +394,18 @@ func (s *streamer) status(ctx context.Context, poke <-chan struct{}) error {
 		case <-t.C:
 		case <-poke:
 		}
-		if s.l.Err() != nil {
+		if !s.l.Valid() {
 			continue // nothing is acknowledged after the lease ended
 		}
 		ack := s.ackable.Load()
+		// When nothing moved since the last update, ask the server for a
+		// keepalive: its WAL end lets an idle slot advance while other
+		// tables write (retained WAL stays bounded).
+		idle := ack == lastAck
+		lastAck = ack
 		if err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{
 			WALWritePosition: pglogrepl.LSN(ack), WALFlushPosition: pglogrepl.LSN(ack), WALApplyPosition: pglogrepl.LSN(ack),
+			ReplyRequested: idle,
 		}); err != nil {
 			return err
 		}
@@ -418,6 +430,19 @@ func connectAdmin(ctx context.Context, url, app string) (*pgx.Conn, error) {
 	return conn, nil
 }
 
+// OutputSettings are the session settings that fix how PostgreSQL prints
+// values as text (dates, times, intervals, floats, bytea). The replication
+// connection uses them (pgoutput prints values with the walsender's
+// settings), and so must any connection whose text values are served next
+// to the replicated ones, such as a shape's snapshot.
+var OutputSettings = map[string]string{
+	"TimeZone":           "UTC",
+	"DateStyle":          "ISO, MDY",
+	"IntervalStyle":      "postgres",
+	"extra_float_digits": "1",
+	"bytea_output":       "hex",
+}
+
 func connectReplication(ctx context.Context, url, app string, walSenderTimeout time.Duration) (*pgconn.PgConn, error) {
 	cfg, err := pgconn.ParseConfig(url)
 	if err != nil {
@@ -426,6 +451,9 @@ func connectReplication(ctx context.Context, url, app string, walSenderTimeout t
 	cfg.RuntimeParams["replication"] = "database"
 	cfg.RuntimeParams["application_name"] = app
 	cfg.RuntimeParams["wal_sender_timeout"] = fmt.Sprint(walSenderTimeout.Milliseconds())
+	for k, v := range OutputSettings {
+		cfg.RuntimeParams[k] = v
+	}
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect replication: %w", err)

@@ -1,0 +1,196 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton/tests/harness"
+	"github.com/batonhq/baton/tests/pgtest"
+)
+
+// storedEpochs returns the epoch of every record in the storage at dir.
+func storedEpochs(t *testing.T, dir string) []uint64 {
+	t.Helper()
+	var out []uint64
+	for _, r := range inspect(t, dir) {
+		out = append(out, r.Epoch)
+	}
+	return out
+}
+
+// A worker SIGKILLed during writes and started again on the same storage
+// loses nothing it acknowledged and stores nothing twice.
+func TestWorkerSigkillRestart(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	setupItems(t, pg)
+	dir := t.TempDir()
+	a := startPair(t, pg, "a", dir, fastSettings)
+	if err := a.worker.AwaitStatus("active", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	w := startWriter(t, pg)
+	if err := harness.Await(10*time.Second, "rows stored", func() (bool, error) {
+		return len(storedIDs(t, dir)) > 50, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.worker.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.worker.Wait(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// The same pod's worker container restarts.
+	w2, err := harness.StartWorker(harness.WorkerOptions{
+		Bin: bins["worker"], DatabaseURL: pg.URL(), BrokerAddr: a.broker.Addr, StorageDir: dir, Name: "worker-a2",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		w2.Kill()
+		if t.Failed() {
+			t.Logf("--- log of %s ---\n%s", w2.Name, w2.Output())
+		}
+	})
+	if err := w2.AwaitStatus("active", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	before := len(storedIDs(t, dir))
+	if err := harness.Await(10*time.Second, "rows stored after the restart", func() (bool, error) {
+		return len(storedIDs(t, dir)) > before+20, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	last := w.finish()
+	if err := harness.Await(15*time.Second, fmt.Sprintf("row %d stored", last), func() (bool, error) {
+		ids := storedIDs(t, dir)
+		return len(ids) > 0 && ids[len(ids)-1] == last, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	checkExactlyOnce(t, storedIDs(t, dir), last)
+}
+
+// A frozen pod (broker and worker SIGSTOPped during writes, shared storage):
+// the standby pod takes over within the session timeout + 3 s, ending the
+// stale walsender by epoch; after SIGCONT the old worker writes nothing.
+func TestWorkerFrozenPredecessor(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	setupItems(t, pg)
+	dir := t.TempDir()
+	a := startPair(t, pg, "a", dir, fastSettings)
+	if err := a.worker.AwaitStatus("active", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	b := startPair(t, pg, "b", dir, fastSettings)
+	if err := b.broker.AwaitHealth("readiness", serving, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	w := startWriter(t, pg)
+	if err := harness.Await(10*time.Second, "rows stored by the first worker", func() (bool, error) {
+		return len(storedIDs(t, dir)) > 50, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*harness.Process{a.worker.Process, a.broker.Process} {
+		if err := p.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	frozen := time.Now()
+	t.Cleanup(func() {
+		_ = a.worker.Signal(syscall.SIGCONT)
+		_ = a.broker.Signal(syscall.SIGCONT)
+	})
+	if err := b.worker.AwaitStatus("active", 3*time.Second+3*time.Second+2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("SIGSTOP → standby worker active: %s", time.Since(frozen))
+	mustContain(t, b.worker.Output(), "ending a stale walsender", "new worker log")
+	newEpoch := storedEpoch(t, connect(t, pg), "default")
+
+	if err := harness.Await(10*time.Second, "rows stored by the second worker", func() (bool, error) {
+		epochs := storedEpochs(t, dir)
+		return len(epochs) > 0 && epochs[len(epochs)-1] == newEpoch, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*harness.Process{a.worker.Process, a.broker.Process} {
+		if err := p.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The thawed worker notices its lease is gone and stops without writing.
+	if err := a.worker.WaitOutput("lease lost", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	last := w.finish()
+	if err := harness.Await(15*time.Second, fmt.Sprintf("row %d stored", last), func() (bool, error) {
+		ids := storedIDs(t, dir)
+		return len(ids) > 0 && ids[len(ids)-1] == last, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	checkExactlyOnce(t, storedIDs(t, dir), last)
+	// Epochs in the log never go back: nothing was written by the old
+	// worker after the new one began.
+	epochs := storedEpochs(t, dir)
+	for i := 1; i < len(epochs); i++ {
+		if epochs[i] < epochs[i-1] {
+			t.Fatalf("record %d has epoch %d after a record of epoch %d", i+1, epochs[i], epochs[i-1])
+		}
+	}
+	if strings.Count(a.worker.Output(), "replicating") != 1 {
+		t.Fatalf("the old worker replicated again after thawing:\n%s", a.worker.Output())
+	}
+}
+
+// An idle published table while another table takes heavy writes: the slot
+// still advances, so the WAL it retains stays under 16 MB (one segment)
+// once the writes stop being heavy.
+func TestIdleSlotAdvances(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	setupItems(t, pg)
+	conn := connect(t, pg)
+	ctx := context.Background()
+	if _, err := conn.Exec(ctx, "CREATE TABLE busy (id bigserial PRIMARY KEY, pad text)"); err != nil {
+		t.Fatal(err)
+	}
+	a := startPair(t, pg, "a", t.TempDir(), nil)
+	if err := a.worker.AwaitStatus("active", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// About 64 MB of WAL on the unpublished table.
+	for range 8 {
+		if _, err := conn.Exec(ctx, "INSERT INTO busy (pad) SELECT repeat('x', 1000) FROM generate_series(1, 6000)"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const bound = 16 << 20
+	var retained int64
+	err := harness.AwaitEvery(60*time.Second, 500*time.Millisecond, "retained WAL under 16 MB", func() (bool, error) {
+		// Light writes elsewhere keep WAL moving; a checkpoint logs the
+		// running transactions that let restart_lsn follow the confirmed
+		// position.
+		if _, err := conn.Exec(ctx, "INSERT INTO busy (pad) VALUES ('y')"); err != nil {
+			return false, err
+		}
+		if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+			return false, err
+		}
+		if err := conn.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+			FROM pg_replication_slots WHERE slot_name = 'baton_slot_default'`).Scan(&retained); err != nil {
+			return false, err
+		}
+		return retained < bound, nil
+	})
+	if err != nil {
+		t.Fatalf("%v (retained %d bytes)", err, retained)
+	}
+	t.Logf("retained WAL: %d bytes", retained)
+}
