@@ -51,6 +51,8 @@ type Options struct {
 	Log              *slog.Logger
 	// OnStreaming is called once START_REPLICATION succeeded.
 	OnStreaming func()
+	// Metrics, when set, are updated as the stream advances.
+	Metrics *Metrics
 }
 
 // Result says how a run ended.
@@ -351,6 +353,10 @@ func (s *streamer) handle(it item, poke chan struct{}) error {
 		return fmt.Errorf("append transaction: %w", err)
 	}
 	s.dirty = true
+	if m := s.o.Metrics; m != nil {
+		m.Transactions.Inc()
+		m.Changes.Add(float64(len(tx.Changes)))
+	}
 	return nil
 }
 
@@ -370,6 +376,10 @@ func (s *streamer) sync(poke chan struct{}) error {
 	s.dirty = false
 	if d > s.durable.Load() {
 		s.durable.Store(d)
+	}
+	if m := s.o.Metrics; m != nil {
+		m.Syncs.Inc()
+		m.DurableLSN.Set(float64(s.durable.Load()))
 	}
 	if d > s.ackable.Load() {
 		s.ackable.Store(d)
@@ -410,6 +420,9 @@ func (s *streamer) status(ctx context.Context, poke <-chan struct{}) error {
 			return err
 		}
 		s.acked.Store(ack)
+		if m := s.o.Metrics; m != nil {
+			m.AckedLSN.Set(float64(ack))
+		}
 		if d := s.durable.Load(); d != reported {
 			reported = d
 			_ = s.l.Progress(d)
