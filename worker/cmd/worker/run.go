@@ -19,7 +19,9 @@ import (
 
 	"github.com/batonhq/baton/worker/internal/config"
 	"github.com/batonhq/baton/worker/internal/health"
+	"github.com/batonhq/baton/worker/internal/httpapi"
 	"github.com/batonhq/baton/worker/internal/replication"
+	"github.com/batonhq/baton/worker/internal/shapes"
 	"github.com/batonhq/baton/worker/internal/storage"
 	"github.com/batonhq/baton/worker/lease"
 )
@@ -54,6 +56,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/health", &tracker)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	api := httpapi.New(log)
+	api.Register(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
 	client, err := lease.New(cfg.BrokerAddr, lease.Options{WorkerID: id, StreamID: cfg.StreamID})
@@ -78,14 +82,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return srv.Shutdown(sctx)
 	})
 	g.Go(func() error {
-		return leaseLoop(gctx, cfg, client, &tracker, log)
+		return leaseLoop(gctx, cfg, client, &tracker, api, log)
 	})
 	return g.Wait()
 }
 
 // leaseLoop acquires the lease, replicates while holding it, releases it,
 // and starts over, until ctx is done.
-func leaseLoop(ctx context.Context, cfg config.Config, client *lease.Client, tracker *health.Tracker, log *slog.Logger) error {
+func leaseLoop(ctx context.Context, cfg config.Config, client *lease.Client, tracker *health.Tracker, api *httpapi.Server, log *slog.Logger) error {
 	for {
 		tracker.Set(health.Waiting, nil)
 		l, err := client.Acquire(ctx)
@@ -96,7 +100,7 @@ func leaseLoop(ctx context.Context, cfg config.Config, client *lease.Client, tra
 			return err
 		}
 		log.Info("lease granted", "epoch", l.Epoch, "slot", l.Slot, "publication", l.Publication, "ttl", l.TTL)
-		durable := holdLease(ctx, cfg, l, tracker, log)
+		durable := holdLease(ctx, cfg, l, tracker, api, log)
 		tracker.Set(health.Waiting, nil)
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		err = l.Release(rctx, durable)
@@ -111,12 +115,12 @@ func leaseLoop(ctx context.Context, cfg config.Config, client *lease.Client, tra
 // holdLease replicates under l until it ends or ctx is done, retrying
 // failed runs with backoff while the lease is valid. It returns the last
 // durable LSN.
-func holdLease(ctx context.Context, cfg config.Config, l *lease.Lease, tracker *health.Tracker, log *slog.Logger) uint64 {
+func holdLease(ctx context.Context, cfg config.Config, l *lease.Lease, tracker *health.Tracker, api *httpapi.Server, log *slog.Logger) uint64 {
 	var durable uint64
 	delay := 100 * time.Millisecond
 	for l.Err() == nil && ctx.Err() == nil {
 		tracker.Set(health.Starting, l.Done())
-		res, err := replicateOnce(ctx, cfg, l, tracker, log)
+		res, err := replicateOnce(ctx, cfg, l, tracker, api, log)
 		durable = max(durable, res.Durable)
 		if err == nil || l.Err() != nil || ctx.Err() != nil {
 			return durable
@@ -136,12 +140,35 @@ func holdLease(ctx context.Context, cfg config.Config, l *lease.Lease, tracker *
 	return durable
 }
 
-func replicateOnce(ctx context.Context, cfg config.Config, l *lease.Lease, tracker *health.Tracker, log *slog.Logger) (replication.Result, error) {
-	store, err := storage.Open(filepath.Join(cfg.StorageDir, cfg.StreamID), l.Epoch)
+func replicateOnce(ctx context.Context, cfg config.Config, l *lease.Lease, tracker *health.Tracker, api *httpapi.Server, log *slog.Logger) (replication.Result, error) {
+	dir := filepath.Join(cfg.StorageDir, cfg.StreamID)
+	store, err := storage.Open(dir, l.Epoch)
 	if err != nil {
 		return replication.Result{}, fmt.Errorf("open storage: %w", err)
 	}
 	defer store.Close()
+	reg, err := shapes.Open(shapes.Options{Dir: dir, Epoch: l.Epoch, DatabaseURL: cfg.DatabaseURL, StreamID: cfg.StreamID,
+		Publication: l.Publication, Stream: store, Log: log})
+	if err != nil {
+		return replication.Result{}, fmt.Errorf("open shapes: %w", err)
+	}
+	defer reg.Close()
+	// The router lives as long as this run under the lease.
+	rctx, stopRouter := context.WithCancel(ctx)
+	defer context.AfterFunc(l.Ctx(), stopRouter)()
+	routed := make(chan struct{})
+	go func() {
+		defer close(routed)
+		if err := reg.Run(rctx); err != nil {
+			log.Error("shape router stopped; shapes are not served", "epoch", l.Epoch, "err", err)
+			api.Serve(nil, nil)
+		}
+	}()
+	defer func() {
+		api.Serve(nil, nil)
+		stopRouter()
+		<-routed
+	}()
 	return replication.Run(ctx, replication.Options{
 		DatabaseURL: cfg.DatabaseURL,
 		StreamID:    cfg.StreamID,
@@ -149,7 +176,10 @@ func replicateOnce(ctx context.Context, cfg config.Config, l *lease.Lease, track
 		Publication: l.Publication,
 		Epoch:       l.Epoch,
 		Log:         log,
-		OnStreaming: func() { tracker.Set(health.Active, l.Done()) },
+		OnStreaming: func() {
+			tracker.Set(health.Active, l.Done())
+			api.Serve(reg, l.Done())
+		},
 	}, l, store)
 }
 

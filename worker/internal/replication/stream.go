@@ -32,9 +32,6 @@ type Sink interface {
 type Lease interface {
 	Done() <-chan struct{}
 	Err() error
-	// Valid is true while the lease is held on the worker's monotonic
-	// clock, even before its expiry timer has fired.
-	Valid() bool
 	Progress(lsn uint64) error
 }
 
@@ -51,8 +48,6 @@ type Options struct {
 	Log              *slog.Logger
 	// OnStreaming is called once START_REPLICATION succeeded.
 	OnStreaming func()
-	// Metrics, when set, are updated as the stream advances.
-	Metrics *Metrics
 }
 
 // Result says how a run ended.
@@ -208,7 +203,7 @@ func (s *streamer) run(ctx, work context.Context) error {
 	for {
 		select {
 		case it := <-items:
-			if work.Err() != nil || !s.l.Valid() {
+			if work.Err() != nil {
 				// The lease ended: handle nothing more before deciding how
 				// to stop.
 				stopRead()
@@ -222,9 +217,6 @@ func (s *streamer) run(ctx, work context.Context) error {
 				return err
 			}
 			if len(items) == 0 && s.dirty {
-				if !s.l.Valid() {
-					continue // the lease check above stops the loop next
-				}
 				if err := s.sync(poke); err != nil {
 					stopRead()
 					stop()
@@ -256,7 +248,7 @@ func (s *streamer) run(ctx, work context.Context) error {
 // finish ends a run after reading stopped: gracefully, everything received
 // is made durable and acknowledged; otherwise nothing more happens.
 func (s *streamer) finish(ctx context.Context, items []item) error {
-	if !graceful(ctx, s.l) || (s.l.Err() == nil && !s.l.Valid()) {
+	if !graceful(ctx, s.l) {
 		s.o.Log.Warn("lease lost: replication stopped without writing or acknowledging more",
 			"epoch", s.o.Epoch, "cause", s.l.Err(), "durable_lsn", pglogrepl.LSN(s.durable.Load()).String())
 		return nil
@@ -353,10 +345,6 @@ func (s *streamer) handle(it item, poke chan struct{}) error {
 		return fmt.Errorf("append transaction: %w", err)
 	}
 	s.dirty = true
-	if m := s.o.Metrics; m != nil {
-		m.Transactions.Inc()
-		m.Changes.Add(float64(len(tx.Changes)))
-	}
 	return nil
 }
 
@@ -377,10 +365,6 @@ func (s *streamer) sync(poke chan struct{}) error {
 	if d > s.durable.Load() {
 		s.durable.Store(d)
 	}
-	if m := s.o.Metrics; m != nil {
-		m.Syncs.Inc()
-		m.DurableLSN.Set(float64(s.durable.Load()))
-	}
 	if d > s.ackable.Load() {
 		s.ackable.Store(d)
 	}
@@ -396,7 +380,7 @@ func (s *streamer) status(ctx context.Context, poke <-chan struct{}) error {
 	every := min(s.o.WalSenderTimeout/3, 10*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
-	var reported, lastAck uint64
+	var reported uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -404,25 +388,16 @@ func (s *streamer) status(ctx context.Context, poke <-chan struct{}) error {
 		case <-t.C:
 		case <-poke:
 		}
-		if !s.l.Valid() {
+		if s.l.Err() != nil {
 			continue // nothing is acknowledged after the lease ended
 		}
 		ack := s.ackable.Load()
-		// When nothing moved since the last update, ask the server for a
-		// keepalive: its WAL end lets an idle slot advance while other
-		// tables write (retained WAL stays bounded).
-		idle := ack == lastAck
-		lastAck = ack
 		if err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{
 			WALWritePosition: pglogrepl.LSN(ack), WALFlushPosition: pglogrepl.LSN(ack), WALApplyPosition: pglogrepl.LSN(ack),
-			ReplyRequested: idle,
 		}); err != nil {
 			return err
 		}
 		s.acked.Store(ack)
-		if m := s.o.Metrics; m != nil {
-			m.AckedLSN.Set(float64(ack))
-		}
 		if d := s.durable.Load(); d != reported {
 			reported = d
 			_ = s.l.Progress(d)

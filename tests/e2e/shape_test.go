@@ -1,0 +1,396 @@
+package e2e_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton/tests/harness"
+	"github.com/batonhq/baton/tests/pgtest"
+)
+
+// tsDir holds the TypeScript test client (tests/ts).
+var tsDir, _ = filepath.Abs("../ts")
+
+var npmOnce sync.Once
+var npmErr error
+
+// needClient installs the TypeScript client from the committed
+// package-lock.json (npm ci) once, when node_modules is missing.
+func needClient(t *testing.T) {
+	t.Helper()
+	npmOnce.Do(func() {
+		if _, err := exec.LookPath("node"); err != nil {
+			npmErr = fmt.Errorf("node is required for the shape API tests (Node.js 20 or newer): %w", err)
+			return
+		}
+		if _, err := os.Stat(filepath.Join(tsDir, "node_modules", "@electric-sql", "client")); err == nil {
+			return
+		}
+		if _, err := exec.LookPath("npm"); err != nil {
+			npmErr = fmt.Errorf("npm is required to install the TypeScript test client (cd tests/ts && npm ci): %w", err)
+			return
+		}
+		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+		cmd.Dir = tsDir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			npmErr = fmt.Errorf("npm ci in %s: %v\n%s", tsDir, err, out)
+		}
+	})
+	if npmErr != nil {
+		t.Fatal(npmErr)
+	}
+}
+
+// shapeRows is one line of follow.mjs.
+type shapeRows struct {
+	Rows []map[string]any `json:"rows"`
+}
+
+// clientOnce fetches the rows of table with the TypeScript client, once.
+func clientOnce(t *testing.T, base, table string) []map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "follow.mjs", base, table, "once")
+	cmd.Dir = tsDir
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node follow.mjs %s once: %v\n%s", table, err, stderr.String())
+	}
+	var r shapeRows
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("client output %q: %v", out, err)
+	}
+	return r.Rows
+}
+
+// follower is a running follow.mjs.
+type follower struct {
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	last   []map[string]any
+	lines  int
+	stderr strings.Builder
+	wake   chan struct{}
+}
+
+func startFollower(t *testing.T, base, table string) *follower {
+	t.Helper()
+	f := &follower{wake: make(chan struct{})}
+	f.cmd = exec.Command("node", "follow.mjs", base, table, "follow")
+	f.cmd.Dir = tsDir
+	f.cmd.Stderr = &syncWriter{w: &f.stderr, mu: &f.mu}
+	out, err := f.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = f.cmd.Process.Kill()
+		_ = f.cmd.Wait()
+		if t.Failed() {
+			f.mu.Lock()
+			t.Logf("--- follower stderr ---\n%s", f.stderr.String())
+			f.mu.Unlock()
+		}
+	})
+	go func() {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 256<<20)
+		for sc.Scan() {
+			var r shapeRows
+			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+				continue
+			}
+			f.mu.Lock()
+			f.last, f.lines = r.Rows, f.lines+1
+			close(f.wake)
+			f.wake = make(chan struct{})
+			f.mu.Unlock()
+		}
+	}()
+	return f
+}
+
+type syncWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (s *syncWriter) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(b)
+}
+
+// await waits until the follower's rows equal want.
+func (f *follower) await(t *testing.T, want []map[string]any, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		f.mu.Lock()
+		last, n, wake := f.last, f.lines, f.wake
+		f.mu.Unlock()
+		if n > 0 && reflect.DeepEqual(last, want) {
+			return
+		}
+		select {
+		case <-wake:
+		case <-deadline:
+			t.Fatalf("follower rows after %s (%d updates):\n%s\nwant:\n%s", timeout, n, dumpRows(last), dumpRows(want))
+		}
+	}
+}
+
+func dumpRows(rows []map[string]any) string {
+	var b strings.Builder
+	for _, r := range rows {
+		j, _ := json.Marshal(r)
+		b.Write(j)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+func execSQL(t *testing.T, pg *pgtest.Cluster, stmts ...string) {
+	t.Helper()
+	conn := connect(t, pg)
+	for _, q := range stmts {
+		if _, err := conn.Exec(context.Background(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+}
+
+// startShapePair starts a broker and worker and waits until the worker is
+// active; it returns the pair and the worker's base URL.
+func startShapePair(t *testing.T, pg *pgtest.Cluster, name, storage string) (pair, string) {
+	t.Helper()
+	p := startPair(t, pg, name, storage, nil)
+	if err := p.worker.AwaitStatus("active", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return p, "http://" + p.worker.HTTPAddr
+}
+
+const typesTable = `CREATE TABLE t (
+	id int8 PRIMARY KEY,
+	i2 int2, i4 int4, n numeric(20,6), f float8, b bool,
+	tx text, vc varchar(40), u uuid, d date, ts timestamptz, iv interval,
+	j json, jb jsonb, by bytea, arr int4[], tags text[], m mood)`
+
+// The TypeScript client follows a table with many column types through a
+// mixed workload; its rows end equal to a snapshot of the same rows (a
+// copy of the table, fetched fresh by the same client) and to a fresh
+// fetch of the followed shape itself.
+func TestShapeClientFollowsTypes(t *testing.T) {
+	needClient(t)
+	pg := pgtest.Start(t, pgtest.Options{})
+	execSQL(t, pg,
+		"CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')",
+		typesTable,
+		`INSERT INTO t VALUES
+		 (1, 1, 10, 1.5, 0.1, true, 'one', 'v1', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2024-02-29', '2024-01-01 12:00:00+02', '1 day 02:03:04',
+		  '{"a": [1, 2]}', '{"b": {"c": null}}', '\x00ff10', '{1,2,3}', '{"x y","q\"uote",NULL}', 'happy'),
+		 (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+		 (9007199254740993, -32768, 2147483647, -12345678901234.123456, 'NaN', false, 'slash/and"quote', '', '00000000-0000-0000-0000-000000000000',
+		  '0001-01-01', 'infinity', '-1 mons', '[]', '[1, "two", 3.5]', '\x', '{{1,2},{3,4}}', '{}', 'sad')`)
+	_, base := startShapePair(t, pg, "a", t.TempDir())
+	f := startFollower(t, base, "t")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		f.mu.Lock()
+		n := f.lines
+		f.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("follower printed nothing")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	execSQL(t, pg,
+		`INSERT INTO t (id, i4, tx, ts, iv, jb, arr, m) VALUES (3, 3, 'three', now(), '3 hours', '{"k": 3}', '{7}', 'ok')`,
+		`UPDATE t SET tx = 'uno', f = 1e300 WHERE id = 1`,
+		`UPDATE t SET i2 = 2, n = 0.000001, b = false, u = gen_random_uuid(), d = '1999-12-31', by = '\xdeadbeef' WHERE id = 2`,
+		`BEGIN; INSERT INTO t (id, tx) SELECT g, 'bulk ' || g FROM generate_series(100, 160) g; DELETE FROM t WHERE id BETWEEN 150 AND 155; COMMIT`,
+		`UPDATE t SET id = 4000 WHERE id = 3`,
+		`UPDATE t SET tx = NULL, arr = NULL WHERE id = 1`,
+		`DELETE FROM t WHERE id = 2`,
+		`INSERT INTO t (id, tx) VALUES (2, 'two again')`,
+		`UPDATE t SET vc = 'v' || id WHERE id BETWEEN 100 AND 120`,
+		`CREATE TABLE t_copy (LIKE t INCLUDING ALL)`,
+		`INSERT INTO t_copy SELECT * FROM t`,
+	)
+	want := clientOnce(t, base, "t_copy")
+	if len(want) != 4+61-6 {
+		t.Fatalf("t_copy has %d rows; want %d", len(want), 4+61-6)
+	}
+	f.await(t, want, 30*time.Second)
+	if fresh := clientOnce(t, base, "t"); !reflect.DeepEqual(fresh, want) {
+		t.Fatalf("fresh fetch of t:\n%s\nwant:\n%s", dumpRows(fresh), dumpRows(want))
+	}
+	// Spot checks of the text format.
+	for _, r := range want {
+		if r["id"] == "9007199254740993" {
+			if r["n"] != "-12345678901234.123456" || r["ts"] != "infinity" || r["iv"] != "-1 mons" || r["by"] != `\x` {
+				t.Fatalf("row 9007199254740993 = %v", r)
+			}
+		}
+		if r["id"] == "1" && (r["ts"] != "2024-01-01 10:00:00+00" || r["f"] != 1e300) {
+			t.Fatalf("row 1 = %v", r)
+		}
+	}
+}
+
+// get performs a GET on the worker and returns status, headers and body.
+func get(t *testing.T, base string, q url.Values) (int, http.Header, string) {
+	t.Helper()
+	c := http.Client{Timeout: 30 * time.Second}
+	resp, err := c.Get(base + "/v1/shape?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+func shapeDirs(t *testing.T, storage string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(storage, "default", "shapes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// Bad requests each get 400 naming the field, and stored shapes stay as
+// they were; a stale handle gets 409 with the current one; a worker
+// without the lease answers 503 with Retry-After.
+func TestShapeBadRequests(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	execSQL(t, pg,
+		"CREATE TABLE items (id int PRIMARY KEY, note text)",
+		"CREATE TABLE nopk (a int)",
+		"INSERT INTO items VALUES (1, 'a'), (2, 'b')")
+	storage := t.TempDir()
+	_, base := startShapePair(t, pg, "a", storage)
+
+	code, h, body := get(t, base, url.Values{"table": {"items"}, "offset": {"-1"}})
+	if code != 200 || h.Get("electric-handle") == "" || h.Get("electric-offset") == "" || h.Get("electric-schema") == "" {
+		t.Fatalf("initial GET: %d %v %s", code, h, body)
+	}
+	handle, offset := h.Get("electric-handle"), h.Get("electric-offset")
+	if !strings.Contains(body, `"key":"\"public\".\"items\"/\"1\""`) {
+		t.Fatalf("initial body: %s", body)
+	}
+	before := shapeDirs(t, storage)
+
+	cases := []struct {
+		name  string
+		q     url.Values
+		field string
+	}{
+		{"missing table", url.Values{"offset": {"-1"}}, "table"},
+		{"unknown table", url.Values{"table": {"nope"}, "offset": {"-1"}}, "table"},
+		{"table without primary key", url.Values{"table": {"nopk"}, "offset": {"-1"}}, "table"},
+		{"bad table name", url.Values{"table": {`"unterminated`}, "offset": {"-1"}}, "table"},
+		{"missing offset", url.Values{"table": {"items"}}, "offset"},
+		{"bad offset", url.Values{"table": {"items"}, "offset": {"abc"}, "handle": {handle}}, "offset"},
+		{"offset without handle", url.Values{"table": {"items"}, "offset": {offset}}, "handle"},
+		{"live with offset -1", url.Values{"table": {"items"}, "offset": {"-1"}, "live": {"true"}}, "live"},
+		{"bad live", url.Values{"table": {"items"}, "offset": {offset}, "handle": {handle}, "live": {"maybe"}}, "live"},
+		{"where", url.Values{"table": {"items"}, "offset": {"-1"}, "where": {"id > 1"}}, "where"},
+		{"offset out of bounds", url.Values{"table": {"items"}, "offset": {"99999999999_0"}, "handle": {handle}}, "offset"},
+	}
+	for _, c := range cases {
+		code, h, body := get(t, base, c.q)
+		var e struct {
+			Message string              `json:"message"`
+			Errors  map[string][]string `json:"errors"`
+		}
+		if err := json.Unmarshal([]byte(body), &e); err != nil || code != 400 || e.Message == "" || len(e.Errors[c.field]) == 0 {
+			t.Errorf("%s: %d %s; want 400 naming %q", c.name, code, body, c.field)
+		}
+		if h.Get("Cache-Control") != "no-store" {
+			t.Errorf("%s: cache-control %q", c.name, h.Get("Cache-Control"))
+		}
+	}
+	if after := shapeDirs(t, storage); !reflect.DeepEqual(after, before) {
+		t.Fatalf("stored shapes changed: %v -> %v", before, after)
+	}
+	// The stored shape still serves its client.
+	code, h, body = get(t, base, url.Values{"table": {"items"}, "offset": {offset}, "handle": {handle}})
+	if code != 200 || h.Get("electric-handle") != handle || len(h.Values("electric-up-to-date")) == 0 || !strings.Contains(body, `"control":"up-to-date"`) {
+		t.Fatalf("GET after bad requests: %d %v %s", code, h, body)
+	}
+	// A stale handle: 409 must-refetch with the current handle.
+	code, h, body = get(t, base, url.Values{"table": {"items"}, "offset": {offset}, "handle": {"stale-1"}})
+	if code != 409 || h.Get("electric-handle") != handle || !strings.Contains(body, "must-refetch") {
+		t.Fatalf("stale handle: %d %v %s", code, h, body)
+	}
+	// ETag revalidation.
+	req, _ := http.NewRequest("GET", base+"/v1/shape?"+url.Values{"table": {"items"}, "offset": {"-1"}}.Encode(), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	req.Header.Set("If-None-Match", resp.Header.Get("ETag"))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 304 {
+		t.Fatalf("If-None-Match: %d; want 304", resp.StatusCode)
+	}
+	// DELETE removes the shape; its handle is never served again.
+	dreq, _ := http.NewRequest("DELETE", base+"/v1/shape?table=items", nil)
+	resp, err = http.DefaultClient.Do(dreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 202 {
+		t.Fatalf("DELETE: %d", resp.StatusCode)
+	}
+	code, h, _ = get(t, base, url.Values{"table": {"items"}, "offset": {offset}, "handle": {handle}})
+	if code != 409 || h.Get("electric-handle") == "" || h.Get("electric-handle") == handle {
+		t.Fatalf("after DELETE: %d handle %q (old %q)", code, h.Get("electric-handle"), handle)
+	}
+
+	// A standby worker (no lease) answers 503 with Retry-After.
+	b := startPair(t, pg, "b", t.TempDir(), nil)
+	if err := b.worker.AwaitStatus("waiting", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	code, h, _ = get(t, "http://"+b.worker.HTTPAddr, url.Values{"table": {"items"}, "offset": {"-1"}})
+	if code != 503 || h.Get("Retry-After") == "" {
+		t.Fatalf("standby: %d %v; want 503 with Retry-After", code, h)
+	}
+	_ = harness.Await
+}

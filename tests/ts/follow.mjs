@@ -1,0 +1,40 @@
+// Follows one shape of a Baton worker with ElectricSQL's official client,
+// unchanged, and prints its rows as one JSON line each time it is up to
+// date: {"rows":[...]} sorted by the "id" column. int8 values (BigInt) are
+// printed as strings.
+//
+//   node follow.mjs <base url> <table> follow   keep following (live)
+//   node follow.mjs <base url> <table> once     print the rows once, exit
+import { ShapeStream, Shape } from '@electric-sql/client'
+
+const [base, table, mode = 'follow'] = process.argv.slice(2)
+if (!base || !table || !['follow', 'once'].includes(mode)) {
+  console.error('usage: node follow.mjs <base url> <table> follow|once')
+  process.exit(2)
+}
+
+const stream = new ShapeStream({
+  url: `${base}/v1/shape`,
+  params: { table },
+  subscribe: mode === 'follow',
+  onError: (err) => {
+    console.error(`shape error: ${err?.status ?? ''} ${err?.message ?? err}`)
+    // Keep going on transient errors (503 while a lease moves, 5xx).
+    return {}
+  },
+})
+const shape = new Shape(stream)
+
+const replacer = (_k, v) => (typeof v === 'bigint' ? v.toString() : v)
+function print() {
+  const rows = [...shape.currentRows].sort((a, b) => (String(a.id) < String(b.id) ? -1 : 1))
+  process.stdout.write(JSON.stringify({ rows }, replacer) + '\n')
+}
+
+await shape.rows
+print()
+if (mode === 'once') {
+  stream.unsubscribeAll()
+  process.exit(0)
+}
+shape.subscribe(() => print())

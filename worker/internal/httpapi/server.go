@@ -1,0 +1,124 @@
+// Package httpapi serves the shape API, compatible with ElectricSQL's HTTP
+// API v1 (GET and DELETE /v1/shape), so that its official TypeScript client
+// works against a Baton worker unchanged. Shapes are served only while the
+// worker holds its lease and replicates; otherwise 503 with Retry-After.
+package httpapi
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/batonhq/baton/worker/internal/shapes"
+)
+
+// Defaults of Electric's API.
+const (
+	DefaultLongPoll = 20 * time.Second
+	chunkBytes      = 10 << 20
+)
+
+// exposed are the response headers a browser client must be able to read.
+const exposed = "electric-cursor, electric-handle, electric-offset, electric-schema, electric-up-to-date, electric-internal-known-error, retry-after, etag"
+
+// Server serves /v1/shape.
+type Server struct {
+	// LongPoll is how long a live request waits for new data.
+	LongPoll time.Duration
+	Log      *slog.Logger
+
+	mu   sync.RWMutex
+	reg  *shapes.Registry
+	done <-chan struct{}
+}
+
+// New returns a Server with no registry (every request gets 503).
+func New(log *slog.Logger) *Server { return &Server{LongPoll: DefaultLongPoll, Log: log} }
+
+// Serve makes reg the registry served until done is closed (the lease's
+// end) or Serve is called again; nil stops serving.
+func (s *Server) Serve(reg *shapes.Registry, done <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reg, s.done = reg, done
+}
+
+func (s *Server) current() *shapes.Registry {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.reg == nil {
+		return nil
+	}
+	select {
+	case <-s.done:
+		return nil
+	default:
+	}
+	return s.reg
+}
+
+// Register adds the shape routes to mux.
+func (s *Server) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/shape", s.getShape)
+	mux.HandleFunc("DELETE /v1/shape", s.deleteShape)
+	mux.HandleFunc("OPTIONS /v1/shape", s.options)
+}
+
+func cors(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		origin = "*"
+	}
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Set("Access-Control-Expose-Headers", exposed)
+	h.Set("Access-Control-Allow-Methods", "GET, HEAD, DELETE, OPTIONS")
+	h.Add("Vary", "Origin")
+}
+
+func (s *Server) options(w http.ResponseWriter, r *http.Request) {
+	cors(w, r)
+	if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
+		w.Header().Set("Access-Control-Allow-Headers", req)
+	}
+	w.Header().Set("Access-Control-Max-Age", "86400")
+	w.WriteHeader(http.StatusOK)
+}
+
+// errorJSON writes an error response that must never be cached.
+func errorJSON(w http.ResponseWriter, status int, body any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Surrogate-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+type errorBody struct {
+	Message string              `json:"message"`
+	Errors  map[string][]string `json:"errors,omitempty"`
+}
+
+func invalid(w http.ResponseWriter, errs map[string][]string) {
+	errorJSON(w, http.StatusBadRequest, errorBody{Message: "Invalid request", Errors: errs})
+}
+
+func unavailable(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	errorJSON(w, http.StatusServiceUnavailable, errorBody{Message: "This worker does not hold the stream's lease right now; retry shortly."})
+}
+
+// mustRefetch answers 409: the handle is stale; handle is the current one.
+func mustRefetch(w http.ResponseWriter, handle string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "public, max-age=60, must-revalidate")
+	if handle != "" {
+		h.Set("electric-handle", handle)
+	}
+	w.WriteHeader(http.StatusConflict)
+	_, _ = w.Write([]byte(`[{"headers":{"control":"must-refetch"}}]`))
+}

@@ -1,0 +1,245 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/batonhq/baton/worker/internal/shapes"
+)
+
+// cursorEpoch is Electric's reference time for live cursors.
+var cursorEpoch = time.Date(2024, 10, 9, 0, 0, 0, 0, time.UTC)
+
+// nextCursor is Electric's live cache buster: the end of the current
+// long-poll interval, moved on at random if the client already has it.
+func nextCursor(interval time.Duration, prev string) string {
+	sec := int64(max(interval/time.Second, 1))
+	diff := int64(time.Since(cursorEpoch) / time.Second)
+	next := (diff + sec - 1) / sec * sec
+	if strconv.FormatInt(next, 10) == prev {
+		next += 1 + rand.Int64N(3600)
+	}
+	return strconv.FormatInt(next, 10)
+}
+
+func (s *Server) getShape(w http.ResponseWriter, r *http.Request) {
+	cors(w, r)
+	reg := s.current()
+	if reg == nil {
+		unavailable(w)
+		return
+	}
+	p, errs := parseParams(r.URL.Query())
+	if errs != nil {
+		invalid(w, errs)
+		return
+	}
+	sh, ok := s.resolve(w, r, reg, p)
+	if !ok {
+		return
+	}
+	if p.now {
+		end := sh.End()
+		s.respond(w, r, p, sh, &shapes.Plan{From: end, Last: end, UpToDate: true}, false)
+		return
+	}
+	plan, err := sh.Plan(p.offset, chunkBytes)
+	if err != nil {
+		s.planErr(w, r, reg, p, err)
+		return
+	}
+	if p.sse {
+		s.serveSSE(w, r, reg, p, sh, plan)
+		return
+	}
+	noChange := false
+	if p.live && plan.Empty() {
+		ctx, cancel := context.WithTimeout(r.Context(), s.LongPoll)
+		newer, err := sh.Wait(ctx, p.offset)
+		cancel()
+		if err != nil {
+			s.planErr(w, r, reg, p, err)
+			return
+		}
+		if r.Context().Err() != nil {
+			return
+		}
+		if newer {
+			if plan, err = sh.Plan(p.offset, chunkBytes); err != nil {
+				s.planErr(w, r, reg, p, err)
+				return
+			}
+		} else {
+			noChange = true
+		}
+	}
+	s.respond(w, r, p, sh, plan, noChange)
+}
+
+// resolve finds the shape of the request, creating it when it has no
+// handle; a handle that is not the definition's current one gets 409.
+func (s *Server) resolve(w http.ResponseWriter, r *http.Request, reg *shapes.Registry, p params) (*shapes.Shape, bool) {
+	if p.handle != "" {
+		if sh := reg.Lookup(p.def); sh != nil && sh.Handle() == p.handle {
+			return sh, true
+		}
+	}
+	sh, err := reg.GetOrCreate(r.Context(), p.def)
+	if err != nil {
+		s.createErr(w, r, err)
+		return nil, false
+	}
+	if p.handle != "" && sh.Handle() != p.handle {
+		mustRefetch(w, sh.Handle())
+		return nil, false
+	}
+	return sh, true
+}
+
+func (s *Server) createErr(w http.ResponseWriter, r *http.Request, err error) {
+	var ie *shapes.InvalidError
+	switch {
+	case errors.As(err, &ie):
+		invalid(w, map[string][]string{ie.Field: {ie.Problem}})
+	case r.Context().Err() != nil:
+	case s.current() == nil:
+		unavailable(w)
+	default:
+		s.Log.Error("shape request failed", "err", err, "query", r.URL.RawQuery)
+		errorJSON(w, http.StatusInternalServerError, errorBody{Message: "Unable to create the shape: " + err.Error()})
+	}
+}
+
+func (s *Server) planErr(w http.ResponseWriter, r *http.Request, reg *shapes.Registry, p params, err error) {
+	switch {
+	case errors.Is(err, shapes.ErrOutOfBounds):
+		invalid(w, map[string][]string{"offset": {"out of bounds for this shape"}})
+	case errors.Is(err, shapes.ErrGone):
+		if s.current() == nil {
+			unavailable(w)
+			return
+		}
+		sh, cerr := reg.GetOrCreate(r.Context(), p.def)
+		if cerr != nil {
+			s.createErr(w, r, cerr)
+			return
+		}
+		mustRefetch(w, sh.Handle())
+	default:
+		s.Log.Error("shape read failed", "err", err, "query", r.URL.RawQuery)
+		errorJSON(w, http.StatusInternalServerError, errorBody{Message: "Unable to read the shape log: " + err.Error()})
+	}
+}
+
+func upToDate(lsn uint64) string {
+	return `{"headers":{"control":"up-to-date","global_last_seen_lsn":"` + strconv.FormatUint(lsn, 10) + `"}}`
+}
+
+// respond writes a 200 (or 304) with the planned records.
+func (s *Server) respond(w http.ResponseWriter, r *http.Request, p params, sh *shapes.Shape, plan *shapes.Plan, noChange bool) {
+	h := w.Header()
+	reqOffset := p.offset.String()
+	if p.now {
+		reqOffset = "now"
+	}
+	upToDateResp := plan.UpToDate && !p.offset.BeforeAll || p.now
+	switch {
+	case p.offset.BeforeAll && !p.now:
+		h.Set("Cache-Control", "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746")
+	case p.live:
+		h.Set("Cache-Control", "public, max-age=5, stale-while-revalidate=5")
+	default:
+		h.Set("Cache-Control", "public, max-age=60, stale-while-revalidate=300")
+	}
+	if p.live {
+		h.Set("electric-cursor", nextCursor(s.LongPoll, p.cursor))
+	} else {
+		h.Set("electric-schema", sh.Schema())
+	}
+	etag := sh.Handle() + ":" + reqOffset + ":" + plan.Last.String()
+	if noChange {
+		etag += ":" + strconv.FormatInt(time.Now().UnixNano(), 10)
+	}
+	h.Set("ETag", `"`+etag+`"`)
+	h.Set("electric-handle", sh.Handle())
+	h.Set("electric-offset", plan.Last.String())
+	if upToDateResp {
+		h.Set("electric-up-to-date", "")
+	}
+	h.Set("Content-Type", "application/json")
+	for _, v := range r.Header.Values("If-None-Match") {
+		for _, t := range strings.Split(v, ",") {
+			if strings.Trim(strings.TrimSpace(t), `"`) == etag {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return
+	}
+	_, _ = w.Write([]byte{'['})
+	first := true
+	err := sh.Bodies(plan, func(body []byte) error {
+		if len(body) == 0 {
+			return nil
+		}
+		if !first {
+			if _, err := w.Write([]byte{','}); err != nil {
+				return err
+			}
+		}
+		first = false
+		_, err := w.Write(body)
+		return err
+	})
+	if err != nil {
+		// Headers are sent: end the response short so the client retries.
+		s.Log.Warn("shape response cut short", "handle", sh.Handle(), "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	if upToDateResp {
+		if !first {
+			_, _ = w.Write([]byte{','})
+		}
+		_, _ = w.Write([]byte(upToDate(plan.GlobalLSN)))
+	}
+	_, _ = w.Write([]byte{']'})
+}
+
+func (s *Server) deleteShape(w http.ResponseWriter, r *http.Request) {
+	cors(w, r)
+	reg := s.current()
+	if reg == nil {
+		unavailable(w)
+		return
+	}
+	q := r.URL.Query()
+	if q.Get("table") == "" {
+		invalid(w, map[string][]string{"table": {"can't be blank"}})
+		return
+	}
+	d, err := shapes.ParseTable(q.Get("table"))
+	if err != nil {
+		invalid(w, map[string][]string{"table": {err.Error()}})
+		return
+	}
+	sh := reg.Lookup(d)
+	if sh == nil || (q.Get("handle") != "" && q.Get("handle") != sh.Handle()) {
+		errorJSON(w, http.StatusNotFound, errorBody{Message: "Shape not found"})
+		return
+	}
+	if err := reg.Delete(sh); err != nil {
+		errorJSON(w, http.StatusInternalServerError, errorBody{Message: fmt.Sprint(err)})
+		return
+	}
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusAccepted)
+}

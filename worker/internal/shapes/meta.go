@@ -1,0 +1,144 @@
+package shapes
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Column describes one column of a shape's table, for the electric-schema
+// header.
+type Column struct {
+	Name    string `json:"name"`
+	Type    string `json:"type"` // element type name for arrays
+	Dims    int    `json:"dims,omitempty"`
+	NotNull bool   `json:"not_null,omitempty"`
+	PKIndex *int   `json:"pk_index,omitempty"`
+}
+
+// Meta is what meta.json holds for one shape.
+type Meta struct {
+	Handle     string     `json:"handle"`
+	Definition Definition `json:"definition"`
+	Columns    []Column   `json:"columns"`
+	PK         []string   `json:"pk"`
+	// The snapshot's visibility (pg_current_snapshot(), 64-bit xids).
+	Xmin uint64   `json:"xmin"`
+	Xmax uint64   `json:"xmax"`
+	Xip  []uint64 `json:"xip"`
+	// AppliedSeq is the stream log seq up to which every transaction has
+	// been routed to this shape (possibly persisted late: routing again is
+	// idempotent).
+	AppliedSeq uint64    `json:"applied_seq"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// schemaHeader is the electric-schema header value.
+func (m *Meta) schemaHeader() string {
+	type col struct {
+		Type    string `json:"type"`
+		Dims    int    `json:"dims,omitempty"`
+		NotNull bool   `json:"not_null,omitempty"`
+		PKIndex *int   `json:"pk_index,omitempty"`
+	}
+	out := make(map[string]col, len(m.Columns))
+	for _, c := range m.Columns {
+		out[c.Name] = col{Type: c.Type, Dims: c.Dims, NotNull: c.NotNull, PKIndex: c.PKIndex}
+	}
+	b, _ := json.Marshal(out)
+	return string(b)
+}
+
+// visible reports whether transaction xid (32-bit, from pgoutput) is
+// visible in the shape's snapshot: its changes are already in it.
+func (m *Meta) visible(xid uint32) bool {
+	x := widen(xid, m.Xmax)
+	if x < m.Xmin {
+		return true
+	}
+	if x >= m.Xmax {
+		return false
+	}
+	for _, p := range m.Xip {
+		if p == x {
+			return false
+		}
+	}
+	return true
+}
+
+// widen maps a 32-bit xid to the 64-bit xid nearest to ref (xids in flight
+// are within 2^31 of each other).
+func widen(xid uint32, ref uint64) uint64 {
+	diff := func(a uint64) uint64 {
+		if a > ref {
+			return a - ref
+		}
+		return ref - a
+	}
+	hi := ref >> 32
+	best := hi<<32 | uint64(xid)
+	for _, h := range []uint64{hi - 1, hi + 1} {
+		if h == ^uint64(0) || h >= 1<<32 {
+			continue // out of range
+		}
+		if c := h<<32 | uint64(xid); diff(c) < diff(best) {
+			best = c
+		}
+	}
+	return best
+}
+
+const metaFile = "meta.json"
+
+func readMeta(dir string) (*Meta, error) {
+	b, err := os.ReadFile(filepath.Join(dir, metaFile))
+	if err != nil {
+		return nil, err
+	}
+	var m Meta
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, metaFile), err)
+	}
+	return &m, nil
+}
+
+// writeMeta replaces meta.json atomically: temporary file, fsync, rename,
+// fsync of the folder.
+func writeMeta(dir string, m *Meta) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, metaFile+".tmp")
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, metaFile)); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

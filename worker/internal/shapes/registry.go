@@ -1,0 +1,215 @@
+package shapes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/batonhq/baton/worker/internal/storage"
+)
+
+// Options open a Registry.
+type Options struct {
+	// Dir is the stream's storage folder; shapes live in Dir/shapes.
+	Dir         string
+	Epoch       uint64
+	DatabaseURL string
+	StreamID    string
+	Publication string
+	// Stream is the stream log the router tails.
+	Stream *storage.Log
+	Log    *slog.Logger
+}
+
+// Registry holds the shapes of one stream for one lease: their logs are
+// opened with the lease's epoch, so a successor fences them.
+type Registry struct {
+	o   Options
+	dir string
+
+	createMu sync.Mutex // one creation at a time
+
+	mu       sync.Mutex
+	byDef    map[string]*Shape
+	byHandle map[string]*Shape
+	added    chan struct{} // closed and replaced when a shape is added
+	closed   bool
+}
+
+// Open opens every stored shape for writing with o.Epoch, and removes
+// creations that did not finish.
+func Open(o Options) (*Registry, error) {
+	r := &Registry{o: o, dir: filepath.Join(o.Dir, "shapes"), byDef: map[string]*Shape{},
+		byHandle: map[string]*Shape{}, added: make(chan struct{})}
+	if err := os.MkdirAll(r.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("shapes: %w", err)
+	}
+	ents, err := os.ReadDir(r.dir)
+	if err != nil {
+		return nil, fmt.Errorf("shapes: %w", err)
+	}
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		dir := filepath.Join(r.dir, e.Name())
+		m, err := readMeta(dir)
+		if errors.Is(err, os.ErrNotExist) {
+			o.Log.Warn("removing a shape whose creation did not finish", "dir", dir)
+			if err := os.RemoveAll(dir); err != nil {
+				r.Close()
+				return nil, fmt.Errorf("shapes: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			r.Close()
+			return nil, fmt.Errorf("shapes: %w", err)
+		}
+		s, err := openShape(dir, m, o.Epoch)
+		if err != nil {
+			r.Close()
+			return nil, fmt.Errorf("shape %s: %w", m.Handle, err)
+		}
+		r.byDef[m.Definition.Key()] = s
+		r.byHandle[m.Handle] = s
+	}
+	return r, nil
+}
+
+// Close closes every shape log, persisting how far each was routed.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	var first error
+	for _, s := range r.byDef {
+		s.markGone()
+		if err := s.log.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Lookup returns the shape of d, or nil.
+func (r *Registry) Lookup(d Definition) *Shape {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byDef[d.Key()]
+}
+
+// GetOrCreate returns the shape of d, creating it (publication, snapshot)
+// when there is none.
+func (r *Registry) GetOrCreate(ctx context.Context, d Definition) (*Shape, error) {
+	if s := r.Lookup(d); s != nil {
+		return s, nil
+	}
+	r.createMu.Lock()
+	defer r.createMu.Unlock()
+	if s := r.Lookup(d); s != nil {
+		return s, nil
+	}
+	s, err := r.create(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		s.log.Close()
+		return nil, storage.ErrClosed
+	}
+	r.byDef[d.Key()] = s
+	r.byHandle[s.meta.Handle] = s
+	close(r.added)
+	r.added = make(chan struct{})
+	r.o.Log.Info("shape created", "handle", s.meta.Handle, "table", d.String(), "xmin", s.meta.Xmin, "xmax", s.meta.Xmax)
+	return s, nil
+}
+
+func (r *Registry) create(ctx context.Context, d Definition) (*Shape, error) {
+	conn, err := connect(ctx, r.o.DatabaseURL, "baton-worker-shapes:"+r.o.StreamID+":"+strconv.FormatUint(r.o.Epoch, 10))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	t, err := describe(ctx, conn, d)
+	if err != nil {
+		return nil, err
+	}
+	// Every transaction in the stream log up to here committed before the
+	// table was published: visible in the snapshot, or without changes
+	// to it.
+	applied, _ := r.o.Stream.Durable()
+	if err := publish(ctx, conn, r.o.Publication, d); err != nil {
+		return nil, err
+	}
+	if err := awaitRunning(ctx, conn); err != nil {
+		return nil, err
+	}
+	m := &Meta{
+		Handle:     d.id() + "-" + strconv.FormatInt(time.Now().UnixMicro(), 10),
+		Definition: d, Columns: t.columns, PK: t.pk, AppliedSeq: applied, CreatedAt: time.Now().UTC(),
+	}
+	dir := filepath.Join(r.dir, m.Handle)
+	l, err := storage.Open(dir, r.o.Epoch)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			l.Close()
+			os.RemoveAll(dir)
+		}
+	}()
+	if err := snapshot(ctx, conn, t, m, l); err != nil {
+		return nil, err
+	}
+	if err := writeMeta(dir, m); err != nil {
+		return nil, fmt.Errorf("write shape meta: %w", err)
+	}
+	s := &Shape{dir: dir, log: l, meta: *m, schema: m.schemaHeader(), changed: make(chan struct{})}
+	if err := s.loadIndex(); err != nil {
+		return nil, err
+	}
+	ok = true
+	return s, nil
+}
+
+// Delete removes the shape: its handle is never served again.
+func (r *Registry) Delete(s *Shape) error {
+	r.mu.Lock()
+	if r.byDef[s.meta.Definition.Key()] != s {
+		r.mu.Unlock()
+		return nil
+	}
+	delete(r.byDef, s.meta.Definition.Key())
+	delete(r.byHandle, s.meta.Handle)
+	r.mu.Unlock()
+	s.markGone()
+	s.log.Close()
+	if err := os.RemoveAll(s.dir); err != nil {
+		return fmt.Errorf("remove shape %s: %w", s.meta.Handle, err)
+	}
+	r.o.Log.Info("shape removed", "handle", s.meta.Handle, "table", s.meta.Definition.String())
+	return nil
+}
+
+// list returns the shapes and the channel closed when one is added.
+func (r *Registry) list() ([]*Shape, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*Shape, 0, len(r.byDef))
+	for _, s := range r.byDef {
+		out = append(out, s)
+	}
+	return out, r.added
+}

@@ -1,0 +1,174 @@
+package shapes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/batonhq/baton/worker/internal/replication"
+	"github.com/batonhq/baton/worker/internal/storage"
+)
+
+// routeBatch is how many stream records the router reads at once.
+const routeBatch = 256
+
+// persistEvery bounds how often applied_seq is written to meta.json; a
+// late write only means some transactions are routed again, and skipped.
+const persistEvery = time.Second
+
+// Run routes committed transactions from the stream log to the shapes
+// until ctx ends or a shape log is fenced. It is the only writer of the
+// shape logs after their snapshot, and of applied_seq.
+func (r *Registry) Run(ctx context.Context) error {
+	lastPersist := map[*Shape]time.Time{}
+	defer func() {
+		shapes, _ := r.list()
+		for _, s := range shapes {
+			_ = writeMeta(s.dir, &s.meta)
+		}
+	}()
+	for {
+		shapes, added := r.list()
+		if len(shapes) == 0 {
+			select {
+			case <-added:
+				continue
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		from := shapes[0].meta.AppliedSeq
+		for _, s := range shapes[1:] {
+			from = min(from, s.meta.AppliedSeq)
+		}
+		recs, err := r.o.Stream.Read(from+1, routeBatch)
+		if err != nil {
+			return r.stopErr(ctx, fmt.Errorf("read stream log: %w", err))
+		}
+		if len(recs) == 0 {
+			if err := r.waitStream(ctx, from, added); err != nil {
+				return r.stopErr(ctx, err)
+			}
+			continue
+		}
+		if err := r.route(recs, shapes); err != nil {
+			return r.stopErr(ctx, err)
+		}
+		for _, s := range shapes {
+			if time.Since(lastPersist[s]) >= persistEvery {
+				if err := writeMeta(s.dir, &s.meta); err != nil && !s.isGone() {
+					return fmt.Errorf("persist shape %s: %w", s.meta.Handle, err)
+				}
+				lastPersist[s] = time.Now()
+			}
+		}
+	}
+}
+
+func (r *Registry) stopErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil || errors.Is(err, storage.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// waitStream blocks until the stream log has a record after seq, a shape
+// is added, or ctx ends.
+func (r *Registry) waitStream(ctx context.Context, seq uint64, added <-chan struct{}) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-added:
+			cancel()
+		case <-stop:
+		}
+	}()
+	err := r.o.Stream.Wait(wctx, seq)
+	if wctx.Err() != nil && ctx.Err() == nil {
+		return nil // a shape was added
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// route applies recs to every shape that has not seen them: the
+// transactions not visible in the shape's snapshot that touch its table
+// become one record each. Then each shape log is synced and the records
+// published.
+func (r *Registry) route(recs []storage.Record, shapes []*Shape) error {
+	type pending struct {
+		entries []entry
+		dirty   bool
+		upTo    uint64
+	}
+	work := make([]pending, len(shapes))
+	var truncated []*Shape
+	for _, rec := range recs {
+		tx, err := replication.DecodeTransaction(rec.Payload)
+		if err != nil {
+			return fmt.Errorf("stream record %d: %w", rec.Seq, err)
+		}
+		for i, s := range shapes {
+			if s.meta.AppliedSeq >= rec.Seq || s.isGone() {
+				continue
+			}
+			s.meta.AppliedSeq = rec.Seq
+			work[i].upTo = tx.CommitLSN
+			if s.meta.visible(tx.XID) {
+				continue
+			}
+			u, trunc, err := s.meta.txMessages(tx)
+			if err != nil {
+				return err
+			}
+			if trunc {
+				truncated = append(truncated, s)
+				continue
+			}
+			if u.count == 0 {
+				continue
+			}
+			seq, err := s.log.Append(storage.Record{CommitLSN: tx.CommitLSN, EndLSN: rec.EndLSN, Payload: u.payload(u.lastOp)})
+			if err != nil {
+				if s.isGone() {
+					continue // deleted meanwhile
+				}
+				return fmt.Errorf("shape %s: %w", s.meta.Handle, err)
+			}
+			work[i].dirty = true
+			if seq != 0 {
+				work[i].entries = append(work[i].entries, entry{seq: seq, off: Offset{TX: tx.CommitLSN, Op: u.lastOp}, size: len(u.body)})
+			}
+		}
+	}
+	for i, s := range shapes {
+		if work[i].dirty {
+			if _, err := s.log.Sync(); err != nil {
+				if s.isGone() {
+					continue
+				}
+				return fmt.Errorf("shape %s: %w", s.meta.Handle, err)
+			}
+		}
+		s.publish(work[i].entries, work[i].upTo)
+	}
+	for _, s := range truncated {
+		r.o.Log.Info("table truncated: the shape is rebuilt on the next request", "handle", s.meta.Handle)
+		if err := r.Delete(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Shape) isGone() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.gone
+}

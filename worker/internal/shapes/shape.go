@@ -1,0 +1,226 @@
+package shapes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/batonhq/baton/worker/internal/storage"
+)
+
+// entry locates one record of a shape log.
+type entry struct {
+	seq  uint64
+	off  Offset
+	size int
+}
+
+// Shape is one open shape.
+type Shape struct {
+	dir    string
+	log    *storage.Log
+	schema string // electric-schema header
+
+	mu      sync.RWMutex
+	meta    Meta
+	index   []entry
+	upTo    uint64 // commit LSN of the last stream transaction routed here
+	changed chan struct{}
+	gone    bool // deleted or invalidated: its handle is never served again
+}
+
+// Handle is the shape's handle.
+func (s *Shape) Handle() string { return s.meta.Handle }
+
+// Definition is what the shape holds.
+func (s *Shape) Definition() Definition { return s.meta.Definition }
+
+// Schema is the electric-schema header value.
+func (s *Shape) Schema() string { return s.schema }
+
+func openShape(dir string, m *Meta, epoch uint64) (*Shape, error) {
+	l, err := storage.Open(dir, epoch)
+	if err != nil {
+		return nil, err
+	}
+	s := &Shape{dir: dir, log: l, meta: *m, schema: m.schemaHeader(), changed: make(chan struct{})}
+	if err := s.loadIndex(); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// loadIndex reads every record once to index its offset.
+func (s *Shape) loadIndex() error {
+	next := uint64(1)
+	for {
+		recs, err := s.log.Read(next, 1024)
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			return nil
+		}
+		for _, r := range recs {
+			op, _ := splitPayload(r.Payload)
+			s.index = append(s.index, entry{seq: r.Seq, off: Offset{TX: r.CommitLSN, Op: op}, size: len(r.Payload) - 8})
+			if r.CommitLSN > s.upTo {
+				s.upTo = r.CommitLSN
+			}
+			next = r.Seq + 1
+		}
+	}
+}
+
+// publish makes routed records visible to readers and wakes live requests.
+func (s *Shape) publish(entries []entry, upTo uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.index = append(s.index, entries...)
+	if upTo > s.upTo {
+		s.upTo = upTo
+	}
+	if len(entries) > 0 {
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}
+}
+
+// markGone ends the shape for readers.
+func (s *Shape) markGone() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.gone {
+		s.gone = true
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}
+}
+
+// ErrGone is returned when a shape was deleted or invalidated while being
+// read: the client must refetch.
+var ErrGone = errors.New("shape is gone")
+
+// ErrOutOfBounds is returned for an offset past what the shape has seen.
+var ErrOutOfBounds = errors.New("out of bounds for this shape")
+
+// Plan is what one response serves: the records after From up to Last.
+type Plan struct {
+	From      Offset
+	Last      Offset // electric-offset of the response
+	UpToDate  bool   // Last is the end of the log
+	GlobalLSN uint64
+	entries   []entry
+}
+
+// Empty reports whether the plan serves no record.
+func (p *Plan) Empty() bool { return len(p.entries) == 0 }
+
+// Plan chooses the records after from, about maxBytes of them (at least
+// one). It returns ErrOutOfBounds when from is past the shape's end.
+func (s *Shape) Plan(from Offset, maxBytes int) (*Plan, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.gone {
+		return nil, ErrGone
+	}
+	end := s.endLocked()
+	if !from.BeforeAll && end.Less(from) && from.TX > s.upTo {
+		return nil, ErrOutOfBounds
+	}
+	i := sort.Search(len(s.index), func(i int) bool { return s.index[i].off.after(from) })
+	p := &Plan{From: from, Last: from, GlobalLSN: max(s.upTo, end.TX)}
+	total := 0
+	for ; i < len(s.index); i++ {
+		e := s.index[i]
+		if len(p.entries) > 0 && total+e.size > maxBytes {
+			break
+		}
+		p.entries = append(p.entries, e)
+		total += e.size
+		p.Last = e.off
+	}
+	p.UpToDate = i == len(s.index)
+	if from.BeforeAll && len(p.entries) == 0 {
+		p.Last = Offset{}
+	}
+	return p, nil
+}
+
+// End is the offset of the shape's last record.
+func (s *Shape) End() Offset {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.endLocked()
+}
+
+func (s *Shape) endLocked() Offset {
+	if n := len(s.index); n > 0 {
+		return s.index[n-1].off
+	}
+	return Offset{}
+}
+
+// Changed returns a channel closed when records are added after the
+// current state, or the shape goes.
+func (s *Shape) Changed() <-chan struct{} {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.changed
+}
+
+// Wait blocks until the shape has a record after off, ctx ends, or the
+// shape goes; it reports whether there is something new.
+func (s *Shape) Wait(ctx context.Context, off Offset) (bool, error) {
+	for {
+		s.mu.RLock()
+		gone, ch := s.gone, s.changed
+		n := len(s.index)
+		newer := n > 0 && s.index[n-1].off.after(off)
+		s.mu.RUnlock()
+		if gone {
+			return false, ErrGone
+		}
+		if newer {
+			return true, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false, nil
+		}
+	}
+}
+
+// Bodies calls fn with the messages of each planned record, in order.
+func (s *Shape) Bodies(p *Plan, fn func(body []byte) error) error {
+	for i := 0; i < len(p.entries); {
+		recs, err := s.log.Read(p.entries[i].seq, len(p.entries)-i)
+		if err != nil {
+			if errors.Is(err, storage.ErrClosed) {
+				return ErrGone
+			}
+			return err
+		}
+		if len(recs) == 0 {
+			return fmt.Errorf("shape %s: record %d is indexed but not readable", s.meta.Handle, p.entries[i].seq)
+		}
+		for _, r := range recs {
+			if r.Seq != p.entries[i].seq {
+				return fmt.Errorf("shape %s: read record %d, want %d", s.meta.Handle, r.Seq, p.entries[i].seq)
+			}
+			_, body := splitPayload(r.Payload)
+			if err := fn(body); err != nil {
+				return err
+			}
+			i++
+			if i == len(p.entries) {
+				break
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,276 @@
+package shapes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/batonhq/baton/worker/internal/replication"
+	"github.com/batonhq/baton/worker/internal/storage"
+)
+
+// InvalidError is bad input about a shape: HTTP 400 naming the field.
+type InvalidError struct {
+	Field   string
+	Problem string
+}
+
+func (e *InvalidError) Error() string { return e.Field + ": " + e.Problem }
+
+// snapshotChunkBytes is the size of one snapshot record.
+const snapshotChunkBytes = 1 << 20
+
+// table is what the catalog says about a shape's table.
+type table struct {
+	oid     uint32
+	columns []Column
+	pk      []string
+}
+
+// connect opens a connection with the fixed output settings the
+// replication connection uses, so that values look the same in the
+// snapshot and in the log.
+func connect(ctx context.Context, url, app string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	cfg.RuntimeParams["application_name"] = app
+	for k, v := range replication.OutputSettings {
+		cfg.RuntimeParams[k] = v
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	return conn, nil
+}
+
+// describe looks the table up; an unknown table or one without a primary
+// key is an InvalidError.
+func describe(ctx context.Context, conn *pgx.Conn, d Definition) (*table, error) {
+	var t table
+	var kind string
+	err := conn.QueryRow(ctx, `SELECT c.oid, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2`, d.Schema, d.Table).Scan(&t.oid, &kind)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, &InvalidError{Field: "table", Problem: fmt.Sprintf("table %s does not exist", d)}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up table %s: %w", d, err)
+	}
+	if kind != "r" {
+		return nil, &InvalidError{Field: "table", Problem: fmt.Sprintf("%s is not an ordinary table", d)}
+	}
+	rows, err := conn.Query(ctx, `
+		SELECT a.attname, a.attnotnull, a.attndims, t.typcategory::text, t.typname, coalesce(e.typname, '')
+		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, t.oid)
+	if err != nil {
+		return nil, fmt.Errorf("columns of %s: %w", d, err)
+	}
+	for rows.Next() {
+		var c Column
+		var dims int32
+		var cat, typ, elem string
+		if err := rows.Scan(&c.Name, &c.NotNull, &dims, &cat, &typ, &elem); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		c.Type = typ
+		if cat == "A" {
+			c.Type, c.Dims = elem, max(int(dims), 1)
+		}
+		t.columns = append(t.columns, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("columns of %s: %w", d, err)
+	}
+	rows, err = conn.Query(ctx, `
+		SELECT a.attname FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+		WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord`, t.oid)
+	if err != nil {
+		return nil, fmt.Errorf("primary key of %s: %w", d, err)
+	}
+	t.pk, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("primary key of %s: %w", d, err)
+	}
+	if len(t.pk) == 0 {
+		return nil, &InvalidError{Field: "table", Problem: fmt.Sprintf("table %s has no primary key; Baton serves tables with one", d)}
+	}
+	for i, k := range t.pk {
+		for j := range t.columns {
+			if t.columns[j].Name == k {
+				p := i
+				t.columns[j].PKIndex = &p
+			}
+		}
+	}
+	return &t, nil
+}
+
+// publish adds the table to the publication when it is not in it yet.
+func publish(ctx context.Context, conn *pgx.Conn, pub string, d Definition) error {
+	var all, present bool
+	err := conn.QueryRow(ctx, `SELECT p.puballtables, EXISTS (SELECT 1 FROM pg_publication_tables t
+		WHERE t.pubname = p.pubname AND t.schemaname = $2 AND t.tablename = $3)
+		FROM pg_publication p WHERE p.pubname = $1`, pub, d.Schema, d.Table).Scan(&all, &present)
+	if err != nil {
+		return fmt.Errorf("look up publication %s: %w", pub, err)
+	}
+	if all || present {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, "ALTER PUBLICATION "+quoteIdent(pub)+" ADD TABLE "+d.Key()); err != nil {
+		var pgErr interface{ SQLState() string }
+		if errors.As(err, &pgErr) && pgErr.SQLState() == "42710" { // added meanwhile
+			return nil
+		}
+		return fmt.Errorf("add %s to publication %s (the role needs to own the table): %w", d, pub, err)
+	}
+	return nil
+}
+
+// awaitRunning waits until every transaction running now has ended, so
+// that none of them made changes to the table before it was published.
+func awaitRunning(ctx context.Context, conn *pgx.Conn) error {
+	var xmax uint64
+	if err := conn.QueryRow(ctx, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint").Scan(&xmax); err != nil {
+		return fmt.Errorf("read snapshot: %w", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var xmin uint64
+		if err := conn.QueryRow(ctx, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").Scan(&xmin); err != nil {
+			return fmt.Errorf("read snapshot: %w", err)
+		}
+		if xmin >= xmax {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("transactions older than xid %d still running after 30s; cannot take a consistent snapshot", xmax)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// snapshot writes the table's rows into l as insert messages, in chunks,
+// and fills m's visibility fields.
+func snapshot(ctx context.Context, conn *pgx.Conn, t *table, m *Meta, l *storage.Log) error {
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return fmt.Errorf("begin snapshot: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	var snap string
+	if err := tx.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&snap); err != nil {
+		return fmt.Errorf("read snapshot: %w", err)
+	}
+	if m.Xmin, m.Xmax, m.Xip, err = parseSnapshot(snap); err != nil {
+		return err
+	}
+	d := m.Definition
+	cols := make([]string, len(t.columns))
+	for i, c := range t.columns {
+		cols[i] = quoteIdent(c.Name) + "::text"
+	}
+	order := make([]string, len(t.pk))
+	for i, k := range t.pk {
+		order[i] = quoteIdent(k)
+	}
+	rows, err := tx.Query(ctx, "SELECT "+strings.Join(cols, ", ")+" FROM "+d.Key()+" ORDER BY "+strings.Join(order, ", "),
+		pgx.QueryResultFormats{pgx.TextFormatCode})
+	if err != nil {
+		return fmt.Errorf("snapshot of %s: %w", d, err)
+	}
+	defer rows.Close()
+	rel := []string{d.Schema, d.Table}
+	pkPos := make([]int, len(t.pk))
+	for i, k := range t.pk {
+		for j, c := range t.columns {
+			if c.Name == k {
+				pkPos[i] = j
+			}
+		}
+	}
+	chunk := uint64(0)
+	var u unit
+	flush := func() error {
+		_, err := l.Append(storage.Record{EndLSN: chunk + 1, Payload: u.payload(chunk)})
+		chunk++
+		u = unit{}
+		return err
+	}
+	for rows.Next() {
+		raw := rows.RawValues()
+		vals := make([]*string, len(raw))
+		value := make(map[string]*string, len(raw))
+		for i, b := range raw {
+			if b != nil {
+				s := string(b)
+				vals[i] = &s
+			}
+			value[t.columns[i].Name] = vals[i]
+		}
+		pk := make([]*string, len(pkPos))
+		for i, p := range pkPos {
+			pk[i] = vals[p]
+		}
+		if err := u.add(&message{Key: buildKey(d, pk), Value: value, Headers: headers{Operation: "insert", Relation: rel}}, 0); err != nil {
+			return err
+		}
+		if len(u.body) >= snapshotChunkBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("snapshot of %s: %w", d, err)
+	}
+	if u.count > 0 || chunk == 0 {
+		if err := flush(); err != nil {
+			return err
+		}
+	}
+	if _, err := l.Sync(); err != nil {
+		return fmt.Errorf("store snapshot of %s: %w", d, err)
+	}
+	return tx.Commit(ctx)
+}
+
+// parseSnapshot parses pg_snapshot text: xmin:xmax:xip,xip,...
+func parseSnapshot(s string) (xmin, xmax uint64, xip []uint64, err error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 {
+		return 0, 0, nil, fmt.Errorf("bad snapshot %q", s)
+	}
+	if xmin, err = strconv.ParseUint(parts[0], 10, 64); err != nil {
+		return 0, 0, nil, fmt.Errorf("bad snapshot %q", s)
+	}
+	if xmax, err = strconv.ParseUint(parts[1], 10, 64); err != nil {
+		return 0, 0, nil, fmt.Errorf("bad snapshot %q", s)
+	}
+	if parts[2] != "" {
+		for _, x := range strings.Split(parts[2], ",") {
+			v, err := strconv.ParseUint(x, 10, 64)
+			if err != nil {
+				return 0, 0, nil, fmt.Errorf("bad snapshot %q", s)
+			}
+			xip = append(xip, v)
+		}
+	}
+	return xmin, xmax, xip, nil
+}
