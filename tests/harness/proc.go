@@ -58,9 +58,14 @@ type Process struct {
 func StartProcess(name string, argv []string, env []string, tee *os.File) (*Process, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return startCmd(name, cmd, tee)
+}
+
+// startCmd starts a prepared command with captured output.
+func startCmd(name string, cmd *exec.Cmd, tee *os.File) (*Process, error) {
 	buf := &syncBuffer{tee: tee, prefix: name + ": "}
 	cmd.Stdout, cmd.Stderr = buf, buf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}

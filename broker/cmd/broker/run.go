@@ -95,6 +95,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	})
 	if err := g.Wait(); err != nil {
+		if errors.Is(err, lock.ErrNotDirect) {
+			return &config.Error{Setting: "DATABASE_URL", Problem: err.Error()}
+		}
 		return err
 	}
 	log.Info("broker stopped")

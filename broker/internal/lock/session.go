@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,7 +34,7 @@ import (
 // ErrNotDirect means the lock session does not reach one PostgreSQL backend
 // for its whole life (a transaction-pooling proxy sits in between), so a
 // session-level advisory lock would protect nothing.
-var ErrNotDirect = errors.New("lock session is not a direct PostgreSQL session: consecutive statements ran on different backends (a transaction-pooling proxy?); point DATABASE_URL at PostgreSQL itself or at a session-pooling proxy")
+var ErrNotDirect = errors.New("the lock session is not a direct PostgreSQL session (a proxy or connection pooler sits in between): a session-level advisory lock is only safe on a direct session; point DATABASE_URL at PostgreSQL itself")
 
 // ErrLockLost means the session no longer holds the stream's advisory lock.
 var ErrLockLost = errors.New("advisory lock no longer held by this session")
@@ -112,6 +113,12 @@ func Connect(ctx context.Context, opts Options) (*Session, error) {
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && strings.Contains(pgErr.Message, "unsupported startup parameter") {
+			// PostgreSQL accepts every setting above; a pooler such as
+			// PgBouncer does not.
+			return nil, fmt.Errorf("%w (the server refused a session setting: %s)", ErrNotDirect, pgErr.Message)
+		}
 		return nil, fmt.Errorf("connect lock session: %w", err)
 	}
 	s := &Session{
@@ -167,6 +174,11 @@ func (s *Session) verifyDirect(ctx context.Context) error {
 	var first uint32
 	if err := s.conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&first); err != nil {
 		return fmt.Errorf("verify lock session: %w", err)
+	}
+	// PostgreSQL announces its backend's pid when the session starts; a
+	// proxy or pooler announces its own.
+	if announced := s.conn.PgConn().PID(); announced != first {
+		return fmt.Errorf("%w (the connection announced backend pid %d but statements run on backend %d)", ErrNotDirect, announced, first)
 	}
 	for range 3 {
 		var pid uint32
