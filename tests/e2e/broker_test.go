@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -300,4 +301,54 @@ func TestPostgresRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	awaitLeader(t, time.Second, a, b)
+}
+
+// A statement timeout or cancel imposed from outside on the standby's lock
+// wait (a provider's timeout, a proxy killing long queries) does not end the
+// wait: the standby keeps waiting on the same session and wakes when the
+// holder lets go.
+func TestLockWaitSurvivesCancel(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	conn := connect(t, pg)
+	a := startBroker(t, harness.BrokerOptions{DatabaseURL: pg.URL(), Name: "a"})
+	startWorker(t, a, "wa")
+	if err := a.AwaitHealth("leader", serving, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	b := startBroker(t, harness.BrokerOptions{DatabaseURL: pg.URL(), Name: "b"})
+	wb := startWorker(t, b, "wb")
+	var waiter int32
+	if err := harness.Await(10*time.Second, "the standby waiting in pg_locks", func() (bool, error) {
+		err := conn.QueryRow(context.Background(), `SELECT pid FROM pg_locks
+			WHERE locktype = 'advisory' AND classid = 1650553966 AND objsubid = 2 AND NOT granted`).Scan(&waiter)
+		return err == nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	const canceled = "canceling statement due to user request"
+	for i := 1; i <= 3; i++ {
+		if _, err := conn.Exec(context.Background(), "SELECT pg_cancel_backend($1)", waiter); err != nil {
+			t.Fatal(err)
+		}
+		if err := harness.Await(5*time.Second, "the wait cancelled, then waiting again on the same backend", func() (bool, error) {
+			if strings.Count(pg.Log(), canceled) < i {
+				return false, nil
+			}
+			var n int
+			err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks
+				WHERE locktype = 'advisory' AND classid = 1650553966 AND objsubid = 2 AND NOT granted AND pid = $1`, waiter).Scan(&n)
+			return err == nil && n == 1, err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if strings.Contains(b.Output(), "reconnecting") {
+		t.Fatalf("the standby reconnected instead of waiting again:\n%s", b.Output())
+	}
+	if err := a.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := wb.AwaitEvent("granted", 0, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
 }
