@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -456,4 +457,58 @@ func TestShapeSnapshotConsistency(t *testing.T) {
 	}
 	checkExactlyOnce(t, ids, last)
 	t.Logf("%d rows written around the shape's creation", last)
+}
+
+// stopPair stops a pair gracefully (SIGTERM, as Kubernetes does).
+func stopPair(t *testing.T, p pair) {
+	t.Helper()
+	_ = p.worker.Signal(syscall.SIGTERM)
+	_ = p.broker.Signal(syscall.SIGTERM)
+	for _, proc := range []*harness.Process{p.worker.Process, p.broker.Process} {
+		if code, err := proc.Wait(20 * time.Second); err != nil || code != 0 {
+			t.Fatalf("%s exit %d %v; want 0", proc.Name, code, err)
+		}
+	}
+}
+
+// A worker restarted on the same storage resumes its shapes (same handle,
+// clients continue from their offsets, changes made while it was down
+// arrive once); when the slot had to be created anew, every shape is
+// dropped and its clients get 409.
+func TestShapeResume(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	execSQL(t, pg, "CREATE TABLE items (id int PRIMARY KEY, note text)", "INSERT INTO items VALUES (1, 'a')")
+	storage := t.TempDir()
+	a, base := startShapePair(t, pg, "a", storage)
+	code, h, _ := get(t, base, url.Values{"table": {"items"}, "offset": {"-1"}})
+	if code != 200 {
+		t.Fatalf("GET: %d", code)
+	}
+	handle, offset := h.Get("electric-handle"), h.Get("electric-offset")
+	stopPair(t, a)
+	execSQL(t, pg, "INSERT INTO items VALUES (2, 'b')", "UPDATE items SET note = 'A' WHERE id = 1")
+
+	b, base := startShapePair(t, pg, "b", storage)
+	var body string
+	if err := harness.Await(10*time.Second, "changes made while the worker was down", func() (bool, error) {
+		code, h, body = get(t, base, url.Values{"table": {"items"}, "offset": {offset}, "handle": {handle}})
+		if code != 200 || h.Get("electric-handle") != handle {
+			return false, fmt.Errorf("resumed GET: %d %v %s", code, h, body)
+		}
+		return strings.Contains(body, `"operation":"update"`), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []logMessage
+	if err := json.Unmarshal([]byte(body), &msgs); err != nil || len(msgs) != 3 {
+		t.Fatalf("resumed body (want insert, update, up-to-date): %s", body)
+	}
+	stopPair(t, b)
+
+	execSQL(t, pg, "SELECT pg_drop_replication_slot('baton_slot_default')")
+	_, base = startShapePair(t, pg, "c", storage)
+	code, h, body = get(t, base, url.Values{"table": {"items"}, "offset": {offset}, "handle": {handle}})
+	if code != 409 || h.Get("electric-handle") == "" || h.Get("electric-handle") == handle {
+		t.Fatalf("after the slot was recreated: %d handle %q (old %q) %s", code, h.Get("electric-handle"), handle, body)
+	}
 }

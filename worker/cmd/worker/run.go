@@ -176,6 +176,11 @@ func replicateOnce(ctx context.Context, cfg config.Config, l *lease.Lease, track
 		Publication: l.Publication,
 		Epoch:       l.Epoch,
 		Log:         log,
+		OnSlotCreated: func() {
+			if err := reg.DropAll(); err != nil {
+				log.Error("could not drop the shapes of a lost stream", "err", err)
+			}
+		},
 		OnStreaming: func() {
 			tracker.Set(health.Active, l.Done())
 			api.Serve(reg, l.Done())

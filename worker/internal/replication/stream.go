@@ -48,6 +48,9 @@ type Options struct {
 	Log              *slog.Logger
 	// OnStreaming is called once START_REPLICATION succeeded.
 	OnStreaming func()
+	// OnSlotCreated is called when this run created the slot: no
+	// continuity with what was stored before can be proven.
+	OnSlotCreated func()
 }
 
 // Result says how a run ended.
@@ -113,6 +116,9 @@ func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 			return res, fmt.Errorf("create slot %s: %w", o.Slot, err)
 		}
 		res.SlotCreated = true
+		if o.OnSlotCreated != nil {
+			o.OnSlotCreated()
+		}
 		o.Log.Info("replication slot created", "slot", o.Slot)
 		if st, err = readSlot(work, admin, o.Slot); err != nil {
 			return res, err

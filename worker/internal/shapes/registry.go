@@ -213,3 +213,18 @@ func (r *Registry) list() ([]*Shape, <-chan struct{}) {
 	}
 	return out, r.added
 }
+
+// DropAll removes every shape, for when the stream's continuity is lost
+// (the slot was created anew): their clients get 409 and refetch.
+func (r *Registry) DropAll() error {
+	shapes, _ := r.list()
+	for _, s := range shapes {
+		if err := r.Delete(s); err != nil {
+			return err
+		}
+	}
+	if len(shapes) > 0 {
+		r.o.Log.Warn("replication slot created anew: every shape was dropped, clients refetch", "shapes", len(shapes))
+	}
+	return nil
+}

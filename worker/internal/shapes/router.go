@@ -28,7 +28,7 @@ func (r *Registry) Run(ctx context.Context) error {
 			_ = writeMeta(s.dir, &s.meta)
 		}
 	}()
-	for {
+	for ctx.Err() == nil {
 		shapes, added := r.list()
 		if len(shapes) == 0 {
 			select {
@@ -64,6 +64,7 @@ func (r *Registry) Run(ctx context.Context) error {
 			}
 		}
 	}
+	return nil
 }
 
 func (r *Registry) stopErr(ctx context.Context, err error) error {
