@@ -65,9 +65,50 @@ func TestInvalidSettingsExit2(t *testing.T) {
 			if code != 2 {
 				t.Fatalf("exit code %d, want 2; output:\n%s", code, out)
 			}
-			lines := strings.Split(out, "\n")
-			if !strings.Contains(lines[len(lines)-1], tt.setting) {
-				t.Fatalf("last line %q does not name %s", lines[len(lines)-1], tt.setting)
+			if strings.Count(out, "\n") != 0 || !strings.Contains(out, tt.setting) {
+				t.Fatalf("output %q is not one line naming %s", out, tt.setting)
+			}
+		})
+	}
+}
+
+// The worker too: every invalid setting exits 2 with one line naming it.
+func TestWorkerInvalidSettingsExit2(t *testing.T) {
+	const url = "postgres://postgres@127.0.0.1:1/postgres"
+	tests := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		setting string
+	}{
+		{"missing url", map[string]string{}, nil, "DATABASE_URL"},
+		{"bad url", map[string]string{"DATABASE_URL": "http://x"}, nil, "DATABASE_URL"},
+		{"stream", map[string]string{"DATABASE_URL": url, "REPLICATION_STREAM_ID": "no way"}, nil, "REPLICATION_STREAM_ID"},
+		{"broker addr without port", map[string]string{"DATABASE_URL": url, "BATON_BROKER_ADDR": "localhost"}, nil, "BATON_BROKER_ADDR"},
+		{"broker addr without host", map[string]string{"DATABASE_URL": url, "BATON_BROKER_ADDR": ":7070"}, nil, "BATON_BROKER_ADDR"},
+		{"http listen", map[string]string{"DATABASE_URL": url, "BATON_HTTP_LISTEN": "3000"}, nil, "BATON_HTTP_LISTEN"},
+		{"log format", map[string]string{"DATABASE_URL": url, "BATON_LOG_FORMAT": "yaml"}, nil, "BATON_LOG_FORMAT"},
+		{"flag", map[string]string{"DATABASE_URL": url}, []string{"--baton-http-listen", "nope"}, "BATON_HTTP_LISTEN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := []string{"DATABASE_URL=", "REPLICATION_STREAM_ID=", "BATON_BROKER_ADDR=", "BATON_HTTP_LISTEN=",
+				"BATON_STORAGE_DIR=", "BATON_LOG_FORMAT="}
+			for k, v := range tt.env {
+				env = append(env, k+"="+v)
+			}
+			p, err := harness.StartProcess("worker", append([]string{bins["worker"]}, tt.args...), env, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, err := p.Wait(10 * 1e9)
+			if err != nil {
+				p.Kill()
+				t.Fatal(err)
+			}
+			out := strings.TrimSpace(p.Output())
+			if code != 2 || strings.Count(out, "\n") != 0 || !strings.Contains(out, tt.setting) {
+				t.Fatalf("exit %d, output %q; want exit 2 and one line naming %s", code, out, tt.setting)
 			}
 		})
 	}
