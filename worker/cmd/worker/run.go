@@ -53,6 +53,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var tracker health.Tracker
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := replication.NewMetrics(cfg.StreamID)
+	reg.MustRegister(metrics.Collectors()...)
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/health", &tracker)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -82,14 +84,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return srv.Shutdown(sctx)
 	})
 	g.Go(func() error {
-		return leaseLoop(gctx, cfg, client, &tracker, api, log)
+		w := &worker{cfg: cfg, client: client, tracker: &tracker, api: api, metrics: metrics, log: log}
+		return w.leaseLoop(gctx)
 	})
 	return g.Wait()
 }
 
 // leaseLoop acquires the lease, replicates while holding it, releases it,
 // and starts over, until ctx is done.
-func leaseLoop(ctx context.Context, cfg config.Config, client *lease.Client, tracker *health.Tracker, api *httpapi.Server, log *slog.Logger) error {
+// worker is what the lease loop works with.
+type worker struct {
+	cfg     config.Config
+	client  *lease.Client
+	tracker *health.Tracker
+	api     *httpapi.Server
+	metrics *replication.Metrics
+	log     *slog.Logger
+}
+
+func (w *worker) leaseLoop(ctx context.Context) error {
+	client, tracker, log := w.client, w.tracker, w.log
 	for {
 		tracker.Set(health.Waiting, nil)
 		l, err := client.Acquire(ctx)
@@ -100,7 +114,9 @@ func leaseLoop(ctx context.Context, cfg config.Config, client *lease.Client, tra
 			return err
 		}
 		log.Info("lease granted", "epoch", l.Epoch, "slot", l.Slot, "publication", l.Publication, "ttl", l.TTL)
-		durable := holdLease(ctx, cfg, l, tracker, api, log)
+		w.metrics.Epoch.Set(float64(l.Epoch))
+		durable := w.holdLease(ctx, l)
+		w.metrics.Epoch.Set(0)
 		tracker.Set(health.Waiting, nil)
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		err = l.Release(rctx, durable)
@@ -115,12 +131,13 @@ func leaseLoop(ctx context.Context, cfg config.Config, client *lease.Client, tra
 // holdLease replicates under l until it ends or ctx is done, retrying
 // failed runs with backoff while the lease is valid. It returns the last
 // durable LSN.
-func holdLease(ctx context.Context, cfg config.Config, l *lease.Lease, tracker *health.Tracker, api *httpapi.Server, log *slog.Logger) uint64 {
+func (w *worker) holdLease(ctx context.Context, l *lease.Lease) uint64 {
+	tracker, log := w.tracker, w.log
 	var durable uint64
 	delay := 100 * time.Millisecond
 	for l.Err() == nil && ctx.Err() == nil {
 		tracker.Set(health.Starting, l.Done())
-		res, err := replicateOnce(ctx, cfg, l, tracker, api, log)
+		res, err := w.replicateOnce(ctx, l)
 		durable = max(durable, res.Durable)
 		if err == nil || l.Err() != nil || ctx.Err() != nil {
 			return durable
@@ -140,7 +157,8 @@ func holdLease(ctx context.Context, cfg config.Config, l *lease.Lease, tracker *
 	return durable
 }
 
-func replicateOnce(ctx context.Context, cfg config.Config, l *lease.Lease, tracker *health.Tracker, api *httpapi.Server, log *slog.Logger) (replication.Result, error) {
+func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease) (replication.Result, error) {
+	cfg, tracker, api, log, metrics := w.cfg, w.tracker, w.api, w.log, w.metrics
 	dir := filepath.Join(cfg.StorageDir, cfg.StreamID)
 	store, err := storage.Open(dir, l.Epoch)
 	if err != nil {
@@ -176,11 +194,11 @@ func replicateOnce(ctx context.Context, cfg config.Config, l *lease.Lease, track
 		Publication: l.Publication,
 		Epoch:       l.Epoch,
 		Log:         log,
-		OnSlotCreated: func() {
-			if err := reg.DropAll(); err != nil {
-				log.Error("could not drop the shapes of a lost stream", "err", err)
-			}
-		},
+		// Shapes built on storage that cannot prove continuity with the
+		// slot (slot created anew, or advanced by a consumer with other
+		// storage) may have gaps: drop them, so clients refetch (409).
+		OnDiscontinuity: func(string) error { return reg.DropAll() },
+		Metrics:         metrics,
 		OnStreaming: func() {
 			tracker.Set(health.Active, l.Done())
 			api.Serve(reg, l.Done())

@@ -26,12 +26,21 @@ type Sink interface {
 	// Sync makes everything appended durable and returns the end LSN of the
 	// last durable transaction.
 	Sync() (uint64, error)
+	// Continuous reports whether the storage holds every change a slot
+	// confirmed up to the given position could have skipped.
+	Continuous(confirmed uint64) bool
+	// RecordAck durably notes an acknowledgement beyond the last durable
+	// transaction (a keepalive's WAL end) before it is sent.
+	RecordAck(lsn uint64) error
 }
 
 // Lease is what the stream needs of the worker's lease.
 type Lease interface {
 	Done() <-chan struct{}
 	Err() error
+	// Valid is true while the lease is held on the worker's monotonic
+	// clock, even before its expiry timer has fired.
+	Valid() bool
 	Progress(lsn uint64) error
 }
 
@@ -48,9 +57,13 @@ type Options struct {
 	Log              *slog.Logger
 	// OnStreaming is called once START_REPLICATION succeeded.
 	OnStreaming func()
-	// OnSlotCreated is called when this run created the slot: no
-	// continuity with what was stored before can be proven.
-	OnSlotCreated func()
+	// Metrics, when set, are updated as the stream advances.
+	Metrics *Metrics
+	// OnDiscontinuity, when set, is called before streaming when the storage
+	// cannot prove it holds everything up to the slot's confirmed position
+	// (the slot was just created, or another consumer advanced it): what was
+	// built from the storage must be rebuilt (shape handles rotated).
+	OnDiscontinuity func(reason string) error
 }
 
 // Result says how a run ended.
@@ -62,6 +75,9 @@ type Result struct {
 	// SlotCreated is true when this run created the slot (no continuity
 	// with earlier storage can be proven).
 	SlotCreated bool
+	// Continuous is false when the storage could not prove it holds every
+	// change up to the slot's confirmed position.
+	Continuous bool
 }
 
 // item is one message from the walsender.
@@ -116,15 +132,25 @@ func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 			return res, fmt.Errorf("create slot %s: %w", o.Slot, err)
 		}
 		res.SlotCreated = true
-		if o.OnSlotCreated != nil {
-			o.OnSlotCreated()
-		}
 		o.Log.Info("replication slot created", "slot", o.Slot)
 		if st, err = readSlot(work, admin, o.Slot); err != nil {
 			return res, err
 		}
 	}
 	confirmed, _ := pglogrepl.ParseLSN(st.confirmed)
+	res.Continuous = !res.SlotCreated && sink.Continuous(uint64(confirmed))
+	if !res.Continuous {
+		reason := "the slot was created"
+		if !res.SlotCreated {
+			reason = fmt.Sprintf("the slot is confirmed up to %s, beyond what this storage holds or acknowledged (another consumer with other storage advanced it)", confirmed)
+		}
+		o.Log.Warn("storage cannot prove continuity with the slot; rebuilding what depends on it", "slot", o.Slot, "reason", reason)
+		if o.OnDiscontinuity != nil {
+			if err := o.OnDiscontinuity(reason); err != nil {
+				return res, fmt.Errorf("handle discontinuity: %w", err)
+			}
+		}
+	}
 	err = pglogrepl.StartReplication(work, repl, quoteIdent(o.Slot), 0, pglogrepl.StartReplicationOptions{
 		Mode: pglogrepl.LogicalReplication,
 		PluginArgs: []string{"proto_version '1'",
@@ -209,7 +235,7 @@ func (s *streamer) run(ctx, work context.Context) error {
 	for {
 		select {
 		case it := <-items:
-			if work.Err() != nil {
+			if work.Err() != nil || !s.l.Valid() {
 				// The lease ended: handle nothing more before deciding how
 				// to stop.
 				stopRead()
@@ -223,6 +249,9 @@ func (s *streamer) run(ctx, work context.Context) error {
 				return err
 			}
 			if len(items) == 0 && s.dirty {
+				if !s.l.Valid() {
+					continue // the lease check above stops the loop next
+				}
 				if err := s.sync(poke); err != nil {
 					stopRead()
 					stop()
@@ -254,7 +283,7 @@ func (s *streamer) run(ctx, work context.Context) error {
 // finish ends a run after reading stopped: gracefully, everything received
 // is made durable and acknowledged; otherwise nothing more happens.
 func (s *streamer) finish(ctx context.Context, items []item) error {
-	if !graceful(ctx, s.l) {
+	if !graceful(ctx, s.l) || (s.l.Err() == nil && !s.l.Valid()) {
 		s.o.Log.Warn("lease lost: replication stopped without writing or acknowledging more",
 			"epoch", s.o.Epoch, "cause", s.l.Err(), "durable_lsn", pglogrepl.LSN(s.durable.Load()).String())
 		return nil
@@ -270,6 +299,11 @@ func (s *streamer) finish(ctx context.Context, items []item) error {
 		}
 	}
 	ack := s.ackable.Load()
+	if ack > s.durable.Load() {
+		if err := s.sink.RecordAck(ack); err != nil {
+			return fmt.Errorf("record final acknowledgement: %w", err)
+		}
+	}
 	if err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: pglogrepl.LSN(ack), WALFlushPosition: pglogrepl.LSN(ack), WALApplyPosition: pglogrepl.LSN(ack),
 	}); err != nil {
@@ -351,6 +385,10 @@ func (s *streamer) handle(it item, poke chan struct{}) error {
 		return fmt.Errorf("append transaction: %w", err)
 	}
 	s.dirty = true
+	if m := s.o.Metrics; m != nil {
+		m.Transactions.Inc()
+		m.Changes.Add(float64(len(tx.Changes)))
+	}
 	return nil
 }
 
@@ -371,6 +409,10 @@ func (s *streamer) sync(poke chan struct{}) error {
 	if d > s.durable.Load() {
 		s.durable.Store(d)
 	}
+	if m := s.o.Metrics; m != nil {
+		m.Syncs.Inc()
+		m.DurableLSN.Set(float64(s.durable.Load()))
+	}
 	if d > s.ackable.Load() {
 		s.ackable.Store(d)
 	}
@@ -386,7 +428,7 @@ func (s *streamer) status(ctx context.Context, poke <-chan struct{}) error {
 	every := min(s.o.WalSenderTimeout/3, 10*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
-	var reported uint64
+	var reported, lastAck uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -394,16 +436,30 @@ func (s *streamer) status(ctx context.Context, poke <-chan struct{}) error {
 		case <-t.C:
 		case <-poke:
 		}
-		if s.l.Err() != nil {
+		if !s.l.Valid() {
 			continue // nothing is acknowledged after the lease ended
 		}
 		ack := s.ackable.Load()
+		// When nothing moved since the last update, ask the server for a
+		// keepalive: its WAL end lets an idle slot advance while other
+		// tables write (retained WAL stays bounded).
+		idle := ack == lastAck
+		lastAck = ack
+		if ack > s.durable.Load() {
+			if err := s.sink.RecordAck(ack); err != nil {
+				return err
+			}
+		}
 		if err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{
 			WALWritePosition: pglogrepl.LSN(ack), WALFlushPosition: pglogrepl.LSN(ack), WALApplyPosition: pglogrepl.LSN(ack),
+			ReplyRequested: idle,
 		}); err != nil {
 			return err
 		}
 		s.acked.Store(ack)
+		if m := s.o.Metrics; m != nil {
+			m.AckedLSN.Set(float64(ack))
+		}
 		if d := s.durable.Load(); d != reported {
 			reported = d
 			_ = s.l.Progress(d)

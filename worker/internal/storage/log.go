@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 )
 
 // DefaultSegmentSize is the default Options.SegmentSize: 64 MiB.
@@ -31,6 +32,9 @@ func (o Options) Validate() error {
 // Log is an open log directory. See the package documentation for what is
 // safe concurrently.
 type Log struct {
+	// acked is the recorded acknowledgement watermark (ack.go).
+	acked atomic.Uint64
+
 	dir         string
 	me          owner
 	segmentSize int64
@@ -138,6 +142,11 @@ func (l *Log) takeOver(epoch uint64) error {
 	if err := writeOwner(l.dir, l.me); err != nil {
 		return err
 	}
+	acked, err := readAck(l.dir)
+	if err != nil {
+		return err
+	}
+	l.acked.Store(acked)
 	return l.recover()
 }
 
