@@ -512,3 +512,50 @@ func TestShapeResume(t *testing.T) {
 		t.Fatalf("after the slot was recreated: %d handle %q (old %q) %s", code, h.Get("electric-handle"), handle, body)
 	}
 }
+
+// Pods with separate storage alternate: A serves a shape, B takes the stream
+// over and advances the slot past changes A never saw, then A comes back on
+// its old storage. A cannot prove its log is continuous with the slot, so
+// the old handle gets 409 must-refetch instead of a log with a gap (I2); a
+// refetch holds every row.
+func TestShapeGapAfterOtherStorageRefetches(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	execSQL(t, pg, "CREATE TABLE items (id int PRIMARY KEY, note text)", "INSERT INTO items VALUES (1, 'a')")
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a, base := startShapePair(t, pg, "a", dirA)
+	code, h, _ := get(t, base, url.Values{"table": {"items"}, "offset": {"-1"}})
+	if code != 200 {
+		t.Fatalf("GET: %d", code)
+	}
+	handle, offset := h.Get("electric-handle"), h.Get("electric-offset")
+	stopPair(t, a)
+
+	b, baseB := startShapePair(t, pg, "b", dirB)
+	// B serves the table too, so the change below is consumed (and
+	// acknowledged) by B.
+	if code, _, body := get(t, baseB, url.Values{"table": {"items"}, "offset": {"-1"}}); code != 200 {
+		t.Fatalf("GET on b: %d %s", code, body)
+	}
+	execSQL(t, pg, "INSERT INTO items VALUES (2, 'only b saw this')")
+	conn := connect(t, pg)
+	var target string
+	if err := conn.QueryRow(context.Background(), "SELECT pg_current_wal_lsn()::text").Scan(&target); err != nil {
+		t.Fatal(err)
+	}
+	stopPair(t, b) // a graceful stop acknowledges everything durable
+	var behind bool
+	if err := conn.QueryRow(context.Background(), `SELECT confirmed_flush_lsn < $1::pg_lsn
+		FROM pg_replication_slots WHERE slot_name = 'baton_slot_default'`, target).Scan(&behind); err != nil || behind {
+		t.Fatalf("slot not advanced past the insert by b (behind=%v, err=%v)", behind, err)
+	}
+
+	_, base = startShapePair(t, pg, "a2", dirA)
+	code, h, body := get(t, base, url.Values{"table": {"items"}, "offset": {offset}, "handle": {handle}})
+	if code != 409 || h.Get("electric-handle") == handle {
+		t.Fatalf("old handle on storage with a gap: %d handle %q (old %q) %s; want 409 with a new handle", code, h.Get("electric-handle"), handle, body)
+	}
+	rows := clientOnce(t, base, "items")
+	if len(rows) != 2 {
+		t.Fatalf("refetched rows %s; want both rows", dumpRows(rows))
+	}
+}
