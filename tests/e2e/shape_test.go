@@ -559,3 +559,58 @@ func TestShapeGapAfterOtherStorageRefetches(t *testing.T) {
 		t.Fatalf("refetched rows %s; want both rows", dumpRows(rows))
 	}
 }
+
+// The publication holds exactly the tables of the shapes still in use:
+// after shapes are added and removed, and across a restart that finds a
+// table missing from it or left over.
+func TestShapePublicationReconciled(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	execSQL(t, pg, "CREATE TABLE a (id int PRIMARY KEY)", "CREATE TABLE b (id int PRIMARY KEY)", "CREATE TABLE c (id int PRIMARY KEY)")
+	conn := connect(t, pg)
+	published := func() string {
+		t.Helper()
+		var s string
+		if err := conn.QueryRow(context.Background(), `SELECT coalesce(string_agg(tablename, ',' ORDER BY tablename), '')
+			FROM pg_publication_tables WHERE pubname = 'baton_pub_default'`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	storage := t.TempDir()
+	p, base := startShapePair(t, pg, "a", storage)
+	handles := map[string]string{}
+	for _, table := range []string{"a", "b"} {
+		code, h, body := get(t, base, url.Values{"table": {table}, "offset": {"-1"}})
+		if code != 200 {
+			t.Fatalf("GET %s: %d %s", table, code, body)
+		}
+		handles[table] = h.Get("electric-handle")
+	}
+	if got := published(); got != "a,b" {
+		t.Fatalf("published %q after two shapes; want a,b", got)
+	}
+	req, _ := http.NewRequest(http.MethodDelete, base+"/v1/shape?table=a&handle="+handles["a"], nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 202 {
+		t.Fatalf("DELETE: %d", resp.StatusCode)
+	}
+	if got := published(); got != "b" {
+		t.Fatalf("published %q after deleting shape a; want b", got)
+	}
+	stopPair(t, p)
+	// While no worker runs, someone changes the publication by hand.
+	execSQL(t, pg, `ALTER PUBLICATION "baton_pub_default" DROP TABLE b`, `ALTER PUBLICATION "baton_pub_default" ADD TABLE c`)
+	_, base = startShapePair(t, pg, "a2", storage)
+	if err := harness.Await(10*time.Second, "the publication reconciled at start-up", func() (bool, error) {
+		return published() == "b", nil
+	}); err != nil {
+		t.Fatalf("%v (published %q)", err, published())
+	}
+	if code, h, _ := get(t, base, url.Values{"table": {"b"}, "offset": {"-1"}}); code != 200 || h.Get("electric-handle") != handles["b"] {
+		t.Fatalf("shape b after restart: %d %q (was %q)", code, h.Get("electric-handle"), handles["b"])
+	}
+}

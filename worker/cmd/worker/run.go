@@ -171,6 +171,11 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease) (replication
 		return replication.Result{}, fmt.Errorf("open shapes: %w", err)
 	}
 	defer reg.Close()
+	// The publication holds exactly the stored shapes' tables (a shape whose
+	// table was removed from it would silently miss changes).
+	if err := reg.Reconcile(ctx); err != nil {
+		return replication.Result{}, fmt.Errorf("reconcile publication: %w", err)
+	}
 	// The router lives as long as this run under the lease.
 	rctx, stopRouter := context.WithCancel(ctx)
 	defer context.AfterFunc(l.Ctx(), stopRouter)()
@@ -197,7 +202,12 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease) (replication
 		// Shapes built on storage that cannot prove continuity with the
 		// slot (slot created anew, or advanced by a consumer with other
 		// storage) may have gaps: drop them, so clients refetch (409).
-		OnDiscontinuity: func(string) error { return reg.DropAll() },
+		OnDiscontinuity: func(string) error {
+			if err := reg.DropAll(); err != nil {
+				return err
+			}
+			return reg.Reconcile(ctx)
+		},
 		Metrics:         metrics,
 		OnStreaming: func() {
 			tracker.Set(health.Active, l.Done())

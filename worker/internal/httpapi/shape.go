@@ -240,6 +240,9 @@ func (s *Server) deleteShape(w http.ResponseWriter, r *http.Request) {
 		errorJSON(w, http.StatusInternalServerError, errorBody{Message: fmt.Sprint(err)})
 		return
 	}
+	if err := reg.Reconcile(r.Context()); err != nil {
+		s.Log.Warn("publication not reconciled after a shape was removed", "err", err)
+	}
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusAccepted)
 }
