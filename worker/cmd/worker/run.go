@@ -208,7 +208,7 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease) (replication
 			}
 			return reg.Reconcile(ctx)
 		},
-		Metrics:         metrics,
+		Metrics: metrics,
 		OnStreaming: func() {
 			tracker.Set(health.Active, l.Done())
 			api.Serve(reg, l.Done())
