@@ -614,3 +614,62 @@ func TestShapePublicationReconciled(t *testing.T) {
 		t.Fatalf("shape b after restart: %d %q (was %q)", code, h.Get("electric-handle"), handles["b"])
 	}
 }
+
+// Slot invalidation made real: with a small max_slot_wal_keep_size, WAL is
+// switched past it while the worker is stopped, so PostgreSQL invalidates
+// the slot. The worker recreates the slot, drops its shapes (the old handle
+// gets 409 must-refetch), says so in the log and a metric, and a refetch
+// holds the whole table.
+func TestShapeSlotInvalidated(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{Settings: map[string]string{"max_slot_wal_keep_size": "1MB"}})
+	execSQL(t, pg, "CREATE TABLE items (id int PRIMARY KEY, note text)", "INSERT INTO items VALUES (1, 'a')")
+	storage := t.TempDir()
+	a, base := startShapePair(t, pg, "a", storage)
+	code, h, _ := get(t, base, url.Values{"table": {"items"}, "offset": {"-1"}})
+	if code != 200 {
+		t.Fatalf("GET: %d", code)
+	}
+	handle, offset := h.Get("electric-handle"), h.Get("electric-offset")
+	stopPair(t, a)
+
+	conn := connect(t, pg)
+	ctx := context.Background()
+	if err := harness.AwaitEvery(30*time.Second, 100*time.Millisecond, "the slot invalidated", func() (bool, error) {
+		for _, q := range []string{
+			"INSERT INTO items SELECT g, repeat('x', 500) FROM generate_series(100 + (random()*1e6)::int * 1000, 100 + (random()*1e6)::int * 1000 + 999) g ON CONFLICT DO NOTHING",
+			"SELECT pg_switch_wal()",
+			"CHECKPOINT",
+		} {
+			if _, err := conn.Exec(ctx, q); err != nil {
+				return false, err
+			}
+		}
+		var status *string
+		if err := conn.QueryRow(ctx, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'baton_slot_default'").Scan(&status); err != nil {
+			return false, err
+		}
+		return status != nil && *status == "lost", nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b, base := startShapePair(t, pg, "b", storage)
+	code, h, body := get(t, base, url.Values{"table": {"items"}, "offset": {offset}, "handle": {handle}})
+	if code != 409 || h.Get("electric-handle") == handle {
+		t.Fatalf("old handle after the slot was invalidated: %d %q %s; want 409 with a new handle", code, h.Get("electric-handle"), body)
+	}
+	mustContain(t, b.worker.Output(), "replication slot invalidated", "worker log")
+	resp, err := http.Get("http://" + b.worker.HTTPAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	mustContain(t, string(metrics), `baton_worker_slot_recreations_total{stream="default"} 1`, "worker metrics")
+	var want int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM items").Scan(&want); err != nil {
+		t.Fatal(err)
+	}
+	if rows := clientOnce(t, base, "items"); len(rows) != want {
+		t.Fatalf("refetched %d rows, table has %d", len(rows), want)
+	}
+}

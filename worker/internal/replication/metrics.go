@@ -11,6 +11,9 @@ type Metrics struct {
 	Changes      prometheus.Counter
 	Syncs        prometheus.Counter
 	Epoch        prometheus.Gauge
+	// SlotRecreations counts slots found invalidated (their WAL removed) and
+	// created anew; every shape is refetched after one.
+	SlotRecreations prometheus.Counter
 }
 
 // NewMetrics creates the metrics for stream.
@@ -29,10 +32,12 @@ func NewMetrics(stream string) *Metrics {
 		Changes:      c("changes_total", "Row changes stored."),
 		Syncs:        c("syncs_total", "Storage syncs (fsync batches)."),
 		Epoch:        g("epoch", "Epoch of the current lease (0 when none)."),
+		SlotRecreations: c("slot_recreations_total",
+			"Replication slots found invalidated (wal_status lost) and created anew; every shape is refetched after one."),
 	}
 }
 
 // Collectors lists the metrics for registration.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.DurableLSN, m.AckedLSN, m.Transactions, m.Changes, m.Syncs, m.Epoch}
+	return []prometheus.Collector{m.DurableLSN, m.AckedLSN, m.Transactions, m.Changes, m.Syncs, m.Epoch, m.SlotRecreations}
 }

@@ -126,6 +126,19 @@ func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 	if err != nil {
 		return res, err
 	}
+	if st.exists && st.walStatus == "lost" {
+		// The server removed WAL the slot still needed
+		// (max_slot_wal_keep_size): it can never stream from it again.
+		o.Log.Error("replication slot invalidated: PostgreSQL removed WAL it still needed; recreating it, every shape will be refetched",
+			"slot", o.Slot, "wal_status", st.walStatus)
+		if _, err := admin.Exec(work, "SELECT pg_drop_replication_slot($1)", o.Slot); err != nil {
+			return res, fmt.Errorf("drop invalidated slot %s: %w", o.Slot, err)
+		}
+		if o.Metrics != nil {
+			o.Metrics.SlotRecreations.Inc()
+		}
+		st.exists = false
+	}
 	if !st.exists {
 		if _, err := pglogrepl.CreateReplicationSlot(work, repl, quoteIdent(o.Slot), "pgoutput",
 			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"}); err != nil {
