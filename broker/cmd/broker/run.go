@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	m := metrics.New(cfg.StreamID)
 	hub := lease.NewHub(cfg.StreamID, holder, cfg.LeaseTTL)
+	hub.SetRenewalWindow(cfg.LockSessionTimeout - cfg.LeaseTTL)
 	srv := server.New(cfg.StreamID, hub, log)
 	loop := leader.New(leader.Config{
 		Lock: lock.Options{

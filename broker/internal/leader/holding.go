@@ -167,7 +167,7 @@ func (h *holding) beat(ctx context.Context, renew bool) error {
 	took := time.Since(start)
 	h.metrics.HeartbeatLatency.Observe(took.Seconds())
 	if renew && took < window {
-		h.hub.Renew(h.epoch)
+		h.hub.RenewFrom(h.epoch, start)
 	}
 	return nil
 }

@@ -31,6 +31,25 @@ type Worker struct {
 	out     chan *batonv1.BrokerMessage
 	dropped chan struct{}
 	gone    bool // detached or dropped; guarded by Hub.mu
+
+	// renewals maps each queued Renewed to the latest time it may still be
+	// sent (see Hub.SetRenewalWindow).
+	renewMu  sync.Mutex
+	renewals map[*batonv1.BrokerMessage]time.Time
+}
+
+// Stale reports whether m is a renewal that may no longer be sent: the
+// broker was held up (frozen, starved) between queueing it and sending it,
+// long enough that the lock it vouches for may be gone. The caller drops it.
+func (w *Worker) Stale(m *batonv1.BrokerMessage) bool {
+	if m.GetRenewed() == nil {
+		return false
+	}
+	w.renewMu.Lock()
+	defer w.renewMu.Unlock()
+	until, ok := w.renewals[m]
+	delete(w.renewals, m)
+	return ok && time.Now().After(until)
 }
 
 // Out yields the messages to send to the worker, in order.
@@ -63,6 +82,9 @@ type Hub struct {
 	streamID string
 	ttl      time.Duration
 	holder   string // this broker's identity, sent in Granted
+	// renewWindow bounds how long after its heartbeat started a renewal may
+	// still be sent (0: unbounded).
+	renewWindow time.Duration
 
 	mu      sync.Mutex
 	workers []*Worker
@@ -103,7 +125,8 @@ func (h *Hub) signal() {
 // Attach registers a new worker stream and queues the current standby
 // message for it. On a closed Hub the worker is returned already dropped.
 func (h *Hub) Attach(id string) *Worker {
-	w := &Worker{ID: id, out: make(chan *batonv1.BrokerMessage, outQueue), dropped: make(chan struct{})}
+	w := &Worker{ID: id, out: make(chan *batonv1.BrokerMessage, outQueue), dropped: make(chan struct{}),
+		renewals: map[*batonv1.BrokerMessage]time.Time{}}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -226,9 +249,22 @@ func (h *Hub) Grant(w *Worker, epoch uint64) bool {
 	return true
 }
 
+// SetRenewalWindow bounds renewals: one justified by a heartbeat that
+// started at t must reach the wire before t + d, or it is dropped (Stale).
+// Call it before workers attach.
+func (h *Hub) SetRenewalWindow(d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.renewWindow = d
+}
+
 // Renew queues Renewed for the current grant if it has epoch and is not
-// revoked.
-func (h *Hub) Renew(epoch uint64) {
+// revoked, as justified now.
+func (h *Hub) Renew(epoch uint64) { h.RenewFrom(epoch, time.Now()) }
+
+// RenewFrom queues Renewed justified by a heartbeat that started at
+// heartbeatStart.
+func (h *Hub) RenewFrom(epoch uint64, heartbeatStart time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	g := h.grant
@@ -236,9 +272,15 @@ func (h *Hub) Renew(epoch uint64) {
 		return
 	}
 	g.LastRenewal = time.Now()
-	h.sendLocked(g.Worker, &batonv1.BrokerMessage{Msg: &batonv1.BrokerMessage_Renewed{Renewed: &batonv1.Renewed{
+	m := &batonv1.BrokerMessage{Msg: &batonv1.BrokerMessage_Renewed{Renewed: &batonv1.Renewed{
 		Epoch: epoch, Ttl: durationpb.New(h.ttl),
-	}}})
+	}}}
+	if h.renewWindow > 0 {
+		g.Worker.renewMu.Lock()
+		g.Worker.renewals[m] = heartbeatStart.Add(h.renewWindow)
+		g.Worker.renewMu.Unlock()
+	}
+	h.sendLocked(g.Worker, m)
 }
 
 // Revoke queues Revoked for the current grant (once). The grant stays

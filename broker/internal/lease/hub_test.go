@@ -486,3 +486,37 @@ func TestClose(t *testing.T) {
 	h.Close() // idempotent
 	h.Detach(a)
 }
+
+// A renewal held up past the renewal window (the broker frozen between
+// queueing and sending it) is stale and must not be sent; a prompt one is.
+func TestStaleRenewal(t *testing.T) {
+	h := newHub(t)
+	h.SetRenewalWindow(4 * time.Second)
+	w := h.Attach("w")
+	drain(w)
+	if !h.Grant(w, 1) {
+		t.Fatal("grant refused")
+	}
+	drain(w)
+	tests := []struct {
+		name      string
+		heartbeat time.Time
+		stale     bool
+	}{
+		{"just now", time.Now(), false},
+		{"heartbeat started long ago", time.Now().Add(-10 * time.Second), true},
+	}
+	for _, tt := range tests {
+		h.RenewFrom(1, tt.heartbeat)
+		m := next(t, w)
+		if m.GetRenewed() == nil {
+			t.Fatalf("%s: queued %v, want renewed", tt.name, m)
+		}
+		if got := w.Stale(m); got != tt.stale {
+			t.Errorf("%s: Stale = %v, want %v", tt.name, got, tt.stale)
+		}
+	}
+	if w.Stale(&batonv1.BrokerMessage{}) {
+		t.Error("a non-renewal message reported stale")
+	}
+}

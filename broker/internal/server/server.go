@@ -112,6 +112,9 @@ func (s *Server) Lease(stream batonv1.LeaseService_LeaseServer) error {
 	for {
 		select {
 		case m := <-w.Out():
+			if w.Stale(m) {
+				continue // a renewal held up too long must not extend a lease
+			}
 			if err := stream.Send(m); err != nil {
 				return err
 			}
