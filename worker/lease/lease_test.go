@@ -286,7 +286,7 @@ func TestForeignEpochIgnored(t *testing.T) {
 // TestExpiryWithoutRenewal: a grant that is never renewed expires after its
 // TTL. Under -race this reports the unsynchronised write of Lease.timer.
 func TestExpiryWithoutRenewal(t *testing.T) {
-	for _, ttl := range []time.Duration{200 * time.Millisecond, 0} {
+	for _, ttl := range []time.Duration{300 * time.Millisecond, 100 * time.Millisecond} {
 		t.Run(ttl.String(), func(t *testing.T) {
 			f := startFake(t)
 			c := f.client(t, lease.Options{})
