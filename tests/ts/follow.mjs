@@ -26,15 +26,19 @@ const stream = new ShapeStream({
 const shape = new Shape(stream)
 
 const replacer = (_k, v) => (typeof v === 'bigint' ? v.toString() : v)
-function print() {
+function print(done) {
   const rows = [...shape.currentRows].sort((a, b) => (String(a.id) < String(b.id) ? -1 : 1))
-  process.stdout.write(JSON.stringify({ rows }, replacer) + '\n')
+  process.stdout.write(JSON.stringify({ rows }, replacer) + '\n', done)
 }
 
 await shape.rows
-print()
 if (mode === 'once') {
-  stream.unsubscribeAll()
-  process.exit(0)
+  // Exit only once the (possibly large) output is flushed.
+  print(() => {
+    stream.unsubscribeAll()
+    process.exit(0)
+  })
+} else {
+  print()
+  shape.subscribe(() => print())
 }
-shape.subscribe(() => print())
