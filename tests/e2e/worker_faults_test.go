@@ -32,6 +32,7 @@ func TestWorkerSigkillRestart(t *testing.T) {
 	if err := a.worker.AwaitStatus("active", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	shapeItems(t, a.worker)
 	w := startWriter(t, pg)
 	if err := harness.Await(10*time.Second, "rows stored", func() (bool, error) {
 		return len(storedIDs(t, dir)) > 50, nil
@@ -87,6 +88,7 @@ func TestWorkerFrozenPredecessor(t *testing.T) {
 	if err := a.worker.AwaitStatus("active", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	shapeItems(t, a.worker)
 	b := startPair(t, pg, "b", dir, fastSettings)
 	if err := b.broker.AwaitHealth("readiness", serving, 10*time.Second); err != nil {
 		t.Fatal(err)
@@ -165,6 +167,7 @@ func TestIdleSlotAdvances(t *testing.T) {
 	if err := a.worker.AwaitStatus("active", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	shapeItems(t, a.worker)
 	// About 64 MB of WAL on the unpublished table.
 	for range 8 {
 		if _, err := conn.Exec(ctx, "INSERT INTO busy (pad) SELECT repeat('x', 1000) FROM generate_series(1, 6000)"); err != nil {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -203,13 +205,24 @@ func (s *slotSampler) finish() ([]uint64, error) {
 func setupItems(t *testing.T, pg *pgtest.Cluster) {
 	t.Helper()
 	conn := connect(t, pg)
-	for _, q := range []string{
-		"CREATE TABLE items (id int PRIMARY KEY, note text)",
-		`CREATE PUBLICATION "baton_pub_default" FOR TABLE items`,
-	} {
-		if _, err := conn.Exec(context.Background(), q); err != nil {
-			t.Fatal(err)
-		}
+	if _, err := conn.Exec(context.Background(), "CREATE TABLE items (id int PRIMARY KEY, note text)"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// shapeItems creates the shape of table items on the active worker w, which
+// adds the table to the stream's publication (the publication holds exactly
+// the tables of the shapes in use).
+func shapeItems(t *testing.T, w *harness.Worker) {
+	t.Helper()
+	resp, err := http.Get("http://" + w.HTTPAddr + "/v1/shape?table=items&offset=-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("create shape items: %d %s", resp.StatusCode, body)
 	}
 }
 
@@ -234,6 +247,7 @@ func TestWorkerRollingHandoff(t *testing.T) {
 			if err := a.worker.AwaitStatus("active", 15*time.Second); err != nil {
 				t.Fatal(err)
 			}
+			shapeItems(t, a.worker)
 			b := startPair(t, pg, "b", dirB, nil)
 			if err := b.broker.AwaitHealth("readiness", serving, 10*time.Second); err != nil {
 				t.Fatal(err)
@@ -252,6 +266,12 @@ func TestWorkerRollingHandoff(t *testing.T) {
 			_ = a.broker.Signal(syscall.SIGTERM)
 			if err := b.worker.AwaitStatus("active", 10*time.Second); err != nil {
 				t.Fatal(err)
+			}
+			if !shared {
+				// B's own storage holds no shape: it reconciled the
+				// publication to none; a client's request creates the
+				// shape again (snapshot, then changes).
+				shapeItems(t, b.worker)
 			}
 			for _, p := range []*harness.Process{a.worker.Process, a.broker.Process} {
 				if code, err := p.Wait(20 * time.Second); err != nil || code != 0 {
@@ -277,13 +297,32 @@ func TestWorkerRollingHandoff(t *testing.T) {
 			if len(epochs) < 2 {
 				t.Fatalf("slot holders seen: %v; want the old and the new epoch", epochs)
 			}
-			ids := storedIDs(t, dirA)
-			if !shared {
-				ids = append(ids, storedIDs(t, dirB)...)
+			if shared {
+				checkExactlyOnce(t, storedIDs(t, dirA), last)
+			} else {
+				// Each log holds each row at most once, A's a gapless
+				// prefix; B's shape (snapshot + log) holds every row.
+				idsA := storedIDs(t, dirA)
+				checkExactlyOnce(t, idsA, len(idsA))
+				checkAtMostOnce(t, storedIDs(t, dirB))
+				if rows := clientOnce(t, "http://"+b.worker.HTTPAddr, "items"); len(rows) != last {
+					t.Fatalf("the second worker's shape has %d rows, want %d", len(rows), last)
+				}
 			}
-			checkExactlyOnce(t, ids, last)
 			t.Logf("%d rows, slot epochs %v", last, epochs)
 		})
+	}
+}
+
+// checkAtMostOnce fails if an id appears twice.
+func checkAtMostOnce(t *testing.T, ids []int) {
+	t.Helper()
+	seen := map[int]bool{}
+	for _, id := range ids {
+		if seen[id] {
+			t.Fatalf("row %d stored twice", id)
+		}
+		seen[id] = true
 	}
 }
 

@@ -46,7 +46,7 @@ func (s *Server) getShape(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.now {
 		end := sh.End()
-		s.respond(w, r, p, sh, &shapes.Plan{From: end, Last: end, UpToDate: true}, false)
+		s.respond(w, r, p, sh, &shapes.Plan{From: end, Last: end, UpToDate: true, GlobalLSN: sh.GlobalLSN()}, false)
 		return
 	}
 	plan, err := sh.Plan(p.offset, chunkBytes)
@@ -95,7 +95,9 @@ func (s *Server) resolve(w http.ResponseWriter, r *http.Request, reg *shapes.Reg
 		s.createErr(w, r, err)
 		return nil, false
 	}
-	if p.handle != "" && sh.Handle() != p.handle {
+	// As Electric: with offset -1 or now the handle is not checked (the
+	// client starts over anyway); otherwise a stale one gets 409.
+	if p.handle != "" && sh.Handle() != p.handle && !p.now && !p.offset.BeforeAll {
 		mustRefetch(w, sh.Handle())
 		return nil, false
 	}

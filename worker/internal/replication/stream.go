@@ -164,6 +164,11 @@ func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 			}
 		}
 	}
+	// From here the storage (and what is built from it) accounts for every
+	// change up to the slot's confirmed position.
+	if err := sink.RecordAck(uint64(confirmed)); err != nil {
+		return res, fmt.Errorf("record the slot's position: %w", err)
+	}
 	err = pglogrepl.StartReplication(work, repl, quoteIdent(o.Slot), 0, pglogrepl.StartReplicationOptions{
 		Mode: pglogrepl.LogicalReplication,
 		PluginArgs: []string{"proto_version '1'",

@@ -31,8 +31,13 @@ type Meta struct {
 	// AppliedSeq is the stream log seq up to which every transaction has
 	// been routed to this shape (possibly persisted late: routing again is
 	// idempotent).
-	AppliedSeq uint64    `json:"applied_seq"`
-	CreatedAt  time.Time `json:"created_at"`
+	AppliedSeq uint64 `json:"applied_seq"`
+	// SeenLSN: every transaction with a commit LSN at or below it is in the
+	// snapshot or routed into the log. It is what responses advertise as
+	// global_last_seen_lsn (a client may resume from "<SeenLSN>_0"), so
+	// only persisted values are advertised.
+	SeenLSN   uint64    `json:"seen_lsn"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // schemaHeader is the electric-schema header value.

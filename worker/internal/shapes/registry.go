@@ -148,6 +148,10 @@ func (r *Registry) create(ctx context.Context, d Definition) (*Shape, error) {
 	// table was published: visible in the snapshot, or without changes
 	// to it.
 	applied, _ := r.o.Stream.Durable()
+	seen, err := r.seenFloor(applied)
+	if err != nil {
+		return nil, err
+	}
 	if err := publish(ctx, conn, r.o.Publication, d); err != nil {
 		return nil, err
 	}
@@ -156,7 +160,7 @@ func (r *Registry) create(ctx context.Context, d Definition) (*Shape, error) {
 	}
 	m := &Meta{
 		Handle:     d.id() + "-" + strconv.FormatInt(time.Now().UnixMicro(), 10),
-		Definition: d, Columns: t.columns, PK: t.pk, AppliedSeq: applied, CreatedAt: time.Now().UTC(),
+		Definition: d, Columns: t.columns, PK: t.pk, AppliedSeq: applied, SeenLSN: seen, CreatedAt: time.Now().UTC(),
 	}
 	dir := filepath.Join(r.dir, m.Handle)
 	l, err := storage.Open(dir, r.o.Epoch)
@@ -176,7 +180,8 @@ func (r *Registry) create(ctx context.Context, d Definition) (*Shape, error) {
 	if err := writeMeta(dir, m); err != nil {
 		return nil, fmt.Errorf("write shape meta: %w", err)
 	}
-	s := &Shape{dir: dir, log: l, meta: *m, schema: m.schemaHeader(), changed: make(chan struct{})}
+	s := &Shape{dir: dir, log: l, meta: *m, schema: m.schemaHeader(), changed: make(chan struct{}),
+		upTo: m.SeenLSN, seen: m.SeenLSN}
 	if err := s.loadIndex(); err != nil {
 		return nil, err
 	}
@@ -227,4 +232,25 @@ func (r *Registry) DropAll() error {
 		r.o.Log.Warn("replication slot created anew: every shape was dropped, clients refetch", "shapes", len(shapes))
 	}
 	return nil
+}
+
+// seenFloor is a commit LSN up to which every transaction is already handled
+// for a shape created now: it is in the stream log at or before seq applied
+// (so visible in the snapshot or without changes to the table), or below the
+// stream's recorded acknowledgement.
+func (r *Registry) seenFloor(applied uint64) (uint64, error) {
+	var floor uint64
+	if applied > 0 {
+		recs, err := r.o.Stream.Read(applied, 1)
+		if err != nil {
+			return 0, fmt.Errorf("read stream log: %w", err)
+		}
+		if len(recs) > 0 {
+			floor = recs[0].CommitLSN
+		}
+	}
+	if a := r.o.Stream.Acked(); a > 0 {
+		floor = max(floor, a-1)
+	}
+	return floor, nil
 }

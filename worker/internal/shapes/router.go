@@ -25,7 +25,7 @@ func (r *Registry) Run(ctx context.Context) error {
 	defer func() {
 		shapes, _ := r.list()
 		for _, s := range shapes {
-			_ = writeMeta(s.dir, &s.meta)
+			_ = s.persist()
 		}
 	}()
 	for ctx.Err() == nil {
@@ -57,7 +57,7 @@ func (r *Registry) Run(ctx context.Context) error {
 		}
 		for _, s := range shapes {
 			if time.Since(lastPersist[s]) >= persistEvery {
-				if err := writeMeta(s.dir, &s.meta); err != nil && !s.isGone() {
+				if err := s.persist(); err != nil && !s.isGone() {
 					return fmt.Errorf("persist shape %s: %w", s.meta.Handle, err)
 				}
 				lastPersist[s] = time.Now()

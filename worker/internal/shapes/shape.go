@@ -27,6 +27,7 @@ type Shape struct {
 	meta    Meta
 	index   []entry
 	upTo    uint64 // commit LSN of the last stream transaction routed here
+	seen    uint64 // meta.SeenLSN as last persisted
 	changed chan struct{}
 	gone    bool // deleted or invalidated: its handle is never served again
 }
@@ -45,7 +46,8 @@ func openShape(dir string, m *Meta, epoch uint64) (*Shape, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Shape{dir: dir, log: l, meta: *m, schema: m.schemaHeader(), changed: make(chan struct{})}
+	s := &Shape{dir: dir, log: l, meta: *m, schema: m.schemaHeader(), changed: make(chan struct{}),
+		upTo: m.SeenLSN, seen: m.SeenLSN}
 	if err := s.loadIndex(); err != nil {
 		l.Close()
 		return nil, err
@@ -132,7 +134,7 @@ func (s *Shape) Plan(from Offset, maxBytes int) (*Plan, error) {
 		return nil, ErrOutOfBounds
 	}
 	i := sort.Search(len(s.index), func(i int) bool { return s.index[i].off.after(from) })
-	p := &Plan{From: from, Last: from, GlobalLSN: max(s.upTo, end.TX)}
+	p := &Plan{From: from, Last: from, GlobalLSN: max(s.seen, end.TX)}
 	total := 0
 	for ; i < len(s.index); i++ {
 		e := s.index[i]
@@ -148,6 +150,30 @@ func (s *Shape) Plan(from Offset, maxBytes int) (*Plan, error) {
 		p.Last = Offset{}
 	}
 	return p, nil
+}
+
+// GlobalLSN is what responses advertise as global_last_seen_lsn: a commit
+// LSN up to which every transaction is in the shape (persisted).
+func (s *Shape) GlobalLSN() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return max(s.seen, s.endLocked().TX)
+}
+
+// persist writes meta.json with how far the shape was routed, and from then
+// on advertises that position.
+func (s *Shape) persist() error {
+	s.mu.Lock()
+	s.meta.SeenLSN = max(s.meta.SeenLSN, s.upTo)
+	m := s.meta
+	s.mu.Unlock()
+	if err := writeMeta(s.dir, &m); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.seen = max(s.seen, m.SeenLSN)
+	s.mu.Unlock()
+	return nil
 }
 
 // End is the offset of the shape's last record.
