@@ -16,6 +16,38 @@ type Column struct {
 	Dims    int    `json:"dims,omitempty"`
 	NotNull bool   `json:"not_null,omitempty"`
 	PKIndex *int   `json:"pk_index,omitempty"`
+	// Typmod is pg_attribute.atttypmod (-1: none): varchar length, numeric
+	// precision and scale, time precision.
+	Typmod int32 `json:"typmod,omitempty"`
+}
+
+// modifiers are the type modifiers Electric's electric-schema header
+// carries, decoded from the column's typmod.
+func (c Column) modifiers() (maxLength, precision, scale *int) {
+	if c.Typmod < 0 || (c.Typmod == 0 && c.Type != "numeric") {
+		return nil, nil, nil
+	}
+	v := func(n int) *int { return &n }
+	switch c.Type {
+	case "varchar", "bpchar", "bit", "varbit":
+		if c.Typmod >= 4 && c.Type != "bit" && c.Type != "varbit" {
+			return v(int(c.Typmod) - 4), nil, nil
+		}
+		return v(int(c.Typmod)), nil, nil
+	case "numeric":
+		if c.Typmod < 4 {
+			return nil, nil, nil
+		}
+		t := int(c.Typmod) - 4
+		return nil, v(t >> 16 & 0xffff), v(int(int16(t & 0xffff)))
+	case "time", "timetz", "timestamp", "timestamptz":
+		return nil, v(int(c.Typmod)), nil
+	case "interval":
+		if p := int(c.Typmod) & 0xffff; p != 0xffff {
+			return nil, v(p), nil
+		}
+	}
+	return nil, nil, nil
 }
 
 // Meta is what meta.json holds for one shape.
@@ -43,14 +75,18 @@ type Meta struct {
 // schemaHeader is the electric-schema header value.
 func (m *Meta) schemaHeader() string {
 	type col struct {
-		Type    string `json:"type"`
-		Dims    int    `json:"dims,omitempty"`
-		NotNull bool   `json:"not_null,omitempty"`
-		PKIndex *int   `json:"pk_index,omitempty"`
+		Type      string `json:"type"`
+		Dims      int    `json:"dims,omitempty"`
+		MaxLength *int   `json:"max_length,omitempty"`
+		Precision *int   `json:"precision,omitempty"`
+		Scale     *int   `json:"scale,omitempty"`
+		NotNull   bool   `json:"not_null,omitempty"`
+		PKIndex   *int   `json:"pk_index,omitempty"`
 	}
 	out := make(map[string]col, len(m.Columns))
 	for _, c := range m.Columns {
-		out[c.Name] = col{Type: c.Type, Dims: c.Dims, NotNull: c.NotNull, PKIndex: c.PKIndex}
+		ml, p, sc := c.modifiers()
+		out[c.Name] = col{Type: c.Type, Dims: c.Dims, MaxLength: ml, Precision: p, Scale: sc, NotNull: c.NotNull, PKIndex: c.PKIndex}
 	}
 	b, _ := json.Marshal(out)
 	return string(b)
