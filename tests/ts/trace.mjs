@@ -1,0 +1,56 @@
+// Follows one shape of a Baton worker with ElectricSQL's official client,
+// unchanged, like follow.mjs, and traces what the client sees, one JSON line
+// each:
+//
+//   {"ev":[...]}   every batch of messages the stream delivers, in order:
+//                  {"k":<key>,"o":"insert"|"update"|"delete"} for a change,
+//                  {"c":"up-to-date"|"must-refetch"|...} for a control message
+//   {"n":<count>}  each time the materialized Shape notifies (up to date)
+//   {"rows":[...]} the Shape's rows, sorted by "id", when a line "rows"
+//                  arrives on stdin (int8 values, BigInt, as strings)
+//
+//   node trace.mjs <base url> <table>
+import { createInterface } from 'node:readline'
+import { ShapeStream, Shape } from '@electric-sql/client'
+
+const [base, table] = process.argv.slice(2)
+if (!base || !table) {
+  console.error('usage: node trace.mjs <base url> <table>')
+  process.exit(2)
+}
+
+const stream = new ShapeStream({
+  url: `${base}/v1/shape`,
+  params: { table },
+  subscribe: true,
+  onError: (err) => {
+    console.error(`shape error: ${err?.status ?? ''} ${err?.message ?? err}`)
+    // Keep going on transient errors (503 while a lease moves, 5xx).
+    return {}
+  },
+})
+// The Shape subscribes first, so it has applied a batch before the trace
+// below prints it.
+const shape = new Shape(stream)
+
+const replacer = (_k, v) => (typeof v === 'bigint' ? v.toString() : v)
+const out = (o) => process.stdout.write(JSON.stringify(o, replacer) + '\n')
+
+stream.subscribe(
+  (msgs) => {
+    out({
+      ev: msgs.map((m) =>
+        m.headers?.control !== undefined ? { c: m.headers.control } : { k: m.key, o: m.headers?.operation },
+      ),
+    })
+  },
+  (err) => console.error(`stream error: ${err?.message ?? err}`),
+)
+shape.subscribe(({ rows }) => out({ n: rows.length }))
+
+createInterface({ input: process.stdin }).on('line', (line) => {
+  if (line.trim() === 'rows') {
+    const rows = [...shape.currentRows].sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1))
+    out({ rows })
+  }
+})
