@@ -1,28 +1,25 @@
-// Command bench measures Baton's lease handoff against a throwaway PostgreSQL
-// cluster and prints the results next to their baseline, measured in the same
-// run: the floor of an advisory-lock handoff in PostgreSQL itself.
+// Command bench measures Baton against a throwaway PostgreSQL cluster and
+// prints every result next to its baseline, measured in the same run.
 //
 //	go run ./tests/cmd/bench -bin bin                       # what `make bench` runs
 //	go run ./tests/cmd/bench -bin bin -write BENCHMARKS.md  # also write the report
+//	go run ./tests/cmd/bench -bin bin -only live,sync       # some sections only
 //
-// Measurements (DESIGN §6):
+// Sections (-only, default all):
 //
-//   - graceful handoff, as in a rolling deploy: two brokers on one stream, each
-//     with an attached lease client; the leader's broker gets SIGTERM, its
-//     worker sees revoked (shutdown) and releases, the standby's worker is
-//     granted. Recorded: (a) the old worker's Release → the new worker's
-//     Granted, and (b) SIGTERM → the new worker's Granted.
-//   - crash takeover: SIGKILL of the leader's broker → the standby's worker's
-//     Granted.
-//   - baseline: two plain sessions, one holding pg_advisory_lock(1, 1), the
-//     other blocked in it; pg_advisory_unlock on the first → the second's
-//     lock call returning. Its rounds are interleaved with the graceful
-//     rounds, so that both see the same machine load.
-//
-// After each round a fresh broker and worker become the new standby; a round
-// starts only once that broker reports readiness SERVING, has logged that it
-// waits for the stream's lock, is seen blocked in pg_advisory_lock in
-// pg_locks, and its worker has been told standby.
+//   - handoff (DESIGN §6): lease handoff between two brokers, graceful
+//     (SIGTERM) and crash (SIGKILL), against a plain PostgreSQL advisory-lock
+//     handoff. See handoff.go.
+//   - replication (issue 3): changes committed while the worker is stopped,
+//     in transactions of 1 and of 100 rows; worker start → all of them
+//     durable in the shape log and read by a client, against pg_recvlogical
+//     (pgoutput, same publication) reading the same WAL. See replication.go.
+//   - live (issue 3): single-row commits → the waiting long-poll response
+//     carrying the row, against the commit round trip and a raw pgoutput
+//     consumer on the same WAL. See live.go.
+//   - sync (issue 3): a new shape of a 1,000,000-row table fetched from
+//     offset -1 until up to date, against COPY ... TO STDOUT. See
+//     initsync.go.
 //
 // Every wait is bounded; on an error, a timeout or Ctrl-C every child
 // process is killed and the cluster removed.
@@ -36,6 +33,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -54,7 +53,22 @@ type config struct {
 	verbose        bool
 	pgSettings     map[string]string
 	pgLog          string
+
+	only        map[string]bool // sections to run
+	changes     int             // replication: row changes per round
+	txSizes     []int           // replication: rows per transaction
+	replRounds  int             // replication: measured rounds per transaction size
+	liveCommits int             // live: measured commits
+	syncRows    int             // sync: rows of the table
+	syncRounds  int             // sync: measured rounds
+	storageDir  string          // parent of the worker's storage folder
+	waitOrphans bool            // replication: wait out an orphaned grant before starting a worker
 }
+
+// sections in the order they run.
+var sections = []string{"handoff", "replication", "live", "sync"}
+
+func (c config) shapes() bool { return c.only["replication"] || c.only["live"] || c.only["sync"] }
 
 func main() {
 	var cfg config
@@ -64,7 +78,7 @@ func main() {
 	flag.IntVar(&cfg.crashRounds, "crash-rounds", 20, "measured crash (SIGKILL) takeovers")
 	flag.IntVar(&cfg.baselineRounds, "baseline-rounds", 50, "measured PostgreSQL advisory-lock handoffs")
 	flag.IntVar(&cfg.warmup, "warmup", 2, "unmeasured warm-up rounds before each measurement")
-	flag.DurationVar(&cfg.timeout, "timeout", 4*time.Minute, "bound on the whole run")
+	flag.DurationVar(&cfg.timeout, "timeout", 10*time.Minute, "bound on the whole run")
 	flag.BoolVar(&cfg.verbose, "v", false, "print the brokers' logs and every round's timings")
 	flag.StringVar(&cfg.pgLog, "pg-log", "", "also write the PostgreSQL server log to this `path`")
 	cfg.pgSettings = map[string]string{}
@@ -76,9 +90,45 @@ func main() {
 		cfg.pgSettings[k] = v
 		return nil
 	})
+	cfg.only = map[string]bool{}
+	for _, s := range sections {
+		cfg.only[s] = true
+	}
+	flag.Func("only", "run only these comma-separated `sections`: "+strings.Join(sections, ",")+" (default all)", func(v string) error {
+		clear(cfg.only)
+		for _, s := range strings.Split(v, ",") {
+			s = strings.TrimSpace(s)
+			if !slices.Contains(sections, s) {
+				return fmt.Errorf("unknown section %q (want %s)", s, strings.Join(sections, ","))
+			}
+			cfg.only[s] = true
+		}
+		return nil
+	})
+	flag.IntVar(&cfg.changes, "changes", 20000, "replication: row changes committed per round")
+	txSizes := flag.String("tx-sizes", "1,100", "replication: comma-separated rows per transaction, one measurement each")
+	flag.IntVar(&cfg.replRounds, "repl-rounds", 3, "replication: measured rounds per transaction size")
+	flag.BoolVar(&cfg.waitOrphans, "wait-orphaned-grant", true, "replication: when a stopped worker left a grant the broker must let expire (orphaned re-grant or lost release, known races), wait for it before starting the next worker instead of measuring the wait")
+	flag.IntVar(&cfg.liveCommits, "live-commits", 500, "live: measured single-row commits")
+	flag.IntVar(&cfg.syncRows, "sync-rows", 1000000, "sync: rows of the table")
+	flag.IntVar(&cfg.syncRounds, "sync-rounds", 3, "sync: measured rounds (COPY and a new shape each)")
+	flag.StringVar(&cfg.storageDir, "storage-dir", "", "parent `folder` of the worker's storage (default $TMPDIR or /tmp; should be on a real disk: the worker fsyncs)")
 	flag.Parse()
-	if cfg.rounds < 1 || cfg.crashRounds < 1 || cfg.baselineRounds < 1 || cfg.warmup < 0 {
-		fmt.Fprintln(os.Stderr, "bench: rounds must be positive and -warmup not negative")
+	for _, f := range strings.Split(*txSizes, ",") {
+		k, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || k < 1 {
+			fmt.Fprintf(os.Stderr, "bench: -tx-sizes: bad size %q\n", f)
+			os.Exit(2)
+		}
+		if cfg.changes%k != 0 {
+			fmt.Fprintf(os.Stderr, "bench: -changes %d is not a multiple of transaction size %d\n", cfg.changes, k)
+			os.Exit(2)
+		}
+		cfg.txSizes = append(cfg.txSizes, k)
+	}
+	if cfg.rounds < 1 || cfg.crashRounds < 1 || cfg.baselineRounds < 1 || cfg.warmup < 0 ||
+		cfg.changes < 1 || len(cfg.txSizes) == 0 || cfg.replRounds < 1 || cfg.liveCommits < 1 || cfg.syncRows < 1 || cfg.syncRounds < 1 {
+		fmt.Fprintln(os.Stderr, "bench: rounds, counts and sizes must be positive and -warmup not negative")
 		os.Exit(2)
 	}
 	if err := run(cfg); err != nil {
@@ -89,12 +139,18 @@ func main() {
 
 func run(cfg config) (err error) {
 	started := time.Now()
-	broker, err := filepath.Abs(filepath.Join(cfg.bin, "broker"))
-	if err != nil {
-		return err
+	var broker string
+	if cfg.only["handoff"] {
+		if broker, err = binaryPath(cfg.bin, "broker"); err != nil {
+			return err
+		}
 	}
-	if fi, err := os.Stat(broker); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return fmt.Errorf("no broker binary at %s: run `make build` first (or pass -bin)", broker)
+	if cfg.shapes() {
+		for _, name := range []string{"broker", "worker"} {
+			if _, err := binaryPath(cfg.bin, name); err != nil {
+				return err
+			}
+		}
 	}
 
 	sigCtx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -133,9 +189,36 @@ func run(cfg config) (err error) {
 		}
 	}()
 
+	rep := &report{cfg: cfg}
+	if cfg.only["handoff"] {
+		if rep.handoff, err = runHandoff(ctx, cfg, broker, pg); err != nil {
+			return err
+		}
+	}
+	if cfg.shapes() {
+		if err := runShapes(ctx, cfg, pg, rep); err != nil {
+			return err
+		}
+	}
+	rep.machine = describeMachine(ctx, pg.URL())
+	rep.versions = binaryVersions(cfg.bin)
+	rep.elapsed = time.Since(started)
+
+	fmt.Print(rep.text())
+	if cfg.write != "" {
+		if err := os.WriteFile(cfg.write, []byte(rep.markdown()), 0o644); err != nil {
+			return fmt.Errorf("write report: %w", err)
+		}
+		fmt.Fprintln(os.Stderr, "bench: wrote", cfg.write)
+	}
+	return nil
+}
+
+// runHandoff runs the handoff section with its own brokers and workers.
+func runHandoff(ctx context.Context, cfg config, broker string, pg *pgtest.Cluster) (_ *results, err error) {
 	lab, err := newLab(ctx, broker, pg.URL(), cfg.verbose)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer lab.close()
 	defer func() {
@@ -143,29 +226,47 @@ func run(cfg config) (err error) {
 			lab.dumpLogs()
 		}
 	}()
-
 	base, err := newBaseline(ctx, pg.URL())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer base.close()
+	return measure(ctx, cfg, lab, base)
+}
 
-	res, err := measure(ctx, cfg, lab, base)
+// runShapes runs the shape sections against one broker and worker.
+func runShapes(ctx context.Context, cfg config, pg *pgtest.Cluster, rep *report) (err error) {
+	env, err := newShapeEnv(ctx, cfg, pg)
 	if err != nil {
 		return err
 	}
-	res.machine = describeMachine(ctx, lab.monitor)
-	res.elapsed = time.Since(started)
-
-	report := res.text()
-	fmt.Print(report)
-	if cfg.write != "" {
-		if err := os.WriteFile(cfg.write, []byte(res.markdown()), 0o644); err != nil {
-			return fmt.Errorf("write report: %w", err)
+	defer env.close()
+	defer func() {
+		if err != nil {
+			env.dumpLogs()
 		}
-		fmt.Fprintln(os.Stderr, "bench: wrote", cfg.write)
+	}()
+	rep.storageFS = describeFS(filepath.Dir(env.storage))
+	fmt.Fprintln(os.Stderr, "bench: starting a broker and a worker on stream", shapeStream)
+	if err := env.start(ctx); err != nil {
+		return err
 	}
-	return nil
+	if cfg.only["replication"] {
+		if rep.repl, err = runReplication(ctx, cfg, env); err != nil {
+			return err
+		}
+	}
+	if cfg.only["live"] {
+		if rep.live, err = runLive(ctx, cfg, env); err != nil {
+			return fmt.Errorf("live: %w", err)
+		}
+	}
+	if cfg.only["sync"] {
+		if rep.sync, err = runSync(ctx, cfg, env); err != nil {
+			return fmt.Errorf("initial sync: %w", err)
+		}
+	}
+	return env.stopWorker()
 }
 
 // measure runs the warm-up and measured rounds.

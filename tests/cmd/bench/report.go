@@ -17,10 +17,9 @@ import (
 // targetP99 is DESIGN §6's goal for a graceful handoff on loopback.
 const targetP99 = 50 * time.Millisecond
 
+// results are the handoff section's measurements.
 type results struct {
-	cfg     config
-	machine machine
-	elapsed time.Duration
+	cfg config
 
 	baseline        []time.Duration
 	releaseToGrant  []time.Duration
@@ -39,7 +38,7 @@ type machine struct {
 	date      time.Time
 }
 
-func describeMachine(ctx context.Context, conn *pgx.Conn) machine {
+func describeMachine(ctx context.Context, dbURL string) machine {
 	m := machine{cores: runtime.NumCPU(), model: "unknown", goVersion: runtime.Version(), pgVersion: "unknown", kernel: "unknown", date: time.Now().UTC()}
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		sc := bufio.NewScanner(f)
@@ -56,7 +55,10 @@ func describeMachine(ctx context.Context, conn *pgx.Conn) machine {
 	}
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	_ = conn.QueryRow(qctx, "SHOW server_version").Scan(&m.pgVersion)
+	if conn, err := pgx.Connect(qctx, dbURL); err == nil {
+		_ = conn.QueryRow(qctx, "SHOW server_version").Scan(&m.pgVersion)
+		_ = conn.Close(qctx)
+	}
 	return m
 }
 
@@ -104,12 +106,17 @@ func (r *results) targetLine() string {
 func (r *results) table(md bool) string {
 	rows := r.rows()
 	base := rows[0].st.p50
-	head := []string{"measurement", "n", "p50 ms", "p95 ms", "p99 ms", "max ms", "p50 / baseline p50"}
-	cells := [][]string{head}
+	cells := [][]string{{"measurement", "n", "p50 ms", "p95 ms", "p99 ms", "max ms", "p50 / baseline p50"}}
 	for _, x := range rows {
 		cells = append(cells, []string{x.name, fmt.Sprint(x.st.n), ms(x.st.p50), ms(x.st.p95), ms(x.st.p99), ms(x.st.max),
 			fmt.Sprintf("%.1f×", float64(x.st.p50)/float64(base))})
 	}
+	return renderTable(cells, md)
+}
+
+// renderTable renders cells (the first row is the head) as a markdown
+// table or as aligned text; columns after the first are right-aligned.
+func renderTable(cells [][]string, md bool) string {
 	var b strings.Builder
 	if md {
 		for i, c := range cells {
@@ -120,7 +127,7 @@ func (r *results) table(md bool) string {
 		}
 		return b.String()
 	}
-	width := make([]int, len(head))
+	width := make([]int, len(cells[0]))
 	for _, c := range cells {
 		for i, s := range c {
 			width[i] = max(width[i], len([]rune(s)))
@@ -153,39 +160,23 @@ func (r *results) details() []string {
 
 func (r *results) text() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nBaton handoff benchmark — %d cores, %s, %s, PostgreSQL %s\n\n", r.machine.cores, r.machine.model, r.machine.goVersion, r.machine.pgVersion)
+	b.WriteString("\n== Lease handoff ==\n\n")
 	b.WriteString(r.table(false))
 	b.WriteString("\n" + r.targetLine() + "\n\n")
 	for _, d := range r.details() {
 		b.WriteString(d + "\n")
 	}
-	fmt.Fprintf(&b, "(%d warm-up rounds per measurement not counted; run took %s)\n", r.cfg.warmup, r.elapsed.Round(100*time.Millisecond))
+	fmt.Fprintf(&b, "(%d graceful handoffs, %d crash takeovers, %d baseline handoffs, each after %d unmeasured warm-up rounds)\n",
+		r.cfg.rounds, r.cfg.crashRounds, r.cfg.baselineRounds, r.cfg.warmup)
 	return b.String()
 }
 
 func (r *results) markdown() string {
-	m := r.machine
 	var b strings.Builder
-	b.WriteString("# Benchmarks\n\n")
-	b.WriteString("Written by `go run ./tests/cmd/bench -bin bin -write BENCHMARKS.md`; `make bench` runs the same measurements and only prints them.\n\n")
-	b.WriteString("- command: `make bench`\n")
-	fmt.Fprintf(&b, "- date: %s\n", m.date.Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&b, "- machine: %d cores (`nproc`), %s, %s\n", m.cores, m.model, m.kernel)
-	fmt.Fprintf(&b, "- Go: %s; PostgreSQL: %s (throwaway cluster on 127.0.0.1, started by the benchmark)\n", m.goVersion, m.pgVersion)
-	pgConf := "pgtest's defaults (`fsync=off`)"
-	if len(r.cfg.pgSettings) > 0 {
-		var kv []string
-		for k, v := range r.cfg.pgSettings {
-			kv = append(kv, "`"+k+"="+v+"`")
-		}
-		slices.Sort(kv)
-		pgConf = "pgtest's defaults (`fsync=off`) overridden by " + strings.Join(kv, ", ")
-	}
-	fmt.Fprintf(&b, "- PostgreSQL settings: %s\n", pgConf)
-	fmt.Fprintf(&b, "- broker: default settings (lease TTL 6s, heartbeat 2s, lock session timeout 10s); every process on loopback\n")
-	fmt.Fprintf(&b, "- rounds: %d graceful handoffs, %d crash takeovers, %d baseline handoffs, each after %d unmeasured warm-up rounds; run took %s\n\n",
-		r.cfg.rounds, r.cfg.crashRounds, r.cfg.baselineRounds, r.cfg.warmup, r.elapsed.Round(time.Second))
 	b.WriteString("## Lease handoff\n\n")
+	fmt.Fprintf(&b, "%d graceful handoffs, %d crash takeovers, %d baseline handoffs, each after %d unmeasured warm-up rounds; "+
+		"broker with default settings (lease TTL 6s, heartbeat 2s, lock session timeout 10s); every process on loopback.\n\n",
+		r.cfg.rounds, r.cfg.crashRounds, r.cfg.baselineRounds, r.cfg.warmup)
 	b.WriteString(r.table(true))
 	b.WriteString("\n**" + r.targetLine() + "**\n\n")
 	for _, d := range r.details() {
@@ -212,17 +203,14 @@ What is measured:
   session's socket, PostgreSQL ends the session and the standby's lock wait
   returns.
 
-The throwaway cluster runs with ` + "`fsync=off`" + ` unless told otherwise. A graceful
-handoff commits three writes to ` + "`baton.streams`" + ` on its critical path (the old
+A graceful handoff commits three writes to ` + "`baton.streams`" + ` on its critical path (the old
 broker's release record, the new broker's epoch claim and its grant record), a
 crash takeover two; on a real server each waits for a WAL flush (and for
-synchronous standbys, if any). Run with ` + "`-pg-setting fsync=on`" + ` to include that.
+synchronous standbys, if any); with ` + "`fsync=off`" + ` they do not. Run with
+` + "`-pg-setting fsync=on`" + ` to include that.
 
-The machine is shared and noisy (other jobs run on it at the same time), so
-tails (p99, max) move from run to run: read the medians and the ratios to the
-baseline measured in the same run, not the absolute tails. With 50 rounds the
-p99 (nearest rank) is the largest sample, so one scheduling hiccup decides the
-target line.
+With 50 rounds the p99 (nearest rank) is the largest sample, so one scheduling
+hiccup decides the target line.
 `)
 	return b.String()
 }
