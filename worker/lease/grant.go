@@ -148,10 +148,12 @@ func (l *Lease) Progress(lsn uint64) error {
 // Release ends the lease (if it has not ended) and tells the broker the
 // worker has stopped consuming; call it after the replication connection is
 // closed. A broker draining for shutdown unlocks when it receives this. The
-// error only says the message could not be sent (the broker then waits for
-// the TTL instead).
+// broker does not grant that stream again: the next Acquire asks on a new
+// one. The error only says the message could not be sent (the broker then
+// waits for the TTL instead).
 func (l *Lease) Release(ctx context.Context, durableLSN uint64) error {
 	l.end(ErrReleased)
+	l.s.spent.Store(true)
 	errc := make(chan error, 1)
 	go func() {
 		errc <- l.s.send(&batonv1.WorkerMessage{Msg: &batonv1.WorkerMessage_Released{Released: &batonv1.Released{

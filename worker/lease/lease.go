@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -134,13 +135,16 @@ func New(addr string, opts Options) (*Client, error) {
 // Close ends the stream (the broker treats it as a release after the TTL)
 // and the connection. Leases end with ErrBrokerLost.
 func (c *Client) Close() error {
-	c.cancel()
 	c.mu.Lock()
 	s := c.sess
 	c.mu.Unlock()
 	if s != nil {
-		<-s.done
+		// Half-close first and let the broker end the stream, so that a
+		// Released sent just before reaches it (cancelling at once could
+		// drop it, and the broker would then wait for the lease's TTL).
+		s.closeSend(2 * time.Second)
 	}
+	c.cancel()
 	return c.conn.Close()
 }
 
@@ -195,7 +199,13 @@ func (c *Client) session(ctx context.Context) (*session, error) {
 		case <-c.sess.done:
 			c.sess = nil
 		default:
-			return c.sess, nil
+			if !c.sess.spent.Load() {
+				return c.sess, nil
+			}
+			// The broker grants a stream at most until it releases: ask
+			// again on a new stream, ending the old one cleanly.
+			c.sess.closeSend(time.Second)
+			c.sess = nil
 		}
 	}
 	sctx, cancel := context.WithCancel(c.base)
@@ -237,10 +247,26 @@ type session struct {
 	onStandby func(*batonv1.Standby)
 
 	sendMu sync.Mutex
+	// spent: a Released was sent on this stream; it is not granted again.
+	spent atomic.Bool
 
 	mu  sync.Mutex
 	cur *Lease
 	err error
+}
+
+// closeSend half-closes the stream, waits up to timeout for the broker to
+// end it (so that what was sent is delivered), then cancels it.
+func (s *session) closeSend(timeout time.Duration) {
+	s.sendMu.Lock()
+	_ = s.stream.CloseSend()
+	s.sendMu.Unlock()
+	select {
+	case <-s.done:
+	case <-time.After(timeout):
+	}
+	s.cancel()
+	<-s.done
 }
 
 func (s *session) send(m *batonv1.WorkerMessage) error {

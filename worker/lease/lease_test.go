@@ -398,8 +398,10 @@ func TestEndedUnclaimedGrantIsReleased(t *testing.T) {
 	if r := s.recv(t).GetReleased(); r.GetEpoch() != 3 {
 		t.Fatalf("worker sent %v, want Released for epoch 3", r)
 	}
-	// ...and waits for a fresh one.
-	s.out <- granted(4, time.Minute)
+	// ...and waits for a fresh one, asking on a new stream (a broker does
+	// not grant a stream again after it released).
+	s2 := f.stream(t)
+	s2.out <- granted(4, time.Minute)
 	select {
 	case l := <-got:
 		if l.Epoch != 4 || l.Err() != nil {

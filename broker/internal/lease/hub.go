@@ -31,6 +31,10 @@ type Worker struct {
 	out     chan *batonv1.BrokerMessage
 	dropped chan struct{}
 	gone    bool // detached or dropped; guarded by Hub.mu
+	// released: this stream released a grant; it is not granted again (a
+	// worker that wants the stream again opens a new stream). Guarded by
+	// Hub.mu.
+	released bool
 
 	// renewals maps each queued Renewed to the latest time it may still be
 	// sent (see Hub.SetRenewalWindow).
@@ -188,6 +192,7 @@ func (h *Hub) Released(w *Worker, epoch uint64) bool {
 		return false
 	}
 	h.endGrantLocked(true)
+	w.released = true
 	if !w.gone {
 		h.sendLocked(w, standbyMsg(h.standbyFor(w)))
 	}
@@ -213,15 +218,21 @@ func (h *Hub) DurableLSN() uint64 {
 }
 
 // Candidate returns the worker that would be granted next (the first
-// attached worker, in arrival order) and the earliest time a grant may be
-// made. It returns nil while a grant is current or no worker is attached.
+// attached worker, in arrival order, whose stream has not released a grant)
+// and the earliest time a grant may be made. It returns nil while a grant
+// is current or no such worker is attached.
 func (h *Hub) Candidate() (*Worker, time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.grant != nil || len(h.workers) == 0 || h.closed {
+	if h.grant != nil || h.closed {
 		return nil, time.Time{}
 	}
-	return h.workers[0], h.notBefore
+	for _, w := range h.workers {
+		if !w.released {
+			return w, h.notBefore
+		}
+	}
+	return nil, time.Time{}
 }
 
 // Grant queues Granted for w under epoch. It returns false (and grants

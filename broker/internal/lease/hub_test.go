@@ -241,6 +241,10 @@ func TestReleased(t *testing.T) {
 	if h.Released(w, 5) {
 		t.Fatal("second Released = true")
 	}
+	// The released stream is not granted again; the other worker is next.
+	if c, _ := h.Candidate(); c != other {
+		t.Fatalf("candidate after release = %v, want the other worker", c)
+	}
 }
 
 func TestProgress(t *testing.T) {

@@ -136,7 +136,7 @@ func (w *worker) holdLease(ctx context.Context, l *lease.Lease) uint64 {
 	var durable uint64
 	delay := 100 * time.Millisecond
 	for l.Err() == nil && ctx.Err() == nil {
-		tracker.Set(health.Starting, l.Done())
+		tracker.Set(health.Starting, l)
 		res, err := w.replicateOnce(ctx, l)
 		durable = max(durable, res.Durable)
 		if err == nil || l.Err() != nil || ctx.Err() != nil {
@@ -210,8 +210,8 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease) (replication
 		},
 		Metrics: metrics,
 		OnStreaming: func() {
-			tracker.Set(health.Active, l.Done())
-			api.Serve(reg, l.Done())
+			tracker.Set(health.Active, l)
+			api.Serve(reg, l)
 		},
 	}, l, store)
 }

@@ -37,27 +37,28 @@ func (s State) String() string {
 type Tracker struct {
 	mu    sync.Mutex
 	s     State
-	lease <-chan struct{}
+	lease Lease
 }
 
-// Set changes the state; leaseDone is the lease that Starting or Active
-// depend on (ignored for Waiting).
-func (t *Tracker) Set(s State, leaseDone <-chan struct{}) {
+// Lease is what the state depends on: Valid checks the lease's deadline on
+// the monotonic clock, so a worker resumed after a freeze reports Waiting at
+// once, even before its expiry timer has run.
+type Lease interface{ Valid() bool }
+
+// Set changes the state; l is the lease that Starting or Active depend on
+// (nil for Waiting).
+func (t *Tracker) Set(s State, l Lease) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.s, t.lease = s, leaseDone
+	t.s, t.lease = s, l
 }
 
 // Get returns the state.
 func (t *Tracker) Get() State {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.s != Waiting && t.lease != nil {
-		select {
-		case <-t.lease:
-			return Waiting
-		default:
-		}
+	if t.s != Waiting && (t.lease == nil || !t.lease.Valid()) {
+		return Waiting
 	}
 	return t.s
 }

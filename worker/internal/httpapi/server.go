@@ -29,32 +29,32 @@ type Server struct {
 	LongPoll time.Duration
 	Log      *slog.Logger
 
-	mu   sync.RWMutex
-	reg  *shapes.Registry
-	done <-chan struct{}
+	mu    sync.RWMutex
+	reg   *shapes.Registry
+	lease Lease
 }
+
+// Lease is what serving depends on: Valid checks the lease's deadline on
+// the monotonic clock (a worker resumed after a freeze stops serving at
+// once).
+type Lease interface{ Valid() bool }
 
 // New returns a Server with no registry (every request gets 503).
 func New(log *slog.Logger) *Server { return &Server{LongPoll: DefaultLongPoll, Log: log} }
 
-// Serve makes reg the registry served until done is closed (the lease's
-// end) or Serve is called again; nil stops serving.
-func (s *Server) Serve(reg *shapes.Registry, done <-chan struct{}) {
+// Serve makes reg the registry served while l is valid, until Serve is
+// called again; a nil reg stops serving.
+func (s *Server) Serve(reg *shapes.Registry, l Lease) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.reg, s.done = reg, done
+	s.reg, s.lease = reg, l
 }
 
 func (s *Server) current() *shapes.Registry {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.reg == nil {
+	if s.reg == nil || s.lease == nil || !s.lease.Valid() {
 		return nil
-	}
-	select {
-	case <-s.done:
-		return nil
-	default:
 	}
 	return s.reg
 }
