@@ -486,9 +486,6 @@ func TestClientRollingHandoff(t *testing.T) {
 			t.Run("handoff within 3s", func(t *testing.T) {
 				// DESIGN §6: well under 1 s (goal 50 ms p99 on loopback);
 				// 3 s leaves room for a busy machine.
-				if os.Getenv(knownBugs) == "" {
-					t.Skipf("bug: now and then the broker does not get the worker's Released (Lease.Release returns once the message is queued, then Client.Close cancels the stream), so it waits for the revoked lease's TTL (+10%%) before unlocking; this run: %s (set %s=1 to check)", handoff, knownBugs)
-				}
 				if handoff > 3*time.Second {
 					t.Errorf("SIGTERM → pod B active took %s\n--- pod A broker ---\n%s", handoff, a.broker.Output())
 				}
@@ -742,9 +739,6 @@ func testClientFrozenPredecessor(t *testing.T, holdingLock bool) {
 	seen, probeErrs := probe.finish()
 	t.Logf("pod A health after SIGCONT: %v (%d failed probes)", seen, probeErrs)
 	t.Run("health after SIGCONT", func(t *testing.T) {
-		if os.Getenv(knownBugs) == "" {
-			t.Skipf("bug: a worker thawed after its lease expired can answer /v1/health \"active\" 200 (the health tracker checks the lease's done channel, closed only once the expiry timer has run, not Lease.Valid()); this run: %v (set %s=1 to check)", seen, knownBugs)
-		}
 		for s := range seen {
 			if strings.HasPrefix(s, "active") || strings.HasSuffix(s, " 200") {
 				t.Errorf("pod A's worker answered health %q after SIGCONT (answers: %v)", s, seen)
