@@ -69,6 +69,7 @@ type chunk struct {
 	offsets    []uint32 // where each record will start in the segment
 	lastSeq    uint64
 	lastEnd    uint64
+	end        int64 // the segment's size once this chunk is written (set by write)
 }
 
 // Open opens the log in dir with the default Options; see OpenWith.
@@ -290,9 +291,16 @@ func (l *Log) Sync() (durableEndLSN uint64, err error) {
 	if err := l.lock.lock(); err != nil {
 		return 0, l.fail(err)
 	}
-	err = l.write(batch)
+	written, err := l.write(batch)
 	if uerr := l.lock.unlock(); err == nil {
 		err = uerr
+	}
+	if err == nil {
+		// fsync outside the directory lock: the lock only makes "check the
+		// owner, then write" atomic, and stays held for microseconds, not
+		// for a disk flush (a writer frozen while holding it would block
+		// its successor's Open).
+		err = l.flush(written)
 	}
 	if err != nil {
 		return 0, l.fail(err)
@@ -301,48 +309,81 @@ func (l *Log) Sync() (durableEndLSN uint64, err error) {
 	return end, nil
 }
 
-// write writes and fsyncs batch, publishing each chunk once durable. The
-// caller holds syncMu and the directory lock.
-func (l *Log) write(batch []*chunk) error {
+// written is a segment file written by write and not yet fsynced, with the
+// chunks it received.
+type written struct {
+	f      *os.File
+	chunks []*chunk
+	closeF bool // not the active segment any more: close after the fsync
+}
+
+// flush fsyncs what write wrote and publishes each chunk once durable.
+// The caller holds syncMu.
+func (l *Log) flush(ws []written) error {
+	for _, w := range ws {
+		if err := w.f.Sync(); err != nil {
+			return fmt.Errorf("sync segment: %w", err)
+		}
+		if w.closeF {
+			if err := w.f.Close(); err != nil {
+				return fmt.Errorf("close segment: %w", err)
+			}
+		}
+		for _, c := range w.chunks {
+			l.publish(c)
+		}
+	}
+	return nil
+}
+
+// write writes batch (without fsync; see flush) after checking that this
+// Open still owns the directory. The caller holds syncMu and the directory
+// lock.
+func (l *Log) write(batch []*chunk) ([]written, error) {
 	cur, err := readOwner(l.dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if cur != l.me {
-		return fmt.Errorf("%w: the log now belongs to %s, this writer is %s", ErrFenced, cur, l.me)
+		return nil, fmt.Errorf("%w: the log now belongs to %s, this writer is %s", ErrFenced, cur, l.me)
 	}
+	var out []written
 	for _, c := range batch {
 		if c.newSegment {
 			if l.active != nil {
-				err := l.active.Close() // fsynced by the previous chunk or by recovery
-				l.active = nil
-				if err != nil {
-					return fmt.Errorf("close segment: %w", err)
+				if n := len(out); n > 0 && out[n-1].f == l.active {
+					out[n-1].closeF = true // closed once fsynced
+				} else if err := l.active.Close(); err != nil { // fsynced by an earlier flush or by recovery
+					l.active = nil
+					return out, fmt.Errorf("close segment: %w", err)
 				}
+				l.active = nil
 			}
 			f, err := createSegment(l.dir, c.segFirst)
 			if err != nil {
-				return err
+				return out, err
 			}
 			l.active, l.activeSize = f, segmentHeaderSize
 		}
 		fi, err := l.active.Stat()
 		if err != nil {
-			return fmt.Errorf("stat segment: %w", err)
+			return out, fmt.Errorf("stat segment: %w", err)
 		}
 		if fi.Size() != l.activeSize {
-			return fmt.Errorf("segment %s is %d bytes, want %d: %w", l.active.Name(), fi.Size(), l.activeSize, errOtherWriter)
+			return out, fmt.Errorf("segment %s is %d bytes, want %d: %w", l.active.Name(), fi.Size(), l.activeSize, errOtherWriter)
 		}
 		if _, err := l.active.WriteAt(c.buf, l.activeSize); err != nil {
-			return fmt.Errorf("write segment: %w", err)
-		}
-		if err := l.active.Sync(); err != nil {
-			return fmt.Errorf("sync segment: %w", err)
+			return out, fmt.Errorf("write segment: %w", err)
 		}
 		l.activeSize += int64(len(c.buf))
-		l.publish(c)
+		c.end = l.activeSize
+		if n := len(out); n > 0 && out[n-1].f == l.active {
+			out[n-1].chunks = append(out[n-1].chunks, c)
+		} else {
+			out = append(out, written{f: l.active, chunks: []*chunk{c}})
+		}
 	}
-	return nil
+	return out, nil
 }
 
 // publish makes a durable chunk visible to readers.
@@ -357,7 +398,7 @@ func (l *Log) publish(c *chunk) {
 	}
 	s := l.segs[len(l.segs)-1]
 	s.offsets = append(s.offsets, c.offsets...)
-	s.size = l.activeSize
+	s.size = c.end
 	l.durableSeq, l.durableEnd = c.lastSeq, c.lastEnd
 	l.notifyLocked()
 }
