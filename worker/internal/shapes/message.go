@@ -2,7 +2,6 @@ package shapes
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"strconv"
 	"strings"
 
@@ -53,14 +52,10 @@ type unit struct {
 }
 
 func (u *unit) add(m *message, op uint64) error {
-	b, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
 	if u.count > 0 {
 		u.body = append(u.body, ',')
 	}
-	u.body = append(u.body, b...)
+	u.body = appendMessage(u.body, m)
 	u.count++
 	u.lastOp = op
 	return nil

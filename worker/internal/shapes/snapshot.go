@@ -2,6 +2,7 @@ package shapes
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -24,6 +25,10 @@ func (e *InvalidError) Error() string { return e.Field + ": " + e.Problem }
 
 // snapshotChunkBytes is the size of one snapshot record.
 const snapshotChunkBytes = 1 << 20
+
+// snapshotSyncChunks is how many snapshot records are appended between
+// syncs of the shape log while the snapshot is taken.
+const snapshotSyncChunks = 16
 
 // table is what the catalog says about a shape's table.
 type table struct {
@@ -196,7 +201,6 @@ func snapshot(ctx context.Context, conn *pgx.Conn, t *table, m *Meta, l *storage
 		return fmt.Errorf("snapshot of %s: %w", d, err)
 	}
 	defer rows.Close()
-	rel := []string{d.Schema, d.Table}
 	pkPos := make([]int, len(t.pk))
 	for i, k := range t.pk {
 		for j, c := range t.columns {
@@ -205,33 +209,35 @@ func snapshot(ctx context.Context, conn *pgx.Conn, t *table, m *Meta, l *storage
 			}
 		}
 	}
+	enc := newRowEncoder(d, t.columns, pkPos)
 	chunk := uint64(0)
-	var u unit
+	// buf is one record's payload: the op offset (the chunk), then the messages.
+	// Append copies it, so it is reused for every chunk.
+	buf := make([]byte, 8, snapshotChunkBytes+64<<10)
+	count := 0
 	flush := func() error {
-		_, err := l.Append(storage.Record{EndLSN: chunk + 1, Payload: u.payload(chunk)})
+		binary.LittleEndian.PutUint64(buf, chunk)
+		_, err := l.Append(storage.Record{EndLSN: chunk + 1, Payload: buf})
 		chunk++
-		u = unit{}
+		buf, count = buf[:8], 0
+		if err == nil && chunk%snapshotSyncChunks == 0 {
+			// Bound the memory held for the snapshot: write what is
+			// pending every few chunks instead of once at the end.
+			_, err = l.Sync()
+		}
 		return err
 	}
 	for rows.Next() {
 		raw := rows.RawValues()
-		vals := make([]*string, len(raw))
-		value := make(map[string]*string, len(raw))
-		for i, b := range raw {
-			if b != nil {
-				s := string(b)
-				vals[i] = &s
-			}
-			value[t.columns[i].Name] = vals[i]
+		if len(raw) != len(t.columns) {
+			return fmt.Errorf("snapshot of %s: row has %d columns, want %d", d, len(raw), len(t.columns))
 		}
-		pk := make([]*string, len(pkPos))
-		for i, p := range pkPos {
-			pk[i] = vals[p]
+		if count > 0 {
+			buf = append(buf, ',')
 		}
-		if err := u.add(&message{Key: buildKey(d, pk), Value: value, Headers: headers{Operation: "insert", Relation: rel}}, 0); err != nil {
-			return err
-		}
-		if len(u.body) >= snapshotChunkBytes {
+		buf = enc.appendRow(buf, raw)
+		count++
+		if len(buf)-8 >= snapshotChunkBytes {
 			if err := flush(); err != nil {
 				return err
 			}
@@ -240,7 +246,7 @@ func snapshot(ctx context.Context, conn *pgx.Conn, t *table, m *Meta, l *storage
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("snapshot of %s: %w", d, err)
 	}
-	if u.count > 0 || chunk == 0 {
+	if count > 0 || chunk == 0 {
 		if err := flush(); err != nil {
 			return err
 		}
