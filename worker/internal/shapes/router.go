@@ -21,13 +21,74 @@ const persistEvery = time.Second
 // until ctx ends or a shape log is fenced. It is the only writer of the
 // shape logs after their snapshot, and of applied_seq.
 func (r *Registry) Run(ctx context.Context) error {
-	lastPersist := map[*Shape]time.Time{}
+	// meta.json is written by its own goroutine, so that its fsyncs do not
+	// delay routing; it stops, and every shape is persisted once more,
+	// before Run returns.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var persistErr error
+	persisted := make(chan struct{})
+	go func() {
+		defer close(persisted)
+		if err := r.persistLoop(rctx); err != nil {
+			persistErr = err
+			cancel()
+		}
+	}()
 	defer func() {
+		cancel()
+		<-persisted
 		shapes, _ := r.list()
 		for _, s := range shapes {
 			_ = s.persist()
 		}
 	}()
+	err := r.routeLoop(rctx)
+	cancel()
+	<-persisted
+	if persistErr != nil {
+		return persistErr
+	}
+	return err
+}
+
+// persistLoop writes the meta.json of every shape routed further since its
+// last write, once every persistEvery, until ctx ends.
+func (r *Registry) persistLoop(ctx context.Context) error {
+	type state struct{ applied, upTo uint64 }
+	last := map[*Shape]state{}
+	t := time.NewTicker(persistEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		shapes, _ := r.list()
+		next := make(map[*Shape]state, len(shapes))
+		for _, s := range shapes {
+			s.mu.RLock()
+			st := state{s.meta.AppliedSeq, s.upTo}
+			s.mu.RUnlock()
+			if prev, ok := last[s]; ok && prev == st {
+				next[s] = st
+				continue
+			}
+			if err := s.persist(); err != nil {
+				if s.isGone() {
+					continue
+				}
+				return fmt.Errorf("persist shape %s: %w", s.meta.Handle, err)
+			}
+			next[s] = st
+		}
+		last = next
+	}
+}
+
+// routeLoop routes until ctx ends or routing fails.
+func (r *Registry) routeLoop(ctx context.Context) error {
 	for ctx.Err() == nil {
 		shapes, added := r.list()
 		if len(shapes) == 0 {
@@ -38,9 +99,9 @@ func (r *Registry) Run(ctx context.Context) error {
 				return nil
 			}
 		}
-		from := shapes[0].meta.AppliedSeq
+		from := shapes[0].applied()
 		for _, s := range shapes[1:] {
-			from = min(from, s.meta.AppliedSeq)
+			from = min(from, s.applied())
 		}
 		recs, err := r.o.Stream.Read(from+1, routeBatch)
 		if err != nil {
@@ -54,14 +115,6 @@ func (r *Registry) Run(ctx context.Context) error {
 		}
 		if err := r.route(recs, shapes); err != nil {
 			return r.stopErr(ctx, err)
-		}
-		for _, s := range shapes {
-			if time.Since(lastPersist[s]) >= persistEvery {
-				if err := s.persist(); err != nil && !s.isGone() {
-					return fmt.Errorf("persist shape %s: %w", s.meta.Handle, err)
-				}
-				lastPersist[s] = time.Now()
-			}
 		}
 	}
 	return nil
@@ -101,14 +154,19 @@ func (r *Registry) waitStream(ctx context.Context, seq uint64, added <-chan stru
 // route applies recs to every shape that has not seen them: the
 // transactions not visible in the shape's snapshot that touch its table
 // become one record each. Then each shape log is synced and the records
-// published.
+// published, with applied_seq: meta.json (written by another goroutine)
+// never names a stream record whose messages are not durable.
 func (r *Registry) route(recs []storage.Record, shapes []*Shape) error {
 	type pending struct {
 		entries []entry
 		dirty   bool
 		upTo    uint64
+		applied uint64
 	}
 	work := make([]pending, len(shapes))
+	for i, s := range shapes {
+		work[i].applied = s.applied()
+	}
 	var truncated []*Shape
 	for _, rec := range recs {
 		tx, err := replication.DecodeTransaction(rec.Payload)
@@ -116,10 +174,10 @@ func (r *Registry) route(recs []storage.Record, shapes []*Shape) error {
 			return fmt.Errorf("stream record %d: %w", rec.Seq, err)
 		}
 		for i, s := range shapes {
-			if s.meta.AppliedSeq >= rec.Seq || s.isGone() {
+			if work[i].applied >= rec.Seq || s.isGone() {
 				continue
 			}
-			s.meta.AppliedSeq = rec.Seq
+			work[i].applied = rec.Seq
 			work[i].upTo = tx.CommitLSN
 			if s.meta.visible(tx.XID) {
 				continue
@@ -157,7 +215,7 @@ func (r *Registry) route(recs []storage.Record, shapes []*Shape) error {
 				return fmt.Errorf("shape %s: %w", s.meta.Handle, err)
 			}
 		}
-		s.publish(work[i].entries, work[i].upTo)
+		s.publish(work[i].entries, work[i].upTo, work[i].applied)
 	}
 	for _, s := range truncated {
 		r.o.Log.Info("table truncated: the shape is rebuilt on the next request", "handle", s.meta.Handle)

@@ -78,9 +78,12 @@ func (s *Shape) loadIndex() error {
 }
 
 // publish makes routed records visible to readers and wakes live requests.
-func (s *Shape) publish(entries []entry, upTo uint64) {
+func (s *Shape) publish(entries []entry, upTo, applied uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if applied > s.meta.AppliedSeq {
+		s.meta.AppliedSeq = applied
+	}
 	s.index = append(s.index, entries...)
 	if upTo > s.upTo {
 		s.upTo = upTo
@@ -89,6 +92,13 @@ func (s *Shape) publish(entries []entry, upTo uint64) {
 		close(s.changed)
 		s.changed = make(chan struct{})
 	}
+}
+
+// applied is meta.AppliedSeq; only the router changes it.
+func (s *Shape) applied() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.meta.AppliedSeq
 }
 
 // markGone ends the shape for readers.
