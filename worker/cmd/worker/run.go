@@ -165,8 +165,10 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease) (replication
 		return replication.Result{}, fmt.Errorf("open storage: %w", err)
 	}
 	defer store.Close()
+	// Transactions the stream appends reach the router in memory.
+	decoded := replication.NewTxCache()
 	reg, err := shapes.Open(shapes.Options{Dir: dir, Epoch: l.Epoch, DatabaseURL: cfg.DatabaseURL, StreamID: cfg.StreamID,
-		Publication: l.Publication, Stream: store, Log: log})
+		Publication: l.Publication, Stream: store, Log: log, Decoded: decoded})
 	if err != nil {
 		return replication.Result{}, fmt.Errorf("open shapes: %w", err)
 	}
@@ -209,6 +211,7 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease) (replication
 			return reg.Reconcile(ctx)
 		},
 		Metrics: metrics,
+		Decoded: decoded,
 		OnStreaming: func() {
 			tracker.Set(health.Active, l)
 			api.Serve(reg, l)

@@ -64,6 +64,9 @@ type Options struct {
 	// (the slot was just created, or another consumer advanced it): what was
 	// built from the storage must be rebuilt (shape handles rotated).
 	OnDiscontinuity func(reason string) error
+	// Decoded, when set, receives every transaction appended to the sink
+	// (see TxCache).
+	Decoded *TxCache
 }
 
 // Result says how a run ended.
@@ -399,9 +402,11 @@ func (s *streamer) handle(it item, poke chan struct{}) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.sink.Append(storage.Record{CommitLSN: tx.CommitLSN, EndLSN: tx.EndLSN, Epoch: s.o.Epoch, Payload: payload}); err != nil {
+	seq, err := s.sink.Append(storage.Record{CommitLSN: tx.CommitLSN, EndLSN: tx.EndLSN, Epoch: s.o.Epoch, Payload: payload})
+	if err != nil {
 		return fmt.Errorf("append transaction: %w", err)
 	}
+	s.o.Decoded.Put(seq, tx)
 	s.dirty = true
 	if m := s.o.Metrics; m != nil {
 		m.Transactions.Inc()

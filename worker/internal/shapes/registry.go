@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/batonhq/baton/worker/internal/replication"
 	"github.com/batonhq/baton/worker/internal/storage"
 )
 
@@ -25,6 +26,9 @@ type Options struct {
 	// Stream is the stream log the router tails.
 	Stream *storage.Log
 	Log    *slog.Logger
+	// Decoded, when set, holds transactions of Stream already decoded
+	// (filled by the replication stream on the same Log).
+	Decoded *replication.TxCache
 }
 
 // Registry holds the shapes of one stream for one lease: their logs are

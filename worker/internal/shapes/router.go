@@ -169,9 +169,12 @@ func (r *Registry) route(recs []storage.Record, shapes []*Shape) error {
 	}
 	var truncated []*Shape
 	for _, rec := range recs {
-		tx, err := replication.DecodeTransaction(rec.Payload)
-		if err != nil {
-			return fmt.Errorf("stream record %d: %w", rec.Seq, err)
+		tx := r.o.Decoded.Take(rec.Seq)
+		if tx == nil {
+			var err error
+			if tx, err = replication.DecodeTransaction(rec.Payload); err != nil {
+				return fmt.Errorf("stream record %d: %w", rec.Seq, err)
+			}
 		}
 		for i, s := range shapes {
 			if work[i].applied >= rec.Seq || s.isGone() {
