@@ -40,9 +40,6 @@ type Transaction struct {
 	Changes    []Change  `json:"changes"`
 }
 
-// Encode is the storage payload of t.
-func (t *Transaction) Encode() ([]byte, error) { return json.Marshal(t) }
-
 // DecodeTransaction parses a stored payload.
 func DecodeTransaction(b []byte) (*Transaction, error) {
 	var t Transaction

@@ -4,70 +4,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/batonhq/baton/worker/internal/replication"
 )
 
 // The functions here append change messages as JSON, byte for byte what
 // json.Marshal of a message gives (map keys sorted, HTML characters,
 // U+2028 and U+2029 escaped, invalid UTF-8 as U+FFFD), without reflection
 // or per-row allocations. encode_test.go checks them against json.Marshal.
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s as a JSON string, escaped as encoding/json
-// does with HTML escaping on.
-func appendJSONString[S []byte | string](dst []byte, s S) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		b := s[i]
-		if b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' && b != '<' && b != '>' && b != '&' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '\\', '"':
-				dst = append(dst, '\\', b)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		n := min(len(s)-i, utf8.UTFMax)
-		c, size := utf8.DecodeRuneInString(string(s[i : i+n]))
-		if c == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if c == '\u2028' || c == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}
 
 // keyEscape doubles / and . in a relation name of a row key.
 func keyEscape(s string) string {
@@ -101,7 +45,7 @@ func appendKeyPK[S []byte | string](dst []byte, v S, null bool) []byte {
 // appendHeaders appends the headers object as json.Marshal does.
 func appendHeaders(dst []byte, h *headers) []byte {
 	dst = append(dst, `{"operation":`...)
-	dst = appendJSONString(dst, h.Operation)
+	dst = replication.AppendJSONString(dst, h.Operation)
 	dst = append(dst, `,"relation":`...)
 	if h.Relation == nil {
 		dst = append(dst, "null"...)
@@ -111,7 +55,7 @@ func appendHeaders(dst []byte, h *headers) []byte {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendJSONString(dst, r)
+			dst = replication.AppendJSONString(dst, r)
 		}
 		dst = append(dst, ']')
 	}
@@ -127,7 +71,7 @@ func appendHeaders(dst []byte, h *headers) []byte {
 	}
 	if h.LSN != "" {
 		dst = append(dst, `,"lsn":`...)
-		dst = appendJSONString(dst, h.LSN)
+		dst = replication.AppendJSONString(dst, h.LSN)
 	}
 	if h.OpPosition != nil {
 		dst = append(dst, `,"op_position":`...)
@@ -138,11 +82,11 @@ func appendHeaders(dst []byte, h *headers) []byte {
 	}
 	if h.KeyChangeTo != "" {
 		dst = append(dst, `,"key_change_to":`...)
-		dst = appendJSONString(dst, h.KeyChangeTo)
+		dst = replication.AppendJSONString(dst, h.KeyChangeTo)
 	}
 	if h.KeyChangeFrom != "" {
 		dst = append(dst, `,"key_change_from":`...)
-		dst = appendJSONString(dst, h.KeyChangeFrom)
+		dst = replication.AppendJSONString(dst, h.KeyChangeFrom)
 	}
 	return append(dst, '}')
 }
@@ -150,7 +94,7 @@ func appendHeaders(dst []byte, h *headers) []byte {
 // appendMessage appends m as json.Marshal does.
 func appendMessage(dst []byte, m *message) []byte {
 	dst = append(dst, `{"key":`...)
-	dst = appendJSONString(dst, m.Key)
+	dst = replication.AppendJSONString(dst, m.Key)
 	dst = append(dst, `,"value":`...)
 	if m.Value == nil {
 		dst = append(dst, "null"...)
@@ -165,12 +109,12 @@ func appendMessage(dst []byte, m *message) []byte {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendJSONString(dst, k)
+			dst = replication.AppendJSONString(dst, k)
 			dst = append(dst, ':')
 			if v := m.Value[k]; v == nil {
 				dst = append(dst, "null"...)
 			} else {
-				dst = appendJSONString(dst, *v)
+				dst = replication.AppendJSONString(dst, *v)
 			}
 		}
 		dst = append(dst, '}')
@@ -205,7 +149,7 @@ func newRowEncoder(d Definition, columns []Column, pkPos []int) *rowEncoder {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, columns[p].Name)
+		b = replication.AppendJSONString(b, columns[p].Name)
 		b = append(b, ':')
 		e.names = append(e.names, string(b))
 	}
@@ -223,14 +167,14 @@ func (e *rowEncoder) appendRow(dst []byte, raw [][]byte) []byte {
 		e.key = appendKeyPK(e.key, raw[p], raw[p] == nil)
 	}
 	dst = append(dst, `{"key":`...)
-	dst = appendJSONString(dst, e.key)
+	dst = replication.AppendJSONString(dst, e.key)
 	dst = append(dst, `,"value":{`...)
 	for i, p := range e.order {
 		dst = append(dst, e.names[i]...)
 		if v := raw[p]; v == nil {
 			dst = append(dst, "null"...)
 		} else {
-			dst = appendJSONString(dst, v)
+			dst = replication.AppendJSONString(dst, v)
 		}
 	}
 	dst = append(dst, '}')

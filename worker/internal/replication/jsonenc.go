@@ -1,0 +1,170 @@
+package replication
+
+import (
+	"encoding/base64"
+	"strconv"
+	"unicode/utf8"
+)
+
+const hexDigits = "0123456789abcdef"
+
+// AppendJSONString appends s as a JSON string, escaped as encoding/json
+// does with HTML escaping on.
+func AppendJSONString[S []byte | string](dst []byte, s S) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		b := s[i]
+		if b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' && b != '<' && b != '>' && b != '&' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '\\', '"':
+				dst = append(dst, '\\', b)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		n := min(len(s)-i, utf8.UTFMax)
+		c, size := utf8.DecodeRuneInString(string(s[i : i+n]))
+		if c == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if c == '\u2028' || c == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// Encode is the storage payload of t: byte for byte json.Marshal(t)
+// (checked by decode_test.go), appended without reflection.
+func (t *Transaction) Encode() ([]byte, error) {
+	return t.AppendJSON(make([]byte, 0, 256))
+}
+
+// AppendJSON appends json.Marshal(t) to dst.
+func (t *Transaction) AppendJSON(dst []byte) ([]byte, error) {
+	ts, err := t.CommitTime.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	dst = append(dst, `{"xid":`...)
+	dst = strconv.AppendUint(dst, uint64(t.XID), 10)
+	dst = append(dst, `,"commit_lsn":`...)
+	dst = strconv.AppendUint(dst, t.CommitLSN, 10)
+	dst = append(dst, `,"end_lsn":`...)
+	dst = strconv.AppendUint(dst, t.EndLSN, 10)
+	dst = append(dst, `,"commit_time":`...)
+	dst = append(dst, ts...)
+	if t.Origin != "" {
+		dst = append(dst, `,"origin":`...)
+		dst = AppendJSONString(dst, t.Origin)
+	}
+	dst = append(dst, `,"changes":`...)
+	if t.Changes == nil {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, '[')
+		for i := range t.Changes {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = t.Changes[i].appendJSON(dst)
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, '}'), nil
+}
+
+func appendStrings(dst []byte, name string, ss []string) []byte {
+	if len(ss) == 0 {
+		return dst
+	}
+	dst = append(dst, name...)
+	dst = append(dst, '[')
+	for i, s := range ss {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = AppendJSONString(dst, s)
+	}
+	return append(dst, ']')
+}
+
+func appendValues(dst []byte, name string, vs []*string) []byte {
+	if len(vs) == 0 {
+		return dst
+	}
+	dst = append(dst, name...)
+	dst = append(dst, '[')
+	for i, v := range vs {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		if v == nil {
+			dst = append(dst, "null"...)
+		} else {
+			dst = AppendJSONString(dst, *v)
+		}
+	}
+	return append(dst, ']')
+}
+
+func (c *Change) appendJSON(dst []byte) []byte {
+	dst = append(dst, `{"op":`...)
+	dst = AppendJSONString(dst, c.Op)
+	if c.Schema != "" {
+		dst = append(dst, `,"schema":`...)
+		dst = AppendJSONString(dst, c.Schema)
+	}
+	if c.Table != "" {
+		dst = append(dst, `,"table":`...)
+		dst = AppendJSONString(dst, c.Table)
+	}
+	dst = appendStrings(dst, `,"columns":`, c.Columns)
+	dst = appendStrings(dst, `,"key":`, c.Key)
+	dst = appendValues(dst, `,"new":`, c.New)
+	dst = appendValues(dst, `,"old":`, c.Old)
+	dst = appendStrings(dst, `,"unchanged":`, c.Unchanged)
+	dst = appendStrings(dst, `,"tables":`, c.Tables)
+	if c.Cascade {
+		dst = append(dst, `,"cascade":true`...)
+	}
+	if c.Prefix != "" {
+		dst = append(dst, `,"prefix":`...)
+		dst = AppendJSONString(dst, c.Prefix)
+	}
+	if len(c.Content) > 0 {
+		dst = append(dst, `,"content":"`...)
+		dst = base64.StdEncoding.AppendEncode(dst, c.Content)
+		dst = append(dst, '"')
+	}
+	return append(dst, '}')
+}
