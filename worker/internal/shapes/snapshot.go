@@ -215,17 +215,50 @@ func snapshot(ctx context.Context, conn *pgx.Conn, t *table, m *Meta, l *storage
 	// Append copies it, so it is reused for every chunk.
 	buf := make([]byte, 8, snapshotChunkBytes+64<<10)
 	count := 0
+	// Every snapshotSyncChunks chunks, what is pending is written and
+	// synced by another goroutine while rows are read on (Append and
+	// Sync may run concurrently), which bounds the memory held for the
+	// snapshot; at most one such Sync runs, and rows wait for it when
+	// twice that many chunks are pending.
+	synced := make(chan error, 1)
+	syncing := false
+	var syncFrom uint64 // chunk count when the running Sync started
+	awaitSync := func(block bool) error {
+		if !syncing {
+			return nil
+		}
+		if block {
+			syncing = false
+			return <-synced
+		}
+		select {
+		case err := <-synced:
+			syncing = false
+			return err
+		default:
+			return nil
+		}
+	}
+	defer func() { _ = awaitSync(true) }()
 	flush := func() error {
 		binary.LittleEndian.PutUint64(buf, chunk)
 		_, err := l.Append(storage.Record{EndLSN: chunk + 1, Payload: buf})
 		chunk++
 		buf, count = buf[:8], 0
-		if err == nil && chunk%snapshotSyncChunks == 0 {
-			// Bound the memory held for the snapshot: write what is
-			// pending every few chunks instead of once at the end.
-			_, err = l.Sync()
+		if err != nil || chunk%snapshotSyncChunks != 0 {
+			return err
 		}
-		return err
+		if err := awaitSync(chunk-syncFrom >= 2*snapshotSyncChunks); err != nil {
+			return fmt.Errorf("store snapshot of %s: %w", d, err)
+		}
+		if !syncing {
+			syncing, syncFrom = true, chunk
+			go func() {
+				_, err := l.Sync()
+				synced <- err
+			}()
+		}
+		return nil
 	}
 	for rows.Next() {
 		raw := rows.RawValues()
@@ -250,6 +283,9 @@ func snapshot(ctx context.Context, conn *pgx.Conn, t *table, m *Meta, l *storage
 		if err := flush(); err != nil {
 			return err
 		}
+	}
+	if err := awaitSync(true); err != nil {
+		return fmt.Errorf("store snapshot of %s: %w", d, err)
 	}
 	if _, err := l.Sync(); err != nil {
 		return fmt.Errorf("store snapshot of %s: %w", d, err)
