@@ -2,6 +2,7 @@ package shapes
 
 import (
 	"encoding/binary"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -76,26 +77,47 @@ func splitPayload(p []byte) (op uint64, body []byte) {
 	return binary.LittleEndian.Uint64(p), p[8:]
 }
 
+// kv is one column of a message's value.
+type kv struct {
+	col string
+	val *string
+}
+
+// sortedValue sorts a message's value by column, keeping the last of a
+// repeated column, as json.Marshal of a map built in this order gives.
+func sortedValue(pairs []kv) []kv {
+	slices.SortStableFunc(pairs, func(a, b kv) int { return strings.Compare(a.col, b.col) })
+	out := pairs[:0]
+	for i, p := range pairs {
+		if i+1 < len(pairs) && pairs[i+1].col == p.col {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// change is one message of a transaction before encoding.
+type change struct {
+	key   string
+	value []kv
+	h     headers
+}
+
 // txMessages turns the changes of tx on the shape's table into one unit;
 // ok is false when tx does not touch it. truncated reports a TRUNCATE of
-// the table (the shape must be rebuilt).
+// the table (the shape must be rebuilt). The messages are byte for byte
+// what json.Marshal of a message with the value as a map gives.
 func (m *Meta) txMessages(tx *replication.Transaction) (u unit, truncated bool, err error) {
 	d := m.Definition
 	rel := []string{d.Schema, d.Table}
 	qualified := d.Schema + "." + d.Table
 	lsn := strconv.FormatUint(tx.CommitLSN, 10)
-	var op uint64
-	var msgs []*message
-	var ops []uint64
-	emit := func(msg *message) {
-		msg.Headers.Relation = rel
-		msg.Headers.TXIDs = []uint64{uint64(tx.XID)}
-		msg.Headers.LSN = lsn
-		p := op
-		msg.Headers.OpPosition = &p
-		msgs = append(msgs, msg)
-		ops = append(ops, op)
-		op++
+	txids := []uint64{uint64(tx.XID)}
+	var msgs []change
+	emit := func(key string, value []kv, op, to, from string) {
+		msgs = append(msgs, change{key: key, value: sortedValue(value),
+			h: headers{Operation: op, Relation: rel, TXIDs: txids, LSN: lsn, KeyChangeTo: to, KeyChangeFrom: from}})
 	}
 	for i := range tx.Changes {
 		c := &tx.Changes[i]
@@ -110,74 +132,98 @@ func (m *Meta) txMessages(tx *replication.Transaction) (u unit, truncated bool, 
 		if c.Schema != d.Schema || c.Table != d.Table {
 			continue
 		}
-		idx := make(map[string]int, len(c.Columns))
-		for j, col := range c.Columns {
-			idx[col] = j
+		// pos is the position of a column (the last of that name).
+		pos := func(col string) (int, bool) {
+			for j := len(c.Columns) - 1; j >= 0; j-- {
+				if c.Columns[j] == col {
+					return j, true
+				}
+			}
+			return 0, false
 		}
 		pkOf := func(vals []*string) []*string {
 			out := make([]*string, len(m.PK))
 			for j, k := range m.PK {
-				if p, ok := idx[k]; ok && p < len(vals) {
+				if p, ok := pos(k); ok && p < len(vals) {
 					out[j] = vals[p]
 				}
 			}
 			return out
 		}
-		unchanged := map[string]bool{}
-		for _, col := range c.Unchanged {
-			unchanged[col] = true
-		}
-		row := func(vals []*string, only func(col string, j int) bool) map[string]*string {
-			out := make(map[string]*string, len(c.Columns))
+		unchanged := func(col string) bool { return slices.Contains(c.Unchanged, col) }
+		row := func(vals []*string, only func(col string, j int) bool) []kv {
+			out := make([]kv, 0, len(c.Columns))
 			for j, col := range c.Columns {
-				if j < len(vals) && !unchanged[col] && (only == nil || only(col, j)) {
-					out[col] = vals[j]
+				if j < len(vals) && !unchanged(col) && (only == nil || only(col, j)) {
+					out = append(out, kv{col, vals[j]})
 				}
 			}
 			return out
 		}
-		pkRow := func(vals []*string) map[string]*string {
-			out := make(map[string]*string, len(m.PK))
+		pkRow := func(vals []*string) []kv {
+			pk := pkOf(vals)
+			out := make([]kv, len(m.PK))
 			for j, k := range m.PK {
-				out[k] = pkOf(vals)[j]
+				out[j] = kv{k, pk[j]}
 			}
 			return out
 		}
 		switch c.Op {
 		case "insert":
-			emit(&message{Key: buildKey(d, pkOf(c.New)), Value: row(c.New, nil), Headers: headers{Operation: "insert"}})
+			emit(buildKey(d, pkOf(c.New)), row(c.New, nil), "insert", "", "")
 		case "delete":
-			emit(&message{Key: buildKey(d, pkOf(c.Old)), Value: pkRow(c.Old), Headers: headers{Operation: "delete"}})
+			emit(buildKey(d, pkOf(c.Old)), pkRow(c.Old), "delete", "", "")
 		case "update":
 			newKey := buildKey(d, pkOf(c.New))
 			if c.Old != nil {
 				if oldKey := buildKey(d, pkOf(c.Old)); oldKey != newKey {
-					emit(&message{Key: oldKey, Value: pkRow(c.Old), Headers: headers{Operation: "delete", KeyChangeTo: newKey}})
-					emit(&message{Key: newKey, Value: row(c.New, nil), Headers: headers{Operation: "insert", KeyChangeFrom: oldKey}})
+					emit(oldKey, pkRow(c.Old), "delete", newKey, "")
+					emit(newKey, row(c.New, nil), "insert", "", oldKey)
 					continue
 				}
 			}
-			isPK := map[string]bool{}
-			for _, k := range m.PK {
-				isPK[k] = true
-			}
 			changed := func(col string, j int) bool {
-				if isPK[col] || c.Old == nil || j >= len(c.Old) {
+				if slices.Contains(m.PK, col) || c.Old == nil || j >= len(c.Old) {
 					return true
 				}
 				o, n := c.Old[j], c.New[j]
 				return (o == nil) != (n == nil) || (o != nil && *o != *n)
 			}
-			emit(&message{Key: newKey, Value: row(c.New, changed), Headers: headers{Operation: "update"}})
+			emit(newKey, row(c.New, changed), "update", "", "")
 		}
 	}
-	if len(msgs) > 0 {
-		msgs[len(msgs)-1].Headers.Last = true
-	}
-	for i, msg := range msgs {
-		if err := u.add(msg, ops[i]); err != nil {
-			return u, truncated, err
+	for i := range msgs {
+		op := uint64(i)
+		msgs[i].h.OpPosition = &op
+		msgs[i].h.Last = i == len(msgs)-1
+		if u.count > 0 {
+			u.body = append(u.body, ',')
 		}
+		u.body = appendChange(u.body, &msgs[i])
+		u.count++
+		u.lastOp = op
 	}
 	return u, truncated, nil
+}
+
+// appendChange appends a message whose value is sorted (sortedValue).
+func appendChange(dst []byte, c *change) []byte {
+	dst = append(dst, `{"key":`...)
+	dst = replication.AppendJSONString(dst, c.key)
+	dst = append(dst, `,"value":{`...)
+	for i, p := range c.value {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = replication.AppendJSONString(dst, p.col)
+		dst = append(dst, ':')
+		if p.val == nil {
+			dst = append(dst, "null"...)
+		} else {
+			dst = replication.AppendJSONString(dst, *p.val)
+		}
+	}
+	dst = append(dst, `},"headers":`...)
+	dst = appendHeaders(dst, &c.h)
+	return append(dst, '}')
 }
