@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/batonhq/baton/worker/internal/replication"
@@ -57,6 +59,7 @@ func (r *Registry) Run(ctx context.Context) error {
 func (r *Registry) persistLoop(ctx context.Context) error {
 	type state struct{ applied, upTo uint64 }
 	last := map[*Shape]state{}
+	ticks := 0
 	t := time.NewTicker(persistEvery)
 	defer t.Stop()
 	for {
@@ -84,7 +87,48 @@ func (r *Registry) persistLoop(ctx context.Context) error {
 			next[s] = st
 		}
 		last = next
+		if ticks++; ticks%truncateEvery == 0 {
+			if n, err := r.truncateStream(); err != nil {
+				r.o.Log.Warn("stream log not truncated", "err", err)
+			} else if n > 0 {
+				r.o.Log.Info("stream log truncated: every shape has moved past it", "records", n)
+			}
+		}
 	}
+}
+
+// truncateEvery is how many persistEvery ticks pass between stream log
+// truncations.
+const truncateEvery = 60
+
+// truncateStream removes the stream log's segments that every shape has
+// durably routed past, by the applied_seq in their meta.json on disk (what
+// a restart would resume from). It skips a round while a shape is being
+// created (its starting point is not on disk yet).
+func (r *Registry) truncateStream() (int, error) {
+	if !r.createMu.TryLock() {
+		return 0, nil
+	}
+	defer r.createMu.Unlock()
+	upTo, _ := r.o.Stream.Durable()
+	ents, err := os.ReadDir(r.dir)
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		m, err := readMeta(filepath.Join(r.dir, e.Name()))
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, nil // a creation that did not finish: be safe
+		}
+		if err != nil {
+			return 0, err
+		}
+		upTo = min(upTo, m.AppliedSeq)
+	}
+	return r.o.Stream.TruncateBefore(upTo + 1)
 }
 
 // routeLoop routes until ctx ends or routing fails.

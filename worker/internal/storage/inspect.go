@@ -1,7 +1,9 @@
 package storage
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -19,10 +21,16 @@ func Inspect(dir string, fn func(Record) error) error {
 	for i, first := range firsts {
 		path := filepath.Join(dir, segmentName(first))
 		res, err := scanSegment(path, first, prevEnd)
+		if errors.Is(err, fs.ErrNotExist) && i < len(firsts)-1 {
+			continue // truncated away meanwhile (TruncateBefore)
+		}
 		if err != nil {
 			return err
 		}
 		b, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) && i < len(firsts)-1 {
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("read segment: %w", err)
 		}
