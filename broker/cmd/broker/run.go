@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/batonhq/baton/broker/internal/lock"
 	"github.com/batonhq/baton/broker/internal/metrics"
 	"github.com/batonhq/baton/broker/internal/server"
+	"github.com/batonhq/baton/proto/settings"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -42,7 +42,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.LogFormat, stderr)
+	log := settings.NewLogger(cfg.LogFormat, stderr)
 	host, err := os.Hostname()
 	if err != nil {
 		return fmt.Errorf("host name: %w", err)
@@ -103,14 +103,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("broker stopped")
 	return nil
-}
-
-func newLogger(format string, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // errNotHeld is returned by `broker status` when nobody holds the stream.

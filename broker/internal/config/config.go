@@ -9,13 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/url"
-	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
-
+	"github.com/batonhq/baton/proto/settings"
 	"github.com/batonhq/baton/proto/stream"
 )
 
@@ -150,7 +146,7 @@ func durationSetter(env string, d *time.Duration, first **Error) func(string) er
 // Validate checks every setting and the relations between them. The first
 // problem found is returned as an *Error.
 func (c Config) Validate() error {
-	if err := ValidateDatabaseURL(c.DatabaseURL); err != nil {
+	if err := settings.DatabaseURL(c.DatabaseURL); err != nil {
 		return &Error{Setting: "DATABASE_URL", Problem: err.Error()}
 	}
 	if err := stream.Validate(c.StreamID); err != nil {
@@ -160,7 +156,7 @@ func (c Config) Validate() error {
 		{"BATON_BROKER_LISTEN", c.Listen},
 		{"BATON_METRICS_LISTEN", c.MetricsListen},
 	} {
-		if err := ValidateListen(l.addr); err != nil {
+		if err := settings.Addr(l.addr, false); err != nil {
 			return &Error{Setting: l.name, Problem: err.Error()}
 		}
 	}
@@ -187,43 +183,8 @@ func (c Config) Validate() error {
 	if limit := c.LockSessionTimeout - c.HeartbeatInterval; c.LeaseTTL >= limit {
 		return &Error{Setting: "BATON_LEASE_TTL", Problem: fmt.Sprintf("must be below BATON_LOCK_SESSION_TIMEOUT minus BATON_HEARTBEAT_INTERVAL (%s), got %s", limit, c.LeaseTTL)}
 	}
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		return &Error{Setting: "BATON_LOG_FORMAT", Problem: fmt.Sprintf("must be text or json, got %q", c.LogFormat)}
-	}
-	return nil
-}
-
-// ValidateDatabaseURL checks that s is a postgres:// or postgresql:// URL with
-// a host, or a libpq key=value string with a host.
-func ValidateDatabaseURL(s string) error {
-	if s == "" {
-		return errors.New("required, e.g. postgres://user:password@host:5432/dbname")
-	}
-	if strings.Contains(s, "://") {
-		u, err := url.Parse(s)
-		if err != nil {
-			return fmt.Errorf("not a valid URL: %s", strings.TrimPrefix(err.Error(), "parse "))
-		}
-		if u.Scheme != "postgres" && u.Scheme != "postgresql" {
-			return fmt.Errorf("scheme must be postgres:// or postgresql://, got %s://", u.Scheme)
-		}
-	} else if !strings.Contains(s, "=") {
-		return errors.New("must be a postgres:// URL or a key=value connection string")
-	}
-	if _, err := pgconn.ParseConfig(s); err != nil {
-		return fmt.Errorf("cannot be parsed: %w", err)
-	}
-	return nil
-}
-
-// ValidateListen checks a host:port listen address with a numeric port.
-func ValidateListen(addr string) error {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("%q is not host:port (e.g. :7070 or 127.0.0.1:7070)", addr)
-	}
-	if _, err := net.LookupPort("tcp", port); err != nil || port == "" {
-		return fmt.Errorf("%q has an invalid port %q", addr, port)
+	if err := settings.LogFormat(c.LogFormat); err != nil {
+		return &Error{Setting: "BATON_LOG_FORMAT", Problem: err.Error()}
 	}
 	return nil
 }
@@ -253,7 +214,7 @@ func ParseStatus(args []string, getenv func(string) string, out io.Writer) (Stat
 		}
 		return c, &Error{Setting: "flags", Problem: err.Error()}
 	}
-	if err := ValidateDatabaseURL(c.DatabaseURL); err != nil {
+	if err := settings.DatabaseURL(c.DatabaseURL); err != nil {
 		return c, &Error{Setting: "DATABASE_URL", Problem: err.Error()}
 	}
 	if err := stream.Validate(c.StreamID); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/batonhq/baton/proto/settings"
 	"github.com/batonhq/baton/worker/internal/config"
 	"github.com/batonhq/baton/worker/internal/health"
 	"github.com/batonhq/baton/worker/internal/httpapi"
@@ -42,7 +43,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.LogFormat, stderr)
+	log := settings.NewLogger(cfg.LogFormat, stderr)
 	host, _ := os.Hostname()
 	id := fmt.Sprintf("worker@%s:%d", host, os.Getpid())
 
@@ -217,12 +218,4 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease) (replication
 			api.Serve(reg, l)
 		},
 	}, l, store)
-}
-
-func newLogger(format string, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }

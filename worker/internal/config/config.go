@@ -8,12 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/url"
 	"strings"
 
-	"github.com/jackc/pgx/v5/pgconn"
-
+	"github.com/batonhq/baton/proto/settings"
 	"github.com/batonhq/baton/proto/stream"
 )
 
@@ -92,58 +89,23 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 
 // Validate checks every setting.
 func (c Config) Validate() error {
-	if err := validateURL(c.DatabaseURL); err != nil {
+	if err := settings.DatabaseURL(c.DatabaseURL); err != nil {
 		return &Error{Setting: "DATABASE_URL", Problem: err.Error()}
 	}
 	if err := stream.Validate(c.StreamID); err != nil {
 		return &Error{Setting: "REPLICATION_STREAM_ID", Problem: err.Error()}
 	}
-	if err := validateAddr(c.BrokerAddr, true); err != nil {
+	if err := settings.Addr(c.BrokerAddr, true); err != nil {
 		return &Error{Setting: "BATON_BROKER_ADDR", Problem: err.Error()}
 	}
-	if err := validateAddr(c.HTTPListen, false); err != nil {
+	if err := settings.Addr(c.HTTPListen, false); err != nil {
 		return &Error{Setting: "BATON_HTTP_LISTEN", Problem: err.Error()}
 	}
 	if strings.TrimSpace(c.StorageDir) == "" {
 		return &Error{Setting: "BATON_STORAGE_DIR", Problem: "must not be empty"}
 	}
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		return &Error{Setting: "BATON_LOG_FORMAT", Problem: fmt.Sprintf("must be text or json, got %q", c.LogFormat)}
-	}
-	return nil
-}
-
-func validateURL(s string) error {
-	if s == "" {
-		return errors.New("required, e.g. postgres://user:password@host:5432/dbname")
-	}
-	if strings.Contains(s, "://") {
-		u, err := url.Parse(s)
-		if err != nil {
-			return fmt.Errorf("not a valid URL: %s", strings.TrimPrefix(err.Error(), "parse "))
-		}
-		if u.Scheme != "postgres" && u.Scheme != "postgresql" {
-			return fmt.Errorf("scheme must be postgres:// or postgresql://, got %s://", u.Scheme)
-		}
-	} else if !strings.Contains(s, "=") {
-		return errors.New("must be a postgres:// URL or a key=value connection string")
-	}
-	if _, err := pgconn.ParseConfig(s); err != nil {
-		return fmt.Errorf("cannot be parsed: %w", err)
-	}
-	return nil
-}
-
-func validateAddr(addr string, needHost bool) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("%q is not host:port", addr)
-	}
-	if needHost && host == "" {
-		return fmt.Errorf("%q has no host", addr)
-	}
-	if _, err := net.LookupPort("tcp", port); err != nil || port == "" {
-		return fmt.Errorf("%q has an invalid port %q", addr, port)
+	if err := settings.LogFormat(c.LogFormat); err != nil {
+		return &Error{Setting: "BATON_LOG_FORMAT", Problem: err.Error()}
 	}
 	return nil
 }
