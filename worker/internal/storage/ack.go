@@ -83,7 +83,7 @@ func (l *Log) writeAck(lsn uint64) error {
 	if cur != l.me {
 		return fmt.Errorf("%w: the log now belongs to %s, this writer is %s", ErrFenced, cur, l.me)
 	}
-	if err := writeFileAtomic(l.dir, ackFileName, []byte(fmt.Sprintf("lsn %d\n", lsn))); err != nil {
+	if err := WriteFileAtomic(l.dir, ackFileName, []byte(fmt.Sprintf("lsn %d\n", lsn))); err != nil {
 		return fmt.Errorf("write %s: %w", ackFileName, err)
 	}
 	return nil

@@ -45,14 +45,16 @@ func readOwner(dir string) (owner, error) {
 // writeOwner replaces dir's EPOCH file durably: temporary file, fsync,
 // rename, fsync of the directory.
 func writeOwner(dir string, o owner) error {
-	if err := writeFileAtomic(dir, epochFileName, []byte(o.String()+"\n")); err != nil {
+	if err := WriteFileAtomic(dir, epochFileName, []byte(o.String()+"\n")); err != nil {
 		return fmt.Errorf("write epoch: %w", err)
 	}
 	return nil
 }
 
-// writeFileAtomic makes dir/name hold b, durably, or leaves it unchanged.
-func writeFileAtomic(dir, name string, b []byte) error {
+// WriteFileAtomic makes dir/name hold b, durably, or leaves it unchanged:
+// a temporary file is written and fsynced, renamed over name, and the
+// folder fsynced.
+func WriteFileAtomic(dir, name string, b []byte) error {
 	tmp := filepath.Join(dir, name+tmpSuffix)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {

@@ -102,7 +102,7 @@ func createSegment(dir string, firstSeq uint64) (*os.File, error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("create segment %s: %w", name, err)
 	}
-	if err := writeFileAtomic(dir, name, segmentHeader()); err != nil {
+	if err := WriteFileAtomic(dir, name, segmentHeader()); err != nil {
 		return nil, fmt.Errorf("create segment %s: %w", name, err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
