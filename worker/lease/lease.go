@@ -25,6 +25,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,15 +74,7 @@ func Revoked(err error) (batonv1.RevokeReason, bool) {
 // ReasonString is the lower-case name of a revoke reason: shutdown,
 // lock_lost, replaced.
 func ReasonString(r batonv1.RevokeReason) string {
-	switch r {
-	case batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN:
-		return "shutdown"
-	case batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST:
-		return "lock_lost"
-	case batonv1.RevokeReason_REVOKE_REASON_REPLACED:
-		return "replaced"
-	}
-	return "unspecified"
+	return strings.ToLower(strings.TrimPrefix(r.String(), "REVOKE_REASON_"))
 }
 
 // Options configure a Client.

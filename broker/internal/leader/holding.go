@@ -3,6 +3,7 @@ package leader
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	batonv1 "github.com/batonhq/baton/proto/baton/v1"
@@ -271,15 +272,7 @@ func (h *holding) await(ctx context.Context, deadline time.Time, done func() boo
 }
 
 func reasonLabel(r batonv1.RevokeReason) string {
-	switch r {
-	case batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN:
-		return "shutdown"
-	case batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST:
-		return "lock_lost"
-	case batonv1.RevokeReason_REVOKE_REASON_REPLACED:
-		return "replaced"
-	}
-	return "unspecified"
+	return strings.ToLower(strings.TrimPrefix(r.String(), "REVOKE_REASON_"))
 }
 
 func timerC(t *time.Timer) <-chan time.Time {
