@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,6 +57,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := replication.NewMetrics(cfg.StreamID)
 	reg.MustRegister(metrics.Collectors()...)
+	expired := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "baton", Subsystem: "worker", Name: "shapes_expired_total",
+		Help: "Shapes removed because no request used them within BATON_SHAPE_IDLE_TIMEOUT.", ConstLabels: prometheus.Labels{"stream": cfg.StreamID}})
+	reg.MustRegister(expired)
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/health", &tracker)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -85,7 +89,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return srv.Shutdown(sctx)
 	})
 	g.Go(func() error {
-		w := &worker{cfg: cfg, client: client, tracker: &tracker, api: api, metrics: metrics, log: log}
+		w := &worker{cfg: cfg, client: client, tracker: &tracker, api: api, metrics: metrics, expired: expired, log: log}
 		return w.leaseLoop(gctx)
 	})
 	return g.Wait()
@@ -100,6 +104,7 @@ type worker struct {
 	tracker *health.Tracker
 	api     *httpapi.Server
 	metrics *replication.Metrics
+	expired prometheus.Counter // shapes removed for idleness
 	log     *slog.Logger
 }
 
@@ -190,10 +195,22 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease) (replication
 			api.Serve(nil, nil)
 		}
 	}()
+	// Idle expiry runs from when shapes are served (its restart grace
+	// starts then) as long as the router.
+	expiring := make(chan struct{})
+	var startExpiry sync.Once
+	expire := func() {
+		go func() {
+			defer close(expiring)
+			_ = reg.Expire(rctx, shapes.ExpiryOptions{IdleTimeout: cfg.ShapeIdleTimeout, Expired: w.expired})
+		}()
+	}
 	defer func() {
 		api.Serve(nil, nil)
 		stopRouter()
 		<-routed
+		startExpiry.Do(func() { close(expiring) })
+		<-expiring
 	}()
 	return replication.Run(ctx, replication.Options{
 		DatabaseURL: cfg.DatabaseURL,
@@ -216,6 +233,7 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease) (replication
 		OnStreaming: func() {
 			tracker.Set(health.Active, l)
 			api.Serve(reg, l)
+			startExpiry.Do(expire)
 		},
 	}, l, store)
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/batonhq/baton/proto/settings"
 	"github.com/batonhq/baton/proto/stream"
@@ -22,6 +23,9 @@ type Config struct {
 	HTTPListen  string
 	StorageDir  string
 	LogFormat   string
+	// ShapeIdleTimeout: a shape no request used for this long is removed;
+	// 0 disables expiry.
+	ShapeIdleTimeout time.Duration
 }
 
 // Default returns the defaults of DESIGN §4 (no database URL).
@@ -32,6 +36,8 @@ func Default() Config {
 		HTTPListen: ":3000",
 		StorageDir: "./data",
 		LogFormat:  "text",
+
+		ShapeIdleTimeout: 24 * time.Hour,
 	}
 }
 
@@ -73,7 +79,17 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 		}
 		fs.StringVar(s.v, s.flag, *s.v, fmt.Sprintf("%s (env %s)", s.usage, s.env))
 	}
+	// flagErr keeps a setter's *Error: the flag package flattens it to text.
+	var flagErr *Error
+	if err := durationSetting(fs, &c.ShapeIdleTimeout, getenv, &flagErr, "BATON_SHAPE_IDLE_TIMEOUT",
+		"a shape no request used for this long is removed; 0 disables expiry",
+		"baton-shape-idle-timeout", "shape-idle-timeout"); err != nil {
+		return c, err
+	}
 	if err := fs.Parse(args); err != nil {
+		if flagErr != nil {
+			return c, flagErr
+		}
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(out)
 			fs.PrintDefaults()
@@ -106,6 +122,39 @@ func (c Config) Validate() error {
 	}
 	if err := settings.LogFormat(c.LogFormat); err != nil {
 		return &Error{Setting: "BATON_LOG_FORMAT", Problem: err.Error()}
+	}
+	if c.ShapeIdleTimeout < 0 {
+		return &Error{Setting: "BATON_SHAPE_IDLE_TIMEOUT", Problem: fmt.Sprintf("must not be negative (0 disables expiry), got %s", c.ShapeIdleTimeout)}
+	}
+	return nil
+}
+
+// durationSetting reads the duration *d from env, then registers its flags
+// (the first is the documented one; the others are aliases).
+func durationSetting(fs *flag.FlagSet, d *time.Duration, getenv func(string) string, first **Error, env, usage string, flags ...string) error {
+	parse := func(s string) error {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			e := &Error{Setting: env, Problem: fmt.Sprintf("%q is not a duration (e.g. 24h, 30m, 0 to disable)", s)}
+			if *first == nil {
+				*first = e
+			}
+			return e
+		}
+		*d = v
+		return nil
+	}
+	if raw := getenv(env); raw != "" {
+		if err := parse(raw); err != nil {
+			return err
+		}
+	}
+	for i, f := range flags {
+		u := fmt.Sprintf("%s (env %s, default %s)", usage, env, *d)
+		if i > 0 {
+			u = "same as -" + flags[0]
+		}
+		fs.Func(f, u, parse)
 	}
 	return nil
 }

@@ -44,6 +44,10 @@ func (s *Server) getShape(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// In use, for idle expiry, until the response (a long-poll or SSE
+	// window included) ends.
+	done := sh.Use()
+	defer done()
 	if p.now {
 		end := sh.End()
 		s.respond(w, r, p, sh, &shapes.Plan{From: end, Last: end, UpToDate: true, GlobalLSN: sh.GlobalLSN()}, false)

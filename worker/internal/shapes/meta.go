@@ -72,6 +72,9 @@ type Meta struct {
 	// only persisted values are advertised.
 	SeenLSN   uint64    `json:"seen_lsn"`
 	CreatedAt time.Time `json:"created_at"`
+	// LastUsedAt is when a request last used the shape, as last persisted
+	// (coarsely: see expire.go); zero when unknown.
+	LastUsedAt time.Time `json:"last_used_at,omitzero"`
 }
 
 // schemaHeader is the electric-schema header value.

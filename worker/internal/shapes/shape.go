@@ -30,6 +30,9 @@ type Shape struct {
 	seen    uint64 // meta.SeenLSN as last persisted
 	changed chan struct{}
 	gone    bool // deleted or invalidated: its handle is never served again
+
+	use       use        // requests using it, for idle expiry (expire.go)
+	persistMu sync.Mutex // one meta.json write at a time
 }
 
 // Handle is the shape's handle.
@@ -48,6 +51,7 @@ func openShape(dir string, m *Meta, epoch uint64) (*Shape, error) {
 	}
 	s := &Shape{dir: dir, log: l, meta: *m, schema: m.schemaHeader(), changed: make(chan struct{}),
 		upTo: m.SeenLSN, seen: m.SeenLSN}
+	s.use.restore(m.LastUsedAt)
 	if err := s.loadIndex(); err != nil {
 		l.Close()
 		return nil, err
@@ -173,8 +177,13 @@ func (s *Shape) GlobalLSN() uint64 {
 // persist writes meta.json with how far the shape was routed, and from then
 // on advertises that position.
 func (s *Shape) persist() error {
+	s.persistMu.Lock()
+	defer s.persistMu.Unlock()
 	s.mu.Lock()
 	s.meta.SeenLSN = max(s.meta.SeenLSN, s.upTo)
+	if last := s.use.lastTime(); last.After(s.meta.LastUsedAt) {
+		s.meta.LastUsedAt = last
+	}
 	m := s.meta
 	s.mu.Unlock()
 	if err := writeMeta(s.dir, &m); err != nil {
