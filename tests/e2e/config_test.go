@@ -88,12 +88,16 @@ func TestWorkerInvalidSettingsExit2(t *testing.T) {
 		{"broker addr without host", map[string]string{"DATABASE_URL": url, "BATON_BROKER_ADDR": ":7070"}, nil, "BATON_BROKER_ADDR"},
 		{"http listen", map[string]string{"DATABASE_URL": url, "BATON_HTTP_LISTEN": "3000"}, nil, "BATON_HTTP_LISTEN"},
 		{"log format", map[string]string{"DATABASE_URL": url, "BATON_LOG_FORMAT": "yaml"}, nil, "BATON_LOG_FORMAT"},
+		{"shape idle timeout", map[string]string{"DATABASE_URL": url, "BATON_SHAPE_IDLE_TIMEOUT": "a day"}, nil, "BATON_SHAPE_IDLE_TIMEOUT"},
+		{"negative shape idle timeout", map[string]string{"DATABASE_URL": url, "BATON_SHAPE_IDLE_TIMEOUT": "-1h"}, nil, "BATON_SHAPE_IDLE_TIMEOUT"},
+		{"shape idle timeout flag", map[string]string{"DATABASE_URL": url}, []string{"--baton-shape-idle-timeout", "soon"}, "BATON_SHAPE_IDLE_TIMEOUT"},
+		{"shape idle timeout flag alias", map[string]string{"DATABASE_URL": url}, []string{"--shape-idle-timeout", "-5m"}, "BATON_SHAPE_IDLE_TIMEOUT"},
 		{"flag", map[string]string{"DATABASE_URL": url}, []string{"--baton-http-listen", "nope"}, "BATON_HTTP_LISTEN"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			env := []string{"DATABASE_URL=", "REPLICATION_STREAM_ID=", "BATON_BROKER_ADDR=", "BATON_HTTP_LISTEN=",
-				"BATON_STORAGE_DIR=", "BATON_LOG_FORMAT="}
+				"BATON_STORAGE_DIR=", "BATON_LOG_FORMAT=", "BATON_SHAPE_IDLE_TIMEOUT="}
 			for k, v := range tt.env {
 				env = append(env, k+"="+v)
 			}
