@@ -13,22 +13,23 @@ import (
 // reading stops. It calls fn for every valid record in order. It is safe to
 // run while a worker writes (it sees a prefix of the records).
 func Inspect(dir string, fn func(Record) error) error {
-	firsts, err := listSegments(dir)
+	files, _, _, err := segmentFiles(dir)
 	if err != nil {
 		return err
 	}
 	var prevEnd uint64
-	for i, first := range firsts {
-		path := filepath.Join(dir, segmentName(first))
+	for i, sf := range files {
+		first := sf.first
+		path := filepath.Join(dir, sf.name)
 		res, err := scanSegment(path, first, prevEnd)
-		if errors.Is(err, fs.ErrNotExist) && i < len(firsts)-1 {
+		if errors.Is(err, fs.ErrNotExist) && i < len(files)-1 {
 			continue // truncated away meanwhile (TruncateBefore)
 		}
 		if err != nil {
 			return err
 		}
 		b, err := os.ReadFile(path)
-		if errors.Is(err, fs.ErrNotExist) && i < len(firsts)-1 {
+		if errors.Is(err, fs.ErrNotExist) && i < len(files)-1 {
 			continue
 		}
 		if err != nil {
@@ -44,7 +45,7 @@ func Inspect(dir string, fn func(Record) error) error {
 			}
 		}
 		prevEnd = res.lastEnd
-		if res.tail != nil && i < len(firsts)-1 {
+		if res.tail != nil && i < len(files)-1 {
 			return fmt.Errorf("%w: %s: %s", ErrCorrupt, path, res.tail)
 		}
 	}

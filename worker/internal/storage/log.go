@@ -40,10 +40,12 @@ type Log struct {
 	segmentSize int64
 	lock        *dirLock
 
-	// syncMu serializes Sync and Close, and guards active and activeSize.
+	// syncMu serializes Sync, Close and compaction, and guards active,
+	// activeSize and compacted.
 	syncMu     sync.Mutex
 	active     *os.File // the last segment, open for writing; nil before the first
 	activeSize int64    // its size as written and fsynced by this process
+	compacted  compacted
 
 	mu sync.RWMutex
 	// Appended, not yet handed to Sync; planned layout including them.
@@ -56,6 +58,7 @@ type Log struct {
 	segs       []*segment
 	durableSeq uint64
 	durableEnd uint64
+	swaps      uint64        // how many compactions replaced segs (compact.go)
 	changed    chan struct{} // closed and replaced whenever the state below or above changes
 	closed     bool
 	err        error // sticky: a fencing or I/O error ends the writer
@@ -157,18 +160,24 @@ func (l *Log) recover() error {
 	if err := removeLeftovers(l.dir); err != nil {
 		return err
 	}
-	firsts, err := listSegments(l.dir)
+	c, err := removeGarbage(l.dir)
+	if err != nil {
+		return err
+	}
+	l.compacted = c
+	files, _, _, err := segmentFiles(l.dir)
 	if err != nil {
 		return err
 	}
 	var lastSeq, lastEnd uint64
 	var tail *scanResult
-	for i, first := range firsts {
-		path := filepath.Join(l.dir, segmentName(first))
+	for i, sf := range files {
+		first := sf.first
+		path := filepath.Join(l.dir, sf.name)
 		if i > 0 && first != lastSeq+1 {
 			return fmt.Errorf("%w: segment %s follows record %d", ErrCorrupt, path, lastSeq)
 		}
-		res, err := l.scan(path, first, lastEnd, i == len(firsts)-1)
+		res, err := l.scan(path, first, lastEnd, i == len(files)-1)
 		if err != nil {
 			return err
 		}

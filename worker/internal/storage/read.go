@@ -25,28 +25,48 @@ type span struct {
 // durable yet past fromSeq; use Wait to block for one. Payloads are fresh
 // memory the caller may keep. Read is safe from many goroutines, and
 // concurrently with Append and Sync: it looks up the in-memory index, then
-// reads the files without holding any lock.
+// reads the files without holding any lock. When a compaction commits
+// meanwhile, it reads again: the records are all from before or all from
+// after it (see PrepareCompaction).
 func (l *Log) Read(fromSeq uint64, max int) ([]Record, error) {
-	spans, err := l.plan(fromSeq, max)
-	if err != nil {
-		return nil, err
-	}
-	var out []Record
-	for _, sp := range spans {
-		if out, err = sp.read(out); err != nil {
+	for {
+		spans, swaps, err := l.plan(fromSeq, max)
+		if err != nil {
 			return nil, err
 		}
+		var out []Record
+		for _, sp := range spans {
+			if out, err = sp.read(out); err != nil {
+				break
+			}
+		}
+		l.mu.RLock()
+		again := l.swaps != swaps
+		l.mu.RUnlock()
+		if again {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
 	}
-	return out, nil
 }
 
-// plan finds, in the index, where the records Read returns are.
-func (l *Log) plan(fromSeq uint64, max int) ([]span, error) {
+// plan finds, in the index, where the records Read returns are, and how
+// many compactions had replaced segments then.
+func (l *Log) plan(fromSeq uint64, max int) ([]span, uint64, error) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if l.closed {
-		return nil, ErrClosed
+		return nil, 0, ErrClosed
 	}
+	spans, err := l.planLocked(fromSeq, max)
+	return spans, l.swaps, err
+}
+
+// planLocked is plan; the caller holds mu.
+func (l *Log) planLocked(fromSeq uint64, max int) ([]span, error) {
 	if fromSeq == 0 {
 		fromSeq = 1
 	}

@@ -12,7 +12,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 )
@@ -54,23 +53,6 @@ func segmentHeader() []byte {
 	copy(h, segmentMagic)
 	binary.LittleEndian.PutUint32(h[8:], segmentVersion)
 	return h
-}
-
-// listSegments returns the first seqs of dir's segment files, in order.
-// It changes nothing, so readers such as Inspect may call it.
-func listSegments(dir string) ([]uint64, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("list segments: %w", err)
-	}
-	var seqs []uint64
-	for _, e := range entries {
-		if seq, ok := parseSegmentName(e.Name()); ok && e.Type().IsRegular() {
-			seqs = append(seqs, seq)
-		}
-	}
-	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
-	return seqs, nil
 }
 
 // removeLeftovers removes the temporary files of atomic writes that a crash
