@@ -412,7 +412,7 @@ func (c *Compaction) install(tail *stagedSegment, old, kept []*segment, last, ap
 	if err := WriteFileAtomic(l.dir, compactedFileName, []byte(next.String())); err != nil {
 		return l.fail(fmt.Errorf("write %s: %w", compactedFileName, err))
 	}
-	c.done = true // committed: nothing staged to remove any more
+	c.done = true       // committed: nothing staged to remove any more
 	var active *os.File // the new last segment, when it replaces the last one
 	if last && tail != nil {
 		if active, err = os.OpenFile(tail.seg.path, os.O_RDWR, 0); err != nil {
