@@ -140,6 +140,9 @@ func (r *Registry) Expire(ctx context.Context, o ExpiryOptions) error {
 		}
 		if reconcile && ctx.Err() == nil {
 			if err := r.Reconcile(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil // reconciled at the next start
+				}
 				r.o.Log.Warn("publication not reconciled after shapes expired; retrying", "err", err)
 				continue
 			}
