@@ -408,8 +408,8 @@ func TestWhereSameDefinitionOneShape(t *testing.T) {
 	if c == a {
 		t.Errorf("params[1]=6 got the handle of params[1]=5 (%s); want another shape", a)
 	}
-	if !strings.Contains(bodyA, rowKey("t", "2")) || strings.Contains(bodyA, rowKey("t", "1")) ||
-		strings.Contains(bodyC, rowKey("t", "2")) || !strings.Contains(bodyC, rowKey("t", "3")) {
+	has := func(body, id string) bool { return strings.Contains(body, strings.ReplaceAll(rowKey("t", id), `"`, `\"`)) }
+	if !has(bodyA, "2") || !has(bodyA, "3") || has(bodyA, "1") || has(bodyC, "2") || !has(bodyC, "3") {
 		t.Errorf("rows of i4 > 5: %s\nrows of i4 > 6: %s", bodyA, bodyC)
 	}
 	others := map[string]string{"replica=full": "&params[1]=5&replica=full", "columns": "&params[1]=5&columns=id"}
