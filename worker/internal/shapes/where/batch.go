@@ -1,0 +1,284 @@
+package where
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// pgPath evaluates predicates without a fast path in PostgreSQL. They are
+// grouped in chunks; each chunk is one query that turns a batch of row
+// images back into rows of the table's type (json_populate_recordset gives
+// every column its declared type and collation) and returns, per row, the
+// positions of the chunk's predicates that are true on it.
+type pgPath struct {
+	from   string // FROM clause of every query
+	chunks []*chunk
+	cols   map[string]int  // columns the predicates refer to → number of predicates
+	json   map[string]bool // of those, the ones whose values are JSON text
+}
+
+// chunk is a group of predicates evaluated by one query.
+type chunk struct {
+	entries []*entry
+	nparams int
+	sql     string // "" when the predicates changed
+	oids    []uint32
+	vals    [][]byte
+}
+
+// Limits of a chunk and of the rows sent with one query.
+const (
+	chunkPredicates = 200
+	chunkParams     = 30000
+	batchRows       = 2000
+	batchBytes      = 8 << 20
+)
+
+func (g *pgPath) init(t Table) {
+	g.from = "pg_catalog.json_populate_recordset(NULL::" + t.ident() + ", $%d::pg_catalog.json) AS " + quoteIdent(t.Name)
+	g.cols, g.json = map[string]int{}, map[string]bool{}
+}
+
+func (g *pgPath) len() int {
+	n := 0
+	for _, c := range g.chunks {
+		n += len(c.entries)
+	}
+	return n
+}
+
+func (g *pgPath) add(e *entry) {
+	var c *chunk
+	if k := len(g.chunks); k > 0 {
+		last := g.chunks[k-1]
+		if len(last.entries) < chunkPredicates && last.nparams+e.p.clause.nparams <= chunkParams {
+			c = last
+		}
+	}
+	if c == nil {
+		c = &chunk{}
+		g.chunks = append(g.chunks, c)
+	}
+	c.entries = append(c.entries, e)
+	c.nparams += e.p.clause.nparams
+	c.sql = ""
+	e.chunk = c
+	for _, name := range e.p.clause.columns {
+		g.cols[name]++
+		if e.p.json[name] {
+			g.json[name] = true
+		}
+	}
+}
+
+func (g *pgPath) remove(e *entry) {
+	c := e.chunk
+	i := slices.Index(c.entries, e)
+	c.entries = slices.Delete(c.entries, i, i+1)
+	c.nparams -= e.p.clause.nparams
+	c.sql = ""
+	if len(c.entries) == 0 {
+		i := slices.Index(g.chunks, c)
+		g.chunks = slices.Delete(g.chunks, i, i+1)
+	}
+	for _, name := range e.p.clause.columns {
+		if g.cols[name]--; g.cols[name] == 0 {
+			delete(g.cols, name)
+			delete(g.json, name)
+		}
+	}
+}
+
+// query builds the chunk's query: its predicates' parameters come first,
+// then the rows as $n::json.
+func (g *pgPath) query(c *chunk) {
+	if c.sql != "" {
+		return
+	}
+	var b strings.Builder
+	b.WriteString("SELECT pg_catalog.array_positions(ARRAY[")
+	c.oids, c.vals = c.oids[:0], c.vals[:0]
+	for i, e := range c.entries {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(")
+		b.WriteString(e.p.clause.sqlShifted(len(c.oids)))
+		b.WriteString(")")
+		c.oids = append(c.oids, e.p.paramOIDs...)
+		for _, v := range e.p.params {
+			c.vals = append(c.vals, []byte(v))
+		}
+	}
+	b.WriteString("]::pg_catalog.bool[], true) FROM ")
+	fmt.Fprintf(&b, g.from, len(c.oids)+1)
+	c.oids = append(c.oids, oidJSON)
+	c.sql = b.String()
+}
+
+// single is the query evaluating one predicate.
+func (g *pgPath) single(e *entry) string {
+	return "SELECT (" + e.p.clause.sql + ") IS TRUE FROM " + fmt.Sprintf(g.from, e.p.clause.nparams+1)
+}
+
+// match adds to out the ids of the PostgreSQL-evaluated predicates true on
+// each row.
+func (g *pgPath) match(ctx context.Context, s *Set, rows []rowRef, out [][]int) error {
+	objs := make([][]byte, len(rows))
+	for i, r := range rows {
+		objs[i] = g.object(s, r)
+	}
+	for start := 0; start < len(rows); {
+		end, size := start, 2
+		for end < len(rows) && end-start < batchRows && (end == start || size+len(objs[end]) <= batchBytes) {
+			size += len(objs[end]) + 1
+			end++
+		}
+		for _, c := range g.chunks {
+			if err := g.matchChunk(ctx, s, c, objs[start:end], out[start:end]); err != nil {
+				return err
+			}
+		}
+		start = end
+	}
+	return nil
+}
+
+func (g *pgPath) matchChunk(ctx context.Context, s *Set, c *chunk, objs [][]byte, out [][]int) error {
+	g.query(c)
+	vals := append(slices.Clip(c.vals), jsonArray(objs))
+	res, err := s.ev.query(ctx, c.sql, c.oids, vals, true)
+	var ee *evalError
+	if errors.As(err, &ee) {
+		return g.fallback(ctx, s, c, objs, out)
+	}
+	if err != nil {
+		return err
+	}
+	if len(res) != len(objs) {
+		return fmt.Errorf("evaluate: %d results for %d rows", len(res), len(objs))
+	}
+	for i, v := range res {
+		if err := positions(v, func(p int) { out[i] = append(out[i], c.entries[p-1].id) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fallback evaluates the predicates of a chunk one by one after the chunk
+// raised an error, and a predicate that raises one row by row.
+func (g *pgPath) fallback(ctx context.Context, s *Set, c *chunk, objs [][]byte, out [][]int) error {
+	for _, e := range c.entries {
+		sql := g.single(e)
+		oids := append(slices.Clip(e.p.paramOIDs), oidJSON)
+		vals := textValues(append(slices.Clip(e.p.params), ""))
+		try := func(objs [][]byte) ([][]byte, error) {
+			vals[len(vals)-1] = jsonArray(objs)
+			return s.ev.query(ctx, sql, oids, vals, false)
+		}
+		res, err := try(objs)
+		var ee *evalError
+		if errors.As(err, &ee) {
+			res = make([][]byte, len(objs))
+			for i := range objs {
+				r, err := try(objs[i : i+1])
+				if errors.As(err, &ee) {
+					if s.onError != nil {
+						s.onError(e.id, err)
+					}
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				if len(r) == 1 {
+					res[i] = r[0]
+				}
+			}
+		} else if err != nil {
+			return err
+		}
+		for i, v := range res {
+			if string(v) == "t" {
+				out[i] = append(out[i], e.id)
+			}
+		}
+	}
+	return nil
+}
+
+// object is the JSON object of a row's values for the referenced columns:
+// strings, raw JSON for json and jsonb columns, null for NULL.
+func (g *pgPath) object(s *Set, r rowRef) []byte {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	first := true
+	for name := range g.cols {
+		v := r.get(s.ordinal[name])
+		if !first {
+			b.WriteByte(',')
+		}
+		first = false
+		writeJSONString(&b, name)
+		b.WriteByte(':')
+		switch {
+		case v == nil:
+			b.WriteString("null")
+		case g.json[name]:
+			b.WriteString(*v)
+		default:
+			writeJSONString(&b, *v)
+		}
+	}
+	b.WriteByte('}')
+	return b.Bytes()
+}
+
+func writeJSONString(b *bytes.Buffer, s string) {
+	enc, _ := json.Marshal(s) // a string always marshals
+	b.Write(enc)
+}
+
+func jsonArray(objs [][]byte) []byte {
+	n := 2
+	for _, o := range objs {
+		n += len(o) + 1
+	}
+	out := make([]byte, 0, n)
+	out = append(out, '[')
+	for i, o := range objs {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, o...)
+	}
+	return append(out, ']')
+}
+
+// positions reads the text of an int[] such as {1,3}.
+func positions(v []byte, f func(int)) error {
+	s := string(v)
+	if len(s) < 2 || s[0] != '{' || s[len(s)-1] != '}' {
+		return fmt.Errorf("evaluate: unexpected result %q", s)
+	}
+	if s = s[1 : len(s)-1]; s == "" {
+		return nil
+	}
+	for _, p := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return fmt.Errorf("evaluate: unexpected result %q", v)
+		}
+		f(n)
+	}
+	return nil
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
