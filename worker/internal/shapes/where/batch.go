@@ -16,8 +16,14 @@ import (
 // images back into rows of the table's type (json_populate_recordset gives
 // every column its declared type and collation) and returns, per row, the
 // positions of the chunk's predicates that are true on it.
+//
+// Every value travels as a JSON string, read by its type's input function.
+// json and jsonb values cannot (json_populate_recordset would take the
+// string for a JSON string, and a JSON null for SQL NULL): when predicates
+// refer to such columns, each row is a pair [values, JSON values] and those
+// are cast from text in a subquery.
 type pgPath struct {
-	from   string // FROM clause of every query
+	table  Table
 	chunks []*chunk
 	cols   map[string]int  // columns the predicates refer to → number of predicates
 	json   map[string]bool // of those, the ones whose values are JSON text
@@ -41,8 +47,46 @@ const (
 )
 
 func (g *pgPath) init(t Table) {
-	g.from = "pg_catalog.json_populate_recordset(NULL::" + t.ident() + ", $%d::pg_catalog.json) AS " + quoteIdent(t.Name)
+	g.table = t
 	g.cols, g.json = map[string]int{}, map[string]bool{}
+}
+
+// from is the FROM clause of the queries, the rows being parameter $n.
+func (g *pgPath) from(n int) string {
+	rowtype := "NULL::" + g.table.ident()
+	alias := quoteIdent(g.table.Name)
+	if len(g.json) == 0 {
+		return fmt.Sprintf("pg_catalog.json_populate_recordset(%s, $%d::pg_catalog.json) AS %s", rowtype, n, alias)
+	}
+	names := make([]string, 0, len(g.cols))
+	for name := range g.cols {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	var b strings.Builder
+	b.WriteString("(SELECT ")
+	for i, name := range names {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if g.json[name] {
+			typ := g.table.Columns[g.table.ordinal(name)].Type
+			fmt.Fprintf(&b, "(x.v OPERATOR(pg_catalog.->) 1 OPERATOR(pg_catalog.->>) %s)::%s AS %s", quoteLiteral(name), typ, quoteIdent(name))
+		} else {
+			b.WriteString("r." + quoteIdent(name))
+		}
+	}
+	fmt.Fprintf(&b, " FROM pg_catalog.json_array_elements($%d::pg_catalog.json) WITH ORDINALITY AS x(v, o),"+
+		" pg_catalog.json_populate_record(%s, x.v OPERATOR(pg_catalog.->) 0) AS r ORDER BY x.o) AS %s", n, rowtype, alias)
+	return b.String()
+}
+
+// columnsChanged makes every chunk rebuild its query when the FROM clause
+// depends on the referenced columns.
+func (g *pgPath) columnsChanged() {
+	for _, c := range g.chunks {
+		c.sql = ""
+	}
 }
 
 func (g *pgPath) len() int {
@@ -69,11 +113,17 @@ func (g *pgPath) add(e *entry) {
 	c.nparams += e.p.clause.nparams
 	c.sql = ""
 	e.chunk = c
+	changed := false
 	for _, name := range e.p.clause.columns {
-		g.cols[name]++
+		if g.cols[name]++; g.cols[name] == 1 {
+			changed = true
+		}
 		if e.p.json[name] {
 			g.json[name] = true
 		}
+	}
+	if changed && len(g.json) > 0 {
+		g.columnsChanged()
 	}
 }
 
@@ -87,11 +137,16 @@ func (g *pgPath) remove(e *entry) {
 		i := slices.Index(g.chunks, c)
 		g.chunks = slices.Delete(g.chunks, i, i+1)
 	}
+	changed := false
 	for _, name := range e.p.clause.columns {
 		if g.cols[name]--; g.cols[name] == 0 {
 			delete(g.cols, name)
 			delete(g.json, name)
+			changed = true
 		}
+	}
+	if changed && len(g.json) > 0 {
+		g.columnsChanged()
 	}
 }
 
@@ -117,14 +172,14 @@ func (g *pgPath) query(c *chunk) {
 		}
 	}
 	b.WriteString("]::pg_catalog.bool[], true) FROM ")
-	fmt.Fprintf(&b, g.from, len(c.oids)+1)
+	b.WriteString(g.from(len(c.oids) + 1))
 	c.oids = append(c.oids, oidJSON)
 	c.sql = b.String()
 }
 
 // single is the query evaluating one predicate.
 func (g *pgPath) single(e *entry) string {
-	return "SELECT (" + e.p.clause.sql + ") IS TRUE FROM " + fmt.Sprintf(g.from, e.p.clause.nparams+1)
+	return "SELECT (" + e.p.clause.sql + ") IS TRUE FROM " + g.from(e.p.clause.nparams+1)
 }
 
 // match adds to out the ids of the PostgreSQL-evaluated predicates true on
@@ -214,31 +269,43 @@ func (g *pgPath) fallback(ctx context.Context, s *Set, c *chunk, objs [][]byte, 
 	return nil
 }
 
-// object is the JSON object of a row's values for the referenced columns:
-// strings, raw JSON for json and jsonb columns, null for NULL.
+// object is the JSON object of a row's values for the referenced columns,
+// their text as strings, null for NULL; when json or jsonb columns are
+// referenced, a pair of objects: the other values, the JSON values.
 func (g *pgPath) object(s *Set, r rowRef) []byte {
 	var b bytes.Buffer
+	if len(g.json) == 0 {
+		g.values(&b, s, r, false)
+		return b.Bytes()
+	}
+	b.WriteByte('[')
+	g.values(&b, s, r, false)
+	b.WriteByte(',')
+	g.values(&b, s, r, true)
+	b.WriteByte(']')
+	return b.Bytes()
+}
+
+func (g *pgPath) values(b *bytes.Buffer, s *Set, r rowRef, json bool) {
 	b.WriteByte('{')
 	first := true
 	for name := range g.cols {
-		v := r.get(s.ordinal[name])
+		if g.json[name] != json {
+			continue
+		}
 		if !first {
 			b.WriteByte(',')
 		}
 		first = false
-		writeJSONString(&b, name)
+		writeJSONString(b, name)
 		b.WriteByte(':')
-		switch {
-		case v == nil:
+		if v := r.get(s.ordinal[name]); v == nil {
 			b.WriteString("null")
-		case g.json[name]:
-			b.WriteString(*v)
-		default:
-			writeJSONString(&b, *v)
+		} else {
+			writeJSONString(b, *v)
 		}
 	}
 	b.WriteByte('}')
-	return b.Bytes()
 }
 
 func writeJSONString(b *bytes.Buffer, s string) {
@@ -282,3 +349,5 @@ func positions(v []byte, f func(int)) error {
 }
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+func quoteLiteral(s string) string { return `'` + strings.ReplaceAll(s, `'`, `''`) + `'` }

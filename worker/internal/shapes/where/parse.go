@@ -132,6 +132,9 @@ func singleTarget(tree *pg_query.ParseResult) (*pg_query.SelectStmt, error) {
 	if sel == nil {
 		return nil, whereErrorf("where clause must be a single expression")
 	}
+	if sel.Op != pg_query.SetOperation_SETOP_NONE {
+		return nil, whereErrorf("where clause must be a single expression (found UNION, INTERSECT or EXCEPT)")
+	}
 	if len(sel.TargetList) == 0 {
 		return nil, whereErrorf("where clause is empty")
 	}

@@ -141,7 +141,7 @@ func pgError(field string, err error) error {
 	if !ok {
 		return fmt.Errorf("type check: %w", err)
 	}
-	msg := pe.Message
+	msg := strings.ReplaceAll(pe.Message, "pg_catalog.", "") // the qualification is ours, not the client's
 	if pe.Hint != "" {
 		msg += " (" + strings.TrimSuffix(pe.Hint, ".") + ")"
 	}
