@@ -317,14 +317,13 @@ func TestShapeBadRequests(t *testing.T) {
 	}{
 		{"missing table", url.Values{"offset": {"-1"}}, "table"},
 		{"unknown table", url.Values{"table": {"nope"}, "offset": {"-1"}}, "table"},
-		{"table without primary key", url.Values{"table": {"nopk"}, "offset": {"-1"}}, "table"},
 		{"bad table name", url.Values{"table": {`"unterminated`}, "offset": {"-1"}}, "table"},
 		{"missing offset", url.Values{"table": {"items"}}, "offset"},
 		{"bad offset", url.Values{"table": {"items"}, "offset": {"abc"}, "handle": {handle}}, "offset"},
 		{"offset without handle", url.Values{"table": {"items"}, "offset": {offset}}, "handle"},
 		{"live with offset -1", url.Values{"table": {"items"}, "offset": {"-1"}, "live": {"true"}}, "live"},
 		{"bad live", url.Values{"table": {"items"}, "offset": {offset}, "handle": {handle}, "live": {"maybe"}}, "live"},
-		{"where", url.Values{"table": {"items"}, "offset": {"-1"}, "where": {"id > 1"}}, "where"},
+		{"where that does not parse", url.Values{"table": {"items"}, "offset": {"-1"}, "where": {"id >"}}, "where"},
 		{"offset out of bounds", url.Values{"table": {"items"}, "offset": {"99999999999_0"}, "handle": {handle}}, "offset"},
 	}
 	for _, c := range cases {

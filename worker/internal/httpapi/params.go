@@ -1,9 +1,14 @@
 package httpapi
 
 import (
+	"errors"
 	"net/url"
+	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/batonhq/baton/worker/internal/shapes"
+	"github.com/batonhq/baton/worker/internal/shapes/where"
 )
 
 // params are the validated query parameters of GET /v1/shape.
@@ -79,17 +84,84 @@ func parseParams(q url.Values) (params, map[string][]string) {
 	} else {
 		p.def = d
 	}
-	if q.Get("where") != "" {
-		add("where", "where clauses are not supported yet: shapes are whole tables")
+	params, perr := parseShapeParams(q)
+	if perr != "" {
+		add("params", perr)
 	}
-	if q.Get("columns") != "" {
-		add("columns", "column selection is not supported yet: shapes are whole tables")
+	if w := q.Get("where"); w != "" {
+		c, err := where.Parse(w)
+		var we *where.Error
+		switch {
+		case errors.As(err, &we):
+			add(we.Field, we.Message)
+		case err != nil:
+			add("where", err.Error())
+		default:
+			p.def.Where = c.SQL()
+			p.def.Params = params
+		}
+	} else if len(params) > 0 {
+		add("params", "given without a where clause")
 	}
-	if v := q.Get("replica"); v != "" && v != "default" {
-		add("replica", "only replica=default is supported")
+	if _, ok := q["columns"]; ok {
+		cols, err := shapes.ParseColumns(q.Get("columns"))
+		if err != nil {
+			add("columns", err.Error())
+		}
+		p.def.Columns = cols
+	}
+	switch v := q.Get("replica"); v {
+	case "", "default":
+	case "full":
+		p.def.Replica = "full"
+	default:
+		add("replica", "must be default or full")
+	}
+	switch v := q.Get("log"); v {
+	case "", "full":
+	case "changes_only":
+		p.def.ChangesOnly = true
+	default:
+		add("log", "must be full or changes_only")
 	}
 	if len(errs) > 0 {
 		return p, errs
 	}
 	return p, nil
+}
+
+// parseShapeParams reads the where clause's params: params[1]=..,
+// params[2]=.. (how the TypeScript client sends them, also as the
+// deep-object form params%5B1%5D). They must be numbered 1..n without gaps.
+func parseShapeParams(q url.Values) ([]string, string) {
+	byNum := map[int]string{}
+	for k, v := range q {
+		if !strings.HasPrefix(k, "params[") || !strings.HasSuffix(k, "]") {
+			if k == "params" {
+				return nil, "must be given as params[1]=value, params[2]=value, ..."
+			}
+			continue
+		}
+		n, err := strconv.Atoi(k[len("params[") : len(k)-1])
+		if err != nil || n < 1 {
+			return nil, "invalid parameter name " + strconv.Quote(k) + ": use params[1], params[2], ..."
+		}
+		if len(v) != 1 {
+			return nil, k + " is given more than once"
+		}
+		byNum[n] = v[0]
+	}
+	nums := make([]int, 0, len(byNum))
+	for n := range byNum {
+		nums = append(nums, n)
+	}
+	sort.Ints(nums)
+	out := make([]string, len(nums))
+	for i, n := range nums {
+		if n != i+1 {
+			return nil, "params must be numbered 1, 2, ... without gaps: $" + strconv.Itoa(i+1) + " is missing"
+		}
+		out[i] = byNum[n]
+	}
+	return out, ""
 }

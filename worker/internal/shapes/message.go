@@ -12,8 +12,9 @@ import (
 // message is one change message of Electric's HTTP API.
 type message struct {
 	Key     string             `json:"key"`
-	Value   map[string]*string `json:"value"`
-	Headers headers            `json:"headers"`
+	Value    map[string]*string `json:"value"`
+	OldValue map[string]*string `json:"old_value,omitempty"`
+	Headers  headers            `json:"headers"`
 }
 
 type headers struct {
@@ -86,6 +87,9 @@ type kv struct {
 // sortedValue sorts a message's value by column, keeping the last of a
 // repeated column, as json.Marshal of a map built in this order gives.
 func sortedValue(pairs []kv) []kv {
+	if pairs == nil {
+		return nil
+	}
 	slices.SortStableFunc(pairs, func(a, b kv) int { return strings.Compare(a.col, b.col) })
 	out := pairs[:0]
 	for i, p := range pairs {
@@ -99,99 +103,84 @@ func sortedValue(pairs []kv) []kv {
 
 // change is one message of a transaction before encoding.
 type change struct {
-	key   string
-	value []kv
-	h     headers
+	key      string
+	value    []kv
+	oldValue []kv // replica=full updates: the old values of changed columns
+	h        headers
 }
 
-// txMessages turns the changes of tx on the shape's table into one unit;
-// ok is false when tx does not touch it. truncated reports a TRUNCATE of
-// the table (the shape must be rebuilt). The messages are byte for byte
-// what json.Marshal of a message with the value as a map gives.
-func (m *Meta) txMessages(tx *replication.Transaction) (u unit, truncated bool, err error) {
+// membership says whether the old and the new row of a change are in the
+// shape (its where clause is true on them). oldKnown is false when the
+// change carries no old row to decide on (the table's replica identity is
+// not FULL): the change is then told as an insert of the whole new row
+// (an upsert for every client) or a delete.
+type membership func(k int) (oldIn, newIn, oldKnown bool)
+
+// everyRow is the membership of a shape without a where clause.
+func everyRow(int) (bool, bool, bool) { return true, true, true }
+
+// txMessages turns the changes of tx on the shape's table into one unit.
+// idx are the positions in tx.Changes of the changes of that table, in
+// order, and in tells whether each one's rows are in the shape. The
+// messages are byte for byte what json.Marshal of a message with the
+// value as a map gives.
+func (m *Meta) txMessages(tx *replication.Transaction, idx []int, in membership) unit {
 	d := m.Definition
 	rel := []string{d.Schema, d.Table}
-	qualified := d.Schema + "." + d.Table
 	lsn := strconv.FormatUint(tx.CommitLSN, 10)
 	txids := []uint64{uint64(tx.XID)}
+	full := d.Replica == "full"
 	var msgs []change
-	emit := func(key string, value []kv, op, to, from string) {
-		msgs = append(msgs, change{key: key, value: sortedValue(value),
+	emit := func(key string, value, old []kv, op, to, from string) {
+		msgs = append(msgs, change{key: key, value: sortedValue(value), oldValue: sortedValue(old),
 			h: headers{Operation: op, Relation: rel, TXIDs: txids, LSN: lsn, KeyChangeTo: to, KeyChangeFrom: from}})
 	}
-	for i := range tx.Changes {
-		c := &tx.Changes[i]
-		if c.Op == "truncate" {
-			for _, t := range c.Tables {
-				if t == qualified {
-					truncated = true
-				}
-			}
-			continue
-		}
-		if c.Schema != d.Schema || c.Table != d.Table {
-			continue
-		}
-		// pos is the position of a column (the last of that name).
-		pos := func(col string) (int, bool) {
-			for j := len(c.Columns) - 1; j >= 0; j-- {
-				if c.Columns[j] == col {
-					return j, true
-				}
-			}
-			return 0, false
-		}
-		pkOf := func(vals []*string) []*string {
-			out := make([]*string, len(m.PK))
-			for j, k := range m.PK {
-				if p, ok := pos(k); ok && p < len(vals) {
-					out[j] = vals[p]
-				}
-			}
-			return out
-		}
-		unchanged := func(col string) bool { return slices.Contains(c.Unchanged, col) }
-		row := func(vals []*string, only func(col string, j int) bool) []kv {
-			out := make([]kv, 0, len(c.Columns))
-			for j, col := range c.Columns {
-				if j < len(vals) && !unchanged(col) && (only == nil || only(col, j)) {
-					out = append(out, kv{col, vals[j]})
-				}
-			}
-			return out
-		}
-		pkRow := func(vals []*string) []kv {
-			pk := pkOf(vals)
-			out := make([]kv, len(m.PK))
-			for j, k := range m.PK {
-				out[j] = kv{k, pk[j]}
-			}
-			return out
-		}
+	for k, ci := range idx {
+		c := &tx.Changes[ci]
+		oldIn, newIn, oldKnown := in(k)
+		r := rowsOf(m, c)
 		switch c.Op {
 		case "insert":
-			emit(buildKey(d, pkOf(c.New)), row(c.New, nil), "insert", "", "")
+			if newIn {
+				emit(r.key(c.New), r.row(true, r.all), nil, "insert", "", "")
+			}
 		case "delete":
-			emit(buildKey(d, pkOf(c.Old)), pkRow(c.Old), "delete", "", "")
+			if oldIn {
+				emit(r.key(c.Old), r.oldRow(full), nil, "delete", "", "")
+			}
 		case "update":
-			newKey := buildKey(d, pkOf(c.New))
+			newKey := r.key(c.New)
+			oldKey := newKey
 			if c.Old != nil {
-				if oldKey := buildKey(d, pkOf(c.Old)); oldKey != newKey {
-					emit(oldKey, pkRow(c.Old), "delete", newKey, "")
-					emit(newKey, row(c.New, nil), "insert", "", oldKey)
-					continue
-				}
+				oldKey = r.key(c.Old)
 			}
-			changed := func(col string, j int) bool {
-				if slices.Contains(m.PK, col) || c.Old == nil || j >= len(c.Old) {
-					return true
+			switch {
+			case !oldKnown:
+				if newIn {
+					emit(newKey, r.row(true, r.all), nil, "insert", "", "")
+				} else {
+					emit(newKey, r.pkRow(c.New), nil, "delete", "", "")
 				}
-				o, n := c.Old[j], c.New[j]
-				return (o == nil) != (n == nil) || (o != nil && *o != *n)
+			case oldIn && newIn && oldKey != newKey:
+				emit(oldKey, r.oldRow(full), nil, "delete", newKey, "")
+				emit(newKey, r.row(true, r.all), nil, "insert", "", oldKey)
+			case oldIn && newIn:
+				if !r.anyChanged() {
+					continue // no selected column changed
+				}
+				if full {
+					emit(newKey, r.row(true, r.all), r.row(false, r.changedNonKey), "update", "", "")
+				} else {
+					emit(newKey, r.row(true, r.changed), nil, "update", "", "")
+				}
+			case newIn:
+				emit(newKey, r.row(true, r.all), nil, "insert", "", "")
+			case oldIn:
+				emit(oldKey, r.oldRow(full), nil, "delete", "", "")
 			}
-			emit(newKey, row(c.New, changed), "update", "", "")
 		}
 	}
+	var u unit
 	for i := range msgs {
 		op := uint64(i)
 		msgs[i].h.OpPosition = &op
@@ -203,7 +192,138 @@ func (m *Meta) txMessages(tx *replication.Transaction) (u unit, truncated bool, 
 		u.count++
 		u.lastOp = op
 	}
-	return u, truncated, nil
+	return u
+}
+
+// changeRows reads the rows of one change for one shape.
+type changeRows struct {
+	m *Meta
+	c *replication.Change
+}
+
+func rowsOf(m *Meta, c *replication.Change) changeRows { return changeRows{m, c} }
+
+// pos is the position of a column in the change (the last of that name).
+func (r changeRows) pos(col string) (int, bool) {
+	for j := len(r.c.Columns) - 1; j >= 0; j-- {
+		if r.c.Columns[j] == col {
+			return j, true
+		}
+	}
+	return 0, false
+}
+
+func (r changeRows) key(vals []*string) string {
+	out := make([]*string, len(r.m.PK))
+	for j, k := range r.m.PK {
+		if p, ok := r.pos(k); ok && p < len(vals) {
+			out[j] = vals[p]
+		}
+	}
+	return buildKey(r.m.Definition, out)
+}
+
+// selected reports whether the shape serves col.
+func (r changeRows) selected(col string) bool {
+	cols := r.m.Definition.Columns
+	if cols == nil {
+		return true
+	}
+	_, ok := slices.BinarySearch(cols, col)
+	return ok
+}
+
+func (r changeRows) unchanged(col string) bool { return slices.Contains(r.c.Unchanged, col) }
+
+// value is column j of vals; in the new row, an unchanged TOASTed value is
+// taken from the old row when it carries it. ok is false when it is unknown.
+func (r changeRows) value(vals []*string, isNew bool, j int) (*string, bool) {
+	if j >= len(vals) {
+		return nil, false
+	}
+	if isNew && r.unchanged(r.c.Columns[j]) {
+		if r.c.Old != nil && j < len(r.c.Old) && len(r.c.Old) == len(r.c.Columns) {
+			return r.c.Old[j], true
+		}
+		return nil, false
+	}
+	return vals[j], true
+}
+
+// row is the selected columns of the new row (or the old one) that only
+// accepts.
+func (r changeRows) row(isNew bool, only func(col string, j int) bool) []kv {
+	vals := r.c.Old
+	if isNew {
+		vals = r.c.New
+	}
+	if len(vals) == 0 {
+		return nil
+	}
+	out := make([]kv, 0, len(r.c.Columns))
+	for j, col := range r.c.Columns {
+		if !r.selected(col) || !only(col, j) {
+			continue
+		}
+		if v, ok := r.value(vals, isNew, j); ok {
+			out = append(out, kv{col, v})
+		}
+	}
+	return out
+}
+
+func (r changeRows) all(string, int) bool { return true }
+
+func (r changeRows) isKey(col string) bool { return slices.Contains(r.m.PK, col) }
+
+// differs reports whether column j changed in an update (true when the
+// old row does not tell).
+func (r changeRows) differs(j int) bool {
+	c := r.c
+	if c.Old == nil || len(c.Old) != len(c.Columns) || j >= len(c.New) {
+		return true
+	}
+	if r.unchanged(c.Columns[j]) {
+		return false
+	}
+	o, n := c.Old[j], c.New[j]
+	return (o == nil) != (n == nil) || (o != nil && *o != *n)
+}
+
+// changed is Electric's default update value: the key and what changed.
+func (r changeRows) changed(col string, j int) bool { return r.isKey(col) || r.differs(j) }
+
+func (r changeRows) changedNonKey(col string, j int) bool { return !r.isKey(col) && r.differs(j) }
+
+// anyChanged reports whether a selected column other than the key changed.
+func (r changeRows) anyChanged() bool {
+	for j, col := range r.c.Columns {
+		if r.selected(col) && r.changedNonKey(col, j) {
+			return true
+		}
+	}
+	return false
+}
+
+// pkRow is the key columns of vals.
+func (r changeRows) pkRow(vals []*string) []kv {
+	out := make([]kv, len(r.m.PK))
+	for j, k := range r.m.PK {
+		out[j] = kv{col: k}
+		if p, ok := r.pos(k); ok && p < len(vals) {
+			out[j].val = vals[p]
+		}
+	}
+	return out
+}
+
+// oldRow is a delete's value: the whole old row for replica=full (as far
+// as the old row carries it), else the key.
+func (r changeRows) oldRow(full bool) []kv {
+	if full && len(r.c.Old) == len(r.c.Columns) {
+		return r.row(false, r.all)
+	}
+	return r.pkRow(r.c.Old)
 }
 
 // appendChange appends a message whose value is sorted (sortedValue).
@@ -211,7 +331,21 @@ func appendChange(dst []byte, c *change) []byte {
 	dst = append(dst, `{"key":`...)
 	dst = replication.AppendJSONString(dst, c.key)
 	dst = append(dst, `,"value":{`...)
-	for i, p := range c.value {
+	dst = appendKVs(dst, c.value)
+	dst = append(dst, '}')
+	if len(c.oldValue) > 0 {
+		dst = append(dst, `,"old_value":{`...)
+		dst = appendKVs(dst, c.oldValue)
+		dst = append(dst, '}')
+	}
+	dst = append(dst, `,"headers":`...)
+	dst = appendHeaders(dst, &c.h)
+	return append(dst, '}')
+}
+
+// appendKVs appends the members of a sorted value object.
+func appendKVs(dst []byte, kvs []kv) []byte {
+	for i, p := range kvs {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
@@ -223,7 +357,5 @@ func appendChange(dst []byte, c *change) []byte {
 			dst = replication.AppendJSONString(dst, *p.val)
 		}
 	}
-	dst = append(dst, `},"headers":`...)
-	dst = appendHeaders(dst, &c.h)
-	return append(dst, '}')
+	return dst
 }

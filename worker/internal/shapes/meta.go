@@ -21,6 +21,9 @@ type Column struct {
 	// Typmod is pg_attribute.atttypmod (-1: none): varchar length, numeric
 	// precision and scale, time precision.
 	Typmod int32 `json:"typmod,omitempty"`
+	// TypeOID and SQLType (format_type) are the column's exact type.
+	TypeOID uint32 `json:"type_oid,omitempty"`
+	SQLType string `json:"sql_type,omitempty"`
 }
 
 // modifiers are the type modifiers Electric's electric-schema header
@@ -58,6 +61,11 @@ type Meta struct {
 	Definition Definition `json:"definition"`
 	Columns    []Column   `json:"columns"`
 	PK         []string   `json:"pk"`
+	// TableColumns are every column of the table when the shape was made,
+	// in table order, and TableSig its identity and column types (see
+	// signature): a change to either invalidates the shape.
+	TableColumns []Column `json:"table_columns,omitempty"`
+	TableSig     string   `json:"table_sig,omitempty"`
 	// The snapshot's visibility (pg_current_snapshot(), 64-bit xids).
 	Xmin uint64   `json:"xmin"`
 	Xmax uint64   `json:"xmax"`

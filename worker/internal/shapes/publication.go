@@ -28,7 +28,7 @@ func (r *Registry) Reconcile(ctx context.Context) error {
 	want := map[string]Definition{}
 	shapes, _ := r.list()
 	for _, s := range shapes {
-		want[s.meta.Definition.Key()] = s.meta.Definition
+		want[s.meta.Definition.TableSQL()] = Definition{Schema: s.meta.Definition.Schema, Table: s.meta.Definition.Table}
 	}
 	var all bool
 	err = conn.QueryRow(ctx, "SELECT puballtables FROM pg_publication WHERE pubname = $1", r.o.Publication).Scan(&all)
@@ -52,7 +52,7 @@ func (r *Registry) Reconcile(ctx context.Context) error {
 			rows.Close()
 			return fmt.Errorf("list publication %s: %w", r.o.Publication, err)
 		}
-		have[d.Key()] = d
+		have[d.TableSQL()] = d
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {

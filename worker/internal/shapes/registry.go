@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/batonhq/baton/worker/internal/replication"
 	"github.com/batonhq/baton/worker/internal/storage"
 )
@@ -148,6 +150,19 @@ func (r *Registry) create(ctx context.Context, d Definition) (*Shape, error) {
 	if err != nil {
 		return nil, err
 	}
+	cols, err := selectColumns(d, t)
+	if err != nil {
+		return nil, err
+	}
+	pred, err := prepareWhere(ctx, conn, d, t.columns)
+	if err != nil {
+		return nil, err
+	}
+	if needsFullIdentity(d, t) {
+		if err := fullIdentity(ctx, conn, d, t); err != nil {
+			return nil, err
+		}
+	}
 	// Every transaction in the stream log up to here committed before the
 	// table was published: visible in the snapshot, or without changes
 	// to it.
@@ -164,7 +179,8 @@ func (r *Registry) create(ctx context.Context, d Definition) (*Shape, error) {
 	}
 	m := &Meta{
 		Handle:     d.id() + "-" + strconv.FormatInt(time.Now().UnixMicro(), 10),
-		Definition: d, Columns: t.columns, PK: t.pk, AppliedSeq: applied, SeenLSN: seen, CreatedAt: time.Now().UTC(),
+		Definition: d, Columns: cols, PK: t.pk, AppliedSeq: applied, SeenLSN: seen, CreatedAt: time.Now().UTC(),
+		TableColumns: t.columns, TableSig: t.sig,
 	}
 	dir := filepath.Join(r.dir, m.Handle)
 	l, err := storage.Open(dir, r.o.Epoch)
@@ -179,13 +195,18 @@ func (r *Registry) create(ctx context.Context, d Definition) (*Shape, error) {
 		}
 	}()
 	if err := snapshot(ctx, conn, t, m, l); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && d.Where != "" && pgErr.Code[:2] == "22" {
+			// The where clause fails on a row (division by zero, a bad cast).
+			return nil, &InvalidError{Field: "where", Problem: "evaluating the where clause on the table's rows failed: " + pgErr.Message}
+		}
 		return nil, err
 	}
 	if err := writeMeta(dir, m); err != nil {
 		return nil, fmt.Errorf("write shape meta: %w", err)
 	}
 	s := &Shape{dir: dir, log: l, meta: *m, schema: m.schemaHeader(), changed: make(chan struct{}),
-		upTo: m.SeenLSN, seen: m.SeenLSN}
+		upTo: m.SeenLSN, seen: m.SeenLSN, pred: pred}
 	if err := s.loadIndex(); err != nil {
 		return nil, err
 	}

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
-	"github.com/batonhq/baton/worker/internal/replication"
 	"github.com/batonhq/baton/worker/internal/storage"
 )
 
@@ -45,7 +45,9 @@ func (r *Registry) Run(ctx context.Context) error {
 			_ = s.persist()
 		}
 	}()
-	err := r.routeLoop(rctx)
+	f := newFanout(r)
+	defer f.close()
+	err := r.routeLoop(rctx, f)
 	cancel()
 	<-persisted
 	if persistErr != nil {
@@ -57,9 +59,10 @@ func (r *Registry) Run(ctx context.Context) error {
 // persistLoop writes the meta.json of every shape routed further since its
 // last write, once every persistEvery, until ctx ends.
 func (r *Registry) persistLoop(ctx context.Context) error {
-	type state struct{ applied, upTo uint64 }
-	last := map[*Shape]state{}
+	last := map[*Shape]persisted{}
 	ticks := 0
+	watch := &schemaWatch{r: r, last: time.Now()}
+	defer watch.close()
 	t := time.NewTicker(persistEvery)
 	defer t.Stop()
 	for {
@@ -68,25 +71,12 @@ func (r *Registry) persistLoop(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		shapes, _ := r.list()
-		next := make(map[*Shape]state, len(shapes))
-		for _, s := range shapes {
-			s.mu.RLock()
-			st := state{s.meta.AppliedSeq, s.upTo}
-			s.mu.RUnlock()
-			if prev, ok := last[s]; ok && prev == st {
-				next[s] = st
-				continue
-			}
-			if err := s.persist(); err != nil {
-				if s.isGone() {
-					continue
-				}
-				return fmt.Errorf("persist shape %s: %w", s.meta.Handle, err)
-			}
-			next[s] = st
+		if err := watch.check(ctx); err != nil && ctx.Err() == nil {
+			r.o.Log.Warn("tables of the shapes not checked", "err", err)
 		}
-		last = next
+		if err := r.persistSome(last); err != nil {
+			return err
+		}
 		if ticks++; ticks%truncateEvery == 0 {
 			if n, err := r.truncateStream(); err != nil {
 				r.o.Log.Warn("stream log not truncated", "err", err)
@@ -95,6 +85,67 @@ func (r *Registry) persistLoop(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// persisted is what a shape's meta.json was last written with, and when.
+type persisted struct {
+	applied, upTo uint64
+	records       int
+	at            time.Time
+}
+
+// Bounds on meta.json writes: a shape that only moved on (transactions
+// that did not touch it) is written at most every idlePersistEvery, and
+// at most persistPerTick shapes are written per tick, those waiting
+// longest first. A late write only means transactions routed again
+// after a restart (and skipped) and an older global_last_seen_lsn.
+const (
+	idlePersistEvery = time.Minute
+	persistPerTick   = 64
+)
+
+// persistSome writes the meta.json of the shapes that need it, updating
+// last (and dropping shapes that are gone from it).
+func (r *Registry) persistSome(last map[*Shape]persisted) error {
+	shapes, _ := r.list()
+	now := time.Now()
+	type due struct {
+		s  *Shape
+		st persisted
+		at time.Time
+	}
+	var todo []due
+	live := make(map[*Shape]bool, len(shapes))
+	for _, s := range shapes {
+		live[s] = true
+		s.mu.RLock()
+		st := persisted{applied: s.meta.AppliedSeq, upTo: s.upTo, records: len(s.index), at: now}
+		s.mu.RUnlock()
+		prev, ok := last[s]
+		if ok && prev.applied == st.applied && prev.upTo == st.upTo && prev.records == st.records {
+			continue
+		}
+		if ok && prev.records == st.records && now.Sub(prev.at) < idlePersistEvery {
+			continue
+		}
+		todo = append(todo, due{s, st, prev.at})
+	}
+	for s := range last {
+		if !live[s] {
+			delete(last, s)
+		}
+	}
+	slices.SortFunc(todo, func(a, b due) int { return a.at.Compare(b.at) })
+	for _, d := range todo[:min(len(todo), persistPerTick)] {
+		if err := d.s.persist(); err != nil {
+			if d.s.isGone() {
+				continue
+			}
+			return fmt.Errorf("persist shape %s: %w", d.s.meta.Handle, err)
+		}
+		last[d.s] = d.st
+	}
+	return nil
 }
 
 // truncateEvery is how many persistEvery ticks pass between stream log
@@ -132,7 +183,7 @@ func (r *Registry) truncateStream() (int, error) {
 }
 
 // routeLoop routes until ctx ends or routing fails.
-func (r *Registry) routeLoop(ctx context.Context) error {
+func (r *Registry) routeLoop(ctx context.Context, f *fanout) error {
 	for ctx.Err() == nil {
 		shapes, added := r.list()
 		if len(shapes) == 0 {
@@ -157,7 +208,7 @@ func (r *Registry) routeLoop(ctx context.Context) error {
 			}
 			continue
 		}
-		if err := r.route(recs, shapes); err != nil {
+		if err := f.routeRecords(ctx, recs, shapes); err != nil {
 			return r.stopErr(ctx, err)
 		}
 	}
@@ -193,84 +244,6 @@ func (r *Registry) waitStream(ctx context.Context, seq uint64, added <-chan stru
 		return nil
 	}
 	return err
-}
-
-// route applies recs to every shape that has not seen them: the
-// transactions not visible in the shape's snapshot that touch its table
-// become one record each. Then each shape log is synced and the records
-// published, with applied_seq: meta.json (written by another goroutine)
-// never names a stream record whose messages are not durable.
-func (r *Registry) route(recs []storage.Record, shapes []*Shape) error {
-	type pending struct {
-		entries []entry
-		dirty   bool
-		upTo    uint64
-		applied uint64
-	}
-	work := make([]pending, len(shapes))
-	for i, s := range shapes {
-		work[i].applied = s.applied()
-	}
-	var truncated []*Shape
-	for _, rec := range recs {
-		tx := r.o.Decoded.Take(rec.Seq)
-		if tx == nil {
-			var err error
-			if tx, err = replication.DecodeTransaction(rec.Payload); err != nil {
-				return fmt.Errorf("stream record %d: %w", rec.Seq, err)
-			}
-		}
-		for i, s := range shapes {
-			if work[i].applied >= rec.Seq || s.isGone() {
-				continue
-			}
-			work[i].applied = rec.Seq
-			work[i].upTo = tx.CommitLSN
-			if s.meta.visible(tx.XID) {
-				continue
-			}
-			u, trunc, err := s.meta.txMessages(tx)
-			if err != nil {
-				return err
-			}
-			if trunc {
-				truncated = append(truncated, s)
-				continue
-			}
-			if u.count == 0 {
-				continue
-			}
-			seq, err := s.log.Append(storage.Record{CommitLSN: tx.CommitLSN, EndLSN: rec.EndLSN, Payload: u.payload(u.lastOp)})
-			if err != nil {
-				if s.isGone() {
-					continue // deleted meanwhile
-				}
-				return fmt.Errorf("shape %s: %w", s.meta.Handle, err)
-			}
-			work[i].dirty = true
-			if seq != 0 {
-				work[i].entries = append(work[i].entries, entry{seq: seq, off: Offset{TX: tx.CommitLSN, Op: u.lastOp}, size: len(u.body)})
-			}
-		}
-	}
-	for i, s := range shapes {
-		if work[i].dirty {
-			if _, err := s.log.Sync(); err != nil {
-				if s.isGone() {
-					continue
-				}
-				return fmt.Errorf("shape %s: %w", s.meta.Handle, err)
-			}
-		}
-		s.publish(work[i].entries, work[i].upTo, work[i].applied)
-	}
-	for _, s := range truncated {
-		r.o.Log.Info("table truncated: the shape is rebuilt on the next request", "handle", s.meta.Handle)
-		if err := r.Delete(s); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func (s *Shape) isGone() bool {

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/batonhq/baton/worker/internal/shapes/where"
 	"github.com/batonhq/baton/worker/internal/storage"
 )
 
@@ -22,6 +23,9 @@ type Shape struct {
 	dir    string
 	log    *storage.Log
 	schema string // electric-schema header
+	// pred is the shape's where clause, bound to its params; nil for every
+	// row, or until the router prepares it for a shape opened from disk.
+	pred *where.Predicate
 
 	mu      sync.RWMutex
 	meta    Meta

@@ -8,11 +8,11 @@ func TestParseTable(t *testing.T) {
 		want Definition
 		bad  bool
 	}{
-		{in: "items", want: Definition{"public", "items"}},
-		{in: "Items", want: Definition{"public", "items"}},
-		{in: `"Items"`, want: Definition{"public", "Items"}},
-		{in: `app.items`, want: Definition{"app", "items"}},
-		{in: `"my ""app"""."a.b"`, want: Definition{`my "app"`, "a.b"}},
+		{in: "items", want: Definition{Schema: "public", Table: "items"}},
+		{in: "Items", want: Definition{Schema: "public", Table: "items"}},
+		{in: `"Items"`, want: Definition{Schema: "public", Table: "Items"}},
+		{in: `app.items`, want: Definition{Schema: "app", Table: "items"}},
+		{in: `"my ""app"""."a.b"`, want: Definition{Schema: `my "app"`, Table: "a.b"}},
 		{in: "", bad: true},
 		{in: `"open`, bad: true},
 		{in: "a.b.c", bad: true},
@@ -21,7 +21,7 @@ func TestParseTable(t *testing.T) {
 		{in: "1abc", bad: true},
 	} {
 		got, err := ParseTable(c.in)
-		if (err != nil) != c.bad || (!c.bad && got != c.want) {
+		if (err != nil) != c.bad || (!c.bad && got.Key() != c.want.Key()) {
 			t.Errorf("ParseTable(%q) = %v, %v; want %v (bad %v)", c.in, got, err, c.want, c.bad)
 		}
 	}
@@ -34,11 +34,11 @@ func TestBuildKey(t *testing.T) {
 		pk   []*string
 		want string
 	}{
-		{Definition{"hello", "world"}, []*string{s("b"), s("d")}, `"hello"."world"/"b"/"d"`},
-		{Definition{"hello", "world"}, []*string{s("test/test"), s("test")}, `"hello"."world"/"test//test"/"test"`},
-		{Definition{"hello", "world"}, []*string{s("1"), nil, s("")}, `"hello"."world"/"1"/_/""`},
-		{Definition{`a"."b`, "c"}, []*string{s("")}, `"a".."b"."c"/""`},
-		{Definition{"a", `b"/"`}, []*string{s("")}, `"a"."b"//""/""`},
+		{Definition{Schema: "hello", Table: "world"}, []*string{s("b"), s("d")}, `"hello"."world"/"b"/"d"`},
+		{Definition{Schema: "hello", Table: "world"}, []*string{s("test/test"), s("test")}, `"hello"."world"/"test//test"/"test"`},
+		{Definition{Schema: "hello", Table: "world"}, []*string{s("1"), nil, s("")}, `"hello"."world"/"1"/_/""`},
+		{Definition{Schema: `a"."b`, Table: "c"}, []*string{s("")}, `"a".."b"."c"/""`},
+		{Definition{Schema: "a", Table: `b"/"`}, []*string{s("")}, `"a"."b"//""/""`},
 	} {
 		if got := buildKey(c.d, c.pk); got != c.want {
 			t.Errorf("buildKey(%v) = %s; want %s", c.d, got, c.want)

@@ -33,8 +33,14 @@ const snapshotSyncChunks = 16
 // table is what the catalog says about a shape's table.
 type table struct {
 	oid     uint32
-	columns []Column
-	pk      []string
+	columns []Column // every column, in table order
+	pk      []string // the primary key, or every column when there is none
+	noPK    bool
+	// replident is pg_class.relreplident: d(efault), f(ull), n(othing), i(ndex).
+	replident string
+	// sig is the table's identity and column names and types: a shape is
+	// invalid once it changes.
+	sig string
 }
 
 // connect opens a connection with the fixed output settings the
@@ -61,8 +67,8 @@ func connect(ctx context.Context, url, app string) (*pgx.Conn, error) {
 func describe(ctx context.Context, conn *pgx.Conn, d Definition) (*table, error) {
 	var t table
 	var kind string
-	err := conn.QueryRow(ctx, `SELECT c.oid, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2`, d.Schema, d.Table).Scan(&t.oid, &kind)
+	err := conn.QueryRow(ctx, `SELECT c.oid, c.relkind::text, c.relreplident::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2`, d.Schema, d.Table).Scan(&t.oid, &kind, &t.replident)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, &InvalidError{Field: "table", Problem: fmt.Sprintf("table %s does not exist", d)}
 	}
@@ -73,7 +79,8 @@ func describe(ctx context.Context, conn *pgx.Conn, d Definition) (*table, error)
 		return nil, &InvalidError{Field: "table", Problem: fmt.Sprintf("%s is not an ordinary table", d)}
 	}
 	rows, err := conn.Query(ctx, `
-		SELECT a.attname, a.attnotnull, a.attndims, t.typcategory::text, t.typname, coalesce(e.typname, ''), a.atttypmod
+		SELECT a.attname, a.attnotnull, a.attndims, t.typcategory::text, t.typname, coalesce(e.typname, ''), a.atttypmod,
+			a.atttypid, format_type(a.atttypid, a.atttypmod)
 		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
 		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, t.oid)
 	if err != nil {
@@ -83,7 +90,7 @@ func describe(ctx context.Context, conn *pgx.Conn, d Definition) (*table, error)
 		var c Column
 		var dims int32
 		var cat, typ, elem string
-		if err := rows.Scan(&c.Name, &c.NotNull, &dims, &cat, &typ, &elem, &c.Typmod); err != nil {
+		if err := rows.Scan(&c.Name, &c.NotNull, &dims, &cat, &typ, &elem, &c.Typmod, &c.TypeOID, &c.SQLType); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -109,9 +116,17 @@ func describe(ctx context.Context, conn *pgx.Conn, d Definition) (*table, error)
 		return nil, fmt.Errorf("primary key of %s: %w", d, err)
 	}
 	if len(t.pk) == 0 {
-		return nil, &InvalidError{Field: "table", Problem: fmt.Sprintf("table %s has no primary key; Baton serves tables with one", d)}
+		// Like Electric: every column is the row's key.
+		t.noPK = true
+		for _, c := range t.columns {
+			t.pk = append(t.pk, c.Name)
+		}
 	}
+	t.sig = signature(t.oid, d, t.columns)
 	for i, k := range t.pk {
+		if t.noPK {
+			break
+		}
 		for j := range t.columns {
 			if t.columns[j].Name == k {
 				p := i
@@ -120,6 +135,16 @@ func describe(ctx context.Context, conn *pgx.Conn, d Definition) (*table, error)
 		}
 	}
 	return &t, nil
+}
+
+// signature sums up what a shape depends on in its table's definition.
+func signature(oid uint32, d Definition, cols []Column) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d %s", oid, d.TableSQL())
+	for _, c := range cols {
+		fmt.Fprintf(&b, " %s:%s", quoteIdent(c.Name), c.SQLType)
+	}
+	return b.String()
 }
 
 // publish adds the table to the publication when it is not in it yet.
@@ -134,7 +159,7 @@ func publish(ctx context.Context, conn *pgx.Conn, pub string, d Definition) erro
 	if all || present {
 		return nil
 	}
-	if _, err := conn.Exec(ctx, "ALTER PUBLICATION "+quoteIdent(pub)+" ADD TABLE "+d.Key()); err != nil {
+	if _, err := conn.Exec(ctx, "ALTER PUBLICATION "+quoteIdent(pub)+" ADD TABLE "+d.TableSQL()); err != nil {
 		var pgErr interface{ SQLState() string }
 		if errors.As(err, &pgErr) && pgErr.SQLState() == "42710" { // added meanwhile
 			return nil
@@ -187,29 +212,27 @@ func snapshot(ctx context.Context, conn *pgx.Conn, t *table, m *Meta, l *storage
 		return err
 	}
 	d := m.Definition
-	cols := make([]string, len(t.columns))
-	for i, c := range t.columns {
-		cols[i] = quoteIdent(c.Name) + "::text"
+	if d.ChangesOnly {
+		return tx.Commit(ctx) // log=changes_only: no initial rows
 	}
-	order := make([]string, len(t.pk))
-	for i, k := range t.pk {
-		order[i] = quoteIdent(k)
+	var args []any
+	for _, p := range d.Params {
+		args = append(args, p)
 	}
-	rows, err := tx.Query(ctx, "SELECT "+strings.Join(cols, ", ")+" FROM "+d.Key()+" ORDER BY "+strings.Join(order, ", "),
-		pgx.QueryResultFormats{pgx.TextFormatCode})
+	rows, err := tx.Query(ctx, snapshotSQL(d, m.Columns, t.pk, t.noPK), append([]any{pgx.QueryResultFormats{pgx.TextFormatCode}}, args...)...)
 	if err != nil {
 		return fmt.Errorf("snapshot of %s: %w", d, err)
 	}
 	defer rows.Close()
 	pkPos := make([]int, len(t.pk))
 	for i, k := range t.pk {
-		for j, c := range t.columns {
+		for j, c := range m.Columns {
 			if c.Name == k {
 				pkPos[i] = j
 			}
 		}
 	}
-	enc := newRowEncoder(d, t.columns, pkPos)
+	enc := newRowEncoder(d, m.Columns, pkPos)
 	chunk := uint64(0)
 	// buf is one record's payload: the op offset (the chunk), then the messages.
 	// Append copies it, so it is reused for every chunk.
@@ -262,8 +285,8 @@ func snapshot(ctx context.Context, conn *pgx.Conn, t *table, m *Meta, l *storage
 	}
 	for rows.Next() {
 		raw := rows.RawValues()
-		if len(raw) != len(t.columns) {
-			return fmt.Errorf("snapshot of %s: row has %d columns, want %d", d, len(raw), len(t.columns))
+		if len(raw) != len(m.Columns) {
+			return fmt.Errorf("snapshot of %s: row has %d columns, want %d", d, len(raw), len(m.Columns))
 		}
 		if count > 0 {
 			buf = append(buf, ',')

@@ -1,0 +1,443 @@
+package shapes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/batonhq/baton/worker/internal/replication"
+	"github.com/batonhq/baton/worker/internal/shapes/where"
+	"github.com/batonhq/baton/worker/internal/storage"
+)
+
+// fanout finds the shapes each change goes to. Shapes without a where
+// clause take every change of their table; the others are matched by a
+// where.Set per table, which indexes equality and range clauses and has
+// PostgreSQL evaluate the rest, so a change costs about the same whatever
+// the number of shapes. It belongs to the router goroutine.
+type fanout struct {
+	r      *Registry
+	ev     *where.Evaluator
+	conn   *pgx.Conn // for preparing the where clauses of shapes opened from disk
+	tables map[string]*tableShapes
+	ids    map[*Shape]int
+	next   int
+}
+
+// tableShapes are the shapes of one table.
+type tableShapes struct {
+	whole []*Shape
+	set   *where.Set
+	byID  map[int]*Shape
+	// cols are the table's column names as the shapes know them (nil when
+	// unknown): a change with other columns means the table changed.
+	cols []string
+}
+
+func newFanout(r *Registry) *fanout {
+	dial := func(ctx context.Context) (*pgx.Conn, error) {
+		return connect(ctx, r.o.DatabaseURL, "baton-worker-where:"+r.o.StreamID+":"+strconv.FormatUint(r.o.Epoch, 10))
+	}
+	return &fanout{r: r, ev: where.NewEvaluator(dial), tables: map[string]*tableShapes{}, ids: map[*Shape]int{}}
+}
+
+func (f *fanout) close() {
+	f.ev.Close()
+	if f.conn != nil {
+		f.conn.Close(context.Background())
+	}
+}
+
+func tableName(schema, table string) string { return schema + "." + table }
+
+// sync brings the tables up to the current shapes. It returns the shapes
+// that cannot be served any more: their table or where clause no longer
+// fits the database.
+func (f *fanout) sync(ctx context.Context, shapes []*Shape) ([]*Shape, error) {
+	var invalid []*Shape
+	live := make(map[*Shape]bool, len(shapes))
+	for _, s := range shapes {
+		if s.isGone() {
+			continue
+		}
+		live[s] = true
+		if _, ok := f.ids[s]; ok {
+			continue
+		}
+		d := s.meta.Definition
+		if d.Where != "" && s.pred == nil {
+			p, err := f.prepare(ctx, s)
+			var ie *InvalidError
+			if errors.As(err, &ie) {
+				f.r.o.Log.Warn("shape no longer valid: its clients refetch", "shape", s.meta.Handle, "reason", ie.Error())
+				invalid = append(invalid, s)
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			s.pred = p
+		}
+		name := tableName(d.Schema, d.Table)
+		ts := f.tables[name]
+		if ts == nil {
+			ts = &tableShapes{byID: map[int]*Shape{}}
+			f.tables[name] = ts
+		}
+		if ts.cols == nil && s.meta.TableColumns != nil {
+			for _, c := range s.meta.TableColumns {
+				ts.cols = append(ts.cols, c.Name)
+			}
+		}
+		f.next++
+		f.ids[s] = f.next
+		if s.pred == nil {
+			ts.whole = append(ts.whole, s)
+			continue
+		}
+		if ts.set == nil {
+			ts.set = where.NewSet(whereTable(d, s.meta.TableColumns), f.ev)
+		}
+		ts.set.Add(f.next, s.pred)
+		ts.byID[f.next] = s
+	}
+	for s, id := range f.ids {
+		if live[s] {
+			continue
+		}
+		delete(f.ids, s)
+		d := s.meta.Definition
+		name := tableName(d.Schema, d.Table)
+		ts := f.tables[name]
+		if ts == nil {
+			continue
+		}
+		ts.whole = slices.DeleteFunc(ts.whole, func(x *Shape) bool { return x == s })
+		if _, ok := ts.byID[id]; ok {
+			ts.set.Remove(id)
+			delete(ts.byID, id)
+		}
+		if len(ts.whole) == 0 && len(ts.byID) == 0 {
+			delete(f.tables, name)
+		}
+	}
+	return invalid, nil
+}
+
+// prepare binds the where clause of a shape opened from disk, checking
+// first that its table is still the one it was made from.
+func (f *fanout) prepare(ctx context.Context, s *Shape) (*where.Predicate, error) {
+	if f.conn == nil || f.conn.IsClosed() {
+		c, err := connect(ctx, f.r.o.DatabaseURL, "baton-worker-shapes:"+f.r.o.StreamID+":"+strconv.FormatUint(f.r.o.Epoch, 10))
+		if err != nil {
+			return nil, err
+		}
+		f.conn = c
+	}
+	d := s.meta.Definition
+	t, err := describe(ctx, f.conn, Definition{Schema: d.Schema, Table: d.Table})
+	if err != nil {
+		return nil, err
+	}
+	if s.meta.TableSig != "" && t.sig != s.meta.TableSig {
+		return nil, &InvalidError{Field: "table", Problem: fmt.Sprintf("table %s changed", d)}
+	}
+	return prepareWhere(ctx, f.conn, d, t.columns)
+}
+
+// txFanout is what one transaction does to the shapes.
+type txFanout struct {
+	// touched: the shapes that get a unit of messages, and how to make it.
+	touched []touch
+	// invalid are shapes whose table was truncated or changed.
+	invalid []*Shape
+}
+
+type touch struct {
+	s   *Shape
+	idx []int
+	in  membership
+}
+
+// transaction decides which shapes tx's changes go to.
+func (f *fanout) transaction(ctx context.Context, tx *replication.Transaction) (txFanout, error) {
+	var out txFanout
+	if len(f.tables) == 0 {
+		return out, nil
+	}
+	byTable := map[string][]int{}
+	var order []string
+	for i := range tx.Changes {
+		c := &tx.Changes[i]
+		switch c.Op {
+		case "truncate":
+			for _, name := range c.Tables {
+				if ts := f.tables[name]; ts != nil {
+					out.invalid = append(out.invalid, ts.all()...)
+				}
+			}
+		case "insert", "update", "delete":
+			name := tableName(c.Schema, c.Table)
+			if f.tables[name] == nil {
+				continue
+			}
+			if _, ok := byTable[name]; !ok {
+				order = append(order, name)
+			}
+			byTable[name] = append(byTable[name], i)
+		}
+	}
+	for _, name := range order {
+		ts, idx := f.tables[name], byTable[name]
+		if ts.changed(tx, idx) {
+			out.invalid = append(out.invalid, ts.all()...)
+			continue
+		}
+		for _, s := range ts.whole {
+			out.touched = append(out.touched, touch{s: s, idx: idx, in: everyRow})
+		}
+		if ts.set == nil || ts.set.Len() == 0 {
+			continue
+		}
+		t, err := ts.match(ctx, tx, idx)
+		if err != nil {
+			return out, err
+		}
+		out.touched = append(out.touched, t...)
+	}
+	return out, nil
+}
+
+func (ts *tableShapes) all() []*Shape {
+	out := slices.Clone(ts.whole)
+	for _, s := range ts.byID {
+		out = append(out, s)
+	}
+	return out
+}
+
+// changed reports whether a change carries other columns than the shapes
+// were made with: the table was altered.
+func (ts *tableShapes) changed(tx *replication.Transaction, idx []int) bool {
+	if ts.cols == nil {
+		return false
+	}
+	for _, i := range idx {
+		if !slices.Equal(tx.Changes[i].Columns, ts.cols) {
+			return true
+		}
+	}
+	return false
+}
+
+// Membership bits of one change for one shape.
+const (
+	inOld = 1 << iota
+	inNew
+	oldKnown
+)
+
+// match evaluates the where clauses on the old and new rows of the
+// changes idx of tx.
+func (ts *tableShapes) match(ctx context.Context, tx *replication.Transaction, idx []int) ([]touch, error) {
+	cols := tx.Changes[idx[0]].Columns
+	var rows [][]*string
+	type images struct{ old, new int }
+	img := make([]images, len(idx))
+	for k, i := range idx {
+		c := &tx.Changes[i]
+		img[k] = images{-1, -1}
+		full := len(c.Old) == len(c.Columns)
+		if full && c.Op != "insert" {
+			img[k].old = len(rows)
+			rows = append(rows, c.Old)
+		}
+		if c.Op != "delete" {
+			img[k].new = len(rows)
+			rows = append(rows, newImage(c, full))
+		}
+		if c.Op == "delete" && !full {
+			// Without the old row a delete is told to every shape: a
+			// delete of a row a client does not hold changes nothing.
+			img[k].old = -2
+		}
+	}
+	matched, err := ts.set.Match(ctx, cols, rows)
+	if err != nil {
+		return nil, fmt.Errorf("match where clauses: %w", err)
+	}
+	flags := map[int][]uint8{}
+	set := func(id, k int, bit uint8) {
+		fl := flags[id]
+		if fl == nil {
+			fl = make([]uint8, len(idx))
+			flags[id] = fl
+		}
+		fl[k] |= bit
+	}
+	for k := range idx {
+		c := &tx.Changes[idx[k]]
+		if img[k].old >= 0 {
+			for _, id := range matched[img[k].old] {
+				set(id, k, inOld)
+			}
+		}
+		if img[k].new >= 0 {
+			for _, id := range matched[img[k].new] {
+				set(id, k, inNew)
+			}
+		}
+		if img[k].old == -2 || (c.Op == "update" && img[k].old == -1) {
+			for id := range ts.byID {
+				set(id, k, 0)
+			}
+		}
+	}
+	out := make([]touch, 0, len(flags))
+	for id, fl := range flags {
+		s := ts.byID[id]
+		if s == nil {
+			continue
+		}
+		for k := range idx {
+			c := &tx.Changes[idx[k]]
+			if c.Op == "insert" || img[k].old >= 0 {
+				fl[k] |= oldKnown
+			}
+			if img[k].old == -2 {
+				fl[k] |= inOld | oldKnown
+			}
+		}
+		out = append(out, touch{s: s, idx: idx, in: func(k int) (bool, bool, bool) {
+			return fl[k]&inOld != 0, fl[k]&inNew != 0, fl[k]&oldKnown != 0
+		}})
+	}
+	return out, nil
+}
+
+// newImage is the new row of a change, with unchanged TOASTed values taken
+// from the old row when it is whole.
+func newImage(c *replication.Change, fullOld bool) []*string {
+	if len(c.Unchanged) == 0 || !fullOld {
+		return c.New
+	}
+	row := slices.Clone(c.New)
+	for j, col := range c.Columns {
+		if j < len(row) && slices.Contains(c.Unchanged, col) {
+			row[j] = c.Old[j]
+		}
+	}
+	return row
+}
+
+// routeRecords applies recs to the shapes: the transactions not visible in
+// a shape's snapshot become one record each in the logs of the shapes they
+// touch. Then each written log is synced and every shape's records and
+// applied_seq published: meta.json (written by another goroutine) never
+// names a stream record whose messages are not durable.
+func (f *fanout) routeRecords(ctx context.Context, recs []storage.Record, shapes []*Shape) error {
+	invalid, err := f.sync(ctx, shapes)
+	if err != nil {
+		return err
+	}
+	type pending struct {
+		entries []entry
+		dirty   bool
+	}
+	start := make(map[*Shape]uint64, len(shapes))
+	for _, s := range shapes {
+		start[s] = s.applied()
+	}
+	work := map[*Shape]*pending{}
+	last := recs[len(recs)-1]
+	var lastLSN uint64
+	for _, rec := range recs {
+		tx := f.r.o.Decoded.Take(rec.Seq)
+		if tx == nil {
+			if tx, err = replication.DecodeTransaction(rec.Payload); err != nil {
+				return fmt.Errorf("stream record %d: %w", rec.Seq, err)
+			}
+		}
+		lastLSN = tx.CommitLSN
+		fo, err := f.transaction(ctx, tx)
+		if err != nil {
+			return err
+		}
+		for _, s := range fo.invalid {
+			if a, ok := start[s]; ok && a < rec.Seq && !s.meta.visible(tx.XID) && !slices.Contains(invalid, s) {
+				invalid = append(invalid, s)
+			}
+		}
+		for _, t := range fo.touched {
+			s := t.s
+			if a, ok := start[s]; !ok || a >= rec.Seq || s.isGone() || slices.Contains(invalid, s) || s.meta.visible(tx.XID) {
+				continue
+			}
+			u := s.meta.txMessages(tx, t.idx, t.in)
+			if u.count == 0 {
+				continue
+			}
+			seq, err := s.log.Append(storage.Record{CommitLSN: tx.CommitLSN, EndLSN: rec.EndLSN, Payload: u.payload(u.lastOp)})
+			if err != nil {
+				if s.isGone() {
+					continue // deleted meanwhile
+				}
+				return fmt.Errorf("shape %s: %w", s.meta.Handle, err)
+			}
+			p := work[s]
+			if p == nil {
+				p = &pending{}
+				work[s] = p
+			}
+			p.dirty = true
+			if seq != 0 {
+				p.entries = append(p.entries, entry{seq: seq, off: Offset{TX: tx.CommitLSN, Op: u.lastOp}, size: len(u.body)})
+			}
+		}
+	}
+	for s, p := range work {
+		if !p.dirty {
+			continue
+		}
+		if _, err := s.log.Sync(); err != nil {
+			if s.isGone() {
+				continue
+			}
+			return fmt.Errorf("shape %s: %w", s.meta.Handle, err)
+		}
+	}
+	for _, s := range shapes {
+		if start[s] >= last.Seq {
+			continue
+		}
+		var entries []entry
+		if p := work[s]; p != nil {
+			entries = p.entries
+		}
+		s.publish(entries, lastLSN, last.Seq)
+	}
+	return f.invalidate(ctx, invalid)
+}
+
+// invalidate removes shapes whose table was truncated or changed, or whose
+// where clause no longer fits it: their clients get 409 and refetch, and
+// a new request makes a shape from the table as it is now.
+func (f *fanout) invalidate(ctx context.Context, shapes []*Shape) error {
+	if len(shapes) == 0 {
+		return nil
+	}
+	for _, s := range shapes {
+		f.r.o.Log.Info("table truncated or changed: the shape is removed, its clients refetch", "shape", s.meta.Handle, "table", s.meta.Definition.String())
+		if err := f.r.Delete(s); err != nil {
+			return err
+		}
+	}
+	if err := f.r.Reconcile(ctx); err != nil {
+		f.r.o.Log.Warn("publication not reconciled after removing shapes", "err", err)
+	}
+	return nil
+}

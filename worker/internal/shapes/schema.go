@@ -1,0 +1,93 @@
+package shapes
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// schemaCheckEvery is how often the tables of the shapes are compared with
+// what the shapes were made from. A change that the stream shows first (a
+// row with other columns, a TRUNCATE) is acted on at once by the router;
+// this catches the rest: a table dropped or renamed, a column's type
+// changed, a column added while the table sees no writes.
+const schemaCheckEvery = 5 * time.Second
+
+// schemaWatch holds the connection of the schema checks.
+type schemaWatch struct {
+	r    *Registry
+	conn *pgx.Conn
+	last time.Time
+}
+
+func (w *schemaWatch) close() {
+	if w.conn != nil {
+		w.conn.Close(context.Background())
+		w.conn = nil
+	}
+}
+
+// check removes the shapes whose table is gone or no longer has the
+// columns and types the shape was made from: their clients get 409 and
+// refetch, and the new shape (or a 400) follows the table as it is now.
+// It does nothing until schemaCheckEvery passed since the last check.
+func (w *schemaWatch) check(ctx context.Context) error {
+	if time.Since(w.last) < schemaCheckEvery {
+		return nil
+	}
+	w.last = time.Now()
+	shapes, _ := w.r.list()
+	if len(shapes) == 0 {
+		return nil
+	}
+	if w.conn == nil || w.conn.IsClosed() {
+		c, err := connect(ctx, w.r.o.DatabaseURL, "baton-worker-shapes:"+w.r.o.StreamID+":"+strconv.FormatUint(w.r.o.Epoch, 10))
+		if err != nil {
+			return err
+		}
+		w.conn = c
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	sigs := map[string]string{} // table → its signature now ("" when gone)
+	var invalid []*Shape
+	for _, s := range shapes {
+		m := &s.meta
+		if m.TableSig == "" || s.isGone() {
+			continue
+		}
+		name := tableName(m.Definition.Schema, m.Definition.Table)
+		sig, ok := sigs[name]
+		if !ok {
+			t, err := describe(ctx, w.conn, Definition{Schema: m.Definition.Schema, Table: m.Definition.Table})
+			var ie *InvalidError
+			switch {
+			case errors.As(err, &ie):
+				sig = ""
+			case err != nil:
+				w.close()
+				return err
+			default:
+				sig = t.sig
+			}
+			sigs[name] = sig
+		}
+		if sig != m.TableSig {
+			invalid = append(invalid, s)
+		}
+	}
+	if len(invalid) == 0 {
+		return nil
+	}
+	for _, s := range invalid {
+		w.r.o.Log.Info("table dropped, renamed or altered: the shape is removed, its clients refetch",
+			"shape", s.meta.Handle, "table", s.meta.Definition.String())
+		if err := w.r.Delete(s); err != nil {
+			return err
+		}
+	}
+	return w.r.Reconcile(ctx)
+}
