@@ -34,6 +34,9 @@ type Shape struct {
 	seen    uint64 // meta.SeenLSN as last persisted
 	changed chan struct{}
 	gone    bool // deleted or invalidated: its handle is never served again
+	// compactBase is the size of the log's messages after the last
+	// compaction, or when first checked (compact.go).
+	compactBase int64
 
 	use       use        // requests using it, for idle expiry (expire.go)
 	persistMu sync.Mutex // one meta.json write at a time
@@ -245,9 +248,12 @@ func (s *Shape) Wait(ctx context.Context, off Offset) (bool, error) {
 }
 
 // Bodies calls fn with the messages of each planned record, in order.
+// When the log was compacted after the plan, it serves the compacted
+// records from the last one served up to p.Last instead (see compact.go).
 func (s *Shape) Bodies(p *Plan, fn func(body []byte) error) error {
-	for i := 0; i < len(p.entries); {
-		recs, err := s.log.Read(p.entries[i].seq, len(p.entries)-i)
+	entries, served := p.entries, p.From
+	for replans := 0; len(entries) > 0; {
+		recs, err := s.log.Read(entries[0].seq, len(entries))
 		if err != nil {
 			if errors.Is(err, storage.ErrClosed) {
 				return ErrGone
@@ -255,21 +261,43 @@ func (s *Shape) Bodies(p *Plan, fn func(body []byte) error) error {
 			return err
 		}
 		if len(recs) == 0 {
-			return fmt.Errorf("shape %s: record %d is indexed but not readable", s.meta.Handle, p.entries[i].seq)
+			return fmt.Errorf("shape %s: record %d is indexed but not readable", s.meta.Handle, entries[0].seq)
 		}
 		for _, r := range recs {
-			if r.Seq != p.entries[i].seq {
-				return fmt.Errorf("shape %s: read record %d, want %d", s.meta.Handle, r.Seq, p.entries[i].seq)
+			e := entries[0]
+			op, body := splitPayload(r.Payload)
+			if r.Seq != e.seq || r.CommitLSN != e.off.TX || op != e.off.Op {
+				if replans++; replans > 16 {
+					return fmt.Errorf("shape %s: read record %d at %d_%d, want %v", s.meta.Handle, r.Seq, r.CommitLSN, op, e.off)
+				}
+				if entries, err = s.entriesBetween(served, p.Last); err != nil {
+					return err
+				}
+				break
 			}
-			_, body := splitPayload(r.Payload)
 			if err := fn(body); err != nil {
 				return err
 			}
-			i++
-			if i == len(p.entries) {
+			served, entries = e.off, entries[1:]
+			if len(entries) == 0 {
 				break
 			}
 		}
 	}
 	return nil
+}
+
+// entriesBetween returns the index entries after from, up to last.
+func (s *Shape) entriesBetween(from, last Offset) ([]entry, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.gone {
+		return nil, ErrGone
+	}
+	i := sort.Search(len(s.index), func(i int) bool { return s.index[i].off.after(from) })
+	var out []entry
+	for ; i < len(s.index) && !s.index[i].off.after(last); i++ {
+		out = append(out, s.index[i])
+	}
+	return out, nil
 }
