@@ -84,6 +84,7 @@ func (r *Registry) persistLoop(ctx context.Context) error {
 				r.o.Log.Info("stream log truncated: every shape has moved past it", "records", n)
 			}
 		}
+		r.compactShapes(ctx, ticks)
 	}
 }
 
