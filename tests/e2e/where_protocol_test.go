@@ -469,3 +469,39 @@ func TestWhereToastUnchanged(t *testing.T) {
 		"BEGIN; UPDATE big SET k = 7 WHERE id = 3; UPDATE big SET k = k + 1 WHERE id = 3; COMMIT")
 	f.awaitRows(t, specs, pgShapes(t, conn, specs, cols), 30*time.Second, "after updates leaving the TOASTed body unchanged")
 }
+
+// A parameter standing where PostgreSQL expects a boolean takes the type
+// boolean, as it does in PostgreSQL (SELECT ... WHERE $1, or WHERE 'true',
+// both work there).
+//
+// Fails today: a bare $1 is refused with "where clause must be a boolean
+// expression, got text" ($1 inside NOT or OR is accepted).
+func TestWhereBareParam(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	execSQL(t, pg, "CREATE TABLE t (id int PRIMARY KEY, i4 int)", "INSERT INTO t VALUES (1, 5)")
+	_, base := startShapePair(t, pg, "a", t.TempDir())
+	for _, c := range []struct {
+		where, param string
+		rows         int
+	}{
+		{"$1", "true", 1},
+		{"$1", "false", 0},
+		{"$1 OR i4 > 100", "true", 1},
+		{"NOT $1", "true", 0},
+	} {
+		code, _, body := get(t, base, url.Values{"table": {"t"}, "offset": {"-1"}, "where": {c.where}, "params[1]": {c.param}})
+		if code != 200 {
+			t.Errorf("where %s with $1=%s: %d %s; want 200 with %d rows", c.where, c.param, code, body, c.rows)
+			continue
+		}
+		n := 0
+		for _, m := range whereMessages(t, body) {
+			if m.Headers["operation"] == "insert" {
+				n++
+			}
+		}
+		if n != c.rows {
+			t.Errorf("where %s with $1=%s: %d rows; want %d: %s", c.where, c.param, n, c.rows, body)
+		}
+	}
+}

@@ -14,14 +14,17 @@ import (
 // are PostgreSQL text-format strings; nil is NULL. Unchanged TOAST values
 // (not sent by the server) are listed in Unchanged.
 type Change struct {
-	Op        string    `json:"op"` // insert, update, delete, truncate, message
-	Schema    string    `json:"schema,omitempty"`
-	Table     string    `json:"table,omitempty"`
-	Columns   []string  `json:"columns,omitempty"`
-	Key       []string  `json:"key,omitempty"` // replica identity columns
-	New       []*string `json:"new,omitempty"`
-	Old       []*string `json:"old,omitempty"` // old key or old row, when sent
-	Unchanged []string  `json:"unchanged,omitempty"`
+	Op      string    `json:"op"` // insert, update, delete, truncate, message
+	Schema  string    `json:"schema,omitempty"`
+	Table   string    `json:"table,omitempty"`
+	Columns []string  `json:"columns,omitempty"`
+	Key     []string  `json:"key,omitempty"` // replica identity columns
+	New     []*string `json:"new,omitempty"`
+	Old     []*string `json:"old,omitempty"` // old key or old row, when sent
+	// OldFull: Old is the whole old row (REPLICA IDENTITY FULL), not the
+	// old key (whose other columns are NULL).
+	OldFull   bool     `json:"old_full,omitempty"`
+	Unchanged []string `json:"unchanged,omitempty"`
 	// Truncate: the tables truncated (schema-qualified) and options.
 	Tables  []string `json:"tables,omitempty"`
 	Cascade bool     `json:"cascade,omitempty"`
@@ -203,11 +206,11 @@ func (d *decoder) handle(data []byte) (*Transaction, error) {
 		t.CommitLSN, t.EndLSN = uint64(m.CommitLSN), uint64(m.TransactionEndLSN)
 		return t, nil
 	case *pglogrepl.InsertMessage:
-		return nil, d.row("insert", m.RelationID, m.Tuple, nil)
+		return nil, d.row("insert", m.RelationID, m.Tuple, nil, false)
 	case *pglogrepl.UpdateMessage:
-		return nil, d.row("update", m.RelationID, m.NewTuple, m.OldTuple)
+		return nil, d.row("update", m.RelationID, m.NewTuple, m.OldTuple, m.OldTupleType == pglogrepl.UpdateMessageTupleTypeOld)
 	case *pglogrepl.DeleteMessage:
-		return nil, d.row("delete", m.RelationID, nil, m.OldTuple)
+		return nil, d.row("delete", m.RelationID, nil, m.OldTuple, m.OldTupleType == pglogrepl.DeleteMessageTupleTypeOld)
 	case *pglogrepl.TruncateMessage:
 		c := Change{Op: "truncate", Cascade: m.Option&1 != 0}
 		for _, id := range m.RelationIDs {
@@ -234,7 +237,7 @@ func (d *decoder) add(c Change) error {
 	return nil
 }
 
-func (d *decoder) row(op string, relID uint32, newTuple, oldTuple *pglogrepl.TupleData) error {
+func (d *decoder) row(op string, relID uint32, newTuple, oldTuple *pglogrepl.TupleData, oldFull bool) error {
 	rel, ok := d.rels[relID]
 	if !ok {
 		return fmt.Errorf("%s on unknown relation %d", op, relID)
@@ -251,6 +254,7 @@ func (d *decoder) row(op string, relID uint32, newTuple, oldTuple *pglogrepl.Tup
 	}
 	if oldTuple != nil {
 		c.Old, _ = values(rel, oldTuple)
+		c.OldFull = oldFull
 	}
 	return d.add(c)
 }

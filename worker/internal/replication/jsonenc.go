@@ -152,6 +152,9 @@ func (c *Change) appendJSON(dst []byte) []byte {
 	dst = appendStrings(dst, `,"key":`, c.Key)
 	dst = appendValues(dst, `,"new":`, c.New)
 	dst = appendValues(dst, `,"old":`, c.Old)
+	if c.OldFull {
+		dst = append(dst, `,"old_full":true`...)
+	}
 	dst = appendStrings(dst, `,"unchanged":`, c.Unchanged)
 	dst = appendStrings(dst, `,"tables":`, c.Tables)
 	if c.Cascade {

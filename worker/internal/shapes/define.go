@@ -30,6 +30,11 @@ func prepareWhere(ctx context.Context, conn *pgx.Conn, d Definition, cols []Colu
 	}
 	c, err := where.Parse(d.Where)
 	if err == nil {
+		for _, name := range c.Columns() {
+			if slices.ContainsFunc(cols, func(c Column) bool { return c.Name == name && c.Generated }) {
+				return nil, &InvalidError{Field: "where", Problem: fmt.Sprintf("%s is a generated column, which logical replication does not carry", quoteIdent(name))}
+			}
+		}
 		var p *where.Predicate
 		if p, err = where.Prepare(ctx, conn, whereTable(d, cols), c, d.Params); err == nil {
 			return p, nil
@@ -47,11 +52,17 @@ func prepareWhere(ctx context.Context, conn *pgx.Conn, d Definition, cols []Colu
 // served columns in table order, with their position in the key.
 func selectColumns(d Definition, t *table) ([]Column, error) {
 	if d.Columns == nil {
-		return t.columns, nil
+		// Generated columns are left out: logical replication does not
+		// carry them, so changes could not keep them current.
+		return slices.DeleteFunc(slices.Clone(t.columns), func(c Column) bool { return c.Generated }), nil
 	}
 	for _, name := range d.Columns {
-		if !slices.ContainsFunc(t.columns, func(c Column) bool { return c.Name == name }) {
+		i := slices.IndexFunc(t.columns, func(c Column) bool { return c.Name == name })
+		if i < 0 {
 			return nil, &InvalidError{Field: "columns", Problem: fmt.Sprintf("unknown column %s in table %s", quoteIdent(name), d)}
+		}
+		if t.columns[i].Generated {
+			return nil, &InvalidError{Field: "columns", Problem: fmt.Sprintf("%s is a generated column, which logical replication does not carry", quoteIdent(name))}
 		}
 	}
 	for _, k := range t.pk {

@@ -89,8 +89,11 @@ func (f *fanout) sync(ctx context.Context, shapes []*Shape) ([]*Shape, error) {
 			f.tables[name] = ts
 		}
 		if ts.cols == nil && s.meta.TableColumns != nil {
+			ts.cols = []string{}
 			for _, c := range s.meta.TableColumns {
-				ts.cols = append(ts.cols, c.Name)
+				if !c.Generated {
+					ts.cols = append(ts.cols, c.Name)
+				}
 			}
 		}
 		f.next++
@@ -251,7 +254,7 @@ func (ts *tableShapes) match(ctx context.Context, tx *replication.Transaction, i
 	for k, i := range idx {
 		c := &tx.Changes[i]
 		img[k] = images{-1, -1}
-		full := len(c.Old) == len(c.Columns)
+		full := c.OldFull && len(c.Old) == len(c.Columns)
 		if full && c.Op != "insert" {
 			img[k].old = len(rows)
 			rows = append(rows, c.Old)

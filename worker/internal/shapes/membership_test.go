@@ -17,13 +17,13 @@ func TestTxMessagesMembership(t *testing.T) {
 	update := replication.Change{Op: "update", Schema: "public", Table: "t",
 		Columns: []string{"id", "a", "b"},
 		Old:     []*string{s("1"), s("x"), s("same")},
-		New:     []*string{s("1"), s("y"), s("same")}}
+		New:     []*string{s("1"), s("y"), s("same")}, OldFull: true}
 	keyChange := update
 	keyChange.New = []*string{s("2"), s("x"), s("same")}
 	toasted := update
 	toasted.New = []*string{s("1"), s("y"), nil}
 	toasted.Unchanged = []string{"b"}
-	del := replication.Change{Op: "delete", Schema: "public", Table: "t", Columns: update.Columns, Old: update.Old}
+	del := replication.Change{Op: "delete", Schema: "public", Table: "t", Columns: update.Columns, Old: update.Old, OldFull: true}
 
 	type msg struct {
 		Key      string            `json:"key"`

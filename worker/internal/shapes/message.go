@@ -242,7 +242,7 @@ func (r changeRows) value(vals []*string, isNew bool, j int) (*string, bool) {
 		return nil, false
 	}
 	if isNew && r.unchanged(r.c.Columns[j]) {
-		if r.c.Old != nil && j < len(r.c.Old) && len(r.c.Old) == len(r.c.Columns) {
+		if r.c.OldFull && j < len(r.c.Old) && len(r.c.Old) == len(r.c.Columns) {
 			return r.c.Old[j], true
 		}
 		return nil, false
@@ -280,7 +280,7 @@ func (r changeRows) isKey(col string) bool { return slices.Contains(r.m.PK, col)
 // old row does not tell).
 func (r changeRows) differs(j int) bool {
 	c := r.c
-	if c.Old == nil || len(c.Old) != len(c.Columns) || j >= len(c.New) {
+	if !c.OldFull || len(c.Old) != len(c.Columns) || j >= len(c.New) {
 		return true
 	}
 	if r.unchanged(c.Columns[j]) {
@@ -320,7 +320,7 @@ func (r changeRows) pkRow(vals []*string) []kv {
 // oldRow is a delete's value: the whole old row for replica=full (as far
 // as the old row carries it), else the key.
 func (r changeRows) oldRow(full bool) []kv {
-	if full && len(r.c.Old) == len(r.c.Columns) {
+	if full && r.c.OldFull && len(r.c.Old) == len(r.c.Columns) {
 		return r.row(false, r.all)
 	}
 	return r.pkRow(r.c.Old)

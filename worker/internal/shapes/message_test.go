@@ -84,6 +84,7 @@ func TestTxMessagesMatchesReference(t *testing.T) {
 					c.Old[r.Intn(len(c.Old))] = val()
 				}
 			}
+			c.OldFull = r.Intn(2) == 0
 			for _, col := range c.Columns {
 				if r.Intn(6) == 0 {
 					c.Unchanged = append(c.Unchanged, col)

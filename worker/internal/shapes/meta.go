@@ -24,6 +24,8 @@ type Column struct {
 	// TypeOID and SQLType (format_type) are the column's exact type.
 	TypeOID uint32 `json:"type_oid,omitempty"`
 	SQLType string `json:"sql_type,omitempty"`
+	// Generated columns are not in logical replication's rows.
+	Generated bool `json:"generated,omitempty"`
 }
 
 // modifiers are the type modifiers Electric's electric-schema header

@@ -80,7 +80,7 @@ func describe(ctx context.Context, conn *pgx.Conn, d Definition) (*table, error)
 	}
 	rows, err := conn.Query(ctx, `
 		SELECT a.attname, a.attnotnull, a.attndims, t.typcategory::text, t.typname, coalesce(e.typname, ''), a.atttypmod,
-			a.atttypid, format_type(a.atttypid, a.atttypmod)
+			a.atttypid, format_type(a.atttypid, a.atttypmod), a.attgenerated <> ''
 		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
 		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, t.oid)
 	if err != nil {
@@ -90,7 +90,7 @@ func describe(ctx context.Context, conn *pgx.Conn, d Definition) (*table, error)
 		var c Column
 		var dims int32
 		var cat, typ, elem string
-		if err := rows.Scan(&c.Name, &c.NotNull, &dims, &cat, &typ, &elem, &c.Typmod, &c.TypeOID, &c.SQLType); err != nil {
+		if err := rows.Scan(&c.Name, &c.NotNull, &dims, &cat, &typ, &elem, &c.Typmod, &c.TypeOID, &c.SQLType, &c.Generated); err != nil {
 			rows.Close()
 			return nil, err
 		}
