@@ -9,14 +9,15 @@ import (
 // an implicit interval tree over the entries sorted by lo (each node of the
 // balanced tree over the array keeps the greatest hi below it), so a lookup
 // costs O(log n + matches). Entries added or removed since the last build
-// are kept aside (added ones scanned, removed ones skipped) until there are
-// enough of them to rebuild.
+// are kept aside (added ones scanned, removed ones skipped) until scanning
+// them has cost about as much as a rebuild, or there are many of them.
 type intervals struct {
 	lo, hi, maxHi []int64
 	ent           []*entry
 	pending       []*entry
 	gone          map[*entry]bool
 	n             int // live entries
+	debt          int // entries scanned aside since the last build
 }
 
 func (x *intervals) add(e *entry) {
@@ -61,7 +62,7 @@ func (x *intervals) build() {
 		}
 		return 0
 	})
-	x.ent, x.pending, x.gone = all, nil, nil
+	x.ent, x.pending, x.gone, x.debt = all, nil, nil, 0
 	x.lo = make([]int64, len(all))
 	x.hi = make([]int64, len(all))
 	x.maxHi = make([]int64, len(all))
@@ -83,6 +84,11 @@ func (x *intervals) fill(l, r int) int64 {
 
 // find appends to out the entries whose range holds v.
 func (x *intervals) find(v int64, out []*entry) []*entry {
+	if k := len(x.pending) + len(x.gone); k > 0 {
+		if x.debt += k; x.debt > x.n+64 {
+			x.build()
+		}
+	}
 	out = x.walk(0, len(x.ent), v, out)
 	for _, e := range x.pending {
 		if e.lo <= v && v <= e.hi {

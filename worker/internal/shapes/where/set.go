@@ -20,7 +20,9 @@ type Set struct {
 	entries map[int]*entry
 	eq      map[int]map[string][]*entry // column ordinal → canonical value → entries
 	ranges  map[int]*intervals          // column ordinal → entries by integer range
-	scan    []*entry                    // fast entries without an index
+	eqCols  []int                       // the keys of eq and ranges, for iterating
+	rgCols  []int
+	scan    []*entry // fast entries without an index
 	pg      pgPath
 
 	scratch []*entry
@@ -102,12 +104,14 @@ func (s *Set) Remove(id int) {
 		}
 		if len(s.eq[e.col]) == 0 {
 			delete(s.eq, e.col)
+			s.eqCols = slices.DeleteFunc(s.eqCols, func(c int) bool { return c == e.col })
 		}
 	case placeRange:
 		x := s.ranges[e.col]
 		x.remove(e)
 		if x.n == 0 {
 			delete(s.ranges, e.col)
+			s.rgCols = slices.DeleteFunc(s.rgCols, func(c int) bool { return c == e.col })
 		}
 	case placeScan:
 		i := slices.Index(s.scan, e)
@@ -160,6 +164,7 @@ func (s *Set) place(e *entry) {
 			if x == nil {
 				x = &intervals{}
 				s.ranges[c.col] = x
+				s.rgCols = append(s.rgCols, c.col)
 			}
 			x.add(e)
 			return
@@ -175,6 +180,7 @@ func (s *Set) placeEq(e *entry, col int) {
 	if m == nil {
 		m = map[string][]*entry{}
 		s.eq[col] = m
+		s.eqCols = append(s.eqCols, col)
 	}
 	for _, k := range e.keys {
 		m[k] = append(m[k], e)
@@ -238,16 +244,17 @@ func rowsOf(pos []int, rows [][]*string) []rowRef {
 }
 
 func (s *Set) matchFast(r rowRef, ids []int) []int {
-	for col, m := range s.eq {
+	for _, col := range s.eqCols {
 		if v := r.get(col); v != nil {
-			for _, e := range m[*v] {
+			for _, e := range s.eq[col][*v] {
 				if e.p.plan.match(r) {
 					ids = append(ids, e.id)
 				}
 			}
 		}
 	}
-	for col, x := range s.ranges {
+	for _, col := range s.rgCols {
+		x := s.ranges[col]
 		v := r.get(col)
 		if v == nil {
 			continue

@@ -1,0 +1,114 @@
+package where_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/batonhq/baton/worker/internal/shapes/where"
+)
+
+var benchTable sync.Once
+
+// benchSet is a Set of n shapes over table bench, shape i having the clause
+// expr with the params of i.
+func benchSet(b *testing.B, n int, expr string, params func(i int) []string) *where.Set {
+	b.Helper()
+	benchTable.Do(func() { exec(b, `CREATE TABLE bench (id int8 PRIMARY KEY, name text, n int4)`) })
+	ctx := context.Background()
+	conn := connect(b)
+	tb := table(b, conn, "public", "bench")
+	ev := where.NewEvaluator(dial)
+	b.Cleanup(func() { ev.Close() })
+	set := where.NewSet(tb, ev)
+	c, err := where.Parse(expr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range n {
+		p, err := where.Prepare(ctx, conn, tb, c, params(i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		set.Add(i, p)
+	}
+	return set
+}
+
+// benchMatch matches batches of 100 rows whose ids fall in [0, span) and
+// reports row changes per second.
+func benchMatch(b *testing.B, set *where.Set, span int, want func(matches int) bool) {
+	b.Helper()
+	const batch = 100
+	cols := []string{"id", "name", "n"}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	batches := make([][][]*string, 64)
+	for k := range batches {
+		for range batch {
+			id, name, n := strconv.Itoa(rnd.IntN(span)), "x", "1"
+			batches[k] = append(batches[k], []*string{&id, &name, &n})
+		}
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	matched := 0
+	for i := 0; b.Loop(); i++ {
+		out, err := set.Match(ctx, cols, batches[i%len(batches)])
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, ids := range out {
+			matched += len(ids)
+		}
+	}
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "rows/s")
+	if !want(matched) {
+		b.Fatalf("%d matches", matched)
+	}
+}
+
+var benchSizes = []int{1, 100, 1000, 10000}
+
+func BenchmarkMatchEquality(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			set := benchSet(b, n, "id = $1", func(i int) []string { return []string{strconv.Itoa(i)} })
+			benchMatch(b, set, n, func(m int) bool { return m > 0 })
+		})
+	}
+}
+
+func BenchmarkMatchRange(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			set := benchSet(b, n, "id >= $1 AND id < $2", func(i int) []string {
+				return []string{strconv.Itoa(i * 10), strconv.Itoa(i*10 + 10)}
+			})
+			benchMatch(b, set, n*10, func(m int) bool { return m > 0 })
+		})
+	}
+}
+
+func BenchmarkMatchBetween(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			set := benchSet(b, n, "id BETWEEN $1 AND $2", func(i int) []string {
+				return []string{strconv.Itoa(i * 10), strconv.Itoa(i*10 + 19)} // overlapping
+			})
+			benchMatch(b, set, n*10, func(m int) bool { return m > 0 })
+		})
+	}
+}
+
+// BenchmarkMatchPostgres measures the path without a fast path.
+func BenchmarkMatchPostgres(b *testing.B) {
+	for _, n := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			set := benchSet(b, n, "id % 1000 = $1 AND lower(name) = 'x'", func(i int) []string { return []string{strconv.Itoa(i)} })
+			benchMatch(b, set, 1000, func(m int) bool { return m > 0 })
+		})
+	}
+}
