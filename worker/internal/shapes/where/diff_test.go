@@ -48,6 +48,8 @@ var diffClauses = []struct {
 	fast   int
 }{
 	{"i4 = $1", []string{"5"}, 1},
+	{"$1", []string{"true"}, 0},
+	{"$1 OR i4 = $2", []string{"off", "6"}, 0},
 	{"i4 = 5.0", nil, 1},
 	{"i4 = 5.5", nil, 1},
 	{"i4 <> 5", nil, 1},

@@ -78,8 +78,15 @@ func Prepare(ctx context.Context, conn *pgx.Conn, t Table, c *Clause, params []s
 		}
 	}
 	pc := conn.PgConn()
+	// Parameters take the types PostgreSQL gives them in a WHERE clause (a
+	// bare $1 is boolean there, text in a select list). If the clause is no
+	// WHERE clause, the probe below says why.
+	var oids []uint32
+	if d, err := pc.Prepare(ctx, "", "SELECT FROM "+t.ident()+" WHERE ("+c.sql+")", nil); err == nil {
+		oids = d.ParamOIDs
+	}
 	probe := "SELECT (" + c.sql + ") FROM " + t.ident() + " WHERE false"
-	desc, err := pc.Prepare(ctx, "", probe, nil)
+	desc, err := pc.Prepare(ctx, "", probe, oids)
 	if err != nil {
 		return nil, pgError("where", err)
 	}

@@ -32,6 +32,8 @@ func TestPrepareRefuses(t *testing.T) {
 		{"missing param", "id = $1", nil, "params", "uses 1 parameters but 0 were given"},
 		{"extra param", "id = 1", []string{"1"}, "params", "uses 0 parameters but 1 were given"},
 		{"untyped param", "$1 IS NULL", []string{"x"}, "where", "could not determine data type of parameter $1"},
+		{"bare param", "$1", []string{"maybe"}, "params", `params[1]: invalid input syntax for type boolean: "maybe"`},
+		{"bare literal", "'true'", nil, "where", "where clause must be a boolean expression, got text"},
 		{"unknown collation", `name COLLATE "nope" = 'x'`, nil, "where", `collation "nope" for encoding "UTF8" does not exist`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
