@@ -408,7 +408,9 @@ func TestWhereSameDefinitionOneShape(t *testing.T) {
 	if c == a {
 		t.Errorf("params[1]=6 got the handle of params[1]=5 (%s); want another shape", a)
 	}
-	has := func(body, id string) bool { return strings.Contains(body, strings.ReplaceAll(rowKey("t", id), `"`, `\"`)) }
+	has := func(body, id string) bool {
+		return strings.Contains(body, strings.ReplaceAll(rowKey("t", id), `"`, `\"`))
+	}
 	if !has(bodyA, "2") || !has(bodyA, "3") || has(bodyA, "1") || has(bodyC, "2") || !has(bodyC, "3") {
 		t.Errorf("rows of i4 > 5: %s\nrows of i4 > 6: %s", bodyA, bodyC)
 	}
