@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -104,6 +105,7 @@ func (f *fanout) sync(ctx context.Context, shapes []*Shape) ([]*Shape, error) {
 		}
 		if ts.set == nil {
 			ts.set = where.NewSet(whereTable(d, s.meta.TableColumns), f.ev)
+			ts.set.OnError(f.evalError(ts))
 		}
 		ts.set.Add(f.next, s.pred)
 		ts.byID[f.next] = s
@@ -129,6 +131,27 @@ func (f *fanout) sync(ctx context.Context, shapes []*Shape) ([]*Shape, error) {
 		}
 	}
 	return invalid, nil
+}
+
+// evalErrorEvery bounds the warnings about one shape's where clause
+// failing on a row.
+const evalErrorEvery = time.Minute
+
+// evalError is told about a where clause that raised an error on a row
+// (a division by zero, a failing cast): the row is not in the shape, as
+// it is in no answer PostgreSQL gives to the query. It is logged, at most
+// once a minute per shape.
+func (f *fanout) evalError(ts *tableShapes) func(id int, err error) {
+	last := map[int]time.Time{}
+	return func(id int, err error) {
+		s := ts.byID[id]
+		if s == nil || time.Since(last[id]) < evalErrorEvery {
+			return
+		}
+		last[id] = time.Now()
+		f.r.o.Log.Warn("where clause failed on a changed row; the row is left out of the shape", "shape", s.meta.Handle,
+			"where", s.meta.Definition.Where, "err", err)
+	}
 }
 
 // prepare binds the where clause of a shape opened from disk, checking
