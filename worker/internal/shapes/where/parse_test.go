@@ -65,6 +65,7 @@ func TestParseRefuses(t *testing.T) {
 		{"now", "ts > now()", "now() is not supported: it is not deterministic"},
 		{"current_timestamp", "ts > current_timestamp", "current_timestamp is not supported: it is not deterministic"},
 		{"random", "random() < 0.5", "random() is not supported: it is not deterministic"},
+		{"now as a literal", "ts > 'now'::timestamptz", "is relative to the current time"},
 		{"current_user", "owner = current_user", "current_user is not supported"},
 		{"unknown function", "pg_sleep(1) IS NULL", "function pg_sleep() is not supported"},
 		{"schema function", "public.lower(a) = 'x'", "function public.lower() is not supported"},

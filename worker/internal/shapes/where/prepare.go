@@ -103,6 +103,11 @@ func Prepare(ctx context.Context, conn *pgx.Conn, t Table, c *Clause, params []s
 	if err := bind(ctx, pc, probe, params, desc.ParamOIDs); err != nil {
 		return nil, err
 	}
+	for i, oid := range desc.ParamOIDs {
+		if i < len(params) && timeTypes[oid] && relativeTime(params[i]) {
+			return nil, &Error{Field: "params", Message: fmt.Sprintf("params[%d]: %q is relative to the current time, so the where clause would not be deterministic; use a fixed value", i+1, params[i])}
+		}
+	}
 	cols, err := describe(ctx, conn, t)
 	if err != nil {
 		return nil, err
@@ -217,3 +222,6 @@ func describe(ctx context.Context, conn *pgx.Conn, t Table) (map[string]colInfo,
 	}
 	return out, nil
 }
+
+// timeTypes are the OIDs of date, time, timetz, timestamp and timestamptz.
+var timeTypes = map[uint32]bool{1082: true, 1083: true, 1266: true, 1114: true, 1184: true}

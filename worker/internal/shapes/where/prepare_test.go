@@ -34,6 +34,7 @@ func TestPrepareRefuses(t *testing.T) {
 		{"untyped param", "$1 IS NULL", []string{"x"}, "where", "could not determine data type of parameter $1"},
 		{"bare param", "$1", []string{"maybe"}, "params", `params[1]: invalid input syntax for type boolean: "maybe"`},
 		{"bare literal", "'true'", nil, "where", "where clause must be a boolean expression, got text"},
+		{"relative time param", "at > $1", []string{" Today 10:00"}, "params", `params[1]: " Today 10:00" is relative to the current time`},
 		{"unknown collation", `name COLLATE "nope" = 'x'`, nil, "where", `collation "nope" for encoding "UTF8" does not exist`},
 	} {
 		t.Run(c.name, func(t *testing.T) {

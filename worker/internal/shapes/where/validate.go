@@ -94,6 +94,9 @@ func (v *validator) node(n *pg_query.Node) error {
 	}
 	switch x := n.Node.(type) {
 	case *pg_query.Node_AConst:
+		if sv := x.AConst.GetSval(); sv != nil && relativeTime(sv.Sval) {
+			return whereErrorf("%q is relative to the current time, so the where clause would not be deterministic; use a fixed value", sv.Sval)
+		}
 		return nil
 	case *pg_query.Node_ParamRef:
 		if x.ParamRef.Number < 1 {
@@ -307,4 +310,20 @@ func (v *validator) typeName(t *pg_query.TypeName) error {
 	}
 	t.Names = []*pg_query.Node{pg_query.MakeStrNode("pg_catalog"), pg_query.MakeStrNode(base)}
 	return nil
+}
+
+// relativeTime reports whether s is one of PostgreSQL's date/time inputs
+// that depend on when they are read ('now', 'today 10:00', ...). Such a
+// value would mean something else in the snapshot than for a later change.
+// A text comparison with such a word is refused too: rare, and said so.
+func relativeTime(s string) bool {
+	f := strings.Fields(strings.ToLower(s))
+	if len(f) == 0 {
+		return false
+	}
+	switch f[0] {
+	case "now", "today", "tomorrow", "yesterday":
+		return true
+	}
+	return false
 }
