@@ -180,9 +180,6 @@ func published(t *testing.T, pg *pgtest.Cluster) string {
 // under errors.where, errors.columns or (params) errors.params or
 // errors.where; nothing stored changes: no shape is created and the
 // publication stays as it was.
-//
-// Fails until where/columns land: the valid shapes used as a baseline
-// are refused today.
 func TestWhereBadRequests(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	execSQL(t, pg,
@@ -265,8 +262,7 @@ func TestWhereBadRequests(t *testing.T) {
 // full row, rows leaving it as deletes, and a primary key change as a
 // delete and an insert. A change outside the clause is not sent.
 //
-// The table has REPLICA IDENTITY FULL, so old rows are known. Fails until
-// where/replica=full land.
+// The table has REPLICA IDENTITY FULL, so old rows are known.
 func TestWhereReplicaFull(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	execSQL(t, pg,
@@ -328,8 +324,6 @@ func TestWhereReplicaFull(t *testing.T) {
 // columns as key: it can be followed, whole and with a where clause, an
 // update that changes a value changes the row's key (delete + insert),
 // and the client's rows end equal to PostgreSQL's.
-//
-// Fails until tables without a primary key are supported (400 today).
 func TestWhereNoPrimaryKey(t *testing.T) {
 	needClient(t)
 	pg := pgtest.Start(t, pgtest.Options{})
@@ -380,8 +374,6 @@ func TestWhereNoPrimaryKey(t *testing.T) {
 // whether params are written params[1]=x or, as the TypeScript client
 // sends them, params%5B1%5D=x; different params, columns or replica make
 // different shapes with different rows.
-//
-// Fails until where/columns land.
 func TestWhereSameDefinitionOneShape(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	execSQL(t, pg, "CREATE TABLE t (id int PRIMARY KEY, i4 int)", "INSERT INTO t VALUES (1, 5), (2, 6), (3, 7)")
@@ -435,7 +427,7 @@ func TestWhereSameDefinitionOneShape(t *testing.T) {
 // full, correct rows.
 //
 // Beyond the brief (an edge the design has to settle: Electric sets
-// REPLICA IDENTITY FULL on its tables). Fails until where lands.
+// REPLICA IDENTITY FULL on its tables).
 func TestWhereToastUnchanged(t *testing.T) {
 	needClient(t)
 	pg := pgtest.Start(t, pgtest.Options{})
@@ -476,8 +468,7 @@ func TestWhereToastUnchanged(t *testing.T) {
 // boolean, as it does in PostgreSQL (SELECT ... WHERE $1, or WHERE 'true',
 // both work there).
 //
-// Fails today: a bare $1 is refused with "where clause must be a boolean
-// expression, got text" ($1 inside NOT or OR is accepted).
+// A bare $1 is typed boolean, as in a WHERE clause.
 func TestWhereBareParam(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	execSQL(t, pg, "CREATE TABLE t (id int PRIMARY KEY, i4 int)", "INSERT INTO t VALUES (1, 5)")

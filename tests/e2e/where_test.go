@@ -286,9 +286,6 @@ func runTx(t *testing.T, conn *pgx.Conn, stmts []string) {
 // client through a seeded random workload, ends equal to PostgreSQL's own
 // answer for the same query: after the initial snapshot, half-way through
 // the workload and at its end.
-//
-// Fails until where/columns/replica=full land in the worker (400 "not
-// supported yet" today).
 func TestWhereDifferential(t *testing.T) {
 	runWhereDifferential(t, whereSpecs())
 }
