@@ -60,6 +60,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	expired := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "baton", Subsystem: "worker", Name: "shapes_expired_total",
 		Help: "Shapes removed because no request used them within BATON_SHAPE_IDLE_TIMEOUT.", ConstLabels: prometheus.Labels{"stream": cfg.StreamID}})
 	reg.MustRegister(expired)
+	counter := func(name, help string) prometheus.Counter {
+		c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "baton", Subsystem: "worker", Name: name,
+			Help: help, ConstLabels: prometheus.Labels{"stream": cfg.StreamID}})
+		reg.MustRegister(c)
+		return c
+	}
+	shapeCounters := shapes.Counters{
+		Compacted:   counter("shape_compactions_total", "Shape logs compacted to one message per row."),
+		Invalidated: counter("shapes_invalidated_total", "Shapes removed because their table was truncated, dropped, renamed or altered."),
+		WhereErrors: counter("where_errors_total", "Where clauses that raised an error on a changed row (the row is left out)."),
+	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/health", &tracker)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -89,7 +100,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return srv.Shutdown(sctx)
 	})
 	g.Go(func() error {
-		w := &worker{cfg: cfg, client: client, tracker: &tracker, api: api, metrics: metrics, expired: expired, log: log}
+		w := &worker{cfg: cfg, client: client, tracker: &tracker, api: api, metrics: metrics, expired: expired, shapeCounters: shapeCounters, log: log}
 		return w.leaseLoop(gctx)
 	})
 	return g.Wait()
@@ -105,7 +116,9 @@ type worker struct {
 	api     *httpapi.Server
 	metrics *replication.Metrics
 	expired prometheus.Counter // shapes removed for idleness
-	log     *slog.Logger
+	// shapeCounters count compactions, invalidations and where errors.
+	shapeCounters shapes.Counters
+	log           *slog.Logger
 }
 
 func (w *worker) leaseLoop(ctx context.Context) error {
@@ -174,7 +187,7 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease) (replication
 	// Transactions the stream appends reach the router in memory.
 	decoded := replication.NewTxCache()
 	reg, err := shapes.Open(shapes.Options{Dir: dir, Epoch: l.Epoch, DatabaseURL: cfg.DatabaseURL, StreamID: cfg.StreamID,
-		Publication: l.Publication, Stream: store, Log: log, Decoded: decoded})
+		Publication: l.Publication, Stream: store, Log: log, Decoded: decoded, Counters: w.shapeCounters})
 	if err != nil {
 		return replication.Result{}, fmt.Errorf("open shapes: %w", err)
 	}

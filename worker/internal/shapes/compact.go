@@ -74,6 +74,7 @@ func (r *Registry) compactShapes(ctx context.Context, ticks int) {
 		case err != nil && !s.isGone():
 			r.o.Log.Warn("shape log not compacted", "handle", s.meta.Handle, "err", err)
 		case st.committed:
+			inc(r.o.Counters.Compacted)
 			r.o.Log.Info("shape log compacted", "handle", s.meta.Handle, "records_before", st.recordsBefore,
 				"records_after", st.recordsAfter, "bytes_before", st.bytesBefore, "bytes_after", st.bytesAfter)
 		}

@@ -144,6 +144,7 @@ const evalErrorEvery = time.Minute
 func (f *fanout) evalError(ts *tableShapes) func(id int, err error) {
 	last := map[int]time.Time{}
 	return func(id int, err error) {
+		inc(f.r.o.Counters.WhereErrors)
 		s := ts.byID[id]
 		if s == nil || time.Since(last[id]) < evalErrorEvery {
 			return
@@ -457,6 +458,7 @@ func (f *fanout) invalidate(ctx context.Context, shapes []*Shape) error {
 		return nil
 	}
 	for _, s := range shapes {
+		inc(f.r.o.Counters.Invalidated)
 		f.r.o.Log.Info("table truncated or changed: the shape is removed, its clients refetch", "shape", s.meta.Handle, "table", s.meta.Definition.String())
 		if err := f.r.Delete(s); err != nil {
 			return err

@@ -11,7 +11,7 @@ import (
 
 // message is one change message of Electric's HTTP API.
 type message struct {
-	Key     string             `json:"key"`
+	Key      string             `json:"key"`
 	Value    map[string]*string `json:"value"`
 	OldValue map[string]*string `json:"old_value,omitempty"`
 	Headers  headers            `json:"headers"`

@@ -31,6 +31,25 @@ type Options struct {
 	// Decoded, when set, holds transactions of Stream already decoded
 	// (filled by the replication stream on the same Log).
 	Decoded *replication.TxCache
+	// Counters count what happens to shapes; nil ones are not counted.
+	Counters Counters
+}
+
+// Counters count events of the shapes (prometheus.Counter fits).
+type Counters struct {
+	// Compacted: shape logs compacted.
+	Compacted Counter
+	// Invalidated: shapes removed because their table was truncated,
+	// dropped, renamed or altered.
+	Invalidated Counter
+	// WhereErrors: where clauses that raised an error on a changed row.
+	WhereErrors Counter
+}
+
+func inc(c Counter) {
+	if c != nil {
+		c.Inc()
+	}
 }
 
 // Registry holds the shapes of one stream for one lease: their logs are

@@ -83,6 +83,7 @@ func (w *schemaWatch) check(ctx context.Context) error {
 		return nil
 	}
 	for _, s := range invalid {
+		inc(w.r.o.Counters.Invalidated)
 		w.r.o.Log.Info("table dropped, renamed or altered: the shape is removed, its clients refetch",
 			"shape", s.meta.Handle, "table", s.meta.Definition.String())
 		if err := w.r.Delete(s); err != nil {
