@@ -96,7 +96,11 @@ func (s *Server) resolve(w http.ResponseWriter, r *http.Request, reg *shapes.Reg
 	}
 	sh, err := reg.GetOrCreate(r.Context(), p.def)
 	if err != nil {
-		s.createErr(w, r, err)
+		if p.handle != "" && !p.now && !p.offset.BeforeAll {
+			s.goneErr(w, r, err)
+		} else {
+			s.createErr(w, r, err)
+		}
 		return nil, false
 	}
 	// As Electric: with offset -1 or now the handle is not checked (the
@@ -122,6 +126,19 @@ func (s *Server) createErr(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
+// goneErr answers a client following a shape that is gone and cannot be
+// made again (its table was dropped or renamed, its where clause no longer
+// fits): 409 must-refetch without a handle, so that the client drops the
+// rows it holds; its next request, from offset -1, gets the 400 saying why.
+func (s *Server) goneErr(w http.ResponseWriter, r *http.Request, err error) {
+	var ie *shapes.InvalidError
+	if errors.As(err, &ie) {
+		mustRefetch(w, "")
+		return
+	}
+	s.createErr(w, r, err)
+}
+
 func (s *Server) planErr(w http.ResponseWriter, r *http.Request, reg *shapes.Registry, p params, err error) {
 	switch {
 	case errors.Is(err, shapes.ErrOutOfBounds):
@@ -133,7 +150,7 @@ func (s *Server) planErr(w http.ResponseWriter, r *http.Request, reg *shapes.Reg
 		}
 		sh, cerr := reg.GetOrCreate(r.Context(), p.def)
 		if cerr != nil {
-			s.createErr(w, r, cerr)
+			s.goneErr(w, r, cerr)
 			return
 		}
 		mustRefetch(w, sh.Handle())

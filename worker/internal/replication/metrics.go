@@ -11,8 +11,9 @@ type Metrics struct {
 	Changes      prometheus.Counter
 	Syncs        prometheus.Counter
 	Epoch        prometheus.Gauge
-	// SlotRecreations counts slots found invalidated (their WAL removed) and
-	// created anew; every shape is refetched after one.
+	// SlotRecreations counts slots found invalidated (their WAL removed) or
+	// missing after this storage streamed from them, and created anew;
+	// every shape is refetched after one.
 	SlotRecreations prometheus.Counter
 }
 
@@ -33,7 +34,7 @@ func NewMetrics(stream string) *Metrics {
 		Syncs:        c("syncs_total", "Storage syncs (fsync batches)."),
 		Epoch:        g("epoch", "Epoch of the current lease (0 when none)."),
 		SlotRecreations: c("slot_recreations_total",
-			"Replication slots found invalidated (wal_status lost) and created anew; every shape is refetched after one."),
+			"Replication slots found invalidated (wal_status lost) or dropped, and created anew; every shape is refetched after one."),
 	}
 }
 

@@ -32,6 +32,9 @@ type Sink interface {
 	// RecordAck durably notes an acknowledgement beyond the last durable
 	// transaction (a keepalive's WAL end) before it is sent.
 	RecordAck(lsn uint64) error
+	// Acked is the last acknowledgement recorded (0 for a storage that
+	// never streamed from a slot).
+	Acked() uint64
 }
 
 // Lease is what the stream needs of the worker's lease.
@@ -141,6 +144,13 @@ func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 			o.Metrics.SlotRecreations.Inc()
 		}
 		st.exists = false
+	} else if !st.exists && sink.Acked() > 0 {
+		// This storage streamed from the slot before: someone dropped it.
+		o.Log.Error("replication slot missing: it was dropped while this storage still depended on it; recreating it, every shape will be refetched",
+			"slot", o.Slot)
+		if o.Metrics != nil {
+			o.Metrics.SlotRecreations.Inc()
+		}
 	}
 	if !st.exists {
 		if _, err := pglogrepl.CreateReplicationSlot(work, repl, quoteIdent(o.Slot), "pgoutput",
