@@ -85,8 +85,11 @@ func selectColumns(d Definition, t *table) ([]Column, error) {
 // needsFullIdentity reports whether d's changes can only be told with the
 // whole old row: to decide whether it left the where clause's rows, for
 // replica=full's old values, and for tables whose key is every column.
+// A table whose replica identity is NOTHING (updates and deletes would
+// fail once it is published) or an index other than what Baton keys rows
+// by (deletes would not carry the primary key) needs it too.
 func needsFullIdentity(d Definition, t *table) bool {
-	return d.Where != "" || d.Replica == "full" || t.noPK
+	return d.Where != "" || d.Replica == "full" || t.noPK || t.replident == "n" || t.replident == "i"
 }
 
 // fullIdentity sets REPLICA IDENTITY FULL on the table, as Electric does,
