@@ -20,6 +20,11 @@
 //   - sync (issue 3): a new shape of a 1,000,000-row table fetched from
 //     offset -1 until up to date, against COPY ... TO STDOUT. See
 //     initsync.go.
+//   - shapes: write processing with 1 to 10,000 shapes with where clauses
+//     (equality and integer ranges) on one table: changes/s and commit →
+//     long-poll latency, against one whole-table shape and ElectricSQL's
+//     published numbers. It restarts the worker without shapes, so it runs
+//     last. See manyshapes.go.
 //
 // Every wait is bounded; on an error, a timeout or Ctrl-C every child
 // process is killed and the cluster removed.
@@ -63,12 +68,23 @@ type config struct {
 	syncRounds  int             // sync: measured rounds
 	storageDir  string          // parent of the worker's storage folder
 	waitOrphans bool            // replication: wait out an orphaned grant before starting a worker
+
+	manyN        []int    // shapes: numbers of shapes
+	manyKinds    []string // shapes: kinds of filter
+	manyRows     int      // shapes: rows of the table (at least the largest number of shapes)
+	manyChanges  int      // shapes: updates per burst
+	manyTxSizes  []int    // shapes: rows per transaction of a burst
+	manyRounds   int      // shapes: bursts per transaction size
+	manyLive     int      // shapes: measured single-row commits per run
+	manyCreators int      // shapes: concurrent shape creations
 }
 
 // sections in the order they run.
-var sections = []string{"handoff", "replication", "live", "sync"}
+var sections = []string{"handoff", "replication", "live", "sync", "shapes"}
 
-func (c config) shapes() bool { return c.only["replication"] || c.only["live"] || c.only["sync"] }
+func (c config) shapes() bool {
+	return c.only["replication"] || c.only["live"] || c.only["sync"] || c.only["shapes"]
+}
 
 func main() {
 	var cfg config
@@ -112,6 +128,14 @@ func main() {
 	flag.IntVar(&cfg.liveCommits, "live-commits", 500, "live: measured single-row commits")
 	flag.IntVar(&cfg.syncRows, "sync-rows", 1000000, "sync: rows of the table")
 	flag.IntVar(&cfg.syncRounds, "sync-rounds", 3, "sync: measured rounds (COPY and a new shape each)")
+	manyN := flag.String("shapes-n", "1,100,1000,10000", "shapes: comma-separated numbers of shapes, one run each per kind of filter")
+	manyKinds := flag.String("shapes-kinds", "equality,range", "shapes: comma-separated kinds of filter: equality (`id = $1`), range (`id >= $1 AND id < $2`)")
+	flag.IntVar(&cfg.manyRows, "shapes-rows", 10000, "shapes: rows of the table (raised to the largest -shapes-n)")
+	flag.IntVar(&cfg.manyChanges, "shapes-changes", 20000, "shapes: row updates per burst")
+	manyTx := flag.String("shapes-tx-sizes", "1,100", "shapes: comma-separated rows per transaction of a burst")
+	flag.IntVar(&cfg.manyRounds, "shapes-rounds", 3, "shapes: measured bursts per transaction size and run")
+	flag.IntVar(&cfg.manyLive, "shapes-live-commits", 200, "shapes: measured single-row commits per run")
+	flag.IntVar(&cfg.manyCreators, "shapes-creators", 4, "shapes: shape creation requests at a time")
 	flag.StringVar(&cfg.storageDir, "storage-dir", "", "parent `folder` of the worker's storage (default $TMPDIR or /tmp; should be on a real disk: the worker fsyncs)")
 	flag.Parse()
 	for _, f := range strings.Split(*txSizes, ",") {
@@ -126,6 +150,32 @@ func main() {
 		}
 		cfg.txSizes = append(cfg.txSizes, k)
 	}
+	var err error
+	if cfg.manyN, err = positiveInts(*manyN); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: -shapes-n:", err)
+		os.Exit(2)
+	}
+	if cfg.manyTxSizes, err = positiveInts(*manyTx); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: -shapes-tx-sizes:", err)
+		os.Exit(2)
+	}
+	for _, k := range strings.Split(*manyKinds, ",") {
+		if k = strings.TrimSpace(k); k != string(kindEquality) && k != string(kindRange) {
+			fmt.Fprintf(os.Stderr, "bench: -shapes-kinds: unknown kind %q (want equality, range)\n", k)
+			os.Exit(2)
+		}
+		cfg.manyKinds = append(cfg.manyKinds, k)
+	}
+	for _, k := range cfg.manyTxSizes {
+		if cfg.manyChanges%k != 0 || cfg.manyChanges < 2*k {
+			fmt.Fprintf(os.Stderr, "bench: -shapes-changes %d is not a multiple of at least two transactions of %d rows\n", cfg.manyChanges, k)
+			os.Exit(2)
+		}
+	}
+	if cfg.manyRows < 1 || cfg.manyRounds < 1 || cfg.manyLive < 1 || cfg.manyCreators < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -shapes-* counts must be positive")
+		os.Exit(2)
+	}
 	if cfg.rounds < 1 || cfg.crashRounds < 1 || cfg.baselineRounds < 1 || cfg.warmup < 0 ||
 		cfg.changes < 1 || len(cfg.txSizes) == 0 || cfg.replRounds < 1 || cfg.liveCommits < 1 || cfg.syncRows < 1 || cfg.syncRounds < 1 {
 		fmt.Fprintln(os.Stderr, "bench: rounds, counts and sizes must be positive and -warmup not negative")
@@ -135,6 +185,19 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// positiveInts parses a comma-separated list of positive integers.
+func positiveInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		k, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || k < 1 {
+			return nil, fmt.Errorf("bad number %q", f)
+		}
+		out = append(out, k)
+	}
+	return out, nil
 }
 
 func run(cfg config) (err error) {
@@ -264,6 +327,11 @@ func runShapes(ctx context.Context, cfg config, pg *pgtest.Cluster, rep *report)
 	if cfg.only["sync"] {
 		if rep.sync, err = runSync(ctx, cfg, env); err != nil {
 			return fmt.Errorf("initial sync: %w", err)
+		}
+	}
+	if cfg.only["shapes"] {
+		if rep.many, err = runManyShapes(ctx, cfg, env); err != nil {
+			return fmt.Errorf("many shapes: %w", err)
 		}
 	}
 	return env.stopWorker()

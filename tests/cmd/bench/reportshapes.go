@@ -31,6 +31,7 @@ type report struct {
 	repl    *replResults
 	live    *liveResults
 	sync    *syncResults
+	many    *manyResults
 }
 
 func (r *report) text() string {
@@ -63,6 +64,9 @@ func (r *report) text() string {
 		for _, d := range r.sync.details() {
 			b.WriteString(d + "\n")
 		}
+	}
+	if r.many != nil {
+		b.WriteString(r.many.text())
 	}
 	fmt.Fprintf(&b, "\n(run took %s)\n", r.elapsed.Round(100*time.Millisecond))
 	return b.String()
@@ -110,8 +114,21 @@ func (r *report) markdown() string {
 	if r.sync != nil {
 		secs = append(secs, r.sync.markdown())
 	}
+	if r.many != nil {
+		secs = append(secs, r.many.markdown())
+	}
+	old, _ := os.ReadFile(r.cfg.write)
+	if kept := keptSections(string(old), secs); len(kept) > 0 {
+		var titles []string
+		for _, k := range kept {
+			title, _, _ := strings.Cut(strings.TrimPrefix(k, "## "), "\n")
+			titles = append(titles, title)
+		}
+		fmt.Fprintf(&b, "- sections not run this time, kept as the previous report had them (their own run's command, date and binaries are not these): %s\n", strings.Join(titles, ", "))
+		secs = append(kept, secs...)
+	}
 	b.WriteString("\n" + strings.Join(secs, "\n"))
-	if old, err := os.ReadFile(r.cfg.write); err == nil {
+	if old != nil {
 		if i := strings.Index(string(old), notesMarker); i >= 0 {
 			b.WriteString("\n" + string(old[i:]))
 			return b.String()
@@ -119,6 +136,27 @@ func (r *report) markdown() string {
 	}
 	b.WriteString("\n" + notesMarker + "\n")
 	return b.String()
+}
+
+// keptSections returns the sections ("## Title" up to the next one or the
+// notes) of an earlier report whose titles are not among secs.
+func keptSections(old string, secs []string) []string {
+	if i := strings.Index(old, notesMarker); i >= 0 {
+		old = old[:i]
+	}
+	have := map[string]bool{}
+	for _, s := range secs {
+		have[firstLine(s)] = true
+	}
+	var out []string
+	parts := strings.Split(old, "\n## ")
+	for _, p := range parts[1:] {
+		s := "## " + strings.TrimRight(p, "\n") + "\n"
+		if !have[firstLine(s)] {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // binaryVersions asks each binary of dir for its version.

@@ -27,6 +27,10 @@ type shapeClient struct {
 	handle, offset, cursor string
 	upToDate               bool // the last response ended up to date: the next request is live
 
+	// def holds the rest of the shape's definition (where, params[n]),
+	// sent with every request; nil for the whole table.
+	def url.Values
+
 	// onSend, when set, is called right before each request is sent.
 	onSend func()
 }
@@ -83,6 +87,9 @@ func unavailable(err error) bool {
 // query is the next request's query string.
 func (c *shapeClient) query() url.Values {
 	q := url.Values{"table": {c.table}, "offset": {c.offset}}
+	for k, v := range c.def {
+		q[k] = v
+	}
 	if c.handle != "" {
 		q.Set("handle", c.handle)
 	}
