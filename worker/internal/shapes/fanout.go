@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/batonhq/baton/worker/internal/replication"
 	"github.com/batonhq/baton/worker/internal/shapes/where"
@@ -89,14 +90,6 @@ func (f *fanout) sync(ctx context.Context, shapes []*Shape) ([]*Shape, error) {
 			ts = &tableShapes{byID: map[int]*Shape{}}
 			f.tables[name] = ts
 		}
-		if ts.cols == nil && s.meta.TableColumns != nil {
-			ts.cols = []string{}
-			for _, c := range s.meta.TableColumns {
-				if !c.Generated {
-					ts.cols = append(ts.cols, c.Name)
-				}
-			}
-		}
 		f.next++
 		f.ids[s] = f.next
 		if s.pred == nil {
@@ -130,7 +123,50 @@ func (f *fanout) sync(ctx context.Context, shapes []*Shape) ([]*Shape, error) {
 			delete(f.tables, name)
 		}
 	}
+	for _, ts := range f.tables {
+		invalid = append(invalid, ts.refreshColumns()...)
+	}
 	return invalid, nil
+}
+
+// tableColumns are the names of the columns logical replication carries
+// for the table the shape was made from (nil when not recorded).
+func tableColumns(s *Shape) []string {
+	if s.meta.TableColumns == nil {
+		return nil
+	}
+	out := []string{}
+	for _, c := range s.meta.TableColumns {
+		if !c.Generated {
+			out = append(out, c.Name)
+		}
+	}
+	return out
+}
+
+// refreshColumns sets the table's columns to those of its newest shape,
+// and returns the shapes made from other columns: the table changed since
+// they were made.
+func (ts *tableShapes) refreshColumns() []*Shape {
+	all := ts.all()
+	var newest *Shape
+	for _, s := range all {
+		if s.meta.TableColumns != nil && (newest == nil || s.meta.CreatedAt.After(newest.meta.CreatedAt)) {
+			newest = s
+		}
+	}
+	if newest == nil {
+		ts.cols = nil
+		return nil
+	}
+	ts.cols = tableColumns(newest)
+	var stale []*Shape
+	for _, s := range all {
+		if cols := tableColumns(s); cols != nil && !slices.Equal(cols, ts.cols) {
+			stale = append(stale, s)
+		}
+	}
+	return stale
 }
 
 // evalErrorEvery bounds the warnings about one shape's where clause
@@ -361,6 +397,12 @@ func newImage(c *replication.Change, fullOld bool) []*string {
 	return row
 }
 
+// pending is what a batch wrote to one shape log.
+type pending struct {
+	entries []entry
+	dirty   bool
+}
+
 // routeRecords applies recs to the shapes: the transactions not visible in
 // a shape's snapshot become one record each in the logs of the shapes they
 // touch. Then each written log is synced and every shape's records and
@@ -371,15 +413,12 @@ func (f *fanout) routeRecords(ctx context.Context, recs []storage.Record, shapes
 	if err != nil {
 		return err
 	}
-	type pending struct {
-		entries []entry
-		dirty   bool
-	}
 	start := make(map[*Shape]uint64, len(shapes))
 	for _, s := range shapes {
 		start[s] = s.applied()
 	}
 	work := map[*Shape]*pending{}
+
 	last := recs[len(recs)-1]
 	var lastLSN uint64
 	for _, rec := range recs {
@@ -426,16 +465,8 @@ func (f *fanout) routeRecords(ctx context.Context, recs []storage.Record, shapes
 			}
 		}
 	}
-	for s, p := range work {
-		if !p.dirty {
-			continue
-		}
-		if _, err := s.log.Sync(); err != nil {
-			if s.isGone() {
-				continue
-			}
-			return fmt.Errorf("shape %s: %w", s.meta.Handle, err)
-		}
+	if err := syncLogs(work); err != nil {
+		return err
 	}
 	for _, s := range shapes {
 		if start[s] >= last.Seq {
@@ -448,6 +479,29 @@ func (f *fanout) routeRecords(ctx context.Context, recs []storage.Record, shapes
 		s.publish(entries, lastLSN, last.Seq)
 	}
 	return f.invalidate(ctx, invalid)
+}
+
+// syncConcurrency bounds the shape logs synced at once: a batch that
+// touched many shapes (one per equality shape a transaction hit) waits for
+// about one disk flush, not one per shape in turn.
+const syncConcurrency = 32
+
+// syncLogs makes the records appended to the logs of work durable.
+func syncLogs(work map[*Shape]*pending) error {
+	var g errgroup.Group
+	g.SetLimit(syncConcurrency)
+	for s, p := range work {
+		if !p.dirty {
+			continue
+		}
+		g.Go(func() error {
+			if _, err := s.log.Sync(); err != nil && !s.isGone() {
+				return fmt.Errorf("shape %s: %w", s.meta.Handle, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }
 
 // invalidate removes shapes whose table was truncated or changed, or whose

@@ -142,24 +142,24 @@ func (m *Meta) txMessages(tx *replication.Transaction, idx []int, in membership)
 		switch c.Op {
 		case "insert":
 			if newIn {
-				emit(r.key(c.New), r.row(true, r.all), nil, "insert", "", "")
+				emit(r.key(true), r.row(true, r.all), nil, "insert", "", "")
 			}
 		case "delete":
 			if oldIn {
-				emit(r.key(c.Old), r.oldRow(full), nil, "delete", "", "")
+				emit(r.key(false), r.oldRow(full), nil, "delete", "", "")
 			}
 		case "update":
-			newKey := r.key(c.New)
+			newKey := r.key(true)
 			oldKey := newKey
 			if c.Old != nil {
-				oldKey = r.key(c.Old)
+				oldKey = r.key(false)
 			}
 			switch {
 			case !oldKnown:
 				if newIn {
 					emit(newKey, r.row(true, r.all), nil, "insert", "", "")
 				} else {
-					emit(newKey, r.pkRow(c.New), nil, "delete", "", "")
+					emit(newKey, r.pkRow(true), nil, "delete", "", "")
 				}
 			case oldIn && newIn && oldKey != newKey:
 				emit(oldKey, r.oldRow(full), nil, "delete", newKey, "")
@@ -213,12 +213,11 @@ func (r changeRows) pos(col string) (int, bool) {
 	return 0, false
 }
 
-func (r changeRows) key(vals []*string) string {
+// key is the row key of the new row (or the old one).
+func (r changeRows) key(isNew bool) string {
 	out := make([]*string, len(r.m.PK))
-	for j, k := range r.m.PK {
-		if p, ok := r.pos(k); ok && p < len(vals) {
-			out[j] = vals[p]
-		}
+	for j, kv := range r.pkRow(isNew) {
+		out[j] = kv.val
 	}
 	return buildKey(r.m.Definition, out)
 }
@@ -305,13 +304,18 @@ func (r changeRows) anyChanged() bool {
 	return false
 }
 
-// pkRow is the key columns of vals.
-func (r changeRows) pkRow(vals []*string) []kv {
+// pkRow is the key columns of the new row (or the old one); an unchanged
+// TOASTed key value (a table keyed by every column) is the old row's.
+func (r changeRows) pkRow(isNew bool) []kv {
+	vals := r.c.Old
+	if isNew {
+		vals = r.c.New
+	}
 	out := make([]kv, len(r.m.PK))
 	for j, k := range r.m.PK {
 		out[j] = kv{col: k}
-		if p, ok := r.pos(k); ok && p < len(vals) {
-			out[j].val = vals[p]
+		if p, ok := r.pos(k); ok {
+			out[j].val, _ = r.value(vals, isNew, p)
 		}
 	}
 	return out
@@ -323,7 +327,7 @@ func (r changeRows) oldRow(full bool) []kv {
 	if full && r.c.OldFull && len(r.c.Old) == len(r.c.Columns) {
 		return r.row(false, r.all)
 	}
-	return r.pkRow(r.c.Old)
+	return r.pkRow(false)
 }
 
 // appendChange appends a message whose value is sorted (sortedValue).
