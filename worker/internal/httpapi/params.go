@@ -77,53 +77,7 @@ func parseParams(q url.Values) (params, map[string][]string) {
 	if p.sse && !p.live {
 		add("live_sse", "can't be true unless live is also true")
 	}
-	if q.Get("table") == "" {
-		add("table", "can't be blank")
-	} else if d, err := shapes.ParseTable(q.Get("table")); err != nil {
-		add("table", err.Error())
-	} else {
-		p.def = d
-	}
-	params, perr := parseShapeParams(q)
-	if perr != "" {
-		add("params", perr)
-	}
-	if w := q.Get("where"); w != "" {
-		c, err := where.Parse(w)
-		var we *where.Error
-		switch {
-		case errors.As(err, &we):
-			add(we.Field, we.Message)
-		case err != nil:
-			add("where", err.Error())
-		default:
-			p.def.Where = c.SQL()
-			p.def.Params = params
-		}
-	} else if len(params) > 0 {
-		add("params", "given without a where clause")
-	}
-	if _, ok := q["columns"]; ok {
-		cols, err := shapes.ParseColumns(q.Get("columns"))
-		if err != nil {
-			add("columns", err.Error())
-		}
-		p.def.Columns = cols
-	}
-	switch v := q.Get("replica"); v {
-	case "", "default":
-	case "full":
-		p.def.Replica = "full"
-	default:
-		add("replica", "must be default or full")
-	}
-	switch v := q.Get("log"); v {
-	case "", "full":
-	case "changes_only":
-		p.def.ChangesOnly = true
-	default:
-		add("log", "must be full or changes_only")
-	}
+	p.def = parseDefinition(q, add)
 	if len(errs) > 0 {
 		return p, errs
 	}
@@ -164,4 +118,57 @@ func parseShapeParams(q url.Values) ([]string, string) {
 		out[i] = byNum[n]
 	}
 	return out, ""
+}
+
+// parseDefinition reads a shape's definition from q: table, where with
+// params, columns, replica and log. Problems go to add.
+func parseDefinition(q url.Values, add func(field, msg string)) (def shapes.Definition) {
+	if q.Get("table") == "" {
+		add("table", "can't be blank")
+	} else if d, err := shapes.ParseTable(q.Get("table")); err != nil {
+		add("table", err.Error())
+	} else {
+		def = d
+	}
+	params, perr := parseShapeParams(q)
+	if perr != "" {
+		add("params", perr)
+	}
+	if w := q.Get("where"); w != "" {
+		c, err := where.Parse(w)
+		var we *where.Error
+		switch {
+		case errors.As(err, &we):
+			add(we.Field, we.Message)
+		case err != nil:
+			add("where", err.Error())
+		default:
+			def.Where = c.SQL()
+			def.Params = params
+		}
+	} else if len(params) > 0 {
+		add("params", "given without a where clause")
+	}
+	if _, ok := q["columns"]; ok {
+		cols, err := shapes.ParseColumns(q.Get("columns"))
+		if err != nil {
+			add("columns", err.Error())
+		}
+		def.Columns = cols
+	}
+	switch v := q.Get("replica"); v {
+	case "", "default":
+	case "full":
+		def.Replica = "full"
+	default:
+		add("replica", "must be default or full")
+	}
+	switch v := q.Get("log"); v {
+	case "", "full":
+	case "changes_only":
+		def.ChangesOnly = true
+	default:
+		add("log", "must be full or changes_only")
+	}
+	return def
 }

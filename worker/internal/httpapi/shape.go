@@ -244,14 +244,13 @@ func (s *Server) deleteShape(w http.ResponseWriter, r *http.Request) {
 		unavailable(w)
 		return
 	}
+	// The shape is the one of the definition (table, where, params,
+	// columns, replica, log); a handle, when given, must be its current one.
 	q := r.URL.Query()
-	if q.Get("table") == "" {
-		invalid(w, map[string][]string{"table": {"can't be blank"}})
-		return
-	}
-	d, err := shapes.ParseTable(q.Get("table"))
-	if err != nil {
-		invalid(w, map[string][]string{"table": {err.Error()}})
+	errs := map[string][]string{}
+	d := parseDefinition(q, func(f, msg string) { errs[f] = append(errs[f], msg) })
+	if len(errs) > 0 {
+		invalid(w, errs)
 		return
 	}
 	sh := reg.Lookup(d)

@@ -119,7 +119,9 @@ func describe(ctx context.Context, conn *pgx.Conn, d Definition) (*table, error)
 		// Like Electric: every column is the row's key.
 		t.noPK = true
 		for _, c := range t.columns {
-			t.pk = append(t.pk, c.Name)
+			if !c.Generated { // not in logical replication's rows
+				t.pk = append(t.pk, c.Name)
+			}
 		}
 	}
 	t.sig = signature(t.oid, d, t.columns)
