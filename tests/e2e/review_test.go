@@ -259,3 +259,33 @@ func TestReviewEvaluatorConnectionLost(t *testing.T) {
 	execSQL(t, pg, "INSERT INTO items VALUES (3, 'apricot')")
 	c.awaitMessages(t, 3)
 }
+
+// A where shape is invalidated by a column added to its table, and a new
+// where shape on the new column is made. The fanout keeps the table's
+// where.Set made for the first shape (its column ordinals from the table
+// before the ALTER) and adds the new predicate to it: the new column has
+// no ordinal there. The new shape must get the row that matches it.
+func TestReviewWhereShapeOnAddedColumn(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	execSQL(t, pg, "CREATE TABLE items (id int PRIMARY KEY, grp int)", "INSERT INTO items VALUES (1, 1)")
+	_, base := startShapePair(t, pg, "a", t.TempDir())
+	a := newReviewClient(base, url.Values{"table": {"items"}, "where": {"grp = 1"}})
+	a.upToDate(t)
+	execSQL(t, pg, "ALTER TABLE items ADD COLUMN extra int", "INSERT INTO items VALUES (2, 1, 0)")
+	deadline := time.Now().Add(20 * time.Second)
+	for a.step(t, true) == 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("shape not invalidated by the altered table")
+		}
+	}
+	b := newReviewClient(base, url.Values{"table": {"items"}, "where": {"extra = 5"}})
+	b.upToDate(t)
+	if len(b.rows) != 0 {
+		t.Fatalf("new shape rows %v; want none", b.rows)
+	}
+	execSQL(t, pg, "INSERT INTO items VALUES (3, 0, 5)", "INSERT INTO items VALUES (4, 0, 6)")
+	b.awaitMessages(t, 1)
+	if len(b.rows) != 1 || b.rows[`"public"."items"/"3"`] == nil {
+		t.Fatalf("shape extra = 5 holds %v; want row 3 only", b.rows)
+	}
+}
