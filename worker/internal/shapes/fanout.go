@@ -366,6 +366,10 @@ func (ts *tableShapes) match(ctx context.Context, tx *replication.Transaction, i
 		if s == nil {
 			continue
 		}
+		// The shape's own changes: those with a row in it, and those whose
+		// old row is unknown.
+		var sub []int
+		var subFl []uint8
 		for k := range idx {
 			c := &tx.Changes[idx[k]]
 			if c.Op == "insert" || img[k].old >= 0 {
@@ -374,9 +378,16 @@ func (ts *tableShapes) match(ctx context.Context, tx *replication.Transaction, i
 			if img[k].old == -2 {
 				fl[k] |= inOld | oldKnown
 			}
+			if fl[k]&(inOld|inNew) != 0 || fl[k]&oldKnown == 0 {
+				sub = append(sub, idx[k])
+				subFl = append(subFl, fl[k])
+			}
 		}
-		out = append(out, touch{s: s, idx: idx, in: func(k int) (bool, bool, bool) {
-			return fl[k]&inOld != 0, fl[k]&inNew != 0, fl[k]&oldKnown != 0
+		if len(sub) == 0 {
+			continue
+		}
+		out = append(out, touch{s: s, idx: sub, in: func(j int) (bool, bool, bool) {
+			return subFl[j]&inOld != 0, subFl[j]&inNew != 0, subFl[j]&oldKnown != 0
 		}})
 	}
 	return out, nil
@@ -434,13 +445,13 @@ func (f *fanout) routeRecords(ctx context.Context, recs []storage.Record, shapes
 			return err
 		}
 		for _, s := range fo.invalid {
-			if a, ok := start[s]; ok && a < rec.Seq && !s.meta.visible(tx.XID) && !slices.Contains(invalid, s) {
+			if a, ok := start[s]; ok && a < rec.Seq && !s.meta.visible(tx.XID, tx.CommitLSN) && !slices.Contains(invalid, s) {
 				invalid = append(invalid, s)
 			}
 		}
 		for _, t := range fo.touched {
 			s := t.s
-			if a, ok := start[s]; !ok || a >= rec.Seq || s.isGone() || slices.Contains(invalid, s) || s.meta.visible(tx.XID) {
+			if a, ok := start[s]; !ok || a >= rec.Seq || s.isGone() || slices.Contains(invalid, s) || s.meta.visible(tx.XID, tx.CommitLSN) {
 				continue
 			}
 			u := s.meta.txMessages(tx, t.idx, t.in)

@@ -138,6 +138,9 @@ func (m *Meta) txMessages(tx *replication.Transaction, idx []int, in membership)
 	for k, ci := range idx {
 		c := &tx.Changes[ci]
 		oldIn, newIn, oldKnown := in(k)
+		if oldKnown && !oldIn && !newIn {
+			continue // neither row is in the shape
+		}
 		r := rowsOf(m, c)
 		switch c.Op {
 		case "insert":

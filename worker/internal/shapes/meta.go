@@ -72,6 +72,9 @@ type Meta struct {
 	Xmin uint64   `json:"xmin"`
 	Xmax uint64   `json:"xmax"`
 	Xip  []uint64 `json:"xip"`
+	// SnapshotLSN is pg_current_wal_insert_lsn() read right after the
+	// snapshot was taken (0 for shapes made before it was recorded).
+	SnapshotLSN uint64 `json:"snapshot_lsn,omitempty"`
 	// AppliedSeq is the stream log seq up to which every transaction has
 	// been routed to this shape (possibly persisted late: routing again is
 	// idempotent).
@@ -107,9 +110,16 @@ func (m *Meta) schemaHeader() string {
 	return string(b)
 }
 
-// visible reports whether transaction xid (32-bit, from pgoutput) is
-// visible in the shape's snapshot: its changes are already in it.
-func (m *Meta) visible(xid uint32) bool {
+// visible reports whether transaction xid (32-bit, from pgoutput), which
+// committed at commitLSN, is visible in the shape's snapshot: its changes
+// are already in it. A commit record written after the snapshot was taken
+// (at or past SnapshotLSN) cannot be; only the transactions before that
+// are told apart by xid, so that 32-bit xids never wrap around for a
+// shape that lives long.
+func (m *Meta) visible(xid uint32, commitLSN uint64) bool {
+	if m.SnapshotLSN != 0 && commitLSN >= m.SnapshotLSN {
+		return false
+	}
 	x := widen(xid, m.Xmax)
 	if x < m.Xmin {
 		return true

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/batonhq/baton/worker/internal/replication"
@@ -59,6 +60,9 @@ type Registry struct {
 	dir string
 
 	createMu sync.Mutex // one creation at a time
+	// createConn is the connection creations use, kept between them
+	// (guarded by createMu); dropped after any failure.
+	createConn *pgx.Conn
 
 	mu       sync.Mutex
 	byDef    map[string]*Shape
@@ -110,6 +114,12 @@ func Open(o Options) (*Registry, error) {
 
 // Close closes every shape log, persisting how far each was routed.
 func (r *Registry) Close() error {
+	r.createMu.Lock()
+	if r.createConn != nil {
+		r.createConn.Close(context.Background())
+		r.createConn = nil
+	}
+	r.createMu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.closed = true
@@ -159,12 +169,23 @@ func (r *Registry) GetOrCreate(ctx context.Context, d Definition) (*Shape, error
 	return s, nil
 }
 
-func (r *Registry) create(ctx context.Context, d Definition) (*Shape, error) {
-	conn, err := connect(ctx, r.o.DatabaseURL, "baton-worker-shapes:"+r.o.StreamID+":"+strconv.FormatUint(r.o.Epoch, 10))
-	if err != nil {
-		return nil, err
+func (r *Registry) create(ctx context.Context, d Definition) (s *Shape, err error) {
+	if r.createConn == nil || r.createConn.IsClosed() {
+		c, err := connect(ctx, r.o.DatabaseURL, "baton-worker-shapes:"+r.o.StreamID+":"+strconv.FormatUint(r.o.Epoch, 10))
+		if err != nil {
+			return nil, err
+		}
+		r.createConn = c
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	conn := r.createConn
+	defer func() {
+		var ie *InvalidError
+		if err != nil && !errors.As(err, &ie) {
+			// Whatever state the failure left the session in goes with it.
+			conn.Close(context.WithoutCancel(ctx))
+			r.createConn = nil
+		}
+	}()
 	t, err := describe(ctx, conn, d)
 	if err != nil {
 		return nil, err
@@ -224,7 +245,7 @@ func (r *Registry) create(ctx context.Context, d Definition) (*Shape, error) {
 	if err := writeMeta(dir, m); err != nil {
 		return nil, fmt.Errorf("write shape meta: %w", err)
 	}
-	s := &Shape{dir: dir, log: l, meta: *m, schema: m.schemaHeader(), changed: make(chan struct{}),
+	s = &Shape{dir: dir, log: l, meta: *m, schema: m.schemaHeader(), changed: make(chan struct{}),
 		upTo: m.SeenLSN, seen: m.SeenLSN, pred: pred}
 	if err := s.loadIndex(); err != nil {
 		return nil, err

@@ -82,17 +82,17 @@ func TestOffsets(t *testing.T) {
 func TestVisible(t *testing.T) {
 	m := Meta{Xmin: 100, Xmax: 110, Xip: []uint64{103, 107}}
 	for xid, want := range map[uint32]bool{99: true, 100: true, 103: false, 105: true, 107: false, 110: false, 200: false} {
-		if got := m.visible(xid); got != want {
+		if got := m.visible(xid, 0); got != want {
 			t.Errorf("visible(%d) = %v; want %v", xid, got, want)
 		}
 	}
 	// Across a 32-bit wraparound: snapshot in epoch 1, xids near the edge.
 	e1 := uint64(1) << 32
 	m = Meta{Xmin: e1 + 5, Xmax: e1 + 10}
-	if !m.visible(0xFFFFFFF0) { // epoch 0, long committed
+	if !m.visible(0xFFFFFFF0, 0) { // epoch 0, long committed
 		t.Error("xid before the wraparound should be visible")
 	}
-	if m.visible(12) {
+	if m.visible(12, 0) {
 		t.Error("xid after xmax should not be visible")
 	}
 	if widen(3, e1+0xFFFFFFF0) != 2*e1+3 {

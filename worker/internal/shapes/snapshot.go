@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/batonhq/baton/worker/internal/replication"
@@ -206,10 +207,17 @@ func snapshot(ctx context.Context, conn *pgx.Conn, t *table, m *Meta, l *storage
 		return fmt.Errorf("begin snapshot: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	var snap string
-	if err := tx.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&snap); err != nil {
+	// The statement takes the transaction's snapshot; the insert position
+	// is read after it (see Meta.visible).
+	var snap, lsn string
+	if err := tx.QueryRow(ctx, "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text").Scan(&snap, &lsn); err != nil {
 		return fmt.Errorf("read snapshot: %w", err)
 	}
+	at, err := pglogrepl.ParseLSN(lsn)
+	if err != nil {
+		return fmt.Errorf("read snapshot: %w", err)
+	}
+	m.SnapshotLSN = uint64(at)
 	if m.Xmin, m.Xmax, m.Xip, err = parseSnapshot(snap); err != nil {
 		return err
 	}
