@@ -203,9 +203,28 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease) (replication
 	routed := make(chan struct{})
 	go func() {
 		defer close(routed)
-		if err := reg.Run(rctx); err != nil {
-			log.Error("shape router stopped; shapes are not served", "epoch", l.Epoch, "err", err)
-			api.Serve(nil, nil)
+		// A failure of the router (a lost connection for where clauses, a
+		// write error) is retried with backoff: shapes stay served from what
+		// is stored meanwhile. A fenced shape log means a successor owns
+		// the storage: shapes are no longer served by this worker.
+		backoff := time.Second
+		for {
+			err := reg.Run(rctx)
+			if err == nil || rctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, storage.ErrFenced) {
+				log.Error("shape router stopped: the storage belongs to a newer lease; shapes are not served", "epoch", l.Epoch, "err", err)
+				api.Serve(nil, nil)
+				return
+			}
+			log.Error("shape router failed; restarting it", "epoch", l.Epoch, "err", err, "in", backoff)
+			select {
+			case <-rctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 30*time.Second)
 		}
 	}()
 	// Idle expiry runs from when shapes are served (its restart grace

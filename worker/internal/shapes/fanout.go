@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,6 +39,8 @@ type tableShapes struct {
 	// cols are the table's column names as the shapes know them (nil when
 	// unknown): a change with other columns means the table changed.
 	cols []string
+	// setCols are the columns set was built for.
+	setCols []string
 }
 
 func newFanout(r *Registry) *fanout {
@@ -54,19 +57,33 @@ func (f *fanout) close() {
 	}
 }
 
-func tableName(schema, table string) string { return schema + "." + table }
+// tableName keys a table: a NUL byte cannot be in a name, so "a"."b.c"
+// and "a.b"."c" stay apart.
+func tableName(schema, table string) string { return schema + "\x00" + table }
 
 // sync brings the tables up to the current shapes. It returns the shapes
 // that cannot be served any more: their table or where clause no longer
 // fits the database.
 func (f *fanout) sync(ctx context.Context, shapes []*Shape) ([]*Shape, error) {
-	var invalid []*Shape
 	live := make(map[*Shape]bool, len(shapes))
 	for _, s := range shapes {
-		if s.isGone() {
+		if !s.isGone() {
+			live[s] = true
+		}
+	}
+	// Shapes gone first, so that a table whose shapes were all replaced
+	// (after an ALTER) starts anew.
+	for s, id := range f.ids {
+		if !live[s] {
+			f.remove(s, id)
+		}
+	}
+	var invalid []*Shape
+	added := map[*tableShapes][]int{} // where shapes added, by table
+	for _, s := range shapes {
+		if !live[s] {
 			continue
 		}
-		live[s] = true
 		if _, ok := f.ids[s]; ok {
 			continue
 		}
@@ -94,39 +111,72 @@ func (f *fanout) sync(ctx context.Context, shapes []*Shape) ([]*Shape, error) {
 		f.ids[s] = f.next
 		if s.pred == nil {
 			ts.whole = append(ts.whole, s)
-			continue
+		} else {
+			ts.byID[f.next] = s
 		}
-		if ts.set == nil {
-			ts.set = where.NewSet(whereTable(d, s.meta.TableColumns), f.ev)
-			ts.set.OnError(f.evalError(ts))
-		}
-		ts.set.Add(f.next, s.pred)
-		ts.byID[f.next] = s
+		added[ts] = append(added[ts], f.next)
 	}
-	for s, id := range f.ids {
-		if live[s] {
-			continue
-		}
-		delete(f.ids, s)
-		d := s.meta.Definition
-		name := tableName(d.Schema, d.Table)
-		ts := f.tables[name]
-		if ts == nil {
-			continue
-		}
-		ts.whole = slices.DeleteFunc(ts.whole, func(x *Shape) bool { return x == s })
-		if _, ok := ts.byID[id]; ok {
-			ts.set.Remove(id)
-			delete(ts.byID, id)
-		}
-		if len(ts.whole) == 0 && len(ts.byID) == 0 {
-			delete(f.tables, name)
-		}
-	}
-	for _, ts := range f.tables {
-		invalid = append(invalid, ts.refreshColumns()...)
+	for ts, ids := range added {
+		stale := ts.refreshColumns()
+		invalid = append(invalid, stale...)
+		ts.rebuildSet(f, stale, ids)
 	}
 	return invalid, nil
+}
+
+// remove forgets a shape that is gone.
+func (f *fanout) remove(s *Shape, id int) {
+	delete(f.ids, s)
+	d := s.meta.Definition
+	name := tableName(d.Schema, d.Table)
+	ts := f.tables[name]
+	if ts == nil {
+		return
+	}
+	ts.whole = slices.DeleteFunc(ts.whole, func(x *Shape) bool { return x == s })
+	if _, ok := ts.byID[id]; ok {
+		delete(ts.byID, id)
+		if ts.set != nil {
+			ts.set.Remove(id)
+		}
+	}
+	if len(ts.whole) == 0 && len(ts.byID) == 0 {
+		delete(f.tables, name)
+	}
+}
+
+// rebuildSet makes the table's where.Set hold the predicates of its
+// shapes but the stale ones, for the table's current columns: built anew
+// when the columns changed (a predicate is planned on column positions)
+// or a shape went stale, else given the added shapes.
+func (ts *tableShapes) rebuildSet(f *fanout, stale []*Shape, added []int) {
+	var newest *Shape
+	for _, s := range ts.byID {
+		if !slices.Contains(stale, s) && (newest == nil || s.meta.CreatedAt.After(newest.meta.CreatedAt)) {
+			newest = s
+		}
+	}
+	if newest == nil {
+		ts.set, ts.setCols = nil, nil
+		return
+	}
+	cols := tableColumns(newest)
+	if ts.set == nil || !slices.Equal(cols, ts.setCols) || len(stale) > 0 {
+		d := newest.meta.Definition
+		ts.set, ts.setCols = where.NewSet(whereTable(d, newest.meta.TableColumns), f.ev), cols
+		ts.set.OnError(f.evalError(ts))
+		for id, s := range ts.byID {
+			if !slices.Contains(stale, s) {
+				ts.set.Add(id, s.pred)
+			}
+		}
+		return
+	}
+	for _, id := range added {
+		if s := ts.byID[id]; s != nil {
+			ts.set.Add(id, s.pred)
+		}
+	}
 }
 
 // tableColumns are the names of the columns logical replication carries
@@ -206,7 +256,7 @@ func (f *fanout) prepare(ctx context.Context, s *Shape) (*where.Predicate, error
 	if err != nil {
 		return nil, err
 	}
-	if s.meta.TableSig != "" && t.sig != s.meta.TableSig {
+	if !s.meta.madeFrom(t) {
 		return nil, &InvalidError{Field: "table", Problem: fmt.Sprintf("table %s changed", d)}
 	}
 	return prepareWhere(ctx, f.conn, d, t.columns)
@@ -238,9 +288,14 @@ func (f *fanout) transaction(ctx context.Context, tx *replication.Transaction) (
 		c := &tx.Changes[i]
 		switch c.Op {
 		case "truncate":
+			// A truncated table is named "schema.table": a dot in a name
+			// makes it ambiguous, and the shapes of each table it may be
+			// are invalidated (they refetch; nothing is lost).
 			for _, name := range c.Tables {
-				if ts := f.tables[name]; ts != nil {
-					out.invalid = append(out.invalid, ts.all()...)
+				for key, ts := range f.tables {
+					if strings.Replace(key, "\x00", ".", 1) == name {
+						out.invalid = append(out.invalid, ts.all()...)
+					}
 				}
 			}
 		case "insert", "update", "delete":

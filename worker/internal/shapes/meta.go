@@ -68,6 +68,9 @@ type Meta struct {
 	// signature): a change to either invalidates the shape.
 	TableColumns []Column `json:"table_columns,omitempty"`
 	TableSig     string   `json:"table_sig,omitempty"`
+	// FullIdentity: the shape needs REPLICA IDENTITY FULL on its table
+	// (its changes are told from whole old rows).
+	FullIdentity bool `json:"full_identity,omitempty"`
 	// The snapshot's visibility (pg_current_snapshot(), 64-bit xids).
 	Xmin uint64   `json:"xmin"`
 	Xmax uint64   `json:"xmax"`
@@ -88,6 +91,16 @@ type Meta struct {
 	// LastUsedAt is when a request last used the shape, as last persisted
 	// (coarsely: see expire.go); zero when unknown.
 	LastUsedAt time.Time `json:"last_used_at,omitzero"`
+}
+
+// madeFrom reports whether t is still the table the shape was made from:
+// the same table, column names and types, and a replica identity that
+// still gives whole old rows when the shape needs them.
+func (m *Meta) madeFrom(t *table) bool {
+	if m.TableSig == "" {
+		return true // made before signatures were kept
+	}
+	return t.sig == m.TableSig && (!m.FullIdentity || t.replident == "f")
 }
 
 // schemaHeader is the electric-schema header value.

@@ -198,7 +198,8 @@ func (r *Registry) create(ctx context.Context, d Definition) (s *Shape, err erro
 	if err != nil {
 		return nil, err
 	}
-	if needsFullIdentity(d, t) {
+	full := needsFullIdentity(d, t)
+	if full {
 		if err := fullIdentity(ctx, conn, d, t); err != nil {
 			return nil, err
 		}
@@ -220,7 +221,7 @@ func (r *Registry) create(ctx context.Context, d Definition) (s *Shape, err erro
 	m := &Meta{
 		Handle:     d.id() + "-" + strconv.FormatInt(time.Now().UnixMicro(), 10),
 		Definition: d, Columns: cols, PK: t.pk, AppliedSeq: applied, SeenLSN: seen, CreatedAt: time.Now().UTC(),
-		TableColumns: t.columns, TableSig: t.sig,
+		TableColumns: t.columns, TableSig: t.sig, FullIdentity: full,
 	}
 	dir := filepath.Join(r.dir, m.Handle)
 	l, err := storage.Open(dir, r.o.Epoch)

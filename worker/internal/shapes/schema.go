@@ -52,7 +52,7 @@ func (w *schemaWatch) check(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	sigs := map[string]string{} // table → its signature now ("" when gone)
+	tables := map[string]*table{} // the tables as they are now (nil when gone)
 	var invalid []*Shape
 	for _, s := range shapes {
 		m := &s.meta
@@ -60,22 +60,21 @@ func (w *schemaWatch) check(ctx context.Context) error {
 			continue
 		}
 		name := tableName(m.Definition.Schema, m.Definition.Table)
-		sig, ok := sigs[name]
+		t, ok := tables[name]
 		if !ok {
-			t, err := describe(ctx, w.conn, Definition{Schema: m.Definition.Schema, Table: m.Definition.Table})
+			var err error
+			t, err = describe(ctx, w.conn, Definition{Schema: m.Definition.Schema, Table: m.Definition.Table})
 			var ie *InvalidError
 			switch {
 			case errors.As(err, &ie):
-				sig = ""
+				t = nil
 			case err != nil:
 				w.close()
 				return err
-			default:
-				sig = t.sig
 			}
-			sigs[name] = sig
+			tables[name] = t
 		}
-		if sig != m.TableSig {
+		if t == nil || !m.madeFrom(t) {
 			invalid = append(invalid, s)
 		}
 	}

@@ -55,11 +55,37 @@ func (e *Evaluator) drop() error {
 	return err
 }
 
+// queryAttempts is how many connections a query is tried on: a connection
+// that was ended (a restarted server, idle_session_timeout, a terminated
+// backend) is replaced and the read-only query run again.
+const queryAttempts = 3
+
 // query runs sql with text parameters of the given types and returns the
 // text of each result row's single column. Statements are prepared once.
 // An error of PostgreSQL's about the query (division by zero...) leaves the
-// connection usable; any other error drops it.
+// connection usable; any other error drops it, and the query is tried
+// again on a new one, up to queryAttempts times.
 func (e *Evaluator) query(ctx context.Context, sql string, oids []uint32, vals [][]byte, prepare bool) ([][]byte, error) {
+	var err error
+	for attempt := 0; attempt < queryAttempts; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+			}
+		}
+		var out [][]byte
+		out, err = e.queryOnce(ctx, sql, oids, vals, prepare)
+		var ee *evalError
+		if err == nil || errors.As(err, &ee) || ctx.Err() != nil {
+			return out, err
+		}
+	}
+	return nil, err
+}
+
+func (e *Evaluator) queryOnce(ctx context.Context, sql string, oids []uint32, vals [][]byte, prepare bool) ([][]byte, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.conn == nil {
