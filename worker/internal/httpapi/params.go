@@ -96,8 +96,9 @@ func parseShapeParams(q url.Values) ([]string, string) {
 			}
 			continue
 		}
-		n, err := strconv.Atoi(k[len("params[") : len(k)-1])
-		if err != nil || n < 1 {
+		num := k[len("params[") : len(k)-1]
+		n, err := strconv.Atoi(num)
+		if err != nil || n < 1 || strconv.Itoa(n) != num {
 			return nil, "invalid parameter name " + strconv.Quote(k) + ": use params[1], params[2], ..."
 		}
 		if len(v) != 1 {
