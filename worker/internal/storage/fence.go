@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,6 +41,43 @@ func readOwner(dir string) (owner, error) {
 		return owner{}, fmt.Errorf("%w: %s holds %q", ErrCorrupt, epochFileName, b)
 	}
 	return o, nil
+}
+
+// ownerCache remembers the EPOCH file last read as naming this Open, by
+// its identity and times: EPOCH is only ever replaced by a rename (see
+// writeOwner), which gives it another inode and newer times, so while stat
+// shows the same file it still names this Open. It saves reading the file
+// on every write. Guarded by the directory lock's holder (syncMu).
+type ownerCache struct {
+	fi fs.FileInfo
+}
+
+// isOwner reports whether dir's EPOCH file names me.
+func (c *ownerCache) isOwner(dir string, me owner) (owner, error) {
+	path := filepath.Join(dir, epochFileName)
+	fi, err := os.Stat(path)
+	if err == nil && c.fi != nil && sameVersion(fi, c.fi) {
+		return me, nil
+	}
+	c.fi = nil
+	cur, err := readOwner(dir)
+	if err != nil || cur != me {
+		return cur, err
+	}
+	// Stat again after the read: the file read is the one remembered only
+	// if it did not change in between.
+	if fi2, err := os.Stat(path); err == nil && fi != nil && sameVersion(fi, fi2) {
+		c.fi = fi2
+	}
+	return cur, nil
+}
+
+// sameVersion reports whether two stats are of the same file, unchanged.
+func sameVersion(a, b fs.FileInfo) bool {
+	sa, ok1 := a.Sys().(*syscall.Stat_t)
+	sb, ok2 := b.Sys().(*syscall.Stat_t)
+	return ok1 && ok2 && os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime()) &&
+		sa.Ctim == sb.Ctim
 }
 
 // writeOwner replaces dir's EPOCH file durably: temporary file, fsync,

@@ -37,6 +37,7 @@ type Log struct {
 
 	dir         string
 	me          owner
+	owner       ownerCache // the EPOCH file last seen naming me (syncMu)
 	segmentSize int64
 	lock        *dirLock
 
@@ -349,7 +350,7 @@ func (l *Log) flush(ws []written) error {
 // Open still owns the directory. The caller holds syncMu and the directory
 // lock.
 func (l *Log) write(batch []*chunk) ([]written, error) {
-	cur, err := readOwner(l.dir)
+	cur, err := l.owner.isOwner(l.dir, l.me)
 	if err != nil {
 		return nil, err
 	}
