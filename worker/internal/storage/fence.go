@@ -135,34 +135,60 @@ func syncDir(dir string) error {
 // dirLock is an exclusive flock(2) on dir/LOCK, shared by the processes
 // that open the directory. flock locks belong to the open file description,
 // so two Logs in one process exclude each other too.
-type dirLock struct{ f *os.File }
+type dirLock struct {
+	path string
+	f    *os.File // while locked
+}
 
+// openDirLock makes sure the lock file exists. The file is opened only
+// while locked, so that an idle Log holds no descriptor for it (a worker
+// keeps thousands of shape logs open).
 func openDirLock(dir string) (*dirLock, error) {
-	f, err := os.OpenFile(filepath.Join(dir, lockFileName), os.O_RDWR|os.O_CREATE, 0o644)
+	path := filepath.Join(dir, lockFileName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}
-	return &dirLock{f: f}, nil
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	return &dirLock{path: path}, nil
 }
 
-// lock blocks until this process holds the lock.
+// lock blocks until this process holds the lock. Calls of lock and unlock
+// on one dirLock are serialized by its Log (syncMu).
 func (l *dirLock) lock() error {
+	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("open lock file: %w", err)
+	}
 	for {
-		err := unix.Flock(int(l.f.Fd()), unix.LOCK_EX)
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX)
 		if err == nil {
+			l.f = f
 			return nil
 		}
 		if !errors.Is(err, unix.EINTR) {
-			return fmt.Errorf("lock %s: %w", l.f.Name(), err)
+			f.Close()
+			return fmt.Errorf("lock %s: %w", l.path, err)
 		}
 	}
 }
 
 func (l *dirLock) unlock() error {
-	if err := unix.Flock(int(l.f.Fd()), unix.LOCK_UN); err != nil {
-		return fmt.Errorf("unlock %s: %w", l.f.Name(), err)
+	f := l.f
+	l.f = nil
+	if f == nil {
+		return nil
+	}
+	err := unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		return fmt.Errorf("unlock %s: %w", l.path, cerr)
+	}
+	if err != nil {
+		return fmt.Errorf("unlock %s: %w", l.path, err)
 	}
 	return nil
 }
 
-func (l *dirLock) close() error { return l.f.Close() }
+func (l *dirLock) close() error { return l.unlock() }
