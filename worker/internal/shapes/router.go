@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"golang.org/x/sync/errgroup"
 	"time"
 
 	"github.com/batonhq/baton/worker/internal/storage"
@@ -40,10 +42,7 @@ func (r *Registry) Run(ctx context.Context) error {
 	defer func() {
 		cancel()
 		<-persisted
-		shapes, _ := r.list()
-		for _, s := range shapes {
-			_ = s.persist()
-		}
+		r.persistFinal()
 	}()
 	f := newFanout(r)
 	defer f.close()
@@ -86,6 +85,26 @@ func (r *Registry) persistLoop(ctx context.Context) error {
 		}
 		r.compactShapes(ctx, ticks)
 	}
+}
+
+// persistFinal writes, as the router stops, the meta.json of the shapes
+// that got records since theirs was written, several at once: with
+// thousands of shapes, writing every one in turn would outlast a drain.
+// The others only lose how far transactions that did not touch them were
+// routed (routed again after a restart, and skipped).
+func (r *Registry) persistFinal() {
+	shapes, _ := r.list()
+	var g errgroup.Group
+	g.SetLimit(16)
+	for _, s := range shapes {
+		if s.unpersisted() {
+			g.Go(func() error {
+				_ = s.persist()
+				return nil
+			})
+		}
+	}
+	_ = g.Wait()
 }
 
 // persisted is what a shape's meta.json was last written with, and when.

@@ -32,6 +32,8 @@ type Shape struct {
 	index   []entry
 	upTo    uint64 // commit LSN of the last stream transaction routed here
 	seen    uint64 // meta.SeenLSN as last persisted
+	// persistedRecords is len(index) when meta.json was last written.
+	persistedRecords int
 	changed chan struct{}
 	gone    bool // deleted or invalidated: its handle is never served again
 	// compactBase is the size of the log's messages after the last
@@ -192,14 +194,24 @@ func (s *Shape) persist() error {
 		s.meta.LastUsedAt = last
 	}
 	m := s.meta
+	records := len(s.index)
 	s.mu.Unlock()
 	if err := writeMeta(s.dir, &m); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	s.seen = max(s.seen, m.SeenLSN)
+	s.persistedRecords = records
 	s.mu.Unlock()
 	return nil
+}
+
+// unpersisted reports whether records were routed into the shape, or a
+// request used it, since its meta.json was last written.
+func (s *Shape) unpersisted() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.index) != s.persistedRecords || s.use.lastTime().After(s.meta.LastUsedAt)
 }
 
 // End is the offset of the shape's last record.
