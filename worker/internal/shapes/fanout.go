@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/batonhq/baton/worker/internal/replication"
 	"github.com/batonhq/baton/worker/internal/shapes/where"
@@ -531,7 +530,7 @@ func (f *fanout) routeRecords(ctx context.Context, recs []storage.Record, shapes
 			}
 		}
 	}
-	if err := syncLogs(work); err != nil {
+	if err := writeLogs(work); err != nil {
 		return err
 	}
 	for _, s := range shapes {
@@ -547,27 +546,21 @@ func (f *fanout) routeRecords(ctx context.Context, recs []storage.Record, shapes
 	return f.invalidate(ctx, invalid)
 }
 
-// syncConcurrency bounds the shape logs synced at once: a batch that
-// touched many shapes (one per equality shape a transaction hit) waits for
-// about one disk flush, not one per shape in turn.
-const syncConcurrency = 32
-
-// syncLogs makes the records appended to the logs of work durable.
-func syncLogs(work map[*Shape]*pending) error {
-	var g errgroup.Group
-	g.SetLimit(syncConcurrency)
+// writeLogs makes the records appended to the logs of work readable. They
+// are not fsynced here: a shape log is made again from the durable stream
+// log after a crash of the machine (routing resumes from the applied_seq
+// of meta.json, which persist writes only after syncing the log), so one
+// disk flush per touched shape per batch is not needed.
+func writeLogs(work map[*Shape]*pending) error {
 	for s, p := range work {
 		if !p.dirty {
 			continue
 		}
-		g.Go(func() error {
-			if _, err := s.log.Sync(); err != nil && !s.isGone() {
-				return fmt.Errorf("shape %s: %w", s.meta.Handle, err)
-			}
-			return nil
-		})
+		if err := s.log.Write(); err != nil && !s.isGone() {
+			return fmt.Errorf("shape %s: %w", s.meta.Handle, err)
+		}
 	}
-	return g.Wait()
+	return nil
 }
 
 // invalidate removes shapes whose table was truncated or changed, or whose

@@ -27,15 +27,15 @@ type Shape struct {
 	// row, or until the router prepares it for a shape opened from disk.
 	pred *where.Predicate
 
-	mu      sync.RWMutex
-	meta    Meta
-	index   []entry
-	upTo    uint64 // commit LSN of the last stream transaction routed here
-	seen    uint64 // meta.SeenLSN as last persisted
+	mu    sync.RWMutex
+	meta  Meta
+	index []entry
+	upTo  uint64 // commit LSN of the last stream transaction routed here
+	seen  uint64 // meta.SeenLSN as last persisted
 	// persistedRecords is len(index) when meta.json was last written.
 	persistedRecords int
-	changed chan struct{}
-	gone    bool // deleted or invalidated: its handle is never served again
+	changed          chan struct{}
+	gone             bool // deleted or invalidated: its handle is never served again
 	// compactBase is the size of the log's messages after the last
 	// compaction, or when first checked (compact.go).
 	compactBase int64
@@ -196,6 +196,11 @@ func (s *Shape) persist() error {
 	m := s.meta
 	records := len(s.index)
 	s.mu.Unlock()
+	// The records routed up to m.AppliedSeq were written before m was
+	// read: they are durable before meta.json says so.
+	if _, err := s.log.Sync(); err != nil {
+		return err
+	}
 	if err := writeMeta(s.dir, &m); err != nil {
 		return err
 	}

@@ -439,6 +439,8 @@ func (c *Compaction) install(tail *stagedSegment, old, kept []*segment, last, ap
 		if l.active != nil {
 			l.active.Close()
 		}
+		// The tail's records were copied into a file synced above.
+		l.activeUnsynced = false
 		l.active, l.activeSize = active, 0
 		if active != nil {
 			l.activeSize = tail.seg.size

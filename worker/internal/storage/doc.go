@@ -11,8 +11,8 @@
 //
 // Several processes may open the same directory, typically an old and a new
 // worker during a handoff. Open records its epoch, together with an open
-// counter, in the EPOCH file. Every Sync re-reads that file before writing a
-// byte, inside a short critical section guarded by flock(2) on the LOCK
+// counter, in the EPOCH file. Every Sync checks that file before writing a
+// byte (reading it again whenever stat shows it was replaced), inside a short critical section guarded by flock(2) on the LOCK
 // file; Open updates it inside the same kind of section. So once a newer
 // epoch's Open has returned, an older writer (or an earlier Open of the same
 // epoch) cannot write anything: its next Sync returns ErrFenced, and so does
@@ -54,7 +54,10 @@
 // # Concurrency
 //
 // Read, Wait and Durable are safe from any number of goroutines at once, and
-// concurrently with Append and Sync; readers see only durable records.
+// concurrently with Append and Sync; readers see only durable records, or,
+// on a log that uses Write, records written but not yet fsynced (for logs
+// that can be made again from a durable source after a machine crash: the
+// shape logs).
 // Append and Sync are meant for the replication loop; they are safe to call
 // from different goroutines (Append does no I/O and does not wait for a Sync
 // in progress), but records are numbered in Append order. Close may be

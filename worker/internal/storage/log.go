@@ -45,8 +45,10 @@ type Log struct {
 	// activeSize and compacted.
 	syncMu     sync.Mutex
 	active     *os.File // the last segment, open for writing; nil before the first
-	activeSize int64    // its size as written and fsynced by this process
-	compacted  compacted
+	activeSize int64    // its size as written by this process
+	// activeUnsynced: records written to active by Write are not fsynced.
+	activeUnsynced bool
+	compacted      compacted
 
 	mu sync.RWMutex
 	// Appended, not yet handed to Sync; planned layout including them.
@@ -305,6 +307,13 @@ func (l *Log) Sync() (durableEndLSN uint64, err error) {
 	if uerr := l.lock.unlock(); err == nil {
 		err = uerr
 	}
+	if err == nil && l.activeUnsynced && l.active != nil {
+		// Records Write made readable are made durable too.
+		if err = l.active.Sync(); err != nil {
+			err = fmt.Errorf("sync segment: %w", err)
+		}
+	}
+	l.activeUnsynced = false
 	if err == nil {
 		// fsync outside the directory lock: the lock only makes "check the
 		// owner, then write" atomic, and stays held for microseconds, not
@@ -317,6 +326,49 @@ func (l *Log) Sync() (durableEndLSN uint64, err error) {
 	}
 	_, end := l.Durable()
 	return end, nil
+}
+
+// Write makes the records appended so far readable without waiting for
+// the disk: they become durable with the next Sync. A crash of the process
+// loses nothing written, but a crash of the machine may lose them, so Write
+// is for a log whose records can be made again, identically, from a
+// durable source (a shape log, from the stream log). Durable then reports
+// what was written. Fencing is as for Sync.
+func (l *Log) Write() error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	l.mu.Lock()
+	err := l.stateErrLocked()
+	batch := l.pending
+	l.pending = nil
+	l.mu.Unlock()
+	if err != nil || len(batch) == 0 {
+		return err
+	}
+	if err := l.lock.lock(); err != nil {
+		return l.fail(err)
+	}
+	ws, err := l.write(batch)
+	if uerr := l.lock.unlock(); err == nil {
+		err = uerr
+	}
+	for _, w := range ws {
+		if err != nil {
+			break
+		}
+		if w.closeF { // a finished segment: durable before it is closed
+			err = l.flush([]written{w})
+			continue
+		}
+		l.activeUnsynced = true
+		for _, c := range w.chunks {
+			l.publish(c)
+		}
+	}
+	if err != nil {
+		return l.fail(err)
+	}
+	return nil
 }
 
 // written is a segment file written by write and not yet fsynced, with the
@@ -363,7 +415,9 @@ func (l *Log) write(batch []*chunk) ([]written, error) {
 			if l.active != nil {
 				if n := len(out); n > 0 && out[n-1].f == l.active {
 					out[n-1].closeF = true // closed once fsynced
-				} else if err := l.active.Close(); err != nil { // fsynced by an earlier flush or by recovery
+				} else if err := l.syncUnsynced(); err != nil {
+					return out, err
+				} else if err := l.active.Close(); err != nil { // fsynced by an earlier flush, Sync or recovery
 					l.active = nil
 					return out, fmt.Errorf("close segment: %w", err)
 				}
@@ -396,7 +450,21 @@ func (l *Log) write(batch []*chunk) ([]written, error) {
 	return out, nil
 }
 
-// publish makes a durable chunk visible to readers.
+// syncUnsynced fsyncs the active segment when Write left records in it
+// that are not durable. The caller holds syncMu.
+func (l *Log) syncUnsynced() error {
+	if !l.activeUnsynced || l.active == nil {
+		return nil
+	}
+	if err := l.active.Sync(); err != nil {
+		return fmt.Errorf("sync segment: %w", err)
+	}
+	l.activeUnsynced = false
+	return nil
+}
+
+// publish makes a written chunk visible to readers (durable unless it was
+// written by Write).
 func (l *Log) publish(c *chunk) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
