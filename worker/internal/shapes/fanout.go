@@ -28,6 +28,8 @@ type fanout struct {
 	tables map[string]*tableShapes
 	ids    map[*Shape]int
 	next   int
+	gen    uint64 // Registry.gen as of the last sync
+	synced bool
 }
 
 // tableShapes are the shapes of one table.
@@ -473,16 +475,27 @@ type pending struct {
 // touch. Then each written log is synced and every shape's records and
 // applied_seq published: meta.json (written by another goroutine) never
 // names a stream record whose messages are not durable.
-func (f *fanout) routeRecords(ctx context.Context, recs []storage.Record, shapes []*Shape) error {
-	invalid, err := f.sync(ctx, shapes)
-	if err != nil {
-		return err
+func (f *fanout) routeRecords(ctx context.Context, recs []storage.Record, shapes []*Shape, gen uint64) error {
+	var invalid []*Shape
+	if !f.synced || gen != f.gen {
+		var err error
+		if invalid, err = f.sync(ctx, shapes); err != nil {
+			return err
+		}
+		f.gen, f.synced = gen, true
 	}
-	start := make(map[*Shape]uint64, len(shapes))
-	for _, s := range shapes {
-		start[s] = s.applied()
+	// start is where each shape the batch touches was routed to before it.
+	start := map[*Shape]uint64{}
+	startOf := func(s *Shape) uint64 {
+		a, ok := start[s]
+		if !ok {
+			a = s.applied()
+			start[s] = a
+		}
+		return a
 	}
 	work := map[*Shape]*pending{}
+	var err error
 
 	last := recs[len(recs)-1]
 	var lastLSN uint64
@@ -499,13 +512,13 @@ func (f *fanout) routeRecords(ctx context.Context, recs []storage.Record, shapes
 			return err
 		}
 		for _, s := range fo.invalid {
-			if a, ok := start[s]; ok && a < rec.Seq && !s.meta.visible(tx.XID, tx.CommitLSN) && !slices.Contains(invalid, s) {
+			if startOf(s) < rec.Seq && !s.meta.visible(tx.XID, tx.CommitLSN) && !slices.Contains(invalid, s) {
 				invalid = append(invalid, s)
 			}
 		}
 		for _, t := range fo.touched {
 			s := t.s
-			if a, ok := start[s]; !ok || a >= rec.Seq || s.isGone() || slices.Contains(invalid, s) || s.meta.visible(tx.XID, tx.CommitLSN) {
+			if startOf(s) >= rec.Seq || s.isGone() || slices.Contains(invalid, s) || s.meta.visible(tx.XID, tx.CommitLSN) {
 				continue
 			}
 			u := s.meta.txMessages(tx, t.idx, t.in)
@@ -533,10 +546,9 @@ func (f *fanout) routeRecords(ctx context.Context, recs []storage.Record, shapes
 	if err := writeLogs(work); err != nil {
 		return err
 	}
+	// Every shape not routed this far yet moves on (publish leaves the
+	// others alone).
 	for _, s := range shapes {
-		if start[s] >= last.Seq {
-			continue
-		}
 		var entries []entry
 		if p := work[s]; p != nil {
 			entries = p.entries

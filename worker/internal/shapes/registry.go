@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -68,7 +69,10 @@ type Registry struct {
 	byDef    map[string]*Shape
 	byHandle map[string]*Shape
 	added    chan struct{} // closed and replaced when a shape is added
-	closed   bool
+	// gen counts shapes added and removed: the router looks the shapes
+	// over again only when it moved.
+	gen    atomic.Uint64
+	closed bool
 }
 
 // Open opens every stored shape for writing with o.Epoch, and removes
@@ -163,6 +167,7 @@ func (r *Registry) GetOrCreate(ctx context.Context, d Definition) (*Shape, error
 	}
 	r.byDef[d.Key()] = s
 	r.byHandle[s.meta.Handle] = s
+	r.gen.Add(1)
 	close(r.added)
 	r.added = make(chan struct{})
 	r.o.Log.Info("shape created", "handle", s.meta.Handle, "table", d.String(), "xmin", s.meta.Xmin, "xmax", s.meta.Xmax)
@@ -263,6 +268,7 @@ func (r *Registry) Delete(s *Shape) error {
 		return nil
 	}
 	delete(r.byDef, s.meta.Definition.Key())
+	r.gen.Add(1)
 	delete(r.byHandle, s.meta.Handle)
 	r.mu.Unlock()
 	s.markGone()

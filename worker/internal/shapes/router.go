@@ -205,6 +205,7 @@ func (r *Registry) truncateStream() (int, error) {
 // routeLoop routes until ctx ends or routing fails.
 func (r *Registry) routeLoop(ctx context.Context, f *fanout) error {
 	for ctx.Err() == nil {
+		gen := r.gen.Load() // before the list: a shape added meanwhile moves it again
 		shapes, added := r.list()
 		if len(shapes) == 0 {
 			select {
@@ -228,7 +229,7 @@ func (r *Registry) routeLoop(ctx context.Context, f *fanout) error {
 			}
 			continue
 		}
-		if err := f.routeRecords(ctx, recs, shapes); err != nil {
+		if err := f.routeRecords(ctx, recs, shapes, gen); err != nil {
 			return r.stopErr(ctx, err)
 		}
 	}

@@ -91,12 +91,14 @@ func (s *Shape) loadIndex() error {
 }
 
 // publish makes routed records visible to readers and wakes live requests.
+// A shape already routed up to applied is left as it is.
 func (s *Shape) publish(entries []entry, upTo, applied uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if applied > s.meta.AppliedSeq {
-		s.meta.AppliedSeq = applied
+	if applied <= s.meta.AppliedSeq {
+		return // routed here before (created after these records)
 	}
+	s.meta.AppliedSeq = applied
 	s.index = append(s.index, entries...)
 	if upTo > s.upTo {
 		s.upTo = upTo
