@@ -120,8 +120,9 @@ type persisted struct {
 // longest first. A late write only means transactions routed again
 // after a restart (and skipped) and an older global_last_seen_lsn.
 const (
-	idlePersistEvery = time.Minute
-	persistPerTick   = 64
+	idlePersistEvery   = time.Minute
+	persistPerTick     = 64
+	persistConcurrency = 16 // their fsyncs overlap
 )
 
 // persistSome writes the meta.json of the shapes that need it, updating
@@ -156,12 +157,22 @@ func (r *Registry) persistSome(last map[*Shape]persisted) error {
 		}
 	}
 	slices.SortFunc(todo, func(a, b due) int { return a.at.Compare(b.at) })
-	for _, d := range todo[:min(len(todo), persistPerTick)] {
-		if err := d.s.persist(); err != nil {
-			if d.s.isGone() {
-				continue
+	todo = todo[:min(len(todo), persistPerTick)]
+	errs := make([]error, len(todo))
+	var g errgroup.Group
+	g.SetLimit(persistConcurrency)
+	for i, d := range todo {
+		g.Go(func() error {
+			if err := d.s.persist(); err != nil && !d.s.isGone() {
+				errs[i] = fmt.Errorf("persist shape %s: %w", d.s.meta.Handle, err)
 			}
-			return fmt.Errorf("persist shape %s: %w", d.s.meta.Handle, err)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	for i, d := range todo {
+		if errs[i] != nil {
+			return errs[i]
 		}
 		last[d.s] = d.st
 	}
