@@ -110,6 +110,7 @@ func Open(o Options) (*Registry, error) {
 			r.Close()
 			return nil, fmt.Errorf("shape %s: %w", m.Handle, err)
 		}
+		s.routable = r.routable
 		r.byDef[m.Definition.Key()] = s
 		r.byHandle[m.Handle] = s
 	}
@@ -251,7 +252,7 @@ func (r *Registry) create(ctx context.Context, d Definition) (s *Shape, err erro
 	if err := writeMeta(dir, m); err != nil {
 		return nil, fmt.Errorf("write shape meta: %w", err)
 	}
-	s = &Shape{dir: dir, log: l, meta: *m, schema: m.schemaHeader(), changed: make(chan struct{}),
+	s = &Shape{dir: dir, log: l, meta: *m, schema: m.schemaHeader(), changed: make(chan struct{}), routable: r.routable,
 		upTo: m.SeenLSN, seen: m.SeenLSN, pred: pred}
 	if err := s.loadIndex(); err != nil {
 		return nil, err
@@ -278,6 +279,15 @@ func (r *Registry) Delete(s *Shape) error {
 	}
 	r.o.Log.Info("shape removed", "handle", s.meta.Handle, "table", s.meta.Definition.String())
 	return nil
+}
+
+// routable is the end LSN of the stream log's durable records.
+func (r *Registry) routable() uint64 {
+	if r.o.Stream == nil {
+		return 0
+	}
+	_, end := r.o.Stream.Durable()
+	return end
 }
 
 // list returns the shapes and the channel closed when one is added.

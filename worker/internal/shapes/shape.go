@@ -26,6 +26,9 @@ type Shape struct {
 	// pred is the shape's where clause, bound to its params; nil for every
 	// row, or until the router prepares it for a shape opened from disk.
 	pred *where.Predicate
+	// routable is the end LSN of the stream log (nil in tests): every
+	// transaction up to it will be routed here.
+	routable func() uint64
 
 	mu    sync.RWMutex
 	meta  Meta
@@ -156,7 +159,13 @@ func (s *Shape) Plan(from Offset, maxBytes int) (*Plan, error) {
 	}
 	end := s.endLocked()
 	if !from.BeforeAll && end.Less(from) && from.TX > s.upTo {
-		return nil, ErrOutOfBounds
+		// An offset the stream log holds but the router has not reached
+		// for this shape (after a machine crash, a shape log is made
+		// again from there): nothing new yet, not a bad offset.
+		if s.routable == nil || from.TX > s.routable() {
+			return nil, ErrOutOfBounds
+		}
+		return &Plan{From: from, Last: from, UpToDate: true, GlobalLSN: max(s.seen, end.TX)}, nil
 	}
 	i := sort.Search(len(s.index), func(i int) bool { return s.index[i].off.after(from) })
 	p := &Plan{From: from, Last: from, GlobalLSN: max(s.seen, end.TX)}
