@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/batonhq/baton/worker/internal/replication"
 	"github.com/batonhq/baton/worker/internal/storage"
@@ -60,10 +61,15 @@ type Registry struct {
 	o   Options
 	dir string
 
-	createMu sync.Mutex // one creation at a time
-	// createConn is the connection creations use, kept between them
-	// (guarded by createMu); dropped after any failure.
-	createConn *pgx.Conn
+	// createMu is shared by creations (up to createConcurrency at once, one
+	// per definition) and held alone by what changes the publication or
+	// the stream log under them (Reconcile, stream truncation).
+	createMu  sync.RWMutex
+	creating  singleflight.Group
+	createSem chan struct{}
+	// conns are idle connections of creations, kept between them; one is
+	// dropped after a failure that is not the request's fault.
+	conns chan *pgx.Conn
 
 	mu       sync.Mutex
 	byDef    map[string]*Shape
@@ -79,6 +85,7 @@ type Registry struct {
 // creations that did not finish.
 func Open(o Options) (*Registry, error) {
 	r := &Registry{o: o, dir: filepath.Join(o.Dir, "shapes"), byDef: map[string]*Shape{},
+		createSem: make(chan struct{}, createConcurrency), conns: make(chan *pgx.Conn, createConcurrency),
 		byHandle: map[string]*Shape{}, added: make(chan struct{})}
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("shapes: %w", err)
@@ -120,9 +127,8 @@ func Open(o Options) (*Registry, error) {
 // Close closes every shape log, persisting how far each was routed.
 func (r *Registry) Close() error {
 	r.createMu.Lock()
-	if r.createConn != nil {
-		r.createConn.Close(context.Background())
-		r.createConn = nil
+	for len(r.conns) > 0 {
+		(<-r.conns).Close(context.Background())
 	}
 	r.createMu.Unlock()
 	r.mu.Lock()
@@ -145,17 +151,43 @@ func (r *Registry) Lookup(d Definition) *Shape {
 	return r.byDef[d.Key()]
 }
 
+// createConcurrency bounds the shapes created at once (each holds a
+// PostgreSQL connection and takes a snapshot).
+const createConcurrency = 4
+
 // GetOrCreate returns the shape of d, creating it (publication, snapshot)
-// when there is none.
+// when there is none. Concurrent requests for one definition share one
+// creation; different definitions are created side by side.
 func (r *Registry) GetOrCreate(ctx context.Context, d Definition) (*Shape, error) {
+	for {
+		if s := r.Lookup(d); s != nil {
+			return s, nil
+		}
+		v, err, _ := r.creating.Do(d.Key(), func() (any, error) { return r.createOne(ctx, d) })
+		if err != nil && errors.Is(err, context.Canceled) && ctx.Err() == nil {
+			continue // the request that led the creation went away: try again
+		}
+		if err != nil {
+			return nil, err
+		}
+		return v.(*Shape), nil
+	}
+}
+
+// createOne creates the shape of d (unless one appeared meanwhile) and
+// registers it.
+func (r *Registry) createOne(ctx context.Context, d Definition) (*Shape, error) {
 	if s := r.Lookup(d); s != nil {
 		return s, nil
 	}
-	r.createMu.Lock()
-	defer r.createMu.Unlock()
-	if s := r.Lookup(d); s != nil {
-		return s, nil
+	select {
+	case r.createSem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
+	defer func() { <-r.createSem }()
+	r.createMu.RLock()
+	defer r.createMu.RUnlock()
 	s, err := r.create(ctx, d)
 	if err != nil {
 		return nil, err
@@ -175,21 +207,36 @@ func (r *Registry) GetOrCreate(ctx context.Context, d Definition) (*Shape, error
 	return s, nil
 }
 
-func (r *Registry) create(ctx context.Context, d Definition) (s *Shape, err error) {
-	if r.createConn == nil || r.createConn.IsClosed() {
-		c, err := connect(ctx, r.o.DatabaseURL, "baton-worker-shapes:"+r.o.StreamID+":"+strconv.FormatUint(r.o.Epoch, 10))
-		if err != nil {
-			return nil, err
+// createConn returns an idle creation connection or a new one.
+func (r *Registry) createConn(ctx context.Context) (*pgx.Conn, error) {
+	for {
+		select {
+		case c := <-r.conns:
+			if !c.IsClosed() {
+				return c, nil
+			}
+		default:
+			return connect(ctx, r.o.DatabaseURL, "baton-worker-shapes:"+r.o.StreamID+":"+strconv.FormatUint(r.o.Epoch, 10))
 		}
-		r.createConn = c
 	}
-	conn := r.createConn
+}
+
+func (r *Registry) create(ctx context.Context, d Definition) (s *Shape, err error) {
+	conn, err := r.createConn(ctx)
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
 		var ie *InvalidError
 		if err != nil && !errors.As(err, &ie) {
 			// Whatever state the failure left the session in goes with it.
 			conn.Close(context.WithoutCancel(ctx))
-			r.createConn = nil
+			return
+		}
+		select {
+		case r.conns <- conn:
+		default:
+			conn.Close(context.WithoutCancel(ctx))
 		}
 	}()
 	t, err := describe(ctx, conn, d)
