@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,6 +31,12 @@ type fanout struct {
 	next   int
 	gen    uint64 // Registry.gen as of the last sync
 	synced bool
+	// pos is how far every caught-up shape is routed (published as
+	// Registry.routed); behind are the shapes that are not (new ones, and
+	// all of them when the router starts), nCaught the number of the others.
+	pos     routedPos
+	behind  map[*Shape]bool
+	nCaught int
 }
 
 // tableShapes are the shapes of one table.
@@ -48,7 +55,11 @@ func newFanout(r *Registry) *fanout {
 	dial := func(ctx context.Context) (*pgx.Conn, error) {
 		return connect(ctx, r.o.DatabaseURL, "baton-worker-where:"+r.o.StreamID+":"+strconv.FormatUint(r.o.Epoch, 10))
 	}
-	return &fanout{r: r, ev: where.NewEvaluator(dial), tables: map[string]*tableShapes{}, ids: map[*Shape]int{}}
+	f := &fanout{r: r, ev: where.NewEvaluator(dial), tables: map[string]*tableShapes{}, ids: map[*Shape]int{}, behind: map[*Shape]bool{}}
+	if p := r.routed.Load(); p != nil {
+		f.pos = *p // a restarted router: caught-up shapes stay so
+	}
+	return f
 }
 
 func (f *fanout) close() {
@@ -110,6 +121,14 @@ func (f *fanout) sync(ctx context.Context, shapes []*Shape) ([]*Shape, error) {
 		}
 		f.next++
 		f.ids[s] = f.next
+		if s.caught.Load() {
+			f.nCaught++
+		} else {
+			if f.behind == nil {
+				f.behind = map[*Shape]bool{}
+			}
+			f.behind[s] = true
+		}
 		if s.pred == nil {
 			ts.whole = append(ts.whole, s)
 		} else {
@@ -128,6 +147,11 @@ func (f *fanout) sync(ctx context.Context, shapes []*Shape) ([]*Shape, error) {
 // remove forgets a shape that is gone.
 func (f *fanout) remove(s *Shape, id int) {
 	delete(f.ids, s)
+	if f.behind[s] {
+		delete(f.behind, s)
+	} else if s.caught.Load() {
+		f.nCaught--
+	}
 	d := s.meta.Definition
 	name := tableName(d.Schema, d.Table)
 	ts := f.tables[name]
@@ -475,15 +499,36 @@ type pending struct {
 // touch. Then each written log is synced and every shape's records and
 // applied_seq published: meta.json (written by another goroutine) never
 // names a stream record whose messages are not durable.
-func (f *fanout) routeRecords(ctx context.Context, recs []storage.Record, shapes []*Shape, gen uint64) error {
-	var invalid []*Shape
-	if !f.synced || gen != f.gen {
-		var err error
-		if invalid, err = f.sync(ctx, shapes); err != nil {
-			return err
-		}
-		f.gen, f.synced = gen, true
+// refresh brings the fanout up to the shapes listed at gen, when shapes
+// were added or removed since it last did; it returns the shapes that can
+// no longer be served.
+func (f *fanout) refresh(ctx context.Context, shapes []*Shape, gen uint64) ([]*Shape, error) {
+	if f.synced && gen == f.gen {
+		return nil, nil
 	}
+	invalid, err := f.sync(ctx, shapes)
+	if err != nil {
+		return nil, err
+	}
+	f.gen, f.synced = gen, true
+	return invalid, nil
+}
+
+// from is the stream log seq every shape has been routed to: where the
+// next batch starts.
+func (f *fanout) from() uint64 {
+	from := uint64(math.MaxUint64)
+	if f.nCaught > 0 || len(f.behind) == 0 {
+		from = f.pos.seq
+	}
+	for s := range f.behind {
+		from = min(from, s.applied())
+	}
+	return from
+}
+
+func (f *fanout) routeRecords(ctx context.Context, recs []storage.Record, shapes []*Shape) error {
+	var invalid []*Shape
 	// start is where each shape the batch touches was routed to before it.
 	start := map[*Shape]uint64{}
 	startOf := func(s *Shape) uint64 {
@@ -546,14 +591,26 @@ func (f *fanout) routeRecords(ctx context.Context, recs []storage.Record, shapes
 	if err := writeLogs(work); err != nil {
 		return err
 	}
-	// Every shape not routed this far yet moves on (publish leaves the
-	// others alone).
-	for _, s := range shapes {
-		var entries []entry
-		if p := work[s]; p != nil {
-			entries = p.entries
+	// The shapes that got records, and those behind, move on one by one
+	// (publish leaves alone a shape routed this far already); the caught-up
+	// ones all at once, with the router's position.
+	for s, p := range work {
+		s.publish(p.entries, lastLSN, last.Seq)
+	}
+	for s := range f.behind {
+		s.publish(nil, lastLSN, last.Seq)
+	}
+	if last.Seq > f.pos.seq {
+		f.pos = routedPos{seq: last.Seq, lsn: max(f.pos.lsn, lastLSN)}
+		p := f.pos
+		f.r.routed.Store(&p)
+	}
+	for s := range f.behind {
+		if s.ownApplied() >= f.pos.seq {
+			s.caught.Store(true)
+			delete(f.behind, s)
+			f.nCaught++
 		}
-		s.publish(entries, lastLSN, last.Seq)
 	}
 	return f.invalidate(ctx, invalid)
 }

@@ -77,7 +77,10 @@ type Registry struct {
 	added    chan struct{} // closed and replaced when a shape is added
 	// gen counts shapes added and removed: the router looks the shapes
 	// over again only when it moved.
-	gen    atomic.Uint64
+	gen atomic.Uint64
+	// routed is how far the router routed every shape it caught up
+	// (Shape.floor).
+	routed atomic.Pointer[routedPos]
 	closed bool
 }
 
@@ -117,7 +120,7 @@ func Open(o Options) (*Registry, error) {
 			r.Close()
 			return nil, fmt.Errorf("shape %s: %w", m.Handle, err)
 		}
-		s.routable = r.routable
+		s.routable, s.routed = r.routable, &r.routed
 		r.byDef[m.Definition.Key()] = s
 		r.byHandle[m.Handle] = s
 	}
@@ -299,7 +302,7 @@ func (r *Registry) create(ctx context.Context, d Definition) (s *Shape, err erro
 	if err := writeMeta(dir, m); err != nil {
 		return nil, fmt.Errorf("write shape meta: %w", err)
 	}
-	s = &Shape{dir: dir, log: l, meta: *m, schema: m.schemaHeader(), changed: make(chan struct{}), routable: r.routable,
+	s = &Shape{dir: dir, log: l, meta: *m, schema: m.schemaHeader(), changed: make(chan struct{}), routable: r.routable, routed: &r.routed,
 		upTo: m.SeenLSN, seen: m.SeenLSN, pred: pred}
 	if err := s.loadIndex(); err != nil {
 		return nil, err

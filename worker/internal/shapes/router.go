@@ -139,8 +139,9 @@ func (r *Registry) persistSome(last map[*Shape]persisted) error {
 	live := make(map[*Shape]bool, len(shapes))
 	for _, s := range shapes {
 		live[s] = true
+		fl := s.floor()
 		s.mu.RLock()
-		st := persisted{applied: s.meta.AppliedSeq, upTo: s.upTo, records: len(s.index), at: now}
+		st := persisted{applied: max(s.meta.AppliedSeq, fl.seq), upTo: s.upToLocked(fl), records: len(s.index), at: now}
 		s.mu.RUnlock()
 		prev, ok := last[s]
 		if ok && prev.applied == st.applied && prev.upTo == st.upTo && prev.records == st.records {
@@ -226,10 +227,17 @@ func (r *Registry) routeLoop(ctx context.Context, f *fanout) error {
 				return nil
 			}
 		}
-		from := shapes[0].applied()
-		for _, s := range shapes[1:] {
-			from = min(from, s.applied())
+		invalid, err := f.refresh(ctx, shapes, gen)
+		if err != nil {
+			return r.stopErr(ctx, err)
 		}
+		if len(invalid) > 0 {
+			if err := f.invalidate(ctx, invalid); err != nil {
+				return r.stopErr(ctx, err)
+			}
+			continue
+		}
+		from := f.from()
 		recs, err := r.o.Stream.Read(from+1, routeBatch)
 		if err != nil {
 			return r.stopErr(ctx, fmt.Errorf("read stream log: %w", err))
@@ -240,7 +248,7 @@ func (r *Registry) routeLoop(ctx context.Context, f *fanout) error {
 			}
 			continue
 		}
-		if err := f.routeRecords(ctx, recs, shapes, gen); err != nil {
+		if err := f.routeRecords(ctx, recs, shapes); err != nil {
 			return r.stopErr(ctx, err)
 		}
 	}

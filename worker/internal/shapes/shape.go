@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/batonhq/baton/worker/internal/shapes/where"
 	"github.com/batonhq/baton/worker/internal/storage"
@@ -29,6 +30,11 @@ type Shape struct {
 	// routable is the end LSN of the stream log (nil in tests): every
 	// transaction up to it will be routed here.
 	routable func() uint64
+	// routed and caught: once the router has caught the shape up with the
+	// position it routed every caught-up shape to, the shape is routed as
+	// far as that position without being told each batch (see floor).
+	routed *atomic.Pointer[routedPos]
+	caught atomic.Bool
 
 	mu    sync.RWMutex
 	meta  Meta
@@ -112,12 +118,39 @@ func (s *Shape) publish(entries []entry, upTo, applied uint64) {
 	}
 }
 
-// applied is meta.AppliedSeq; only the router changes it.
+// routedPos is a stream log seq and the commit LSN of its transaction.
+type routedPos struct{ seq, lsn uint64 }
+
+// floor is the router's position for caught-up shapes, when s is one.
+func (s *Shape) floor() routedPos {
+	if s.routed == nil || !s.caught.Load() {
+		return routedPos{}
+	}
+	if p := s.routed.Load(); p != nil {
+		return *p
+	}
+	return routedPos{}
+}
+
+// applied is the stream log seq up to which every transaction has been
+// routed to the shape; only the router moves it.
 func (s *Shape) applied() uint64 {
+	f := s.floor()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return max(s.meta.AppliedSeq, f.seq)
+}
+
+// ownApplied is meta.AppliedSeq, without the router's floor.
+func (s *Shape) ownApplied() uint64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.meta.AppliedSeq
 }
+
+// upToLocked is the commit LSN of the last transaction routed here.
+// The caller holds s.mu.
+func (s *Shape) upToLocked(f routedPos) uint64 { return max(s.upTo, f.lsn) }
 
 // markGone ends the shape for readers.
 func (s *Shape) markGone() {
@@ -152,13 +185,14 @@ func (p *Plan) Empty() bool { return len(p.entries) == 0 }
 // Plan chooses the records after from, about maxBytes of them (at least
 // one). It returns ErrOutOfBounds when from is past the shape's end.
 func (s *Shape) Plan(from Offset, maxBytes int) (*Plan, error) {
+	fl := s.floor()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.gone {
 		return nil, ErrGone
 	}
 	end := s.endLocked()
-	if !from.BeforeAll && end.Less(from) && from.TX > s.upTo {
+	if !from.BeforeAll && end.Less(from) && from.TX > s.upToLocked(fl) {
 		// An offset the stream log holds but the router has not reached
 		// for this shape (after a machine crash, a shape log is made
 		// again from there): nothing new yet, not a bad offset.
@@ -200,7 +234,9 @@ func (s *Shape) persist() error {
 	s.persistMu.Lock()
 	defer s.persistMu.Unlock()
 	s.mu.Lock()
-	s.meta.SeenLSN = max(s.meta.SeenLSN, s.upTo)
+	fl := s.floor()
+	s.meta.SeenLSN = max(s.meta.SeenLSN, s.upToLocked(fl))
+	s.meta.AppliedSeq = max(s.meta.AppliedSeq, fl.seq)
 	if last := s.use.lastTime(); last.After(s.meta.LastUsedAt) {
 		s.meta.LastUsedAt = last
 	}
