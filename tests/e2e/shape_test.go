@@ -93,25 +93,8 @@ type follower struct {
 func startFollower(t *testing.T, base, table string) *follower {
 	t.Helper()
 	f := &follower{wake: make(chan struct{})}
-	f.cmd = exec.Command("node", "follow.mjs", base, table, "follow")
-	f.cmd.Dir = tsDir
-	f.cmd.Stderr = &syncWriter{w: &f.stderr, mu: &f.mu}
-	out, err := f.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = f.cmd.Process.Kill()
-		_ = f.cmd.Wait()
-		if t.Failed() {
-			f.mu.Lock()
-			t.Logf("--- follower stderr ---\n%s", f.stderr.String())
-			f.mu.Unlock()
-		}
-	})
+	var out io.Reader
+	f.cmd, out = startNode(t, &f.mu, &f.stderr, nil, "follow.mjs", base, table, "follow")
 	go func() {
 		sc := bufio.NewScanner(out)
 		sc.Buffer(make([]byte, 1<<20), 256<<20)
@@ -128,6 +111,38 @@ func startFollower(t *testing.T, base, table string) *follower {
 		}
 	}()
 	return f
+}
+
+// startNode starts `node script args...` in tests/ts with stdin, its
+// stderr written to stderr under mu, and returns it with its stdout. It is
+// killed when the test ends; a failed test logs the tail of its stderr.
+func startNode(t *testing.T, mu *sync.Mutex, stderr *strings.Builder, stdin io.Reader, script string, args ...string) (*exec.Cmd, io.Reader) {
+	t.Helper()
+	cmd := exec.Command("node", append([]string{script}, args...)...)
+	cmd.Dir = tsDir
+	cmd.Stdin = stdin
+	cmd.Stderr = &syncWriter{w: stderr, mu: mu}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			mu.Lock()
+			s := stderr.String()
+			mu.Unlock()
+			if len(s) > 4000 {
+				s = "...\n" + s[len(s)-4000:]
+			}
+			t.Logf("--- %s stderr (tail) ---\n%s", script, s)
+		}
+	})
+	return cmd, out
 }
 
 type syncWriter struct {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os/exec"
 	"slices"
 	"sort"
@@ -76,30 +77,8 @@ func startMultiFollower(t *testing.T, base string, specs []shapeSpec) *multiFoll
 		t.Fatal(err)
 	}
 	f := &multiFollower{rows: map[string][]map[string]any{}, prints: map[string]int{}, errs: map[string]string{}, wake: make(chan struct{})}
-	f.cmd = exec.Command("node", "follow_shapes.mjs", base)
-	f.cmd.Dir = tsDir
-	f.cmd.Stdin = strings.NewReader(string(js))
-	f.cmd.Stderr = &syncWriter{w: &f.stderr, mu: &f.mu}
-	out, err := f.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = f.cmd.Process.Kill()
-		_ = f.cmd.Wait()
-		if t.Failed() {
-			f.mu.Lock()
-			s := f.stderr.String()
-			f.mu.Unlock()
-			if len(s) > 4000 {
-				s = "...\n" + s[len(s)-4000:]
-			}
-			t.Logf("--- follow_shapes.mjs stderr (tail) ---\n%s", s)
-		}
-	})
+	var out io.Reader
+	f.cmd, out = startNode(t, &f.mu, &f.stderr, strings.NewReader(string(js)), "follow_shapes.mjs", base)
 	go func() {
 		sc := bufio.NewScanner(out)
 		sc.Buffer(make([]byte, 1<<20), 256<<20)

@@ -494,18 +494,9 @@ type pending struct {
 	dirty   bool
 }
 
-// routeRecords applies recs to the shapes: the transactions not visible in
-// a shape's snapshot become one record each in the logs of the shapes they
-// touch. Then each written log is synced and every shape's records and
-// applied_seq published: meta.json (written by another goroutine) never
-// names a stream record whose messages are not durable.
-// refresh brings the fanout up to the shapes listed at gen, when shapes
-// were added or removed since it last did; it returns the shapes that can
-// no longer be served.
+// refresh brings the fanout up to the shapes listed at gen; it returns the
+// shapes that can no longer be served.
 func (f *fanout) refresh(ctx context.Context, shapes []*Shape, gen uint64) ([]*Shape, error) {
-	if f.synced && gen == f.gen {
-		return nil, nil
-	}
 	invalid, err := f.sync(ctx, shapes)
 	if err != nil {
 		return nil, err
@@ -513,6 +504,9 @@ func (f *fanout) refresh(ctx context.Context, shapes []*Shape, gen uint64) ([]*S
 	f.gen, f.synced = gen, true
 	return invalid, nil
 }
+
+// current reports whether the fanout knows the shapes as of gen.
+func (f *fanout) current(gen uint64) bool { return f.synced && gen == f.gen }
 
 // from is the stream log seq every shape has been routed to: where the
 // next batch starts.
@@ -527,7 +521,12 @@ func (f *fanout) from() uint64 {
 	return from
 }
 
-func (f *fanout) routeRecords(ctx context.Context, recs []storage.Record, shapes []*Shape) error {
+// routeRecords applies recs to the shapes: the transactions not visible in
+// a shape's snapshot become one record each in the logs of the shapes they
+// touch. Then each touched log is written and the records and how far the
+// shapes were routed published; meta.json (written by another goroutine)
+// syncs a log before it names how far it was routed.
+func (f *fanout) routeRecords(ctx context.Context, recs []storage.Record) error {
 	var invalid []*Shape
 	// start is where each shape the batch touches was routed to before it.
 	start := map[*Shape]uint64{}

@@ -340,6 +340,13 @@ func (r *Registry) routable() uint64 {
 	return end
 }
 
+// addedChan returns the channel closed when a shape is added.
+func (r *Registry) addedChan() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.added
+}
+
 // list returns the shapes and the channel closed when one is added.
 func (r *Registry) list() ([]*Shape, <-chan struct{}) {
 	r.mu.Lock()

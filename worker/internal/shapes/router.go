@@ -217,25 +217,30 @@ func (r *Registry) truncateStream() (int, error) {
 // routeLoop routes until ctx ends or routing fails.
 func (r *Registry) routeLoop(ctx context.Context, f *fanout) error {
 	for ctx.Err() == nil {
-		gen := r.gen.Load() // before the list: a shape added meanwhile moves it again
-		shapes, added := r.list()
-		if len(shapes) == 0 {
+		// The channel and gen before the list: a shape added meanwhile
+		// closes the one and moves the other.
+		added := r.addedChan()
+		gen := r.gen.Load()
+		if !f.current(gen) {
+			shapes, _ := r.list()
+			invalid, err := f.refresh(ctx, shapes, gen)
+			if err != nil {
+				return r.stopErr(ctx, err)
+			}
+			if len(invalid) > 0 {
+				if err := f.invalidate(ctx, invalid); err != nil {
+					return r.stopErr(ctx, err)
+				}
+				continue
+			}
+		}
+		if len(f.ids) == 0 {
 			select {
 			case <-added:
 				continue
 			case <-ctx.Done():
 				return nil
 			}
-		}
-		invalid, err := f.refresh(ctx, shapes, gen)
-		if err != nil {
-			return r.stopErr(ctx, err)
-		}
-		if len(invalid) > 0 {
-			if err := f.invalidate(ctx, invalid); err != nil {
-				return r.stopErr(ctx, err)
-			}
-			continue
 		}
 		from := f.from()
 		recs, err := r.o.Stream.Read(from+1, routeBatch)
@@ -248,7 +253,7 @@ func (r *Registry) routeLoop(ctx context.Context, f *fanout) error {
 			}
 			continue
 		}
-		if err := f.routeRecords(ctx, recs, shapes); err != nil {
+		if err := f.routeRecords(ctx, recs); err != nil {
 			return r.stopErr(ctx, err)
 		}
 	}
