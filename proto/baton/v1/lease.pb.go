@@ -26,7 +26,13 @@
 //     Released. The broker keeps the lock until Released arrives (or its drain
 //     timeout passes), so a graceful handoff never overlaps.
 //  6. A worker that wants to stop on its own sends Released while holding a
-//     grant.
+//     grant, saying why (ReleaseReason). A worker whose process is stopping
+//     (SIGTERM: Kubernetes stops a native sidecar's main container first)
+//     says RELEASE_REASON_STOPPING after it has drained, acknowledged and
+//     ended its walsender; the broker then records the release and unlocks
+//     at once, so that a standby pod takes over in milliseconds instead of
+//     after BATON_WORKER_ABSENCE_TIMEOUT. Any other Released leaves the lock
+//     with the broker, waiting for a worker to attach again.
 //
 // A stream that sent Released is never granted again: a worker that wants
 // the stream again opens a new Lease stream (and should half-close the old
@@ -62,6 +68,63 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// ReleaseReason says why a worker released its grant, and so what its
+// broker does with the lock.
+type ReleaseReason int32
+
+const (
+	// The worker gave the grant back but its process goes on (it restarts its
+	// replication, or it found a newer epoch): the broker keeps the lock and
+	// grants again to a worker that attaches within
+	// BATON_WORKER_ABSENCE_TIMEOUT.
+	ReleaseReason_RELEASE_REASON_UNSPECIFIED ReleaseReason = 0
+	// The worker's process is stopping (it received SIGTERM) and it has
+	// finished with the stream: drained, acknowledged, walsender ended. The
+	// broker records the release and unlocks at once, so that a standby
+	// broker takes over; it contends for the lock again only when a worker
+	// attaches to it again.
+	ReleaseReason_RELEASE_REASON_STOPPING ReleaseReason = 1
+)
+
+// Enum value maps for ReleaseReason.
+var (
+	ReleaseReason_name = map[int32]string{
+		0: "RELEASE_REASON_UNSPECIFIED",
+		1: "RELEASE_REASON_STOPPING",
+	}
+	ReleaseReason_value = map[string]int32{
+		"RELEASE_REASON_UNSPECIFIED": 0,
+		"RELEASE_REASON_STOPPING":    1,
+	}
+)
+
+func (x ReleaseReason) Enum() *ReleaseReason {
+	p := new(ReleaseReason)
+	*p = x
+	return p
+}
+
+func (x ReleaseReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReleaseReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_baton_v1_lease_proto_enumTypes[0].Descriptor()
+}
+
+func (ReleaseReason) Type() protoreflect.EnumType {
+	return &file_baton_v1_lease_proto_enumTypes[0]
+}
+
+func (x ReleaseReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReleaseReason.Descriptor instead.
+func (ReleaseReason) EnumDescriptor() ([]byte, []int) {
+	return file_baton_v1_lease_proto_rawDescGZIP(), []int{0}
+}
 
 // StandbyReason says what the worker is waiting for.
 type StandbyReason int32
@@ -112,11 +175,11 @@ func (x StandbyReason) String() string {
 }
 
 func (StandbyReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_baton_v1_lease_proto_enumTypes[0].Descriptor()
+	return file_baton_v1_lease_proto_enumTypes[1].Descriptor()
 }
 
 func (StandbyReason) Type() protoreflect.EnumType {
-	return &file_baton_v1_lease_proto_enumTypes[0]
+	return &file_baton_v1_lease_proto_enumTypes[1]
 }
 
 func (x StandbyReason) Number() protoreflect.EnumNumber {
@@ -125,7 +188,7 @@ func (x StandbyReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StandbyReason.Descriptor instead.
 func (StandbyReason) EnumDescriptor() ([]byte, []int) {
-	return file_baton_v1_lease_proto_rawDescGZIP(), []int{0}
+	return file_baton_v1_lease_proto_rawDescGZIP(), []int{1}
 }
 
 // RevokeReason says why a grant ended.
@@ -171,11 +234,11 @@ func (x RevokeReason) String() string {
 }
 
 func (RevokeReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_baton_v1_lease_proto_enumTypes[1].Descriptor()
+	return file_baton_v1_lease_proto_enumTypes[2].Descriptor()
 }
 
 func (RevokeReason) Type() protoreflect.EnumType {
-	return &file_baton_v1_lease_proto_enumTypes[1]
+	return &file_baton_v1_lease_proto_enumTypes[2]
 }
 
 func (x RevokeReason) Number() protoreflect.EnumNumber {
@@ -184,7 +247,7 @@ func (x RevokeReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RevokeReason.Descriptor instead.
 func (RevokeReason) EnumDescriptor() ([]byte, []int) {
-	return file_baton_v1_lease_proto_rawDescGZIP(), []int{1}
+	return file_baton_v1_lease_proto_rawDescGZIP(), []int{2}
 }
 
 // WorkerMessage is everything a worker sends on the Lease stream.
@@ -299,7 +362,14 @@ type Hello struct {
 	WorkerId string `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	// The stream the worker wants to consume. Must equal the broker's
 	// REPLICATION_STREAM_ID; empty means "whatever the broker serves".
-	StreamId      string `protobuf:"bytes,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	StreamId string `protobuf:"bytes,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	// Base URL at which this worker serves its API to the other pods of the
+	// stream (e.g. "http://10.1.2.3:3000"); empty when it serves nothing to
+	// them. While this worker holds the grant the broker records it with the
+	// holder in the state table and other workers see it in
+	// Standby.holder.worker_url, so that a standby worker can forward the
+	// requests it receives to the active one.
+	AdvertiseUrl  string `protobuf:"bytes,3,opt,name=advertise_url,json=advertiseUrl,proto3" json:"advertise_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -344,6 +414,13 @@ func (x *Hello) GetWorkerId() string {
 func (x *Hello) GetStreamId() string {
 	if x != nil {
 		return x.StreamId
+	}
+	return ""
+}
+
+func (x *Hello) GetAdvertiseUrl() string {
+	if x != nil {
+		return x.AdvertiseUrl
 	}
 	return ""
 }
@@ -411,7 +488,10 @@ type Released struct {
 	// the current grant's is ignored.
 	Epoch uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// Last durable LSN at the moment of release (0 when unknown).
-	DurableLsn    uint64 `protobuf:"varint,2,opt,name=durable_lsn,json=durableLsn,proto3" json:"durable_lsn,omitempty"`
+	DurableLsn uint64 `protobuf:"varint,2,opt,name=durable_lsn,json=durableLsn,proto3" json:"durable_lsn,omitempty"`
+	// Why the worker releases. Workers that predate the field send
+	// RELEASE_REASON_UNSPECIFIED, which keeps the earlier behaviour.
+	Reason        ReleaseReason `protobuf:"varint,3,opt,name=reason,proto3,enum=baton.v1.ReleaseReason" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -458,6 +538,13 @@ func (x *Released) GetDurableLsn() uint64 {
 		return x.DurableLsn
 	}
 	return 0
+}
+
+func (x *Released) GetReason() ReleaseReason {
+	if x != nil {
+		return x.Reason
+	}
+	return ReleaseReason_RELEASE_REASON_UNSPECIFIED
 }
 
 // BrokerMessage is everything a broker sends on the Lease stream.
@@ -644,7 +731,12 @@ type Holder struct {
 	// When the holder last heartbeat (PostgreSQL's clock).
 	LastHeartbeat *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_heartbeat,json=lastHeartbeat,proto3" json:"last_heartbeat,omitempty"`
 	// PostgreSQL backend pid of the holder's lock session.
-	BackendPid    int32 `protobuf:"varint,5,opt,name=backend_pid,json=backendPid,proto3" json:"backend_pid,omitempty"`
+	BackendPid int32 `protobuf:"varint,5,opt,name=backend_pid,json=backendPid,proto3" json:"backend_pid,omitempty"`
+	// The worker_id of the holder's current grant, empty when none.
+	Worker string `protobuf:"bytes,6,opt,name=worker,proto3" json:"worker,omitempty"`
+	// The advertise_url of the holder's current grant (Hello.advertise_url),
+	// empty when none was advertised or no grant is current.
+	WorkerUrl     string `protobuf:"bytes,7,opt,name=worker_url,json=workerUrl,proto3" json:"worker_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -712,6 +804,20 @@ func (x *Holder) GetBackendPid() int32 {
 		return x.BackendPid
 	}
 	return 0
+}
+
+func (x *Holder) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+func (x *Holder) GetWorkerUrl() string {
+	if x != nil {
+		return x.WorkerUrl
+	}
+	return ""
 }
 
 // Granted makes the worker the stream's only consumer.
@@ -938,18 +1044,20 @@ const file_baton_v1_lease_proto_rawDesc = "" +
 	"\x05hello\x18\x01 \x01(\v2\x0f.baton.v1.HelloH\x00R\x05hello\x120\n" +
 	"\bprogress\x18\x02 \x01(\v2\x12.baton.v1.ProgressH\x00R\bprogress\x120\n" +
 	"\breleased\x18\x03 \x01(\v2\x12.baton.v1.ReleasedH\x00R\breleasedB\x05\n" +
-	"\x03msg\"A\n" +
+	"\x03msg\"f\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1b\n" +
-	"\tstream_id\x18\x02 \x01(\tR\bstreamId\"A\n" +
+	"\tstream_id\x18\x02 \x01(\tR\bstreamId\x12#\n" +
+	"\radvertise_url\x18\x03 \x01(\tR\fadvertiseUrl\"A\n" +
 	"\bProgress\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1f\n" +
 	"\vdurable_lsn\x18\x02 \x01(\x04R\n" +
-	"durableLsn\"A\n" +
+	"durableLsn\"r\n" +
 	"\bReleased\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1f\n" +
 	"\vdurable_lsn\x18\x02 \x01(\x04R\n" +
-	"durableLsn\"\xd2\x01\n" +
+	"durableLsn\x12/\n" +
+	"\x06reason\x18\x03 \x01(\x0e2\x17.baton.v1.ReleaseReasonR\x06reason\"\xd2\x01\n" +
 	"\rBrokerMessage\x12-\n" +
 	"\astandby\x18\x01 \x01(\v2\x11.baton.v1.StandbyH\x00R\astandby\x12-\n" +
 	"\agranted\x18\x02 \x01(\v2\x11.baton.v1.GrantedH\x00R\agranted\x12-\n" +
@@ -958,7 +1066,7 @@ const file_baton_v1_lease_proto_rawDesc = "" +
 	"\x03msg\"d\n" +
 	"\aStandby\x12/\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x17.baton.v1.StandbyReasonR\x06reason\x12(\n" +
-	"\x06holder\x18\x02 \x01(\v2\x10.baton.v1.HolderR\x06holder\"\xd7\x01\n" +
+	"\x06holder\x18\x02 \x01(\v2\x10.baton.v1.HolderR\x06holder\"\x8e\x02\n" +
 	"\x06Holder\x12\x16\n" +
 	"\x06holder\x18\x01 \x01(\tR\x06holder\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12;\n" +
@@ -966,7 +1074,10 @@ const file_baton_v1_lease_proto_rawDesc = "" +
 	"acquiredAt\x12A\n" +
 	"\x0elast_heartbeat\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x12\x1f\n" +
 	"\vbackend_pid\x18\x05 \x01(\x05R\n" +
-	"backendPid\"\xc9\x01\n" +
+	"backendPid\x12\x16\n" +
+	"\x06worker\x18\x06 \x01(\tR\x06worker\x12\x1d\n" +
+	"\n" +
+	"worker_url\x18\a \x01(\tR\tworkerUrl\"\xc9\x01\n" +
 	"\aGranted\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1b\n" +
@@ -980,7 +1091,10 @@ const file_baton_v1_lease_proto_rawDesc = "" +
 	"\aRevoked\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12.\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x16.baton.v1.RevokeReasonR\x06reason\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage*\xd2\x01\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage*L\n" +
+	"\rReleaseReason\x12\x1e\n" +
+	"\x1aRELEASE_REASON_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17RELEASE_REASON_STOPPING\x10\x01*\xd2\x01\n" +
 	"\rStandbyReason\x12\x1e\n" +
 	"\x1aSTANDBY_REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19STANDBY_REASON_CONNECTING\x10\x01\x12\x1c\n" +
@@ -1008,46 +1122,48 @@ func file_baton_v1_lease_proto_rawDescGZIP() []byte {
 	return file_baton_v1_lease_proto_rawDescData
 }
 
-var file_baton_v1_lease_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_baton_v1_lease_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_baton_v1_lease_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_baton_v1_lease_proto_goTypes = []any{
-	(StandbyReason)(0),            // 0: baton.v1.StandbyReason
-	(RevokeReason)(0),             // 1: baton.v1.RevokeReason
-	(*WorkerMessage)(nil),         // 2: baton.v1.WorkerMessage
-	(*Hello)(nil),                 // 3: baton.v1.Hello
-	(*Progress)(nil),              // 4: baton.v1.Progress
-	(*Released)(nil),              // 5: baton.v1.Released
-	(*BrokerMessage)(nil),         // 6: baton.v1.BrokerMessage
-	(*Standby)(nil),               // 7: baton.v1.Standby
-	(*Holder)(nil),                // 8: baton.v1.Holder
-	(*Granted)(nil),               // 9: baton.v1.Granted
-	(*Renewed)(nil),               // 10: baton.v1.Renewed
-	(*Revoked)(nil),               // 11: baton.v1.Revoked
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
+	(ReleaseReason)(0),            // 0: baton.v1.ReleaseReason
+	(StandbyReason)(0),            // 1: baton.v1.StandbyReason
+	(RevokeReason)(0),             // 2: baton.v1.RevokeReason
+	(*WorkerMessage)(nil),         // 3: baton.v1.WorkerMessage
+	(*Hello)(nil),                 // 4: baton.v1.Hello
+	(*Progress)(nil),              // 5: baton.v1.Progress
+	(*Released)(nil),              // 6: baton.v1.Released
+	(*BrokerMessage)(nil),         // 7: baton.v1.BrokerMessage
+	(*Standby)(nil),               // 8: baton.v1.Standby
+	(*Holder)(nil),                // 9: baton.v1.Holder
+	(*Granted)(nil),               // 10: baton.v1.Granted
+	(*Renewed)(nil),               // 11: baton.v1.Renewed
+	(*Revoked)(nil),               // 12: baton.v1.Revoked
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
 }
 var file_baton_v1_lease_proto_depIdxs = []int32{
-	3,  // 0: baton.v1.WorkerMessage.hello:type_name -> baton.v1.Hello
-	4,  // 1: baton.v1.WorkerMessage.progress:type_name -> baton.v1.Progress
-	5,  // 2: baton.v1.WorkerMessage.released:type_name -> baton.v1.Released
-	7,  // 3: baton.v1.BrokerMessage.standby:type_name -> baton.v1.Standby
-	9,  // 4: baton.v1.BrokerMessage.granted:type_name -> baton.v1.Granted
-	10, // 5: baton.v1.BrokerMessage.renewed:type_name -> baton.v1.Renewed
-	11, // 6: baton.v1.BrokerMessage.revoked:type_name -> baton.v1.Revoked
-	0,  // 7: baton.v1.Standby.reason:type_name -> baton.v1.StandbyReason
-	8,  // 8: baton.v1.Standby.holder:type_name -> baton.v1.Holder
-	12, // 9: baton.v1.Holder.acquired_at:type_name -> google.protobuf.Timestamp
-	12, // 10: baton.v1.Holder.last_heartbeat:type_name -> google.protobuf.Timestamp
-	13, // 11: baton.v1.Granted.ttl:type_name -> google.protobuf.Duration
-	13, // 12: baton.v1.Renewed.ttl:type_name -> google.protobuf.Duration
-	1,  // 13: baton.v1.Revoked.reason:type_name -> baton.v1.RevokeReason
-	2,  // 14: baton.v1.LeaseService.Lease:input_type -> baton.v1.WorkerMessage
-	6,  // 15: baton.v1.LeaseService.Lease:output_type -> baton.v1.BrokerMessage
-	15, // [15:16] is the sub-list for method output_type
-	14, // [14:15] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	4,  // 0: baton.v1.WorkerMessage.hello:type_name -> baton.v1.Hello
+	5,  // 1: baton.v1.WorkerMessage.progress:type_name -> baton.v1.Progress
+	6,  // 2: baton.v1.WorkerMessage.released:type_name -> baton.v1.Released
+	0,  // 3: baton.v1.Released.reason:type_name -> baton.v1.ReleaseReason
+	8,  // 4: baton.v1.BrokerMessage.standby:type_name -> baton.v1.Standby
+	10, // 5: baton.v1.BrokerMessage.granted:type_name -> baton.v1.Granted
+	11, // 6: baton.v1.BrokerMessage.renewed:type_name -> baton.v1.Renewed
+	12, // 7: baton.v1.BrokerMessage.revoked:type_name -> baton.v1.Revoked
+	1,  // 8: baton.v1.Standby.reason:type_name -> baton.v1.StandbyReason
+	9,  // 9: baton.v1.Standby.holder:type_name -> baton.v1.Holder
+	13, // 10: baton.v1.Holder.acquired_at:type_name -> google.protobuf.Timestamp
+	13, // 11: baton.v1.Holder.last_heartbeat:type_name -> google.protobuf.Timestamp
+	14, // 12: baton.v1.Granted.ttl:type_name -> google.protobuf.Duration
+	14, // 13: baton.v1.Renewed.ttl:type_name -> google.protobuf.Duration
+	2,  // 14: baton.v1.Revoked.reason:type_name -> baton.v1.RevokeReason
+	3,  // 15: baton.v1.LeaseService.Lease:input_type -> baton.v1.WorkerMessage
+	7,  // 16: baton.v1.LeaseService.Lease:output_type -> baton.v1.BrokerMessage
+	16, // [16:17] is the sub-list for method output_type
+	15, // [15:16] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_baton_v1_lease_proto_init() }
@@ -1071,7 +1187,7 @@ func file_baton_v1_lease_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baton_v1_lease_proto_rawDesc), len(file_baton_v1_lease_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -26,7 +26,13 @@
 //     Released. The broker keeps the lock until Released arrives (or its drain
 //     timeout passes), so a graceful handoff never overlaps.
 //  6. A worker that wants to stop on its own sends Released while holding a
-//     grant.
+//     grant, saying why (ReleaseReason). A worker whose process is stopping
+//     (SIGTERM: Kubernetes stops a native sidecar's main container first)
+//     says RELEASE_REASON_STOPPING after it has drained, acknowledged and
+//     ended its walsender; the broker then records the release and unlocks
+//     at once, so that a standby pod takes over in milliseconds instead of
+//     after BATON_WORKER_ABSENCE_TIMEOUT. Any other Released leaves the lock
+//     with the broker, waiting for a worker to attach again.
 //
 // A stream that sent Released is never granted again: a worker that wants
 // the stream again opens a new Lease stream (and should half-close the old
