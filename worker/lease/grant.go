@@ -150,14 +150,27 @@ func (l *Lease) Progress(lsn uint64) error {
 // closed. A broker draining for shutdown unlocks when it receives this. The
 // broker does not grant that stream again: the next Acquire asks on a new
 // one. The error only says the message could not be sent (the broker then
-// waits for the TTL instead).
+// waits for the TTL instead). The broker keeps the lock for a worker that
+// attaches again; a worker whose process is stopping calls ReleaseStopping.
 func (l *Lease) Release(ctx context.Context, durableLSN uint64) error {
+	return l.release(ctx, durableLSN, batonv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED)
+}
+
+// ReleaseStopping is Release for a worker whose process is stopping (it got
+// SIGTERM) and that has finished with the stream: drained, acknowledged,
+// walsender ended. Its broker unlocks at once, so a standby pod takes over
+// without waiting for BATON_WORKER_ABSENCE_TIMEOUT.
+func (l *Lease) ReleaseStopping(ctx context.Context, durableLSN uint64) error {
+	return l.release(ctx, durableLSN, batonv1.ReleaseReason_RELEASE_REASON_STOPPING)
+}
+
+func (l *Lease) release(ctx context.Context, durableLSN uint64, reason batonv1.ReleaseReason) error {
 	l.end(ErrReleased)
 	l.s.spent.Store(true)
 	errc := make(chan error, 1)
 	go func() {
 		errc <- l.s.send(&batonv1.WorkerMessage{Msg: &batonv1.WorkerMessage_Released{Released: &batonv1.Released{
-			Epoch: l.Epoch, DurableLsn: durableLSN,
+			Epoch: l.Epoch, DurableLsn: durableLSN, Reason: reason,
 		}}})
 	}()
 	select {

@@ -83,6 +83,10 @@ type Options struct {
 	WorkerID string
 	// StreamID, when set, must match the broker's stream.
 	StreamID string
+	// AdvertiseURL, when set, is the base URL at which this worker serves
+	// the other pods of the stream (Hello.advertise_url); the broker shows it
+	// to standby workers while this worker holds the grant.
+	AdvertiseURL string
 	// OnStandby, when set, is called (from the client's receive goroutine)
 	// with every standby message; it must not block.
 	OnStandby func(*batonv1.Standby)
@@ -207,7 +211,7 @@ func (c *Client) session(ctx context.Context) (*session, error) {
 	stream, err := batonv1.NewLeaseServiceClient(c.conn).Lease(sctx, grpc.WaitForReady(true))
 	if err == nil {
 		err = stream.Send(&batonv1.WorkerMessage{Msg: &batonv1.WorkerMessage_Hello{Hello: &batonv1.Hello{
-			WorkerId: c.opts.WorkerID, StreamId: c.opts.StreamID,
+			WorkerId: c.opts.WorkerID, StreamId: c.opts.StreamID, AdvertiseUrl: c.opts.AdvertiseURL,
 		}}})
 	}
 	if !stop() || err != nil {
