@@ -192,6 +192,13 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease) (replication
 		return replication.Result{}, fmt.Errorf("open shapes: %w", err)
 	}
 	defer reg.Close()
+	// Shapes whose table the publication may not have covered since the
+	// storage's position (another pod dropped it meanwhile) miss changes:
+	// drop them before the publication is reconciled and streaming starts.
+	_, end := store.Durable()
+	if _, err := reg.CheckCoverage(ctx, max(end, store.Acked())); err != nil {
+		return replication.Result{}, fmt.Errorf("check publication coverage: %w", err)
+	}
 	// The publication holds exactly the stored shapes' tables (a shape whose
 	// table was removed from it would silently miss changes).
 	if err := reg.Reconcile(ctx); err != nil {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -135,6 +136,40 @@ func takeSlot(ctx context.Context, conn *pgx.Conn, slot, streamID string, epoch 
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// awaitConfirmed waits until the slot's confirmed_flush_lsn has reached
+// lsn: the walsender has read the acknowledgement sent up to lsn. It polls
+// until ctx ends.
+func awaitConfirmed(ctx context.Context, conn *pgx.Conn, slot string, lsn uint64) error {
+	for {
+		var confirmed *string
+		err := conn.QueryRow(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&confirmed)
+		if err != nil {
+			return fmt.Errorf("read the slot's confirmed position: %w", err)
+		}
+		if confirmed != nil {
+			c, err := pglogrepl.ParseLSN(*confirmed)
+			if err != nil {
+				return fmt.Errorf("read the slot's confirmed position: %w", err)
+			}
+			if uint64(c) >= lsn {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("slot %s confirmed only up to %v: %w", slot, deref(confirmed), ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "NULL"
+	}
+	return *s
 }
 
 // endOwnWalsender terminates this worker's own walsender if the slot still

@@ -200,9 +200,18 @@ func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 	s.ackable.Store(uint64(confirmed))
 	runErr := s.run(ctx, work)
 	res.Durable, res.Acked = s.durable.Load(), s.acked.Load()
-	closeConn(ctx, repl)
-	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	if s.finalAck != 0 {
+		// The final acknowledgement must land before the walsender ends:
+		// ended before it read it, the slot stays behind and the next
+		// consumer streams again what this one stored (and, with storage
+		// of its own, skips nothing but cannot prove continuity either).
+		if err := awaitConfirmed(ectx, admin, o.Slot, s.finalAck); err != nil {
+			o.Log.Warn("final acknowledgement not confirmed by the slot", "slot", o.Slot, "acked_lsn", pglogrepl.LSN(s.finalAck).String(), "err", err)
+		}
+	}
+	closeConn(ctx, repl)
 	if err := endOwnWalsender(ectx, admin, o.Slot, app); err != nil {
 		o.Log.Warn("could not end own walsender", "err", err)
 	}
@@ -241,6 +250,9 @@ type streamer struct {
 	durable atomic.Uint64 // end LSN of the last durable transaction
 	ackable atomic.Uint64 // highest position safe to acknowledge
 	acked   atomic.Uint64 // last position acknowledged
+
+	// finalAck is the acknowledgement a graceful stop sent last (0: none).
+	finalAck uint64
 
 	dirty     bool   // appended since the last Sync
 	kaLSN     uint64 // a keepalive's WAL end waiting for durability
@@ -341,6 +353,7 @@ func (s *streamer) finish(ctx context.Context, items []item) error {
 		return fmt.Errorf("final status update: %w", err)
 	}
 	s.acked.Store(ack)
+	s.finalAck = ack
 	s.o.Log.Info("replication stopped gracefully", "epoch", s.o.Epoch, "acked_lsn", pglogrepl.LSN(ack).String())
 	return nil
 }
