@@ -616,16 +616,26 @@ func TestShapePublicationReconciled(t *testing.T) {
 		t.Fatalf("published %q after deleting shape a; want b", got)
 	}
 	stopPair(t, p)
-	// While no worker runs, someone changes the publication by hand.
+	// While no worker runs, someone changes the publication by hand: b's
+	// changes from then on are never sent, so shape b cannot be kept (its
+	// clients refetch), and c, which no shape uses, leaves again.
 	execSQL(t, pg, `ALTER PUBLICATION "baton_pub_default" DROP TABLE b`, `ALTER PUBLICATION "baton_pub_default" ADD TABLE c`)
+	execSQL(t, pg, "INSERT INTO b VALUES (1)")
 	_, base = startShapePair(t, pg, "a2", storage)
 	if err := harness.Await(10*time.Second, "the publication reconciled at start-up", func() (bool, error) {
-		return published() == "b", nil
+		return published() == "", nil
 	}); err != nil {
 		t.Fatalf("%v (published %q)", err, published())
 	}
-	if code, h, _ := get(t, base, url.Values{"table": {"b"}, "offset": {"-1"}}); code != 200 || h.Get("electric-handle") != handles["b"] {
-		t.Fatalf("shape b after restart: %d %q (was %q)", code, h.Get("electric-handle"), handles["b"])
+	if code, _, body := get(t, base, url.Values{"table": {"b"}, "offset": {"0_0"}, "handle": {handles["b"]}}); code != 409 {
+		t.Fatalf("shape b with its old handle after its table left the publication: %d %s; want 409", code, body)
+	}
+	code, h, body := get(t, base, url.Values{"table": {"b"}, "offset": {"-1"}})
+	if code != 200 || h.Get("electric-handle") == handles["b"] || !strings.Contains(string(body), `"id":"1"`) {
+		t.Fatalf("shape b refetched: %d handle %q (old %q) %s; want a new handle with row 1", code, h.Get("electric-handle"), handles["b"], body)
+	}
+	if got := published(); got != "b" {
+		t.Fatalf("published %q after shape b was made again; want b", got)
 	}
 }
 
