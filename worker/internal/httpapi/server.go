@@ -5,6 +5,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -36,8 +37,13 @@ type Server struct {
 
 // Lease is what serving depends on: Valid checks the lease's deadline on
 // the monotonic clock (a worker resumed after a freeze stops serving at
-// once).
-type Lease interface{ Valid() bool }
+// once); Done is closed when the lease ends, which ends every long-poll and
+// SSE response at once, so clients ask again (and reach the active worker)
+// instead of waiting on a worker that no longer replicates.
+type Lease interface {
+	Valid() bool
+	Done() <-chan struct{}
+}
 
 // New returns a Server with no registry (every request gets 503).
 func New(log *slog.Logger) *Server { return &Server{LongPoll: DefaultLongPoll, Log: log} }
@@ -48,6 +54,29 @@ func (s *Server) Serve(reg *shapes.Registry, l Lease) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reg, s.lease = reg, l
+}
+
+// whileLeased returns a context that ends with the request or when the
+// lease being served ends, whichever comes first.
+func (s *Server) whileLeased(r *http.Request) (context.Context, context.CancelFunc) {
+	s.mu.RLock()
+	l := s.lease
+	s.mu.RUnlock()
+	ctx, cancel := context.WithCancel(r.Context())
+	if l == nil {
+		cancel()
+		return ctx, cancel
+	}
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case <-l.Done():
+			cancel()
+		case <-stop:
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { close(stop); cancel() }
 }
 
 func (s *Server) current() *shapes.Registry {

@@ -64,9 +64,14 @@ func (s *Server) getShape(w http.ResponseWriter, r *http.Request) {
 	}
 	noChange := false
 	if p.live && plan.Empty() {
-		ctx, cancel := context.WithTimeout(r.Context(), s.LongPoll)
+		// A long-poll never outlives the lease: when it ends, the client
+		// is told nothing new arrived and asks again (another pod, or this
+		// one forwarding to the active worker).
+		leased, stop := s.whileLeased(r)
+		ctx, cancel := context.WithTimeout(leased, s.LongPoll)
 		newer, err := sh.Wait(ctx, p.offset)
 		cancel()
+		stop()
 		if err != nil {
 			s.planErr(w, r, reg, p, err)
 			return

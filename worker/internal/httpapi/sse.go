@@ -30,7 +30,11 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, reg *shapes.Re
 	h.Set("Connection", "keep-alive")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	ctx, cancel := context.WithTimeout(r.Context(), sseWindow)
+	// The stream ends with the lease too: the client reconnects and
+	// reaches the active worker.
+	leased, stop := s.whileLeased(r)
+	defer stop()
+	ctx, cancel := context.WithTimeout(leased, sseWindow)
 	defer cancel()
 	for {
 		err := sh.Bodies(plan, func(body []byte) error {
