@@ -74,6 +74,9 @@ func writeStatusText(w io.Writer, st lock.Status) {
 	if st.Worker != "" {
 		fmt.Fprintf(tw, "worker\t%s\n", st.Worker)
 	}
+	if st.WorkerURL != "" {
+		fmt.Fprintf(tw, "worker url\t%s\n", st.WorkerURL)
+	}
 	fmt.Fprintf(tw, "acquired at\t%s\n", ago(st.AcquiredAt))
 	if st.GrantedAt != nil {
 		fmt.Fprintf(tw, "granted at\t%s\n", ago(*st.GrantedAt))
@@ -100,6 +103,7 @@ func writeStatusJSON(w io.Writer, st lock.Status) error {
 		out["backend_pid"] = st.BackendPID
 		out["backend_alive"] = st.Alive
 		out["worker"] = st.Worker
+		out["worker_url"] = st.WorkerURL
 		out["acquired_at"] = st.AcquiredAt
 		out["granted_at"] = st.GrantedAt
 		out["last_heartbeat"] = st.LastHeartbeat

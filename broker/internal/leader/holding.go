@@ -52,6 +52,9 @@ func (h *holding) run(ctx context.Context) error {
 		stopTimer(retry)
 	}()
 	for {
+		if e, ok := h.hub.Stopped(); ok && h.used && e == h.epoch {
+			return h.releaseStopped(ctx)
+		}
 		wait, err := h.tryGrant(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -117,7 +120,7 @@ func (h *holding) tryGrant(ctx context.Context) (time.Duration, error) {
 		// than the window is not handed out (its lease could outlive the lock).
 		gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.renewWindow())
 		start := time.Now()
-		err := h.s.Grant(gctx, h.epoch, next, w.ID)
+		err := h.s.Grant(gctx, h.epoch, next, grantee(w))
 		cancel()
 		if err != nil {
 			return 0, err
@@ -239,6 +242,30 @@ func (h *holding) releaseAbsent(ctx context.Context) error {
 	h.log.Warn("no worker attached within the absence timeout; lock released", keyEpoch, h.epoch,
 		"absence_timeout", h.cfg.AbsenceTimeout)
 	return errAbsent
+}
+
+// releaseStopped lets go of the lock at once after the grantee released
+// saying its process is stopping (Kubernetes stops a native sidecar's main
+// container before the sidecar): a standby pod takes over without waiting
+// for this broker's own SIGTERM or the absence timeout. The broker then
+// waits, not ready, for a worker to attach again.
+func (h *holding) releaseStopped(ctx context.Context) error {
+	dctx := context.WithoutCancel(ctx)
+	// A grant that ended without Released may still be live on its worker.
+	if err := h.await(dctx, h.hub.NotBefore(), func() bool { return false }); err != nil {
+		return h.lost(err)
+	}
+	start := time.Now()
+	if err := h.release(dctx); err != nil {
+		// The caller closes the session, which ends the lock too.
+		h.log.Error("release failed; the lock ends with the session", keyEpoch, h.epoch, "err", err)
+	}
+	h.setLeader(false)
+	h.setReady(false)
+	h.metrics.StoppingReleases.Inc()
+	h.log.Info("lease released by its stopping worker; lock released for a handoff", keyEpoch, h.epoch,
+		"took", time.Since(start).Round(time.Microsecond))
+	return errStopped
 }
 
 func (h *holding) release(ctx context.Context) error {

@@ -2,7 +2,8 @@
 // wait for the stream's advisory lock, claim the stream (bump the epoch),
 // grant the lease to an attached worker, heartbeat and renew, and let go —
 // on SIGTERM after the worker has released, on a failed heartbeat at once,
-// and after BATON_WORKER_ABSENCE_TIMEOUT without a worker.
+// at once when the worker released saying its process is stopping, and
+// after BATON_WORKER_ABSENCE_TIMEOUT without a worker.
 //
 // It is the only goroutine that touches the lock session, and it reports
 // what it does through health statuses, metrics and logs.
@@ -75,6 +76,10 @@ var errShutdown = errors.New("shutting down")
 // errAbsent ends a holding period because no worker attached in time.
 var errAbsent = errors.New("no worker attached")
 
+// errStopped ends a holding period because the worker released saying its
+// process is stopping.
+var errStopped = errors.New("worker stopped")
+
 // Run loops until ctx is done. On return the lock is released (after the
 // worker released or the drain timeout passed) and the session closed. It
 // returns nil on a clean shutdown, or an error that the broker cannot recover
@@ -96,7 +101,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		switch {
 		case errors.Is(err, errShutdown) || ctx.Err() != nil:
 			return nil
-		case errors.Is(err, errAbsent):
+		case errors.Is(err, errAbsent) || errors.Is(err, errStopped):
 			needWorker = true
 		case errors.Is(err, lock.ErrNotDirect):
 			return err
@@ -139,7 +144,10 @@ func (l *Loop) session(ctx context.Context, bo *backoff) error {
 		l.log.Info("waiting for the stream's lock (free)", keyPID, s.PID())
 	}
 	start := time.Now()
-	if err := s.Acquire(ctx); err != nil {
+	stopWatch := l.watchHolder(ctx)
+	err = s.Acquire(ctx)
+	stopWatch()
+	if err != nil {
 		if ctx.Err() != nil {
 			return errShutdown
 		}
@@ -154,7 +162,7 @@ func (l *Loop) session(ctx context.Context, bo *backoff) error {
 		claimedFor = w
 	}
 	claimStart := time.Now()
-	acq, err := s.Claim(ctx, workerID(claimedFor))
+	acq, err := s.Claim(ctx, grantee(claimedFor))
 	if err != nil {
 		return err
 	}
@@ -171,14 +179,71 @@ func (l *Loop) session(ctx context.Context, bo *backoff) error {
 	defer l.metrics.LockHeld.Set(0)
 	l.log.Info("lock acquired", keyEpoch, acq.Epoch, keyPID, s.PID(), "waited", wait.Round(time.Millisecond),
 		"previous_holder", st.Holder, "previous_epoch", st.Epoch)
+	l.hub.SetHolding(lease.HolderFrom(l.cfg.Lock.Holder, acq.Epoch, int32(s.PID()), acq.AcquiredAt, acq.AcquiredAt))
+	defer l.hub.SetHolding(nil)
 	h := &holding{Loop: l, s: s, epoch: acq.Epoch, claimedFor: claimedFor}
 	return h.run(ctx)
 }
 
-// awaitWorker blocks until a worker is attached.
+// watchHolder keeps the holder shown to standby workers current while the
+// lock session waits for the lock: every heartbeat interval it reads the
+// state table on a connection of its own, and the Hub tells the workers
+// again when the holder, its epoch, its worker or the worker's URL changed
+// (a new grant on another pod). A failed read is retried at the next tick
+// on a new connection. stop ends it and waits for it.
+func (l *Loop) watchHolder(ctx context.Context) (stop func()) {
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var w *lock.Watcher
+		defer func() {
+			if w != nil {
+				w.Close(wctx)
+			}
+		}()
+		tick := time.NewTicker(l.cfg.HeartbeatInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-tick.C:
+			}
+			if w == nil {
+				var err error
+				if w, err = lock.DialWatcher(wctx, l.cfg.Lock); err != nil {
+					l.log.Debug("holder watch failed", "err", err)
+					continue
+				}
+			}
+			rctx, rcancel := context.WithTimeout(wctx, l.cfg.Lock.SessionTimeout)
+			st, err := w.Status(rctx)
+			rcancel()
+			if err != nil {
+				l.log.Debug("holder watch failed", "err", err)
+				w.Close(wctx)
+				w = nil
+				continue
+			}
+			l.hub.SetStandby(lease.Standby{Reason: batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT, Holder: holderOf(st)})
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// awaitWorker blocks until a worker that may be granted is attached (one
+// whose stream has not released a grant: a worker that released because
+// its process is stopping stays attached until it exits).
 func (l *Loop) awaitWorker(ctx context.Context) error {
 	l.setReady(false)
-	for l.hub.Attached() == 0 {
+	for {
+		if w, _ := l.hub.Candidate(); w != nil {
+			break
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -216,7 +281,9 @@ func holderOf(st lock.Status) *batonv1.Holder {
 	if !st.Recorded {
 		return nil
 	}
-	return lease.HolderFrom(st.Holder, st.Epoch, st.BackendPID, st.AcquiredAt, st.LastHeartbeat)
+	hd := lease.HolderFrom(st.Holder, st.Epoch, st.BackendPID, st.AcquiredAt, st.LastHeartbeat)
+	hd.Worker, hd.WorkerUrl = st.Worker, st.WorkerURL
+	return hd
 }
 
 // backoff is a capped, jittered exponential backoff for reconnecting.
@@ -247,9 +314,9 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func workerID(w *lease.Worker) string {
+func grantee(w *lease.Worker) lock.Grantee {
 	if w == nil {
-		return ""
+		return lock.Grantee{}
 	}
-	return w.ID
+	return lock.Grantee{ID: w.ID, URL: w.URL}
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -27,6 +28,8 @@ const outQueue = 64
 // Worker is one attached worker stream.
 type Worker struct {
 	ID string
+	// URL is the worker's Hello.advertise_url ("" when it advertised none).
+	URL string
 
 	out     chan *batonv1.BrokerMessage
 	dropped chan struct{}
@@ -101,6 +104,12 @@ type Hub struct {
 	closed    bool
 	events    chan struct{}
 	progress  uint64
+	// stopped is the epoch of the last grant, when its worker released it
+	// saying its process is stopping (0 otherwise).
+	stopped uint64
+	// holding describes this broker's own lock session while it holds the
+	// lock (nil otherwise), for workers told OTHER_WORKER.
+	holding *batonv1.Holder
 }
 
 // NewHub returns an empty Hub for the stream. ttl is the lease TTL sent in
@@ -126,10 +135,11 @@ func (h *Hub) signal() {
 	}
 }
 
-// Attach registers a new worker stream and queues the current standby
-// message for it. On a closed Hub the worker is returned already dropped.
-func (h *Hub) Attach(id string) *Worker {
-	w := &Worker{ID: id, out: make(chan *batonv1.BrokerMessage, outQueue), dropped: make(chan struct{}),
+// Attach registers a new worker stream (its Hello's worker_id and
+// advertise_url) and queues the current standby message for it. On a closed
+// Hub the worker is returned already dropped.
+func (h *Hub) Attach(id, url string) *Worker {
+	w := &Worker{ID: id, URL: url, out: make(chan *batonv1.BrokerMessage, outQueue), dropped: make(chan struct{}),
 		renewals: map[*batonv1.BrokerMessage]time.Time{}}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -183,9 +193,10 @@ func (h *Hub) endGrantLocked(released bool) {
 	h.grant = nil
 }
 
-// Released handles the worker's Released for epoch. It reports whether it
-// ended the current grant.
-func (h *Hub) Released(w *Worker, epoch uint64) bool {
+// Released handles the worker's Released for epoch, with its reason. It
+// reports whether it ended the current grant. A release for
+// RELEASE_REASON_STOPPING is remembered (see Stopped) until the next grant.
+func (h *Hub) Released(w *Worker, epoch uint64, reason batonv1.ReleaseReason) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.grant == nil || h.grant.Worker != w || h.grant.Epoch != epoch {
@@ -193,11 +204,23 @@ func (h *Hub) Released(w *Worker, epoch uint64) bool {
 	}
 	h.endGrantLocked(true)
 	w.released = true
+	if reason == batonv1.ReleaseReason_RELEASE_REASON_STOPPING {
+		h.stopped = epoch
+	}
 	if !w.gone {
 		h.sendLocked(w, standbyMsg(h.standbyFor(w)))
 	}
 	h.signal()
 	return true
+}
+
+// Stopped returns the epoch of the last grant if its worker released it
+// saying that its process is stopping, and whether it did. It stays so until
+// the next grant.
+func (h *Hub) Stopped() (uint64, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.stopped, h.stopped != 0
 }
 
 // Progress records the worker's durable position.
@@ -244,6 +267,7 @@ func (h *Hub) Grant(w *Worker, epoch uint64) bool {
 		return false
 	}
 	h.grant = &Grant{Worker: w, Epoch: epoch, LastRenewal: time.Now()}
+	h.stopped = 0
 	h.sendLocked(w, &batonv1.BrokerMessage{Msg: &batonv1.BrokerMessage_Granted{Granted: &batonv1.Granted{
 		Epoch:           epoch,
 		Ttl:             durationpb.New(h.ttl),
@@ -356,6 +380,16 @@ func (h *Hub) SetStandby(s Standby) {
 	}
 }
 
+// SetHolding tells the Hub this broker's own lock session while it holds
+// the lock (nil when it does not): the holder shown, with the current
+// grantee's worker and URL, to workers told OTHER_WORKER. Call it before
+// granting.
+func (h *Hub) SetHolding(self *batonv1.Holder) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.holding = self
+}
+
 // Close drops every worker; no grant is made afterwards.
 func (h *Hub) Close() {
 	h.mu.Lock()
@@ -368,9 +402,21 @@ func (h *Hub) Close() {
 
 func (h *Hub) standbyFor(w *Worker) Standby {
 	if h.grant != nil && h.grant.Worker != w && h.standby.Reason != batonv1.StandbyReason_STANDBY_REASON_SHUTTING_DOWN {
-		return Standby{Reason: batonv1.StandbyReason_STANDBY_REASON_OTHER_WORKER, Holder: h.standby.Holder}
+		return Standby{Reason: batonv1.StandbyReason_STANDBY_REASON_OTHER_WORKER, Holder: h.grantHolderLocked()}
 	}
 	return h.standby
+}
+
+// grantHolderLocked describes this broker and its current grantee.
+func (h *Hub) grantHolderLocked() *batonv1.Holder {
+	hd := &batonv1.Holder{Holder: h.holder}
+	if h.holding != nil {
+		hd = proto.CloneOf(h.holding)
+	}
+	hd.Epoch = h.grant.Epoch
+	hd.Worker = h.grant.Worker.ID
+	hd.WorkerUrl = h.grant.Worker.URL
+	return hd
 }
 
 // sendLocked queues m for w, dropping w if its queue is full.
@@ -396,7 +442,8 @@ func sameHolder(a, b *batonv1.Holder) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	return a.GetHolder() == b.GetHolder() && a.GetEpoch() == b.GetEpoch() && a.GetBackendPid() == b.GetBackendPid()
+	return a.GetHolder() == b.GetHolder() && a.GetEpoch() == b.GetEpoch() && a.GetBackendPid() == b.GetBackendPid() &&
+		a.GetWorker() == b.GetWorker() && a.GetWorkerUrl() == b.GetWorkerUrl()
 }
 
 // HolderFrom builds the protocol's Holder description.

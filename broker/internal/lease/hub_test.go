@@ -83,7 +83,7 @@ func isDropped(w *lease.Worker) bool {
 
 func TestAttachGetsStandby(t *testing.T) {
 	h := newHub(t)
-	w := h.Attach("w1")
+	w := h.Attach("w1", "")
 	standby(t, w, batonv1.StandbyReason_STANDBY_REASON_CONNECTING)
 	none(t, w)
 	if n := h.Attached(); n != 1 {
@@ -106,13 +106,13 @@ func TestAttachGetsStandby(t *testing.T) {
 	none(t, w)
 
 	// A worker attaching later is told the current standby.
-	w2 := h.Attach("w2")
+	w2 := h.Attach("w2", "")
 	standby(t, w2, batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT)
 }
 
 func TestGrant(t *testing.T) {
 	h := newHub(t)
-	w := h.Attach("w1")
+	w := h.Attach("w1", "")
 	drain(w)
 	c, nb := h.Candidate()
 	if c != w || !nb.IsZero() {
@@ -146,8 +146,8 @@ func TestGrant(t *testing.T) {
 
 func TestSecondWorkerOtherWorker(t *testing.T) {
 	h := newHub(t)
-	a := h.Attach("a")
-	b := h.Attach("b")
+	a := h.Attach("a", "")
+	b := h.Attach("b", "")
 	drain(a)
 	drain(b)
 	if c, _ := h.Candidate(); c != a {
@@ -157,7 +157,7 @@ func TestSecondWorkerOtherWorker(t *testing.T) {
 	next(t, a)
 	standby(t, b, batonv1.StandbyReason_STANDBY_REASON_OTHER_WORKER)
 
-	c := h.Attach("c")
+	c := h.Attach("c", "")
 	standby(t, c, batonv1.StandbyReason_STANDBY_REASON_OTHER_WORKER)
 	if h.Grant(c, 2) {
 		t.Fatal("Grant to a second worker while one is current = true")
@@ -173,7 +173,7 @@ func TestSecondWorkerOtherWorker(t *testing.T) {
 
 func TestRenew(t *testing.T) {
 	h := newHub(t)
-	w := h.Attach("w")
+	w := h.Attach("w", "")
 	drain(w)
 	h.Grant(w, 3)
 	drain(w)
@@ -203,8 +203,8 @@ func TestRenew(t *testing.T) {
 
 func TestReleased(t *testing.T) {
 	h := newHub(t)
-	w := h.Attach("w")
-	other := h.Attach("other")
+	w := h.Attach("w", "")
+	other := h.Attach("other", "")
 	h.Grant(w, 5)
 	drain(w)
 	drain(other)
@@ -212,10 +212,10 @@ func TestReleased(t *testing.T) {
 		<-h.Events()
 	}
 
-	if h.Released(w, 4) {
+	if h.Released(w, 4, batonv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED) {
 		t.Fatal("Released with a wrong epoch = true")
 	}
-	if h.Released(other, 5) {
+	if h.Released(other, 5, batonv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED) {
 		t.Fatal("Released by another worker = true")
 	}
 	if _, ok := h.Current(); !ok {
@@ -223,7 +223,7 @@ func TestReleased(t *testing.T) {
 	}
 	none(t, w)
 
-	if !h.Released(w, 5) {
+	if !h.Released(w, 5, batonv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED) {
 		t.Fatal("Released = false")
 	}
 	if _, ok := h.Current(); ok {
@@ -238,7 +238,7 @@ func TestReleased(t *testing.T) {
 	default:
 		t.Fatal("Released did not signal an event")
 	}
-	if h.Released(w, 5) {
+	if h.Released(w, 5, batonv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED) {
 		t.Fatal("second Released = true")
 	}
 	// The released stream is not granted again; the other worker is next.
@@ -249,8 +249,8 @@ func TestReleased(t *testing.T) {
 
 func TestProgress(t *testing.T) {
 	h := newHub(t)
-	w := h.Attach("w")
-	other := h.Attach("other")
+	w := h.Attach("w", "")
+	other := h.Attach("other", "")
 	h.Grant(w, 9)
 	h.Progress(w, 9, 100)
 	h.Progress(w, 8, 200)     // stale epoch
@@ -258,7 +258,7 @@ func TestProgress(t *testing.T) {
 	if got := h.DurableLSN(); got != 100 {
 		t.Fatalf("DurableLSN = %d, want 100", got)
 	}
-	h.Released(w, 9)
+	h.Released(w, 9, batonv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED)
 	if got := h.DurableLSN(); got != 100 {
 		t.Fatalf("DurableLSN after release = %d, want 100 (kept)", got)
 	}
@@ -266,8 +266,8 @@ func TestProgress(t *testing.T) {
 
 func TestDetachUnreleasedGrantee(t *testing.T) {
 	h := newHub(t)
-	w := h.Attach("w")
-	standbyW := h.Attach("s")
+	w := h.Attach("w", "")
+	standbyW := h.Attach("s", "")
 	h.Grant(w, 1)
 	h.Renew(1)
 	g, _ := h.Current()
@@ -303,7 +303,7 @@ func TestDetachUnreleasedGrantee(t *testing.T) {
 
 func TestRevokeShutdownKeepsGrantUntilRelease(t *testing.T) {
 	h := newHub(t)
-	w := h.Attach("w")
+	w := h.Attach("w", "")
 	h.Grant(w, 4)
 	drain(w)
 
@@ -323,7 +323,7 @@ func TestRevokeShutdownKeepsGrantUntilRelease(t *testing.T) {
 	h.Revoke(batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN, "again")
 	none(t, w)
 
-	if !h.Released(w, 4) {
+	if !h.Released(w, 4, batonv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED) {
 		t.Fatal("Released of the revoked grant = false")
 	}
 	if _, ok := h.Current(); ok {
@@ -341,7 +341,7 @@ func TestRevokeLockLostEndsAtOnce(t *testing.T) {
 	} {
 		t.Run(reason.String(), func(t *testing.T) {
 			h := newHub(t)
-			w := h.Attach("w")
+			w := h.Attach("w", "")
 			h.Grant(w, 4)
 			drain(w)
 			g, _ := h.Current()
@@ -363,7 +363,7 @@ func TestRevokeLockLostEndsAtOnce(t *testing.T) {
 				t.Fatalf("Candidate = %v, %v", c, nb)
 			}
 			// Its late Released is ignored.
-			if h.Released(w, 4) {
+			if h.Released(w, 4, batonv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED) {
 				t.Fatal("Released after a lock-lost revoke = true")
 			}
 			h.Renew(4)
@@ -374,7 +374,7 @@ func TestRevokeLockLostEndsAtOnce(t *testing.T) {
 
 func TestRevokeWithoutGrant(t *testing.T) {
 	h := newHub(t)
-	w := h.Attach("w")
+	w := h.Attach("w", "")
 	drain(w)
 	h.Revoke(batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST, "x")
 	none(t, w)
@@ -385,8 +385,8 @@ func TestRevokeWithoutGrant(t *testing.T) {
 
 func TestSlowWorkerDropped(t *testing.T) {
 	h := newHub(t)
-	w := h.Attach("slow")
-	other := h.Attach("other")
+	w := h.Attach("slow", "")
+	other := h.Attach("other", "")
 	h.Grant(w, 1)
 	for len(h.Events()) > 0 {
 		<-h.Events()
@@ -428,10 +428,10 @@ func TestSlowWorkerDropped(t *testing.T) {
 // standbys something, every other worker must still be told exactly once.
 func TestDropDuringBroadcast(t *testing.T) {
 	h := newHub(t)
-	fast1 := h.Attach("fast1")
-	slow := h.Attach("slow")
-	fast2 := h.Attach("fast2")
-	fast3 := h.Attach("fast3")
+	fast1 := h.Attach("fast1", "")
+	slow := h.Attach("slow", "")
+	fast2 := h.Attach("fast2", "")
+	fast3 := h.Attach("fast3", "")
 	reasons := []batonv1.StandbyReason{
 		batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT,
 		batonv1.StandbyReason_STANDBY_REASON_CONNECTING,
@@ -459,8 +459,8 @@ func TestDropDuringBroadcast(t *testing.T) {
 
 func TestClose(t *testing.T) {
 	h := lease.NewHub(testStream, testHolder, testTTL)
-	a := h.Attach("a")
-	b := h.Attach("b")
+	a := h.Attach("a", "")
+	b := h.Attach("b", "")
 	h.Grant(a, 1)
 	h.Close()
 	for _, w := range []*lease.Worker{a, b} {
@@ -477,7 +477,7 @@ func TestClose(t *testing.T) {
 	if h.Attached() != 0 {
 		t.Fatalf("Attached = %d after Close", h.Attached())
 	}
-	late := h.Attach("late")
+	late := h.Attach("late", "")
 	if !isDropped(late) {
 		t.Fatal("Attach after Close returned a live worker")
 	}
@@ -496,7 +496,7 @@ func TestClose(t *testing.T) {
 func TestStaleRenewal(t *testing.T) {
 	h := newHub(t)
 	h.SetRenewalWindow(4 * time.Second)
-	w := h.Attach("w")
+	w := h.Attach("w", "")
 	drain(w)
 	if !h.Grant(w, 1) {
 		t.Fatal("grant refused")
@@ -522,5 +522,111 @@ func TestStaleRenewal(t *testing.T) {
 	}
 	if w.Stale(&batonv1.BrokerMessage{}) {
 		t.Error("a non-renewal message reported stale")
+	}
+}
+
+// A release saying the worker's process is stopping is remembered for the
+// leader loop (it unlocks at once) until the next grant; any other release,
+// or one for another epoch, is not.
+func TestReleasedStopping(t *testing.T) {
+	stopping := batonv1.ReleaseReason_RELEASE_REASON_STOPPING
+	tests := []struct {
+		name   string
+		epoch  uint64
+		reason batonv1.ReleaseReason
+		want   bool
+	}{
+		{"stopping", 5, stopping, true},
+		{"unspecified", 5, batonv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED, false},
+		{"stopping for another epoch", 4, stopping, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHub(t)
+			w := h.Attach("w", "")
+			h.Grant(w, 5)
+			if _, ok := h.Stopped(); ok {
+				t.Fatal("Stopped before any release")
+			}
+			h.Released(w, tt.epoch, tt.reason)
+			e, ok := h.Stopped()
+			if ok != tt.want || (ok && e != 5) {
+				t.Fatalf("Stopped = %d, %v; want %v for epoch 5", e, ok, tt.want)
+			}
+			if !h.NotBefore().IsZero() {
+				t.Fatal("a release delays the next grant")
+			}
+			// The next grant clears it.
+			next := h.Attach("next", "")
+			if !h.Grant(next, 6) && tt.epoch == 5 {
+				t.Fatal("Grant after the release = false")
+			}
+			if tt.epoch == 5 {
+				if _, ok := h.Stopped(); ok {
+					t.Fatal("Stopped after the next grant")
+				}
+			}
+		})
+	}
+}
+
+// Workers told OTHER_WORKER see this broker and its grantee: worker id and
+// advertised URL, and are told again when the grantee changes.
+func TestOtherWorkerHolder(t *testing.T) {
+	h := newHub(t)
+	acquired := time.Now()
+	h.SetHolding(lease.HolderFrom(testHolder, 3, 4321, acquired, acquired))
+	a := h.Attach("a", "http://a.example:3000")
+	b := h.Attach("b", "http://b.example:3000")
+	c := h.Attach("c", "")
+	drain(a)
+	drain(b)
+	drain(c)
+	h.Grant(a, 3)
+	next(t, a)
+	for _, w := range []*lease.Worker{b, c} {
+		s := standby(t, w, batonv1.StandbyReason_STANDBY_REASON_OTHER_WORKER)
+		hd := s.GetHolder()
+		if hd.GetHolder() != testHolder || hd.GetEpoch() != 3 || hd.GetBackendPid() != 4321 ||
+			hd.GetWorker() != "a" || hd.GetWorkerUrl() != "http://a.example:3000" {
+			t.Fatalf("%s: standby holder = %v", w.ID, hd)
+		}
+	}
+	h.Released(a, 3, batonv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED)
+	drain(a)
+	drain(b)
+	drain(c)
+	h.Grant(b, 4)
+	next(t, b)
+	s := standby(t, c, batonv1.StandbyReason_STANDBY_REASON_OTHER_WORKER)
+	if hd := s.GetHolder(); hd.GetEpoch() != 4 || hd.GetWorker() != "b" || hd.GetWorkerUrl() != "http://b.example:3000" {
+		t.Fatalf("standby holder after the next grant = %v", hd)
+	}
+}
+
+// A standby holder whose worker or worker URL changed (a new grant on
+// another pod) is sent again; one that only heartbeat is not.
+func TestStandbyHolderWorkerChange(t *testing.T) {
+	h := newHub(t)
+	w := h.Attach("w", "")
+	drain(w)
+	at := time.Now()
+	holder := func(epoch uint64, worker, url string, beat time.Time) *batonv1.Holder {
+		hd := lease.HolderFrom("baton-broker:orders:other", epoch, 99, at, beat)
+		hd.Worker, hd.WorkerUrl = worker, url
+		return hd
+	}
+	wait := batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT
+	h.SetStandby(lease.Standby{Reason: wait, Holder: holder(7, "", "", at)})
+	standby(t, w, wait)
+	h.SetStandby(lease.Standby{Reason: wait, Holder: holder(7, "", "", at.Add(time.Second))})
+	none(t, w)
+	h.SetStandby(lease.Standby{Reason: wait, Holder: holder(7, "x", "http://x:3000", at)})
+	if s := standby(t, w, wait); s.GetHolder().GetWorkerUrl() != "http://x:3000" || s.GetHolder().GetWorker() != "x" {
+		t.Fatalf("standby holder = %v", s.GetHolder())
+	}
+	h.SetStandby(lease.Standby{Reason: wait, Holder: holder(7, "x", "http://y:3000", at)})
+	if s := standby(t, w, wait); s.GetHolder().GetWorkerUrl() != "http://y:3000" {
+		t.Fatalf("standby holder = %v", s.GetHolder())
 	}
 }

@@ -37,6 +37,7 @@ func (s *Session) EnsureSchema(ctx context.Context) error {
 			holder         text NOT NULL,
 			backend_pid    integer NOT NULL,
 			worker         text,
+			worker_url     text,
 			acquired_at    timestamptz NOT NULL,
 			granted_at     timestamptz,
 			last_heartbeat timestamptz NOT NULL,
@@ -49,10 +50,46 @@ func (s *Session) EnsureSchema(ctx context.Context) error {
 			return fmt.Errorf("create state table: %w", err)
 		}
 	}
+	if err := addWorkerURL(ctx, tx); err != nil {
+		return err
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("create state table: %w", err)
 	}
 	return nil
+}
+
+// addWorkerURL adds the column worker_url to a state table created before
+// it existed. The ALTER runs only when the column is missing: it takes an
+// ACCESS EXCLUSIVE lock, and a waiting one would hold up the holder's
+// heartbeats behind any reader's open transaction, so it also gives up
+// after a few seconds (the session is retried).
+func addWorkerURL(ctx context.Context, tx pgx.Tx) error {
+	var present bool
+	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute
+		WHERE attrelid = 'baton.streams'::regclass AND attname = 'worker_url' AND NOT attisdropped)`).Scan(&present)
+	if err != nil {
+		return fmt.Errorf("migrate state table: %w", err)
+	}
+	if present {
+		return nil
+	}
+	for _, q := range []string{
+		`SET LOCAL lock_timeout = '5s'`,
+		`ALTER TABLE baton.streams ADD COLUMN IF NOT EXISTS worker_url text`,
+	} {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			return fmt.Errorf("migrate state table (add worker_url): %w", err)
+		}
+	}
+	return nil
+}
+
+// Grantee is the worker a grant is recorded for: its Hello.worker_id and
+// Hello.advertise_url (either may be empty).
+type Grantee struct {
+	ID  string
+	URL string
 }
 
 // Acquisition is what Claim records.
@@ -62,23 +99,24 @@ type Acquisition struct {
 }
 
 // Claim records a fresh acquisition: it bumps the stream's epoch and records
-// this session as holder and, when worker is not empty, the grant to that
-// worker in the same statement (one round trip on the handoff path). It
+// this session as holder and, when worker.ID is not empty, the grant to that
+// worker (and its advertised URL) in the same statement (one round trip on the handoff path). It
 // fails with ErrLockLost unless the session holds the lock; this is the one
 // statement that checks pg_locks (later writes are fenced by epoch and
 // backend pid, which a session lock cannot lose without its session ending).
-func (s *Session) Claim(ctx context.Context, worker string) (Acquisition, error) {
+func (s *Session) Claim(ctx context.Context, worker Grantee) (Acquisition, error) {
 	var a Acquisition
 	var epoch int64
 	err := s.conn.QueryRow(ctx, `
-		INSERT INTO baton.streams AS st (stream_id, epoch, holder, backend_pid, worker, acquired_at, granted_at, last_heartbeat)
-		SELECT $1, 1, $2, pg_backend_pid(), nullif($5, ''), now(), CASE WHEN $5 <> '' THEN now() END, now() WHERE `+ownedSQL+`
+		INSERT INTO baton.streams AS st (stream_id, epoch, holder, backend_pid, worker, worker_url, acquired_at, granted_at, last_heartbeat)
+		SELECT $1, 1, $2, pg_backend_pid(), nullif($5, ''), CASE WHEN $5 <> '' THEN nullif($6, '') END,
+		       now(), CASE WHEN $5 <> '' THEN now() END, now() WHERE `+ownedSQL+`
 		ON CONFLICT (stream_id) DO UPDATE SET
 			epoch = st.epoch + 1, holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid,
-			worker = EXCLUDED.worker, acquired_at = now(), granted_at = EXCLUDED.granted_at,
-			last_heartbeat = now(), released_at = NULL
+			worker = EXCLUDED.worker, worker_url = EXCLUDED.worker_url, acquired_at = now(),
+			granted_at = EXCLUDED.granted_at, last_heartbeat = now(), released_at = NULL
 		RETURNING epoch, acquired_at`,
-		s.opts.StreamID, s.opts.Holder, s.ns, s.objid, worker).Scan(&epoch, &a.AcquiredAt)
+		s.opts.StreamID, s.opts.Holder, s.ns, s.objid, worker.ID, worker.URL).Scan(&epoch, &a.AcquiredAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return a, ErrLockLost
 	}
@@ -93,14 +131,14 @@ func (s *Session) Claim(ctx context.Context, worker string) (Acquisition, error)
 // and our backend. $1 stream id, $2 epoch.
 const fenceSQL = `stream_id = $1 AND epoch = $2 AND backend_pid = pg_backend_pid()`
 
-// Grant records that the lease of epoch next is granted to worker. When next
-// differs from current (a re-grant within one acquisition) the stored epoch
-// must still be current, and becomes next.
-func (s *Session) Grant(ctx context.Context, current, next uint64, worker string) error {
+// Grant records that the lease of epoch next is granted to worker (and the
+// URL it advertised). When next differs from current (a re-grant within one
+// acquisition) the stored epoch must still be current, and becomes next.
+func (s *Session) Grant(ctx context.Context, current, next uint64, worker Grantee) error {
 	tag, err := s.conn.Exec(ctx, `
-		UPDATE baton.streams SET epoch = $3, worker = $4, granted_at = now(), last_heartbeat = now()
+		UPDATE baton.streams SET epoch = $3, worker = $4, worker_url = nullif($5, ''), granted_at = now(), last_heartbeat = now()
 		WHERE `+fenceSQL,
-		s.opts.StreamID, int64(current), int64(next), worker)
+		s.opts.StreamID, int64(current), int64(next), worker.ID, worker.URL)
 	if err != nil {
 		return fmt.Errorf("record grant: %w", err)
 	}
@@ -156,7 +194,7 @@ func (s *Session) Release(ctx context.Context, epoch uint64) error {
 	// Multi-statement simple query; every value is an integer or a validated
 	// stream id ([a-z0-9_]), written as literals.
 	sql := fmt.Sprintf(`SELECT pg_advisory_unlock(%d, %d);
-		UPDATE baton.streams SET released_at = now(), worker = NULL
+		UPDATE baton.streams SET released_at = now(), worker = NULL, worker_url = NULL
 		WHERE stream_id = '%s' AND epoch = %d AND backend_pid = pg_backend_pid()`,
 		s.ns, s.key, s.opts.StreamID, int64(epoch))
 	results, err := s.conn.PgConn().Exec(ctx, sql).ReadAll()

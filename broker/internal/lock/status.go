@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,6 +26,7 @@ type Status struct {
 	Epoch         uint64
 	BackendPID    int32
 	Worker        string
+	WorkerURL     string // the current grantee's advertised URL ("" when none)
 	AcquiredAt    time.Time
 	GrantedAt     *time.Time
 	LastHeartbeat time.Time
@@ -41,7 +43,8 @@ type Status struct {
 }
 
 // ReadStatus reads the stream's row of baton.streams and checks pg_locks and
-// pg_stat_activity. A missing table or row is not an error (Recorded false).
+// pg_stat_activity. A missing table or row is not an error (Recorded false),
+// nor is a table created before the column worker_url (WorkerURL empty).
 func ReadStatus(ctx context.Context, q Querier, streamID string) (Status, error) {
 	st := Status{StreamID: streamID}
 	ns, objid := stream.LockNamespace, int64(stream.LockObjID(streamID))
@@ -54,12 +57,12 @@ func ReadStatus(ctx context.Context, q Querier, streamID string) (Status, error)
 	}
 	st.Held = st.HeldByPID != 0
 	var epoch int64
-	var worker *string
+	var worker, workerURL *string
 	err = q.QueryRow(ctx, `
-		SELECT holder, epoch, backend_pid, worker, acquired_at, granted_at, last_heartbeat, released_at,
+		SELECT holder, epoch, backend_pid, worker, to_jsonb(s) ->> 'worker_url', acquired_at, granted_at, last_heartbeat, released_at,
 		       EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = s.backend_pid)
 		FROM baton.streams s WHERE stream_id = $1`, streamID).Scan(
-		&st.Holder, &epoch, &st.BackendPID, &worker, &st.AcquiredAt, &st.GrantedAt,
+		&st.Holder, &epoch, &st.BackendPID, &worker, &workerURL, &st.AcquiredAt, &st.GrantedAt,
 		&st.LastHeartbeat, &st.ReleasedAt, &st.Alive)
 	var pgErr *pgconn.PgError
 	switch {
@@ -75,10 +78,52 @@ func ReadStatus(ctx context.Context, q Querier, streamID string) (Status, error)
 	if worker != nil {
 		st.Worker = *worker
 	}
+	if workerURL != nil {
+		st.WorkerURL = *workerURL
+	}
 	return st, nil
 }
 
 // Status reads the stream's status on the lock session itself.
 func (s *Session) Status(ctx context.Context) (Status, error) {
 	return ReadStatus(ctx, s.conn, s.opts.StreamID)
+}
+
+// Watcher reads the stream's status on a connection of its own, for a broker
+// whose lock session is busy waiting for the lock. It holds no lock. A
+// Watcher is not safe for concurrent use.
+type Watcher struct {
+	conn     *pgx.Conn
+	streamID string
+}
+
+// DialWatcher opens a Watcher's connection (application_name
+// baton-broker-watch:<stream id>:<host name>), bounded by the session
+// timeout like the lock session.
+func DialWatcher(ctx context.Context, opts Options) (*Watcher, error) {
+	cfg, err := pgx.ParseConfig(opts.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	cfg.RuntimeParams["application_name"] = strings.Replace(opts.Holder, "baton-broker:", "baton-broker-watch:", 1)
+	cfg.ConnectTimeout = opts.SessionTimeout
+	cfg.DialFunc = dialer(opts.SessionTimeout).DialContext
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect status watcher: %w", err)
+	}
+	return &Watcher{conn: conn, streamID: opts.StreamID}, nil
+}
+
+// Status reads the stream's status (see ReadStatus).
+func (w *Watcher) Status(ctx context.Context) (Status, error) {
+	return ReadStatus(ctx, w.conn, w.streamID)
+}
+
+// Close closes the connection.
+func (w *Watcher) Close(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_ = w.conn.Close(ctx)
 }

@@ -34,6 +34,7 @@ type Broker struct {
 	Handoffs          prometheus.Counter
 	Grants            prometheus.Counter
 	Revocations       *prometheus.CounterVec
+	StoppingReleases  prometheus.Counter
 	HeartbeatFailures prometheus.Counter
 	HeartbeatLatency  prometheus.Histogram
 	SessionErrors     prometheus.Counter
@@ -62,6 +63,7 @@ func New(stream string) *Broker {
 		Handoffs:          prometheus.NewCounter(prometheus.CounterOpts(f("handoffs_total", "Acquisitions that took the stream over from another holder (the state table named another holder or epoch)."))),
 		Grants:            prometheus.NewCounter(prometheus.CounterOpts(f("grants_total", "Leases granted to a worker."))),
 		Revocations:       prometheus.NewCounterVec(prometheus.CounterOpts(f("revocations_total", "Leases revoked, by reason.")), []string{"reason"}),
+		StoppingReleases:  prometheus.NewCounter(prometheus.CounterOpts(f("stopping_releases_total", "Locks released at once because the granted worker released saying its process is stopping (kubelet stop order)."))),
 		HeartbeatFailures: prometheus.NewCounter(prometheus.CounterOpts(f("heartbeat_failures_total", "Lock-session heartbeats that failed or showed the lock lost."))),
 		HeartbeatLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "baton", Subsystem: "broker", Name: "heartbeat_seconds", ConstLabels: labels,
@@ -71,7 +73,7 @@ func New(stream string) *Broker {
 		SessionErrors: prometheus.NewCounter(prometheus.CounterOpts(f("session_errors_total", "Lock-session connection attempts or sessions that failed."))),
 	}
 	reg.MustRegister(b.LockHeld, b.Epoch, b.LeaseState, b.WorkersAttached, b.LockWait, b.Acquisitions,
-		b.Handoffs, b.Grants, b.Revocations, b.HeartbeatFailures, b.HeartbeatLatency, b.SessionErrors)
+		b.Handoffs, b.Grants, b.Revocations, b.StoppingReleases, b.HeartbeatFailures, b.HeartbeatLatency, b.SessionErrors)
 	return b
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -102,9 +103,9 @@ func (s *Server) Lease(stream batonv1.LeaseService_LeaseServer) error {
 	if id == "" {
 		id = "unnamed-worker"
 	}
-	w := s.hub.Attach(id)
+	w := s.hub.Attach(id, hello.GetAdvertiseUrl())
 	defer s.hub.Detach(w)
-	s.log.Info("worker attached", "worker", id)
+	s.log.Info("worker attached", "worker", id, "worker_url", hello.GetAdvertiseUrl())
 	defer s.log.Info("worker detached", "worker", id)
 
 	recvErr := make(chan error, 1)
@@ -155,9 +156,10 @@ func (s *Server) receive(stream batonv1.LeaseService_LeaseServer, w *lease.Worke
 		case *batonv1.WorkerMessage_Progress:
 			s.hub.Progress(w, msg.Progress.GetEpoch(), msg.Progress.GetDurableLsn())
 		case *batonv1.WorkerMessage_Released:
-			if s.hub.Released(w, msg.Released.GetEpoch()) {
-				s.log.Info("worker released the lease", "worker", w.ID, "epoch", msg.Released.GetEpoch(),
-					"durable_lsn", msg.Released.GetDurableLsn())
+			r := msg.Released
+			if s.hub.Released(w, r.GetEpoch(), r.GetReason()) {
+				s.log.Info("worker released the lease", "worker", w.ID, "epoch", r.GetEpoch(),
+					"durable_lsn", r.GetDurableLsn(), "reason", releaseReason(r.GetReason()))
 			}
 		case *batonv1.WorkerMessage_Hello:
 			return status.Error(codes.InvalidArgument, "hello sent twice")
@@ -165,4 +167,10 @@ func (s *Server) receive(stream batonv1.LeaseService_LeaseServer, w *lease.Worke
 			return status.Error(codes.InvalidArgument, "unknown message")
 		}
 	}
+}
+
+// releaseReason is the lower-case name of a release reason: unspecified,
+// stopping.
+func releaseReason(r batonv1.ReleaseReason) string {
+	return strings.ToLower(strings.TrimPrefix(r.String(), "RELEASE_REASON_"))
 }

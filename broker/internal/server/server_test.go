@@ -510,3 +510,81 @@ func TestStopDuringStream(t *testing.T) {
 		t.Fatalf("lease ended with %v, want ErrBrokerLost", err)
 	}
 }
+
+// ReleaseStopping reaches the hub with its reason, so the leader loop
+// unlocks at once; Release does not.
+func TestReleaseStoppingReachesHub(t *testing.T) {
+	tests := []struct {
+		name     string
+		stopping bool
+	}{
+		{"release", false},
+		{"release stopping", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := startBroker(t, 5*time.Second)
+			c := b.client(t, wlease.Options{WorkerID: "w"})
+			l := b.grant(t, c, 8)
+			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+			defer cancel()
+			release := l.Release
+			if tt.stopping {
+				release = l.ReleaseStopping
+			}
+			if err := release(ctx, 100); err != nil {
+				t.Fatalf("release: %v", err)
+			}
+			if !errors.Is(l.Err(), wlease.ErrReleased) {
+				t.Fatalf("released lease Err = %v", l.Err())
+			}
+			await(t, "the hub grant to end", func() bool { _, ok := b.hub.Current(); return !ok })
+			e, ok := b.hub.Stopped()
+			if ok != tt.stopping || (ok && e != 8) {
+				t.Fatalf("hub Stopped = %d, %v; want %v for epoch 8", e, ok, tt.stopping)
+			}
+			if !b.hub.NotBefore().IsZero() {
+				t.Fatal("a clean release delays the next grant")
+			}
+		})
+	}
+}
+
+// Hello.advertise_url reaches the hub, and a second worker of the same
+// broker is told OTHER_WORKER with the grantee's worker id and URL.
+func TestAdvertiseURLInStandby(t *testing.T) {
+	b := startBroker(t, 5*time.Second)
+	first := b.client(t, wlease.Options{WorkerID: "first", AdvertiseURL: "http://10.0.0.1:3000"})
+	b.grant(t, first, 1)
+	g, _ := b.hub.Current()
+	if g.Worker.URL != "http://10.0.0.1:3000" {
+		t.Fatalf("hub worker URL = %q", g.Worker.URL)
+	}
+	holders := make(chan *batonv1.Holder, 16)
+	second := b.client(t, wlease.Options{WorkerID: "second", OnStandby: func(s *batonv1.Standby) {
+		if s.GetReason() == batonv1.StandbyReason_STANDBY_REASON_OTHER_WORKER {
+			select {
+			case holders <- s.GetHolder():
+			default:
+			}
+		}
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := second.Acquire(ctx)
+		done <- err
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	select {
+	case hd := <-holders:
+		if hd.GetWorker() != "first" || hd.GetWorkerUrl() != "http://10.0.0.1:3000" || hd.GetEpoch() != 1 {
+			t.Fatalf("OTHER_WORKER holder = %v", hd)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("second worker was not told OTHER_WORKER")
+	}
+}

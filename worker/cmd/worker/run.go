@@ -138,7 +138,14 @@ func (w *worker) leaseLoop(ctx context.Context) error {
 		w.metrics.Epoch.Set(0)
 		tracker.Set(health.Waiting, nil)
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		err = l.Release(rctx, durable)
+		release := l.Release
+		if ctx.Err() != nil {
+			// The process is stopping (SIGTERM; Kubernetes stops the worker
+			// before its broker): replication has drained, so the broker may
+			// unlock at once for the standby pod.
+			release = l.ReleaseStopping
+		}
+		err = release(rctx, durable)
 		cancel()
 		log.Info("lease released", "epoch", l.Epoch, "cause", context.Cause(l.Ctx()), "send_err", err)
 		if ctx.Err() != nil {
