@@ -301,3 +301,42 @@ func TestStandbyHolderWorkerURL(t *testing.T) {
 		t.Fatalf("broker b did not log its stopping release:\n%s", bb.Output())
 	}
 }
+
+// A state table created before the column worker_url gets it when a broker
+// starts; `broker status` reads either.
+func TestStateTableGainsWorkerURL(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	execSQL(t, pg,
+		`CREATE SCHEMA baton`,
+		`CREATE TABLE baton.streams (
+			stream_id      text PRIMARY KEY,
+			epoch          bigint NOT NULL,
+			holder         text NOT NULL,
+			backend_pid    integer NOT NULL,
+			worker         text,
+			acquired_at    timestamptz NOT NULL,
+			granted_at     timestamptz,
+			last_heartbeat timestamptz NOT NULL,
+			released_at    timestamptz
+		)`,
+		`INSERT INTO baton.streams VALUES ('default', 41, 'baton-broker:default:old', 1, NULL, now(), NULL, now(), now())`)
+	out, err := exec.Command(bins["broker"], "status", "--database-url", pg.URL()).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+		t.Fatalf("broker status on the old table: %v, want exit 3 (not held)\n%s", err, out)
+	}
+	mustContain(t, string(out), "baton-broker:default:old", "broker status on the old table")
+
+	b := startBroker(t, harness.BrokerOptions{DatabaseURL: pg.URL(), Name: "a", Settings: fastSettings})
+	_, granted := leaseClient(t, b, "worker-a", "http://10.0.0.1:3000")
+	if l := awaitLease(t, "worker-a", granted); l.Epoch != 42 {
+		t.Fatalf("epoch %d, want 42 (continued from the old table)", l.Epoch)
+	}
+	var url *string
+	conn := connect(t, pg)
+	if err := conn.QueryRow(context.Background(), "SELECT worker_url FROM baton.streams WHERE stream_id = 'default'").Scan(&url); err != nil {
+		t.Fatal(err)
+	}
+	if url == nil || *url != "http://10.0.0.1:3000" {
+		t.Fatalf("worker_url = %v after migration", url)
+	}
+}
