@@ -51,6 +51,8 @@ type Process struct {
 	out  *syncBuffer
 	done chan struct{}
 	err  error
+	// exitedAt is when Wait returned; read after done is closed.
+	exitedAt time.Time
 }
 
 // StartProcess starts argv with env added to the current environment. Its
@@ -72,6 +74,7 @@ func startCmd(name string, cmd *exec.Cmd, tee *os.File) (*Process, error) {
 	p := &Process{Name: name, cmd: cmd, out: buf, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
+		p.exitedAt = time.Now()
 		close(p.done)
 	}()
 	return p, nil
@@ -92,6 +95,16 @@ func (p *Process) Output() string { return p.out.String() }
 
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
+
+// ExitedAt is when the process was seen to exit (zero while it runs).
+func (p *Process) ExitedAt() time.Time {
+	select {
+	case <-p.done:
+		return p.exitedAt
+	default:
+		return time.Time{}
+	}
+}
 
 // Wait waits up to timeout for the process to exit and returns its exit
 // code.

@@ -10,6 +10,10 @@
 //   - handoff (DESIGN §6): lease handoff between two brokers, graceful
 //     (SIGTERM) and crash (SIGKILL), against a plain PostgreSQL advisory-lock
 //     handoff. See handoff.go.
+//   - kubelet (issue 9): real pods (broker and worker processes), SIGTERM
+//     to the active worker alone (the kubelet's order with a native
+//     sidecar) → the standby's worker active, against SIGTERM to the
+//     active broker alone, interleaved in the same run. See kubelet.go.
 //   - replication (issue 3): changes committed while the worker is stopped,
 //     in transactions of 1 and of 100 rows; worker start → all of them
 //     durable in the shape log and read by a client, against pg_recvlogical
@@ -53,6 +57,7 @@ type config struct {
 	rounds         int
 	crashRounds    int
 	baselineRounds int
+	kubeletRounds  int
 	warmup         int
 	timeout        time.Duration
 	verbose        bool
@@ -80,7 +85,7 @@ type config struct {
 }
 
 // sections in the order they run.
-var sections = []string{"handoff", "replication", "live", "sync", "shapes"}
+var sections = []string{"handoff", "kubelet", "replication", "live", "sync", "shapes"}
 
 func (c config) shapes() bool {
 	return c.only["replication"] || c.only["live"] || c.only["sync"] || c.only["shapes"]
@@ -92,6 +97,7 @@ func main() {
 	flag.StringVar(&cfg.write, "write", "", "also write the report as markdown to this `path` (e.g. BENCHMARKS.md)")
 	flag.IntVar(&cfg.rounds, "rounds", 50, "measured graceful (SIGTERM) handoffs")
 	flag.IntVar(&cfg.crashRounds, "crash-rounds", 20, "measured crash (SIGKILL) takeovers")
+	flag.IntVar(&cfg.kubeletRounds, "kubelet-rounds", 20, "kubelet: measured handoffs of each order (worker first, broker first)")
 	flag.IntVar(&cfg.baselineRounds, "baseline-rounds", 50, "measured PostgreSQL advisory-lock handoffs")
 	flag.IntVar(&cfg.warmup, "warmup", 2, "unmeasured warm-up rounds before each measurement")
 	flag.DurationVar(&cfg.timeout, "timeout", 10*time.Minute, "bound on the whole run")
@@ -176,7 +182,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: -shapes-* counts must be positive")
 		os.Exit(2)
 	}
-	if cfg.rounds < 1 || cfg.crashRounds < 1 || cfg.baselineRounds < 1 || cfg.warmup < 0 ||
+	if cfg.rounds < 1 || cfg.crashRounds < 1 || cfg.kubeletRounds < 1 || cfg.baselineRounds < 1 || cfg.warmup < 0 ||
 		cfg.changes < 1 || len(cfg.txSizes) == 0 || cfg.replRounds < 1 || cfg.liveCommits < 1 || cfg.syncRows < 1 || cfg.syncRounds < 1 {
 		fmt.Fprintln(os.Stderr, "bench: rounds, counts and sizes must be positive and -warmup not negative")
 		os.Exit(2)
@@ -208,7 +214,7 @@ func run(cfg config) (err error) {
 			return err
 		}
 	}
-	if cfg.shapes() {
+	if cfg.shapes() || cfg.only["kubelet"] {
 		for _, name := range []string{"broker", "worker"} {
 			if _, err := binaryPath(cfg.bin, name); err != nil {
 				return err
@@ -256,6 +262,11 @@ func run(cfg config) (err error) {
 	if cfg.only["handoff"] {
 		if rep.handoff, err = runHandoff(ctx, cfg, broker, pg); err != nil {
 			return err
+		}
+	}
+	if cfg.only["kubelet"] {
+		if rep.kubelet, err = runKubelet(ctx, cfg, pg); err != nil {
+			return fmt.Errorf("kubelet: %w", err)
 		}
 	}
 	if cfg.shapes() {

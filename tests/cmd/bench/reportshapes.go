@@ -28,6 +28,7 @@ type report struct {
 	versions  string // of the binaries under test
 
 	handoff *results
+	kubelet *kubeletResults
 	repl    *replResults
 	live    *liveResults
 	sync    *syncResults
@@ -40,6 +41,9 @@ func (r *report) text() string {
 	fmt.Fprintf(&b, "\nBaton benchmarks — %d cores, %s, %s, PostgreSQL %s\n", m.cores, m.model, m.goVersion, m.pgVersion)
 	if r.handoff != nil {
 		b.WriteString(r.handoff.text())
+	}
+	if r.kubelet != nil {
+		b.WriteString(r.kubelet.text())
 	}
 	if r.repl != nil {
 		b.WriteString("\n== Replication throughput ==\n\n")
@@ -104,6 +108,9 @@ func (r *report) markdown() string {
 	var secs []string
 	if r.handoff != nil {
 		secs = append(secs, r.handoff.markdown())
+	}
+	if r.kubelet != nil {
+		secs = append(secs, r.kubelet.markdown())
 	}
 	if r.repl != nil {
 		secs = append(secs, r.repl.markdown())

@@ -1,0 +1,417 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/batonhq/baton/proto/stream"
+	"github.com/batonhq/baton/tests/harness"
+	"github.com/batonhq/baton/tests/pgtest"
+)
+
+// The kubelet section runs real pods (a broker and a worker process each,
+// its own storage) on a stream of its own, so it leaves nothing behind for
+// the shape sections.
+const kubeletStream = "kubelet"
+
+// targetKubeletP99 is issue 9's goal: SIGTERM to the active worker alone →
+// the standby's worker active, on loopback.
+const targetKubeletP99 = 100 * time.Millisecond
+
+// activePoll is how often the standby worker's /v1/health is asked.
+const activePoll = time.Millisecond
+
+// kubeletResults are the kubelet section's measurements.
+type kubeletResults struct {
+	rounds      int
+	warmup      int
+	workerFirst []time.Duration // SIGTERM to the active worker alone → standby's worker active
+	workerExit  []time.Duration // SIGTERM to the active worker → it exited (the kubelet then stops the broker)
+	brokerFirst []time.Duration // SIGTERM to the active broker alone → standby's worker active
+}
+
+// pod is a broker and its worker, as Kubernetes runs them.
+type pod struct {
+	name    string
+	broker  *harness.Broker
+	worker  *harness.Worker
+	storage string
+}
+
+// kubeletLab owns the pods of the section.
+type kubeletLab struct {
+	brokerBin, workerBin string
+	dbURL                string
+	storage              string
+	verbose              bool
+	monitor              *pgx.Conn
+	n                    int
+	pods                 []*pod // every pod started, for logs and cleanup
+}
+
+func runKubelet(ctx context.Context, cfg config, pg *pgtest.Cluster) (_ *kubeletResults, err error) {
+	l := &kubeletLab{dbURL: pg.URL(), verbose: cfg.verbose}
+	if l.brokerBin, err = binaryPath(cfg.bin, "broker"); err != nil {
+		return nil, err
+	}
+	if l.workerBin, err = binaryPath(cfg.bin, "worker"); err != nil {
+		return nil, err
+	}
+	base := cfg.storageDir
+	if base == "" {
+		base = os.TempDir()
+	}
+	if l.storage, err = os.MkdirTemp(base, "baton-bench-kubelet-"); err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	l.monitor, err = pgx.Connect(cctx, l.dbURL)
+	cancel()
+	if err != nil {
+		os.RemoveAll(l.storage)
+		return nil, fmt.Errorf("monitoring session: %w", err)
+	}
+	defer l.close()
+	defer func() {
+		if err != nil {
+			l.dumpLogs()
+		}
+	}()
+	res := &kubeletResults{rounds: cfg.kubeletRounds, warmup: cfg.warmup}
+	active, err := l.start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.awaitWorker(ctx, active, "active"); err != nil {
+		return nil, err
+	}
+	standby, err := l.startStandby(ctx)
+	if err != nil {
+		return nil, err
+	}
+	total := 2 * (cfg.warmup + cfg.kubeletRounds)
+	fmt.Fprintf(os.Stderr, "bench: %d handoffs in kubelet order and %d broker-first (+%d warm-up each), interleaved\n",
+		cfg.kubeletRounds, cfg.kubeletRounds, cfg.warmup)
+	for i := range total {
+		workerFirst := i%2 == 0
+		d, exit, err := l.handoff(ctx, active, standby, workerFirst)
+		if err != nil {
+			return nil, fmt.Errorf("kubelet round %d: %w", i+1, err)
+		}
+		if cfg.verbose {
+			fmt.Fprintf(os.Stderr, "bench: kubelet round %d (worker first %v): %s → %s: %s\n", i+1, workerFirst, active.name, standby.name, d)
+		}
+		if i/2 >= cfg.warmup {
+			if workerFirst {
+				res.workerFirst = append(res.workerFirst, d)
+				res.workerExit = append(res.workerExit, exit)
+			} else {
+				res.brokerFirst = append(res.brokerFirst, d)
+			}
+		}
+		active = standby
+		if standby, err = l.startStandby(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// handoff stops the active pod, its worker first (as the kubelet does with a
+// native sidecar) or its broker first, and measures until the standby's
+// worker reports active. Then it stops the rest of the old pod and checks
+// both exit 0.
+func (l *kubeletLab) handoff(ctx context.Context, active, standby *pod, workerFirst bool) (took, workerExit time.Duration, err error) {
+	first, second := active.worker.Process, active.broker.Process
+	if !workerFirst {
+		first, second = second, first
+	}
+	t0 := time.Now()
+	if err := first.Signal(syscall.SIGTERM); err != nil {
+		return 0, 0, fmt.Errorf("SIGTERM %s: %w", first.Name, err)
+	}
+	var seen string
+	err = awaitEvery(ctx, handoffTimeout, activePoll, standby.worker.Name+" to report active after SIGTERM to "+first.Name, func() (bool, error) {
+		select {
+		case <-standby.worker.Done():
+			return false, fmt.Errorf("%s exited", standby.worker.Name)
+		default:
+		}
+		s, _, err := standby.worker.Health()
+		seen = s
+		return err == nil && s == "active", nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w (last health %q)", err, seen)
+	}
+	took = time.Since(t0)
+	if workerFirst {
+		if err := exited(active.worker.Process); err != nil {
+			return 0, 0, err
+		}
+		workerExit = active.worker.ExitedAt().Sub(t0)
+		// The handoff must be the worker's doing, not the broker's exit.
+		select {
+		case <-active.broker.Done():
+			return 0, 0, fmt.Errorf("%s exited before its SIGTERM", active.broker.Name)
+		default:
+		}
+	}
+	if err := second.Signal(syscall.SIGTERM); err != nil {
+		return 0, 0, fmt.Errorf("SIGTERM %s: %w", second.Name, err)
+	}
+	for _, p := range []*harness.Process{first, second} {
+		if err := exited(p); err != nil {
+			return 0, 0, err
+		}
+	}
+	return took, workerExit, nil
+}
+
+// exited waits for a clean exit after SIGTERM.
+func exited(p *harness.Process) error {
+	code, err := p.Wait(workerStopTimeout)
+	if err != nil {
+		return fmt.Errorf("%s after SIGTERM: %w", p.Name, err)
+	}
+	if code != 0 {
+		return fmt.Errorf("%s exited with %d after SIGTERM, want 0", p.Name, code)
+	}
+	return nil
+}
+
+// start starts a pod: the broker, then (once it listens, as a native
+// sidecar's startup probe would) the worker.
+func (l *kubeletLab) start(ctx context.Context) (*pod, error) {
+	var tee *os.File
+	if l.verbose {
+		tee = os.Stderr
+	}
+	l.n++
+	p := &pod{name: fmt.Sprintf("pod%d", l.n)}
+	b, err := harness.StartBroker(harness.BrokerOptions{
+		Bin: l.brokerBin, DatabaseURL: l.dbURL, StreamID: kubeletStream, Name: "broker-" + p.name, Tee: tee,
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.broker = b
+	l.pods = append(l.pods, p)
+	err = await(ctx, startTimeout, b.Name+" to listen on "+b.Addr, func() (bool, error) {
+		select {
+		case <-b.Done():
+			return false, fmt.Errorf("%s exited", b.Name)
+		default:
+		}
+		c, err := net.DialTimeout("tcp", b.Addr, time.Second)
+		if err != nil {
+			return false, nil
+		}
+		c.Close()
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.storage = fmt.Sprintf("%s/%s", l.storage, p.name)
+	p.worker, err = harness.StartWorker(harness.WorkerOptions{
+		Bin: l.workerBin, DatabaseURL: l.dbURL, BrokerAddr: b.Addr, StorageDir: p.storage,
+		StreamID: kubeletStream, Name: "worker-" + p.name, Tee: tee,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// startStandby starts a pod and waits until it stands by: its broker is
+// seen waiting in pg_locks and its worker reports waiting.
+func (l *kubeletLab) startStandby(ctx context.Context) (*pod, error) {
+	p, err := l.start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	err = await(ctx, startTimeout, p.name+" to stand by", func() (bool, error) {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		var held, waiting int
+		err := l.monitor.QueryRow(qctx, `SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted)
+			FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::int8::oid AND objid = $2::int8::oid AND objsubid = 2`,
+			stream.LockNamespace, int64(stream.LockObjID(kubeletStream))).Scan(&held, &waiting)
+		if err != nil {
+			return false, fmt.Errorf("query pg_locks: %w", err)
+		}
+		return held == 1 && waiting == 1, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, l.awaitWorker(ctx, p, "waiting")
+}
+
+// awaitWorker waits until the pod's worker reports status.
+func (l *kubeletLab) awaitWorker(ctx context.Context, p *pod, status string) error {
+	var last string
+	err := await(ctx, workerStartTimeout, p.worker.Name+" to report "+status, func() (bool, error) {
+		select {
+		case <-p.worker.Done():
+			return false, fmt.Errorf("%s exited", p.worker.Name)
+		default:
+		}
+		s, _, err := p.worker.Health()
+		last = s
+		return err == nil && s == status, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w (last health %q)", err, last)
+	}
+	return nil
+}
+
+// close kills what still runs, drops the section's slot and removes the
+// storage.
+func (l *kubeletLab) close() {
+	for _, p := range l.pods {
+		if p.worker != nil {
+			p.worker.Kill()
+		}
+		p.broker.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_ = await(ctx, 10*time.Second, "the kubelet slot to be dropped", func() (bool, error) {
+		_, err := l.monitor.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+			WHERE slot_name = $1 AND NOT active`, stream.SlotName(kubeletStream))
+		if err != nil {
+			return false, nil
+		}
+		var n int
+		err = l.monitor.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", stream.SlotName(kubeletStream)).Scan(&n)
+		return err == nil && n == 0, nil
+	})
+	_, _ = l.monitor.Exec(ctx, "DROP PUBLICATION IF EXISTS "+pgx.Identifier{stream.PublicationName(kubeletStream)}.Sanitize())
+	_ = l.monitor.Close(ctx)
+	_ = os.RemoveAll(l.storage)
+}
+
+// dumpLogs prints the tail of the last pods' logs (after a failure).
+func (l *kubeletLab) dumpLogs() {
+	if l.verbose {
+		return
+	}
+	for _, p := range l.pods[max(0, len(l.pods)-3):] {
+		for _, pr := range []*harness.Process{p.broker.Process, p.worker.Process} {
+			if pr != nil {
+				fmt.Fprintf(os.Stderr, "--- log of %s (tail) ---\n%s\n", pr.Name, tail(pr.Output(), 15))
+			}
+		}
+	}
+}
+
+// awaitEvery is await with its own polling period.
+func awaitEvery(ctx context.Context, timeout, every time.Duration, what string, cond func() (bool, error)) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := cond()
+		if err != nil {
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case <-time.After(every):
+		}
+	}
+}
+
+func (r *kubeletResults) table(md bool) string {
+	rows := []row{
+		{"broker first (today's graceful handoff): SIGTERM to the active broker alone → standby's worker active", summarize(r.brokerFirst)},
+		{"kubelet order: SIGTERM to the active worker alone → standby's worker active", summarize(r.workerFirst)},
+	}
+	base := rows[0].st.p50
+	cells := [][]string{{"measurement", "n", "p50 ms", "p95 ms", "p99 ms", "max ms", "p50 / broker-first p50"}}
+	for _, x := range rows {
+		cells = append(cells, []string{x.name, fmt.Sprint(x.st.n), ms(x.st.p50), ms(x.st.p95), ms(x.st.p99), ms(x.st.max),
+			fmt.Sprintf("%.2f×", float64(x.st.p50)/float64(base))})
+	}
+	return renderTable(cells, md)
+}
+
+func (r *kubeletResults) targetLine() string {
+	p99 := summarize(r.workerFirst).p99
+	verdict := "met"
+	if p99 > targetKubeletP99 {
+		verdict = "not met"
+	}
+	return fmt.Sprintf("goal: p99 of the kubelet order ≤ %d ms on loopback: %s (p99 %s ms)", targetKubeletP99.Milliseconds(), verdict, ms(p99))
+}
+
+func (r *kubeletResults) details() []string {
+	ex := summarize(r.workerExit)
+	return []string{
+		fmt.Sprintf("kubelet order, SIGTERM to the active worker → that worker exited (the kubelet then stops its broker): p50 %s ms, p99 %s ms", ms(ex.p50), ms(ex.p99)),
+		fmt.Sprintf("standby worker's /v1/health polled every %s", activePoll),
+	}
+}
+
+func (r *kubeletResults) text() string {
+	var b strings.Builder
+	b.WriteString("\n== Handoff in kubelet order ==\n\n")
+	b.WriteString(r.table(false))
+	b.WriteString("\n" + r.targetLine() + "\n\n")
+	for _, d := range r.details() {
+		b.WriteString(d + "\n")
+	}
+	fmt.Fprintf(&b, "(%d rounds of each, interleaved, after %d unmeasured warm-up rounds of each)\n", r.rounds, r.warmup)
+	return b.String()
+}
+
+func (r *kubeletResults) markdown() string {
+	var b strings.Builder
+	b.WriteString("## Handoff in kubelet order\n\n")
+	fmt.Fprintf(&b, "%d rounds of each, interleaved, after %d unmeasured warm-up rounds of each; real broker and worker processes with default settings (worker absence timeout 30 s), each pod with its own storage, every process on loopback.\n\n",
+		r.rounds, r.warmup)
+	b.WriteString(r.table(true))
+	b.WriteString("\n**" + r.targetLine() + "**\n\n")
+	for _, d := range r.details() {
+		b.WriteString("- " + d + "\n")
+	}
+	b.WriteString(`
+What is measured: two pods (a broker and a worker process each) on stream
+` + "`" + kubeletStream + "`" + `, one active, one standing by (its broker blocked in
+pg_locks, its worker reporting waiting). Each round stops the active pod in
+one of two orders, from the signal until the standby's worker answers
+` + "`/v1/health`" + ` active (its broker took the lock, granted, and the worker
+opened its storage, reconciled the publication and started streaming from
+the slot):
+
+- **kubelet order** — what Kubernetes does with a native sidecar: SIGTERM to
+  the worker alone. It drains, acknowledges, ends its walsender and releases
+  saying its process is stopping; its broker unlocks at once. The broker gets
+  SIGTERM only after the round is measured (and after its worker exited).
+  Before this release reason the broker kept the lock until its own SIGTERM
+  or the 30 s worker absence timeout (30.8 s measured in issue 9).
+- **broker first** — SIGTERM to the broker alone: it revokes (shutdown), the
+  worker drains and releases, the broker unlocks and exits; the worker gets
+  SIGTERM after the round.
+
+The workers have no shapes, so the drain has nothing to flush; the time is
+the protocol's and the new worker's start-up (replication connection, slot
+checks, START_REPLICATION).
+`)
+	return b.String()
+}
