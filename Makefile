@@ -49,10 +49,14 @@ lint: ## gofmt, go vet and buf lint
 	go vet $(MODULES)
 	cd proto && $(TOOL) buf lint
 
+# The manifests (deploy/kubernetes/base/kustomization.yaml, images:) name
+# baton-broker:dev and baton-worker:dev; tests/manifests checks they agree.
+IMAGE_TAG ?= dev
+
 .PHONY: images
-images: ## Build the container images (needs a Docker engine)
-	docker build -f deploy/broker.Dockerfile -t baton-broker:$(VERSION) --build-arg VERSION=$(VERSION) .
-	docker build -f deploy/worker.Dockerfile -t baton-worker:$(VERSION) --build-arg VERSION=$(VERSION) .
+images: ## Build images baton-broker and baton-worker, tagged IMAGE_TAG (default dev; needs a Docker engine)
+	docker build -f deploy/broker.Dockerfile -t baton-broker:$(IMAGE_TAG) --build-arg VERSION=$(VERSION) .
+	docker build -f deploy/worker.Dockerfile -t baton-worker:$(IMAGE_TAG) --build-arg VERSION=$(VERSION) .
 
 .PHONY: clean
 clean: ## Remove build output
