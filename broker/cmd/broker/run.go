@@ -33,6 +33,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		switch args[0] {
 		case "status":
 			return runStatus(ctx, args[1:], getenv, stdout, stderr)
+		case "config":
+			return runConfig(args[1:], getenv, stdout, stderr)
 		case "version", "--version", "-version":
 			fmt.Fprintln(stdout, "broker", version)
 			return nil
