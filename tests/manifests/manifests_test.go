@@ -311,4 +311,3 @@ func assertFound(t *testing.T, errs []error, want string) {
 	}
 	t.Errorf("no error contains %q; got %d:\n%v", want, len(errs), errors.Join(errs...))
 }
-
