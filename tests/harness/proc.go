@@ -64,6 +64,13 @@ func StartProcess(name string, argv []string, env []string, tee *os.File) (*Proc
 	return startCmd(name, cmd, tee)
 }
 
+// StartCommand starts a prepared command with captured output (also written
+// to tee, when not nil). Unlike StartProcess, the command's Env is used as
+// it is: nothing of the current environment is added.
+func StartCommand(name string, cmd *exec.Cmd, tee *os.File) (*Process, error) {
+	return startCmd(name, cmd, tee)
+}
+
 // startCmd starts a prepared command with captured output.
 func startCmd(name string, cmd *exec.Cmd, tee *os.File) (*Process, error) {
 	buf := &syncBuffer{tee: tee, prefix: name + ": "}
