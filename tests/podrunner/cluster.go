@@ -160,6 +160,14 @@ func (c *Cluster) Pods() []*Pod {
 	return out
 }
 
+// AllPods returns every pod ever run, deleted ones included, in order of
+// creation.
+func (c *Cluster) AllPods() []*Pod {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*Pod(nil), c.history...)
+}
+
 // Pod returns the pod of that name, or nil.
 func (c *Cluster) Pod(name string) *Pod {
 	c.mu.Lock()

@@ -154,6 +154,7 @@ func (p *prober) finish() ([]string, map[string]int) {
 // connection to a Ready pod that is not terminating, so a client sees
 // every request answered throughout.
 func TestRollingUpdate(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name                string
 		surge, unavailable  intstr.IntOrString
@@ -164,6 +165,7 @@ func TestRollingUpdate(t *testing.T) {
 		{"25% each (defaults, rounded)", intstr.FromString("25%"), intstr.FromString("25%"), 3, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			c := newCluster(t)
 			svc, err := c.ApplyService(service())
 			if err != nil {
@@ -231,6 +233,7 @@ func TestRollingUpdate(t *testing.T) {
 // The Service resets a connection when no pod is Ready, and records a
 // request a pod left unanswered when it closed the connection.
 func TestServiceFailures(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	svc, err := c.ApplyService(service())
 	if err != nil {

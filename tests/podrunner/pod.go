@@ -38,6 +38,7 @@ type Pod struct {
 	initContainers []*Container
 	mainContainers []*Container
 
+	refreshMu  sync.Mutex // makes refresh's read of the containers and its update one step
 	mu         sync.Mutex
 	deleted    time.Time // when Delete was called; zero before
 	readySince time.Time // zero while not Ready
@@ -339,6 +340,8 @@ func (p *Pod) gracePeriod() time.Duration {
 
 // refresh recomputes the Ready condition after a container changed.
 func (p *Pod) refresh() {
+	p.refreshMu.Lock()
+	defer p.refreshMu.Unlock()
 	ready := true
 	for _, ct := range p.containers() {
 		if (ct.sidecar || !ct.isInit()) && !ct.Ready() {

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/batonhq/baton/tests/harness"
 	"github.com/batonhq/baton/tests/podrunner"
 )
 
@@ -182,6 +183,7 @@ func awaitEvent(t *testing.T, c *podrunner.Cluster, timeout time.Duration, objec
 // is Ready when both are. Deleted, the main container gets SIGTERM first
 // and the sidecar only once it has exited.
 func TestPodStartAndStopOrder(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	tmpl := podTemplate(map[string]string{"app": "fake"},
 		env("SERVE_AFTER", "1500ms"),
@@ -242,6 +244,7 @@ func TestPodStartAndStopOrder(t *testing.T) {
 // failureThreshold failures, again and again, and the main container is
 // never started.
 func TestStartupProbeFailureHoldsTheMainContainer(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	tmpl := podTemplate(map[string]string{"app": "fake"}, env("SERVE_AFTER", "1h"), nil)
 	tmpl.Spec.InitContainers[0].StartupProbe = grpcProbe("liveness", 1, 2)
@@ -275,6 +278,7 @@ func TestStartupProbeFailureHoldsTheMainContainer(t *testing.T) {
 // terminationGracePeriodSeconds from the deletion; the sidecar gets SIGTERM
 // only then, with the kubelet's minimum of 2 s before its SIGKILL.
 func TestTerminationGracePeriod(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	tmpl := podTemplate(map[string]string{"app": "fake"}, env("TERM_DELAY", "never"), env("TERM_DELAY", "never"))
 	grace := int64(2)
@@ -313,6 +317,7 @@ func TestTerminationGracePeriod(t *testing.T) {
 // A failing liveness probe restarts the container (SIGTERM, then a new
 // run); the pod is not Ready meanwhile and Ready again after.
 func TestLivenessFailureRestartsTheContainer(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	tmpl := podTemplate(map[string]string{"app": "fake"}, nil, nil)
 	tmpl.Spec.Containers[0].LivenessProbe = httpProbe(1, 2)
@@ -332,11 +337,10 @@ func TestLivenessFailureRestartsTheContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	awaitEvent(t, c, 10*time.Second, "pod-d", "NotReady", "")
-	if err := p.AwaitReady(20 * time.Second); err != nil {
+	if err := harness.Await(20*time.Second, "the worker restarted and the pod Ready", func() (bool, error) {
+		return p.Container("worker").Restarts() == 1 && p.Container("worker").Ready() && p.Ready(), nil
+	}); err != nil {
 		t.Fatal(err)
-	}
-	if n := p.Container("worker").Restarts(); n != 1 {
-		t.Fatalf("worker restarted %d times; want 1", n)
 	}
 	if n := p.Container("broker").Restarts(); n != 0 {
 		t.Fatalf("broker restarted %d times; want 0", n)
