@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	batonv1 "github.com/batonhq/baton/proto/baton/v1"
 	"github.com/batonhq/baton/proto/settings"
 	"github.com/batonhq/baton/worker/internal/config"
 	"github.com/batonhq/baton/worker/internal/health"
@@ -75,16 +77,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	mux.Handle("GET /v1/health", &tracker)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	api := httpapi.New(log)
+	api.Self, api.ID = cfg.AdvertiseURL, id
+	proxied := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "baton", Subsystem: "worker", Name: "proxied_requests_total",
+		Help: "Shape requests a standby forwarded to the active worker, by the status code its client got.", ConstLabels: prometheus.Labels{"stream": cfg.StreamID}},
+		[]string{"code"})
+	reg.MustRegister(proxied)
+	api.Proxied = func(code int) { proxied.WithLabelValues(strconv.Itoa(code)).Inc() }
 	api.Register(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
-	client, err := lease.New(cfg.BrokerAddr, lease.Options{WorkerID: id, StreamID: cfg.StreamID})
+	client, err := lease.New(cfg.BrokerAddr, lease.Options{WorkerID: id, StreamID: cfg.StreamID, AdvertiseURL: cfg.AdvertiseURL,
+		// A standby forwards shape requests to the worker its broker says
+		// is active.
+		OnStandby: func(sb *batonv1.Standby) { api.SetActive(sb.GetHolder().GetWorkerUrl()) },
+	})
 	if err != nil {
 		return err
 	}
 	defer client.Close()
 	log.Info("worker starting", "version", version, "stream", cfg.StreamID, "broker", cfg.BrokerAddr,
-		"http", ln.Addr().String(), "storage", cfg.StorageDir)
+		"http", ln.Addr().String(), "advertise", cfg.AdvertiseURL, "storage", cfg.StorageDir)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -134,7 +146,9 @@ func (w *worker) leaseLoop(ctx context.Context) error {
 		}
 		log.Info("lease granted", "epoch", l.Epoch, "slot", l.Slot, "publication", l.Publication, "ttl", l.TTL)
 		w.metrics.Epoch.Set(float64(l.Epoch))
+		w.api.Hold(l)
 		durable := w.holdLease(ctx, l)
+		w.api.Hold(nil)
 		w.metrics.Epoch.Set(0)
 		tracker.Set(health.Waiting, nil)
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"time"
 
@@ -26,6 +27,11 @@ type Config struct {
 	// ShapeIdleTimeout: a shape no request used for this long is removed;
 	// 0 disables expiry.
 	ShapeIdleTimeout time.Duration
+	// AdvertiseURL is the base URL at which the other pods of the stream
+	// reach this worker's HTTP API (sent to the broker in Hello; standby
+	// workers forward shape requests to it while this worker is active);
+	// empty: not advertised.
+	AdvertiseURL string
 }
 
 // Default returns the defaults of DESIGN §4 (no database URL).
@@ -73,6 +79,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 		{"BATON_HTTP_LISTEN", "baton-http-listen", "HTTP listen address: shape API, /v1/health, /metrics", &c.HTTPListen},
 		{"BATON_STORAGE_DIR", "baton-storage-dir", "folder of the embedded shape storage", &c.StorageDir},
 		{"BATON_LOG_FORMAT", "baton-log-format", "log format: text or json", &c.LogFormat},
+		{"BATON_ADVERTISE_URL", "baton-advertise-url", "base URL at which the stream's other pods reach this worker's HTTP API, e.g. http://10.1.2.3:3000 (empty: not advertised)", &c.AdvertiseURL},
 	} {
 		if v := getenv(s.env); v != "" {
 			*s.v = v
@@ -123,10 +130,34 @@ func (c Config) Validate() error {
 	if err := settings.LogFormat(c.LogFormat); err != nil {
 		return &Error{Setting: "BATON_LOG_FORMAT", Problem: err.Error()}
 	}
+	if err := advertiseURL(c.AdvertiseURL); err != nil {
+		return &Error{Setting: "BATON_ADVERTISE_URL", Problem: err.Error()}
+	}
 	if c.ShapeIdleTimeout < 0 {
 		return &Error{Setting: "BATON_SHAPE_IDLE_TIMEOUT", Problem: fmt.Sprintf("must not be negative (0 disables expiry), got %s", c.ShapeIdleTimeout)}
 	}
 	return nil
+}
+
+// advertiseURL checks BATON_ADVERTISE_URL: empty, or an absolute http(s)
+// URL with a host name or IP address and no query or fragment.
+func advertiseURL(s string) error {
+	if s == "" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Hostname() != "" && u.User == nil &&
+		u.RawQuery == "" && u.Fragment == "" && !u.ForceQuery {
+		if strings.ContainsFunc(u.Hostname(), func(r rune) bool {
+			return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune(".-_:", r))
+		}) {
+			// e.g. a Kubernetes $(POD_IP) left as is: the variable was not
+			// declared before this one.
+			return fmt.Errorf("host %q is not a host name or IP address", u.Hostname())
+		}
+		return nil
+	}
+	return fmt.Errorf("must be an absolute http:// or https:// URL with a host and no query, e.g. http://10.1.2.3:3000, got %q", s)
 }
 
 // durationSetting reads the duration *d from env, then registers its flags

@@ -1,7 +1,10 @@
 // Package httpapi serves the shape API, compatible with ElectricSQL's HTTP
 // API v1 (GET and DELETE /v1/shape), so that its official TypeScript client
 // works against a Baton worker unchanged. Shapes are served only while the
-// worker holds its lease and replicates; otherwise 503 with Retry-After.
+// worker holds its lease and replicates. A standby worker forwards shape
+// requests to the stream's active worker when it knows its URL (SetActive),
+// streaming the response back as it comes; otherwise, and while it starts
+// under a new lease, it answers 503 with Retry-After.
 package httpapi
 
 import (
@@ -9,6 +12,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -29,10 +33,24 @@ type Server struct {
 	// LongPoll is how long a live request waits for new data.
 	LongPoll time.Duration
 	Log      *slog.Logger
+	// Self is this worker's own advertised URL: never forwarded to.
+	Self string
+	// ID names this worker in the ForwardedBy header of what it forwards.
+	ID string
+	// Proxied, when set, counts each forwarded request by the status code
+	// its client got (503 when the active worker could not be reached).
+	Proxied func(code int)
+
+	transport http.RoundTripper
 
 	mu    sync.RWMutex
 	reg   *shapes.Registry
 	lease Lease
+	// held is the lease this worker holds, if any: nothing is forwarded
+	// while it is valid.
+	held Lease
+	// active is the active worker's base URL; nil when none is known.
+	active *url.URL
 }
 
 // Lease is what serving depends on: Valid checks the lease's deadline on
@@ -45,8 +63,13 @@ type Lease interface {
 	Done() <-chan struct{}
 }
 
-// New returns a Server with no registry (every request gets 503).
-func New(log *slog.Logger) *Server { return &Server{LongPoll: DefaultLongPoll, Log: log} }
+// New returns a Server with no registry and no active worker to forward
+// to (every shape request gets 503).
+func New(log *slog.Logger) *Server {
+	s := &Server{LongPoll: DefaultLongPoll, Log: log}
+	s.transport = newTransport(func() time.Duration { return s.LongPoll })
+	return s
+}
 
 // Serve makes reg the registry served while l is valid, until Serve is
 // called again; a nil reg stops serving.
@@ -135,9 +158,13 @@ func invalid(w http.ResponseWriter, errs map[string][]string) {
 	errorJSON(w, http.StatusBadRequest, errorBody{Message: "Invalid request", Errors: errs})
 }
 
-func unavailable(w http.ResponseWriter) {
+// leaseLost is why a request is answered 503 when the lease ended under it.
+const leaseLost = "This worker does not hold the stream's lease right now; retry shortly."
+
+// unavailable answers 503 with Retry-After, saying why.
+func unavailable(w http.ResponseWriter, why string) {
 	w.Header().Set("Retry-After", "1")
-	errorJSON(w, http.StatusServiceUnavailable, errorBody{Message: "This worker does not hold the stream's lease right now; retry shortly."})
+	errorJSON(w, http.StatusServiceUnavailable, errorBody{Message: why})
 }
 
 // mustRefetch answers 409: the handle is stale; handle is the current one.

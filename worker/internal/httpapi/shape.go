@@ -29,12 +29,12 @@ func nextCursor(interval time.Duration, prev string) string {
 }
 
 func (s *Server) getShape(w http.ResponseWriter, r *http.Request) {
-	cors(w, r)
 	reg := s.current()
 	if reg == nil {
-		unavailable(w)
+		s.standby(w, r)
 		return
 	}
+	cors(w, r)
 	p, errs := parseParams(r.URL.Query())
 	if errs != nil {
 		invalid(w, errs)
@@ -124,7 +124,7 @@ func (s *Server) createErr(w http.ResponseWriter, r *http.Request, err error) {
 		invalid(w, map[string][]string{ie.Field: {ie.Problem}})
 	case r.Context().Err() != nil:
 	case s.current() == nil:
-		unavailable(w)
+		unavailable(w, leaseLost)
 	default:
 		s.Log.Error("shape request failed", "err", err, "query", r.URL.RawQuery)
 		errorJSON(w, http.StatusInternalServerError, errorBody{Message: "Unable to create the shape: " + err.Error()})
@@ -150,7 +150,7 @@ func (s *Server) planErr(w http.ResponseWriter, r *http.Request, reg *shapes.Reg
 		invalid(w, map[string][]string{"offset": {"out of bounds for this shape"}})
 	case errors.Is(err, shapes.ErrGone):
 		if s.current() == nil {
-			unavailable(w)
+			unavailable(w, leaseLost)
 			return
 		}
 		sh, cerr := reg.GetOrCreate(r.Context(), p.def)
@@ -243,12 +243,12 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, p params, sh *s
 }
 
 func (s *Server) deleteShape(w http.ResponseWriter, r *http.Request) {
-	cors(w, r)
 	reg := s.current()
 	if reg == nil {
-		unavailable(w)
+		s.standby(w, r)
 		return
 	}
+	cors(w, r)
 	// The shape is the one of the definition (table, where, params,
 	// columns, replica, log); a handle, when given, must be its current one.
 	q := r.URL.Query()
