@@ -25,10 +25,19 @@ const idleTimeout = 2 * time.Second
 // startIdlePair is startShapePair with worker settings.
 func startIdlePair(t *testing.T, pg *pgtest.Cluster, name, storage string, settings map[string]string) (pair, string) {
 	t.Helper()
+	return startPod(t, pg, name, storage, settings, false, "active")
+}
+
+// startPod starts a broker and a worker with settings (advertising its
+// own URL when advertise is set, as a pod does with BATON_ADVERTISE_URL)
+// and waits until the worker's health says status; it returns the pair and
+// the worker's base URL.
+func startPod(t *testing.T, pg *pgtest.Cluster, name, storage string, settings map[string]string, advertise bool, status string) (pair, string) {
+	t.Helper()
 	b := startBroker(t, harness.BrokerOptions{DatabaseURL: pg.URL(), Name: "broker-" + name})
 	w, err := harness.StartWorker(harness.WorkerOptions{
 		Bin: bins["worker"], DatabaseURL: pg.URL(), BrokerAddr: b.Addr, StorageDir: storage, Name: "worker-" + name,
-		Settings: settings,
+		Settings: settings, Advertise: advertise,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +48,7 @@ func startIdlePair(t *testing.T, pg *pgtest.Cluster, name, storage string, setti
 			t.Logf("--- log of %s ---\n%s", w.Name, w.Output())
 		}
 	})
-	if err := w.AwaitStatus("active", 20*time.Second); err != nil {
+	if err := w.AwaitStatus(status, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	return pair{broker: b, worker: w}, "http://" + w.HTTPAddr

@@ -19,6 +19,9 @@ type WorkerOptions struct {
 	Settings    map[string]string
 	Name        string
 	Tee         *os.File
+	// Advertise sets BATON_ADVERTISE_URL to the worker's own HTTP address
+	// (http://127.0.0.1:<port>), as a pod advertises http://$(POD_IP):3000.
+	Advertise bool
 }
 
 // Worker is a running worker process.
@@ -42,6 +45,9 @@ func StartWorker(o WorkerOptions) (*Worker, error) {
 	}
 	if o.StreamID != "" {
 		env = append(env, "REPLICATION_STREAM_ID="+o.StreamID)
+	}
+	if o.Advertise {
+		env = append(env, "BATON_ADVERTISE_URL=http://"+addr)
 	}
 	for k, v := range o.Settings {
 		env = append(env, k+"="+v)

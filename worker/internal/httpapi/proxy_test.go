@@ -195,6 +195,8 @@ type validLease bool
 
 func (v validLease) Valid() bool { return bool(v) }
 
+func (v validLease) Done() <-chan struct{} { return nil }
+
 // Nothing is forwarded twice, to itself, while the worker holds a lease,
 // or with no active worker known; those get 503 with Retry-After and a
 // JSON message saying why. An unreachable active worker gives 503 too.
