@@ -93,11 +93,15 @@ func TestWorkerInvalidSettingsExit2(t *testing.T) {
 		{"shape idle timeout flag", map[string]string{"DATABASE_URL": url}, []string{"--baton-shape-idle-timeout", "soon"}, "BATON_SHAPE_IDLE_TIMEOUT"},
 		{"shape idle timeout flag alias", map[string]string{"DATABASE_URL": url}, []string{"--shape-idle-timeout", "-5m"}, "BATON_SHAPE_IDLE_TIMEOUT"},
 		{"flag", map[string]string{"DATABASE_URL": url}, []string{"--baton-http-listen", "nope"}, "BATON_HTTP_LISTEN"},
+		{"advertise url without scheme", map[string]string{"DATABASE_URL": url, "BATON_ADVERTISE_URL": "10.1.2.3:3000"}, nil, "BATON_ADVERTISE_URL"},
+		{"advertise url not expanded", map[string]string{"DATABASE_URL": url, "BATON_ADVERTISE_URL": "http://$(POD_IP):3000"}, nil, "BATON_ADVERTISE_URL"},
+		{"advertise url without host", map[string]string{"DATABASE_URL": url, "BATON_ADVERTISE_URL": "http://:3000"}, nil, "BATON_ADVERTISE_URL"},
+		{"advertise url flag", map[string]string{"DATABASE_URL": url}, []string{"--baton-advertise-url", "ftp://10.1.2.3"}, "BATON_ADVERTISE_URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			env := []string{"DATABASE_URL=", "REPLICATION_STREAM_ID=", "BATON_BROKER_ADDR=", "BATON_HTTP_LISTEN=",
-				"BATON_STORAGE_DIR=", "BATON_LOG_FORMAT=", "BATON_SHAPE_IDLE_TIMEOUT="}
+				"BATON_STORAGE_DIR=", "BATON_LOG_FORMAT=", "BATON_SHAPE_IDLE_TIMEOUT=", "BATON_ADVERTISE_URL="}
 			for k, v := range tt.env {
 				env = append(env, k+"="+v)
 			}

@@ -151,8 +151,9 @@ func advertiseURL(s string) error {
 		if strings.ContainsFunc(u.Hostname(), func(r rune) bool {
 			return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune(".-_:", r))
 		}) {
-			// e.g. a Kubernetes $(POD_IP) left as is: the variable was not
-			// declared before this one.
+			if strings.Contains(s, "$(") {
+				return fmt.Errorf("host %q is not a host name or IP address (Kubernetes expands $(VAR) only when VAR is declared before it in env)", u.Hostname())
+			}
 			return fmt.Errorf("host %q is not a host name or IP address", u.Hostname())
 		}
 		return nil
