@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 )
 
-// ackFileName holds the highest position ever acknowledged to PostgreSQL for
-// this log ("lsn <n>\n"), replaced atomically like EPOCH. With the records'
+// ackFileName held, in format 1, the highest position ever acknowledged to
+// PostgreSQL for this log ("lsn <n>\n"); format 2 keeps it in STATE. With the records'
 // EndLSNs it proves continuity: when a slot's confirmed position is at or
 // below max(last EndLSN, ACKED), every change the slot skipped is in this
 // log (or was in no published table); when it is above, another consumer
@@ -55,36 +55,25 @@ func (l *Log) RecordAck(lsn uint64) error {
 	defer l.syncMu.Unlock()
 	l.mu.Lock()
 	err := l.stateErrLocked()
+	segs := l.segs
 	l.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	if err := l.lock.lock(); err != nil {
+	w, err := l.beginWrite()
+	if err != nil {
 		return l.fail(err)
 	}
-	err = l.writeAck(lsn)
-	if uerr := l.lock.unlock(); err == nil {
-		err = uerr
+	st := l.st
+	st.acked = lsn
+	err = l.writeState(segs, st)
+	if cerr := w.end(l); err == nil {
+		err = cerr
 	}
 	if err != nil {
 		return l.fail(err)
 	}
+	l.st = st
 	l.acked.Store(lsn)
-	return nil
-}
-
-// writeAck checks ownership and replaces ACKED. The caller holds the
-// directory lock.
-func (l *Log) writeAck(lsn uint64) error {
-	cur, err := readOwner(l.dir)
-	if err != nil {
-		return err
-	}
-	if cur != l.me {
-		return fmt.Errorf("%w: the log now belongs to %s, this writer is %s", ErrFenced, cur, l.me)
-	}
-	if err := WriteFileAtomic(l.dir, ackFileName, []byte(fmt.Sprintf("lsn %d\n", lsn))); err != nil {
-		return fmt.Errorf("write %s: %w", ackFileName, err)
-	}
 	return nil
 }

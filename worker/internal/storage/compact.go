@@ -20,29 +20,33 @@ import (
 //
 // # On-disk format
 //
-// dir/COMPACTED holds "gen <g> upto <U>\n", replaced atomically; without it
-// g and U are 0. Compaction number g writes its segment files under names
-// that carry g, "%020d-%020d.seg" (first seq, g), never used before, so a
-// path always names the same content: a reader holding an old path either
-// opens the old file or finds it gone, never finds other records there.
-// The files of the log are then: every compacted file of generation g, and
-// every plain file "%020d.seg" whose first seq is above U. Anything else is
-// garbage (an older generation, a plain file the compaction replaced, or
-// the files of a compaction that did not commit) and Open removes it.
+// An owner's compactions are numbered g = 1, 2, ... (STATE's "compacted g
+// U"; 0 before the first). Compaction g writes its segment files into the
+// owner's folder under names that carry g, "%020d-%020d.seg" (first seq,
+// g), never used before, so a path always names the same content: a
+// reader holding an old path either opens the old file or finds it gone,
+// never finds other records there. The owner's own files in the log are
+// then: every compacted file of generation g, and every plain file
+// "%020d.seg" whose first seq is above U (and not below STATE's "from").
+// Segments of older owners that the compaction replaced leave STATE's
+// inherited list. Anything else is garbage (an older generation, a plain
+// file the compaction replaced, or the files of a compaction that did not
+// commit) and a later Open removes it.
 //
 // # Steps, and crashes between them
 //
-// Prepare writes the replacement records to temporary files (*.tmp: Open
-// removes them) and fsyncs them, without blocking Append or Sync. Commit,
-// which waits for a Sync in progress and holds off the next one: copies the
-// records after U of the segment holding U (and the segment's planned
-// appends) to a temporary file, then, under the directory lock and only if
-// this Open still owns the directory (the fence of Sync), renames the
-// temporary files to generation g+1 names (garbage while COMPACTED says g),
-// fsyncs the directory, and replaces COMPACTED: that rename is the commit
-// point. It then switches readers and Append to the new files and removes
-// the garbage. A crash before the commit point leaves generation g (the new
-// files are garbage); after it, generation g+1 (the old ones are).
+// Prepare writes the replacement records to temporary files (*.tmp) and
+// fsyncs them, without blocking Append or Sync. Commit, which waits for a
+// Sync in progress and holds off the next one: copies the records after U
+// of the segment holding U (and the segment's planned appends) to a
+// temporary file, then, if this Open still owns the log, renames the
+// temporary files to generation g+1 names (garbage while STATE says g),
+// fsyncs the folder, and replaces STATE: that rename is the commit point.
+// If the check of ownership after it passes, it switches readers and
+// Append to the new files and removes the old ones (never before: a newer
+// Open that read the older STATE may be using them). A crash before the
+// commit point leaves generation g (the new files are garbage); after it,
+// generation g+1 (the old ones are).
 //
 // # Readers
 //
@@ -50,10 +54,11 @@ import (
 // again, so it returns the records of either the old or the new log, never
 // a mix, and never fails because of a compaction.
 
-// compactedFileName holds the generation and bound of the last compaction.
+// compactedFileName held, in format 1, the generation and bound of the
+// last compaction ("gen <g> upto <U>\n").
 const compactedFileName = "COMPACTED"
 
-// compacted is what COMPACTED says.
+// compacted is what COMPACTED says (format 1), or STATE's "compacted".
 type compacted struct {
 	gen  uint64
 	upTo uint64
@@ -182,7 +187,7 @@ func (l *Log) PrepareCompaction(upTo uint64, recs []Record) (*Compaction, error)
 		return nil, fmt.Errorf("prepare compaction: %d records cannot end at seq %d", len(recs), upTo)
 	}
 	l.syncMu.Lock()
-	prev := l.compacted
+	prev := compacted{gen: l.st.gen, upTo: l.st.upTo}
 	l.syncMu.Unlock()
 	if upTo <= prev.upTo {
 		return nil, fmt.Errorf("prepare compaction: seq %d is not above the last compaction's %d", upTo, prev.upTo)
@@ -311,7 +316,7 @@ func (c *Compaction) Commit() (removed, added int64, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	if l.compacted.gen+1 != c.gen {
+	if l.st.gen+1 != c.gen {
 		return 0, 0, errors.New("commit compaction: another compaction committed meanwhile")
 	}
 	if k < 0 {
@@ -334,15 +339,16 @@ func (c *Compaction) Commit() (removed, added int64, err error) {
 		}
 		c.staged = append(c.staged, *tail)
 	}
-	if err := l.lock.lock(); err != nil {
+	w, err := l.beginWrite()
+	if err != nil {
 		return 0, 0, l.fail(err)
 	}
 	err = c.install(tail, segs[:k+1], segs[k+1:], last, appending, delta)
-	if uerr := l.lock.unlock(); err == nil {
-		err = uerr
+	if cerr := w.end(l); err == nil {
+		err = cerr
 	}
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, l.fail(err)
 	}
 	for _, o := range segs[:k+1] {
 		removed += o.size
@@ -350,13 +356,9 @@ func (c *Compaction) Commit() (removed, added int64, err error) {
 	for _, n := range c.staged {
 		added += n.seg.size
 	}
-	// The old files are garbage now; a failure here leaves them to Open.
-	for _, o := range segs[:k+1] {
-		if err := os.Remove(o.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return removed, added, fmt.Errorf("remove compacted-away segment: %w", err)
-		}
-	}
-	return removed, added, syncDir(l.dir)
+	// The old files are garbage now; a failure here leaves them to the
+	// next Open.
+	return removed, added, removeFiles(segs[:k+1])
 }
 
 // stageTail copies the durable records of s from start on to a temporary
@@ -386,18 +388,11 @@ func (c *Compaction) stageTail(s *segment, start int64) (*stagedSegment, error) 
 	return &stagedSegment{tmp: tmp, seg: t}, nil
 }
 
-// install checks ownership, renames the staged files, commits COMPACTED and
-// switches the Log to the new files. The caller holds syncMu and the
-// directory lock.
+// install renames the staged files, writes STATE, checks that this Open
+// still owns the log, and switches the Log to the new files. The caller
+// holds syncMu and has checked ownership.
 func (c *Compaction) install(tail *stagedSegment, old, kept []*segment, last, appending bool, delta int64) error {
 	l := c.l
-	cur, err := readOwner(l.dir)
-	if err != nil {
-		return err
-	}
-	if cur != l.me {
-		return l.fail(fmt.Errorf("%w: the log now belongs to %s, this writer is %s", ErrFenced, cur, l.me))
-	}
 	// From the first rename on, a failure leaves the directory in a state
 	// this process no longer tracks: sticky, like a failed Sync.
 	for _, s := range c.staged {
@@ -408,22 +403,28 @@ func (c *Compaction) install(tail *stagedSegment, old, kept []*segment, last, ap
 	if err := syncDir(l.dir); err != nil {
 		return l.fail(err)
 	}
-	next := compacted{gen: c.gen, upTo: c.upTo}
-	if err := WriteFileAtomic(l.dir, compactedFileName, []byte(next.String())); err != nil {
-		return l.fail(fmt.Errorf("write %s: %w", compactedFileName, err))
-	}
-	c.done = true       // committed: nothing staged to remove any more
-	var active *os.File // the new last segment, when it replaces the last one
-	if last && tail != nil {
-		if active, err = os.OpenFile(tail.seg.path, os.O_RDWR, 0); err != nil {
-			return l.fail(fmt.Errorf("open segment: %w", err))
-		}
-	}
 	segs := make([]*segment, 0, len(c.staged)+len(kept))
 	for _, s := range c.staged {
 		segs = append(segs, s.seg)
 	}
 	segs = append(segs, kept...)
+	next := l.st
+	next.gen, next.upTo, next.from = c.gen, c.upTo, segs[0].firstSeq
+	if err := l.writeState(segs, next); err != nil {
+		return l.fail(err)
+	}
+	// The commit point; the old files are removed only after this check.
+	if err := l.checkOwner(); err != nil {
+		return l.fail(err)
+	}
+	c.done = true       // committed: nothing staged to remove any more
+	var active *os.File // the new last segment, when it replaces the last one
+	if last && tail != nil {
+		var err error
+		if active, err = os.OpenFile(tail.seg.path, os.O_RDWR, 0); err != nil {
+			return l.fail(fmt.Errorf("open segment: %w", err))
+		}
+	}
 	l.mu.Lock()
 	l.segs = segs
 	l.swaps++
@@ -432,7 +433,7 @@ func (c *Compaction) install(tail *stagedSegment, old, kept []*segment, last, ap
 	}
 	l.notifyLocked()
 	l.mu.Unlock()
-	l.compacted = next
+	l.st = next
 	if last {
 		// The old last segment is removed; Append goes on in the tail file,
 		// or in a new segment (write opens one when l.active is nil).

@@ -148,7 +148,7 @@ func TestCompaction(t *testing.T) {
 // leftovers lists temporary files.
 func leftovers(t *testing.T, dir string) []string {
 	t.Helper()
-	tmp, err := filepath.Glob(filepath.Join(dir, "*.tmp"))
+	tmp, err := filepath.Glob(filepath.Join(dir, "o.*", "*.tmp"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestCompactionCrash(t *testing.T) {
 		// under their generation 1 names.
 		for _, tmp := range leftovers(t, dir) {
 			final := strings.SplitN(filepath.Base(tmp), ".seg.", 2)[0] + ".seg"
-			if err := os.Rename(tmp, filepath.Join(dir, final)); err != nil {
+			if err := os.Rename(tmp, filepath.Join(filepath.Dir(tmp), final)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -261,7 +261,7 @@ func TestCompactionCrash(t *testing.T) {
 		}
 		reopen(t, dir, newLog)
 		for name := range before {
-			if name > "00000000000000000050.seg" || !strings.HasSuffix(name, ".seg") {
+			if filepath.Base(name) > "00000000000000000050.seg" || !strings.HasSuffix(name, ".seg") {
 				continue // kept: after the compacted records
 			}
 			if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {

@@ -1,92 +1,205 @@
 package storage
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
+	"sort"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
+// The files of fencing; see the package documentation.
 const (
-	epochFileName = "EPOCH"
-	lockFileName  = "LOCK"
+	ownerPrefix   = "o."
+	liveFileName  = "LIVE"
+	stateFileName = "STATE"
 	tmpSuffix     = ".tmp"
 )
 
-// owner identifies one Open of the directory: its epoch, and how many Opens
-// the directory had seen before it. The EPOCH file names the current owner;
-// only it may write.
-type owner struct {
-	epoch uint64
-	open  uint64
+// ownerID identifies one Open of a log: its epoch, a number above every
+// Open the directory showed it, and a random nonce that makes its folder
+// name unique even when two Opens pick the same number. Owners are ordered
+// by (epoch, open, nonce); the highest one owns the log.
+type ownerID struct {
+	epoch, open, nonce uint64
 }
 
-func (o owner) String() string { return fmt.Sprintf("epoch %d open %d", o.epoch, o.open) }
+// legacyOwner names the state migrated from a format-1 directory; it ranks
+// below every Open.
+var legacyOwner = ownerID{}
 
-// readOwner reads dir's EPOCH file; a missing file is the zero owner.
-func readOwner(dir string) (owner, error) {
-	b, err := os.ReadFile(filepath.Join(dir, epochFileName))
-	if errors.Is(err, fs.ErrNotExist) {
-		return owner{}, nil
+func (o ownerID) name() string { return fmt.Sprintf("%s%d.%d.%016x", ownerPrefix, o.epoch, o.open, o.nonce) }
+
+func (o ownerID) String() string { return fmt.Sprintf("epoch %d open %d", o.epoch, o.open) }
+
+func (o ownerID) less(p ownerID) bool {
+	if o.epoch != p.epoch {
+		return o.epoch < p.epoch
+	}
+	if o.open != p.open {
+		return o.open < p.open
+	}
+	return o.nonce < p.nonce
+}
+
+// parseOwnerName parses an owner folder's name, strictly.
+func parseOwnerName(name string) (ownerID, bool) {
+	rest, ok := strings.CutPrefix(name, ownerPrefix)
+	parts := strings.Split(rest, ".")
+	if !ok || len(parts) != 3 || len(parts[2]) != 16 {
+		return ownerID{}, false
+	}
+	var o ownerID
+	var err1, err2, err3 error
+	o.epoch, err1 = strconv.ParseUint(parts[0], 10, 64)
+	o.open, err2 = strconv.ParseUint(parts[1], 10, 64)
+	o.nonce, err3 = strconv.ParseUint(parts[2], 16, 64)
+	if err1 != nil || err2 != nil || err3 != nil || o.name() != name {
+		return ownerID{}, false
+	}
+	return o, true
+}
+
+// listOwners returns the owner folders in root, lowest first.
+func listOwners(root string) ([]ownerID, error) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return nil, fmt.Errorf("list owners: %w", err)
+	}
+	var out []ownerID
+	for _, e := range entries {
+		if o, ok := parseOwnerName(e.Name()); ok && e.IsDir() {
+			out = append(out, o)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].less(out[j]) })
+	return out, nil
+}
+
+// newerThan returns an owner in owners that outranks me in epoch, or, when
+// sameEpoch, in any way; ok is false if there is none.
+func newerThan(owners []ownerID, me ownerID, sameEpoch bool) (ownerID, bool) {
+	for _, o := range owners {
+		if o.epoch > me.epoch || (sameEpoch && me.less(o)) {
+			return o, true
+		}
+	}
+	return ownerID{}, false
+}
+
+// claim makes a new owner of root for epoch: it creates the owner's folder
+// and its LIVE file, then fences every lower owner by removing theirs. It
+// never waits for another process. It fails with ErrFenced when an owner
+// of a newer epoch, or a newer Open of the same epoch, exists. On failure
+// it removes what it created.
+func claim(root string, epoch uint64) (ownerID, error) {
+	owners, err := listOwners(root)
+	if err != nil {
+		return ownerID{}, err
+	}
+	me := ownerID{epoch: epoch, open: 1, nonce: randomNonce()}
+	if o, ok := newerThan(owners, me, false); ok {
+		return ownerID{}, fmt.Errorf("%w: stored epoch %d is newer than %d", ErrFenced, o.epoch, epoch)
+	}
+	for _, o := range owners {
+		me.open = max(me.open, o.open+1)
+	}
+	dir := filepath.Join(root, me.name())
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return ownerID{}, fmt.Errorf("create owner folder: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, liveFileName), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err == nil {
+		err = f.Close()
+	}
+	if err == nil {
+		err = fence(root, me)
 	}
 	if err != nil {
-		return owner{}, fmt.Errorf("read epoch: %w", err)
+		os.RemoveAll(dir)
+		return ownerID{}, err
 	}
-	var o owner
-	if _, err := fmt.Sscanf(string(b), "epoch %d open %d", &o.epoch, &o.open); err != nil || o.String()+"\n" != string(b) {
-		return owner{}, fmt.Errorf("%w: %s holds %q", ErrCorrupt, epochFileName, b)
-	}
-	return o, nil
+	return me, nil
 }
 
-// ownerCache remembers the EPOCH file last read as naming this Open, by
-// its identity and times: EPOCH is only ever replaced by a rename (see
-// writeOwner), which gives it another inode and newer times, so while stat
-// shows the same file it still names this Open. It saves reading the file
-// on every write. Guarded by the directory lock's holder (syncMu).
-type ownerCache struct {
-	fi fs.FileInfo
-}
-
-// isOwner reports whether dir's EPOCH file names me.
-func (c *ownerCache) isOwner(dir string, me owner) (owner, error) {
-	path := filepath.Join(dir, epochFileName)
-	fi, err := os.Stat(path)
-	if err == nil && c.fi != nil && sameVersion(fi, c.fi) {
-		return me, nil
+// fence lists the owners again, now that me's LIVE file exists, and removes
+// the LIVE file of every owner below me. Any Open that lists the owners
+// later sees me; any that listed them earlier is seen here. So of two
+// concurrent claims, the lower one either is fenced here or sees the higher
+// one and gives up.
+func fence(root string, me ownerID) error {
+	owners, err := listOwners(root)
+	if err != nil {
+		return err
 	}
-	c.fi = nil
-	cur, err := readOwner(dir)
-	if err != nil || cur != me {
-		return cur, err
+	if o, ok := newerThan(owners, me, true); ok {
+		return fmt.Errorf("%w: the log now belongs to %s, this writer is %s", ErrFenced, o, me)
 	}
-	// Stat again after the read: the file read is the one remembered only
-	// if it did not change in between.
-	if fi2, err := os.Stat(path); err == nil && fi != nil && sameVersion(fi, fi2) {
-		c.fi = fi2
-	}
-	return cur, nil
-}
-
-// sameVersion reports whether two stats are of the same file, unchanged.
-func sameVersion(a, b fs.FileInfo) bool {
-	sa, ok1 := a.Sys().(*syscall.Stat_t)
-	sb, ok2 := b.Sys().(*syscall.Stat_t)
-	return ok1 && ok2 && os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime()) &&
-		sa.Ctim == sb.Ctim
-}
-
-// writeOwner replaces dir's EPOCH file durably: temporary file, fsync,
-// rename, fsync of the directory.
-func writeOwner(dir string, o owner) error {
-	if err := WriteFileAtomic(dir, epochFileName, []byte(o.String()+"\n")); err != nil {
-		return fmt.Errorf("write epoch: %w", err)
+	for _, o := range owners {
+		if !o.less(me) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(root, o.name(), liveFileName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("fence %s: %w", o, err)
+		}
 	}
 	return nil
+}
+
+func randomNonce() uint64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:])
+}
+
+// checkOwner reports ErrFenced once a newer Open removed this Open's LIVE
+// file: one lookup, never a wait.
+func (l *Log) checkOwner() error {
+	_, err := os.Lstat(l.live)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: a newer Open took the log over from this writer (%s)", ErrFenced, l.me)
+	}
+	if err != nil {
+		return fmt.Errorf("check owner: %w", err)
+	}
+	return nil
+}
+
+// writing marks a write in progress, from the check before it to the check
+// after it: it holds this Open's LIVE file open with a shared flock(2).
+// Nobody ever waits for that lock (a newer Open removes the file without
+// looking at it); it is there so that an operator, or a test, can see in
+// /proc/locks a process stopped in the middle of a write.
+type writing struct{ f *os.File }
+
+// beginWrite checks ownership and marks the write in progress.
+func (l *Log) beginWrite() (writing, error) {
+	f, err := os.Open(l.live)
+	if errors.Is(err, fs.ErrNotExist) {
+		return writing{}, fmt.Errorf("%w: a newer Open took the log over from this writer (%s)", ErrFenced, l.me)
+	}
+	if err != nil {
+		return writing{}, fmt.Errorf("check owner: %w", err)
+	}
+	_ = unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+	return writing{f: f}, nil
+}
+
+// end checks ownership again and ends the mark. Nothing written since
+// beginWrite may be published unless it returns nil.
+func (w writing) end(l *Log) error {
+	err := l.checkOwner()
+	if w.f != nil {
+		w.f.Close()
+	}
+	return err
 }
 
 // WriteFileAtomic makes dir/name hold b, durably, or leaves it unchanged:
@@ -131,64 +244,3 @@ func syncDir(dir string) error {
 	}
 	return nil
 }
-
-// dirLock is an exclusive flock(2) on dir/LOCK, shared by the processes
-// that open the directory. flock locks belong to the open file description,
-// so two Logs in one process exclude each other too.
-type dirLock struct {
-	path string
-	f    *os.File // while locked
-}
-
-// openDirLock makes sure the lock file exists. The file is opened only
-// while locked, so that an idle Log holds no descriptor for it (a worker
-// keeps thousands of shape logs open).
-func openDirLock(dir string) (*dirLock, error) {
-	path := filepath.Join(dir, lockFileName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("open lock file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("open lock file: %w", err)
-	}
-	return &dirLock{path: path}, nil
-}
-
-// lock blocks until this process holds the lock. Calls of lock and unlock
-// on one dirLock are serialized by its Log (syncMu).
-func (l *dirLock) lock() error {
-	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return fmt.Errorf("open lock file: %w", err)
-	}
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if err == nil {
-			l.f = f
-			return nil
-		}
-		if !errors.Is(err, unix.EINTR) {
-			f.Close()
-			return fmt.Errorf("lock %s: %w", l.path, err)
-		}
-	}
-}
-
-func (l *dirLock) unlock() error {
-	f := l.f
-	l.f = nil
-	if f == nil {
-		return nil
-	}
-	err := unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	if cerr := f.Close(); err == nil && cerr != nil {
-		return fmt.Errorf("unlock %s: %w", l.path, cerr)
-	}
-	if err != nil {
-		return fmt.Errorf("unlock %s: %w", l.path, err)
-	}
-	return nil
-}
-
-func (l *dirLock) close() error { return l.unlock() }

@@ -35,20 +35,20 @@ type Log struct {
 	// acked is the recorded acknowledgement watermark (ack.go).
 	acked atomic.Uint64
 
-	dir         string
-	me          owner
-	owner       ownerCache // the EPOCH file last seen naming me (syncMu)
+	root        string  // the log's folder
+	dir         string  // this Open's owner folder in it
+	live        string  // its LIVE file
+	me          ownerID // this Open
 	segmentSize int64
-	lock        *dirLock
 
-	// syncMu serializes Sync, Close and compaction, and guards active,
-	// activeSize and compacted.
+	// syncMu serializes Sync, Write, RecordAck, TruncateBefore, Close and
+	// compaction, and guards active, activeSize and st.
 	syncMu     sync.Mutex
-	active     *os.File // the last segment, open for writing; nil before the first
+	active     *os.File // the last own segment, open for writing; nil before the first
 	activeSize int64    // its size as written by this process
 	// activeUnsynced: records written to active by Write are not fsynced.
 	activeUnsynced bool
-	compacted      compacted
+	st             state // what STATE says, apart from the inherited segments
 
 	mu sync.RWMutex
 	// Appended, not yet handed to Sync; planned layout including them.
@@ -65,6 +65,10 @@ type Log struct {
 	changed    chan struct{} // closed and replaced whenever the state below or above changes
 	closed     bool
 	err        error // sticky: a fencing or I/O error ends the writer
+
+	// afterWrite, when set (by tests), runs in Sync and Write between
+	// writing the records and the ownership check that publishes them.
+	afterWrite func()
 }
 
 // chunk is a run of appended records bound for one segment.
@@ -85,11 +89,12 @@ func Open(dir string, epoch uint64) (*Log, error) {
 
 // OpenWith opens the log in dir, creating dir if missing, as the writer for
 // epoch (at least 1). It fails with ErrFenced if the directory already
-// belongs to a newer epoch. Otherwise it makes this Open the directory's
-// owner, durably, which fences every earlier Open (even one with the same
-// epoch), then recovers the records on disk (see the package doc); Append
-// continues Seq and EndLSN from them. Open may block while another process
-// is inside its short critical section (a Sync's write and fsync).
+// belongs to a newer epoch. Otherwise it takes the log over: every earlier
+// Open (even one with the same epoch) is fenced, and the records they made
+// durable, as of this moment, are this log's (see the package doc); Append
+// continues Seq and EndLSN from them. Open never waits for another
+// process, stopped or not (the one exception: the first Open of a log
+// written by an older version of this package, see migrate).
 func OpenWith(dir string, epoch uint64, opts Options) (*Log, error) {
 	if epoch == 0 {
 		return nil, errors.New("open storage: epoch must be at least 1")
@@ -103,24 +108,23 @@ func OpenWith(dir string, epoch uint64, opts Options) (*Log, error) {
 	if err := makeDir(dir); err != nil {
 		return nil, fmt.Errorf("open storage: %w", err)
 	}
-	lock, err := openDirLock(dir)
-	if err != nil {
-		return nil, fmt.Errorf("open storage: %w", err)
-	}
-	l := &Log{dir: dir, segmentSize: opts.SegmentSize, lock: lock, changed: make(chan struct{})}
-	if err = lock.lock(); err == nil {
-		err = l.takeOver(epoch)
-		if uerr := lock.unlock(); err == nil {
-			err = uerr
-		}
-	}
-	if err != nil {
-		if l.active != nil {
-			l.active.Close()
-		}
-		lock.close()
+	if err := migrate(dir, epoch); err != nil {
 		return nil, fmt.Errorf("open storage %s: %w", dir, err)
 	}
+	me, err := claim(dir, epoch)
+	if err != nil {
+		return nil, fmt.Errorf("open storage %s: %w", dir, err)
+	}
+	l := &Log{root: dir, dir: filepath.Join(dir, me.name()), me: me, segmentSize: opts.SegmentSize, changed: make(chan struct{})}
+	l.live = filepath.Join(l.dir, liveFileName)
+	committed, err := l.takeOver()
+	if err != nil {
+		if !committed {
+			os.RemoveAll(l.dir)
+		}
+		return nil, fmt.Errorf("open storage %s: %w", dir, err)
+	}
+	l.collectGarbage()
 	return l, nil
 }
 
@@ -135,104 +139,37 @@ func makeDir(dir string) error {
 	return syncDir(filepath.Dir(filepath.Clean(dir)))
 }
 
-// takeOver records this Open as the owner and recovers the log. The caller
-// holds the directory lock.
-func (l *Log) takeOver(epoch uint64) error {
-	cur, err := readOwner(l.dir)
+// takeOver reads the log the previous owner left, makes it durable, and
+// writes this Open's STATE. Once STATE is written and the check after it
+// passed (committed), a later Open may build on this one's STATE.
+func (l *Log) takeOver() (committed bool, err error) {
+	v, _, err := latestView(l.root, &l.me)
 	if err != nil {
-		return err
+		return false, err
 	}
-	if cur.epoch > epoch {
-		return fmt.Errorf("%w: stored epoch %d is newer than %d", ErrFenced, cur.epoch, epoch)
-	}
-	l.me = owner{epoch: epoch, open: cur.open + 1}
-	if err := writeOwner(l.dir, l.me); err != nil {
-		return err
-	}
-	acked, err := readAck(l.dir)
-	if err != nil {
-		return err
-	}
-	l.acked.Store(acked)
-	return l.recover()
-}
-
-// recover indexes the segments on disk, truncates a torn tail of the last
-// one, and makes what is left durable.
-func (l *Log) recover() error {
-	if err := removeLeftovers(l.dir); err != nil {
-		return err
-	}
-	c, err := removeGarbage(l.dir)
-	if err != nil {
-		return err
-	}
-	l.compacted = c
-	files, _, _, err := segmentFiles(l.dir)
-	if err != nil {
-		return err
-	}
-	var lastSeq, lastEnd uint64
-	var tail *scanResult
-	for i, sf := range files {
-		first := sf.first
-		path := filepath.Join(l.dir, sf.name)
-		if i > 0 && first != lastSeq+1 {
-			return fmt.Errorf("%w: segment %s follows record %d", ErrCorrupt, path, lastSeq)
+	// What the previous owner wrote may not have been fsynced: it is
+	// reported durable from now on.
+	for _, p := range v.own {
+		if err := syncFile(p); err != nil {
+			return false, err
 		}
-		res, err := l.scan(path, first, lastEnd, i == len(files)-1)
-		if err != nil {
-			return err
-		}
-		l.segs = append(l.segs, res.seg)
-		lastSeq = first + uint64(len(res.seg.offsets)) - 1
-		lastEnd = res.lastEnd
-		tail = &res
 	}
-	if tail != nil {
-		s := tail.seg
-		f, err := os.OpenFile(s.path, os.O_RDWR, 0)
-		if err != nil {
-			return fmt.Errorf("open segment: %w", err)
-		}
-		l.active, l.activeSize = f, s.size
-		if tail.fileSize != s.size {
-			if err := f.Truncate(s.size); err != nil {
-				return fmt.Errorf("truncate torn tail of %s (%s): %w", s.path, tail.tail, err)
-			}
-		}
-		// What a killed predecessor wrote may not have been fsynced yet.
-		if err := f.Sync(); err != nil {
-			return fmt.Errorf("sync segment: %w", err)
-		}
-		l.planSeg, l.planSize = s.firstSeq, s.size
+	l.st = state{epoch: l.me.epoch, acked: v.st.acked, upTo: v.st.upTo}
+	l.acked.Store(v.st.acked)
+	l.segs = v.segs
+	l.nextSeq = v.lastSeq + 1
+	l.lastEnd = v.lastEnd
+	l.durableSeq, l.durableEnd = v.lastSeq, v.lastEnd
+	if err := l.writeState(l.segs, l.st); err != nil {
+		return false, err
 	}
-	if err := syncDir(l.dir); err != nil {
-		return err
+	if err := syncDir(l.root); err != nil {
+		return false, err
 	}
-	l.nextSeq = lastSeq + 1
-	l.lastEnd = lastEnd
-	l.durableSeq, l.durableEnd = lastSeq, lastEnd
-	return nil
-}
-
-// scan verifies one segment during recovery. Only the last one may have a
-// torn tail or no records.
-func (l *Log) scan(path string, first, prevEnd uint64, last bool) (scanResult, error) {
-	res, err := scanSegment(path, first, prevEnd)
-	if err != nil {
-		return res, err
+	if err := l.checkOwner(); err != nil {
+		return false, err
 	}
-	if last {
-		return res, nil
-	}
-	if res.tail != nil {
-		return res, fmt.Errorf("%w: %s: %s", ErrCorrupt, path, res.tail)
-	}
-	if len(res.seg.offsets) == 0 {
-		return res, fmt.Errorf("%w: %s: no records", ErrCorrupt, path)
-	}
-	return res, nil
+	return true, nil
 }
 
 // Epoch is the epoch this Log was opened with.
@@ -282,13 +219,14 @@ func (l *Log) Append(r Record) (seq uint64, err error) {
 
 // Sync writes and fsyncs every record appended so far and returns the
 // EndLSN of the last durable record: what may be acknowledged to
-// PostgreSQL as flushed. It first checks, under the directory lock, that no
-// newer Open has taken the directory over; if one has, it writes nothing
-// and returns ErrFenced, as do all later calls. Any other failure is
-// sticky too: the records that Sync was writing are in an unknown state,
-// so the writer must stop and reopen (recovery sorts it out). Sync blocks
-// for the write and fsync, and while another process holds the directory
-// lock.
+// PostgreSQL as flushed. It writes only into this Open's own segment
+// files, and publishes what it wrote only if, after the fsync, no newer
+// Open has taken the log over; if one has, it returns ErrFenced, as do all
+// later calls (what it wrote is then not part of the log, unless the newer
+// Open read it before returning). Any other failure is sticky too: the
+// records that Sync was writing are in an unknown state, so the writer
+// must stop and reopen. Sync blocks for the write and fsync, never for
+// another process.
 func (l *Log) Sync() (durableEndLSN uint64, err error) {
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
@@ -300,13 +238,18 @@ func (l *Log) Sync() (durableEndLSN uint64, err error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := l.lock.lock(); err != nil {
+	if len(batch) == 0 && !l.activeUnsynced {
+		if err := l.checkOwner(); err != nil {
+			return 0, l.fail(err)
+		}
+		_, end := l.Durable()
+		return end, nil
+	}
+	w, err := l.beginWrite()
+	if err != nil {
 		return 0, l.fail(err)
 	}
 	written, err := l.write(batch)
-	if uerr := l.lock.unlock(); err == nil {
-		err = uerr
-	}
 	if err == nil && l.activeUnsynced && l.active != nil {
 		// Records Write made readable are made durable too.
 		if err = l.active.Sync(); err != nil {
@@ -315,14 +258,21 @@ func (l *Log) Sync() (durableEndLSN uint64, err error) {
 	}
 	l.activeUnsynced = false
 	if err == nil {
-		// fsync outside the directory lock: the lock only makes "check the
-		// owner, then write" atomic, and stays held for microseconds, not
-		// for a disk flush (a writer frozen while holding it would block
-		// its successor's Open).
 		err = l.flush(written)
+	}
+	if l.afterWrite != nil {
+		l.afterWrite()
+	}
+	if cerr := w.end(l); err == nil {
+		err = cerr
 	}
 	if err != nil {
 		return 0, l.fail(err)
+	}
+	for _, w := range written {
+		for _, c := range w.chunks {
+			l.publish(c)
+		}
 	}
 	_, end := l.Durable()
 	return end, nil
@@ -345,13 +295,11 @@ func (l *Log) Write() error {
 	if err != nil || len(batch) == 0 {
 		return err
 	}
-	if err := l.lock.lock(); err != nil {
+	w, err := l.beginWrite()
+	if err != nil {
 		return l.fail(err)
 	}
 	ws, err := l.write(batch)
-	if uerr := l.lock.unlock(); err == nil {
-		err = uerr
-	}
 	for _, w := range ws {
 		if err != nil {
 			break
@@ -361,12 +309,20 @@ func (l *Log) Write() error {
 			continue
 		}
 		l.activeUnsynced = true
-		for _, c := range w.chunks {
-			l.publish(c)
-		}
+	}
+	if l.afterWrite != nil {
+		l.afterWrite()
+	}
+	if cerr := w.end(l); err == nil {
+		err = cerr
 	}
 	if err != nil {
 		return l.fail(err)
+	}
+	for _, w := range ws {
+		for _, c := range w.chunks {
+			l.publish(c)
+		}
 	}
 	return nil
 }
@@ -379,8 +335,8 @@ type written struct {
 	closeF bool // not the active segment any more: close after the fsync
 }
 
-// flush fsyncs what write wrote and publishes each chunk once durable.
-// The caller holds syncMu.
+// flush fsyncs what write wrote, and closes the segments it finished. The
+// caller holds syncMu and publishes the chunks once ownership is checked.
 func (l *Log) flush(ws []written) error {
 	for _, w := range ws {
 		if err := w.f.Sync(); err != nil {
@@ -391,24 +347,13 @@ func (l *Log) flush(ws []written) error {
 				return fmt.Errorf("close segment: %w", err)
 			}
 		}
-		for _, c := range w.chunks {
-			l.publish(c)
-		}
 	}
 	return nil
 }
 
-// write writes batch (without fsync; see flush) after checking that this
-// Open still owns the directory. The caller holds syncMu and the directory
-// lock.
+// write writes batch into this Open's own segment files (without fsync;
+// see flush). The caller holds syncMu and has checked ownership.
 func (l *Log) write(batch []*chunk) ([]written, error) {
-	cur, err := l.owner.isOwner(l.dir, l.me)
-	if err != nil {
-		return nil, err
-	}
-	if cur != l.me {
-		return nil, fmt.Errorf("%w: the log now belongs to %s, this writer is %s", ErrFenced, cur, l.me)
-	}
 	var out []written
 	for _, c := range batch {
 		if c.newSegment {
@@ -417,7 +362,7 @@ func (l *Log) write(batch []*chunk) ([]written, error) {
 					out[n-1].closeF = true // closed once fsynced
 				} else if err := l.syncUnsynced(); err != nil {
 					return out, err
-				} else if err := l.active.Close(); err != nil { // fsynced by an earlier flush, Sync or recovery
+				} else if err := l.active.Close(); err != nil { // fsynced by an earlier flush, Sync or compaction
 					l.active = nil
 					return out, fmt.Errorf("close segment: %w", err)
 				}
@@ -533,9 +478,6 @@ func (l *Log) Close() error {
 	if l.active != nil {
 		err = l.active.Close()
 		l.active = nil
-	}
-	if cerr := l.lock.close(); err == nil {
-		err = cerr
 	}
 	return err
 }

@@ -2,9 +2,11 @@ package storage_test
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -135,30 +137,42 @@ func seq(from, to uint64) []uint64 {
 	return s
 }
 
-// segments returns the dir's segment files, in order.
+// segments returns the log's segment files, in the log's folder and in its
+// owners' folders, in order of first seq (files of the same first seq in
+// owner order).
 func segments(t *testing.T, dir string) []string {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "*.seg"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return files
-}
-
-// snapshot returns the contents of every file in dir.
-func snapshot(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string]string{}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+	var files []string
+	for _, pattern := range []string{"*.seg", "o.*/*.seg"} {
+		f, err := filepath.Glob(filepath.Join(dir, pattern))
 		if err != nil {
 			t.Fatal(err)
 		}
-		files[e.Name()] = string(b)
+		files = append(files, f...)
+	}
+	sort.SliceStable(files, func(i, j int) bool { return filepath.Base(files[i])[:20] < filepath.Base(files[j])[:20] })
+	return files
+}
+
+// snapshot returns the contents of every file under dir, by path relative
+// to it.
+func snapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		files[rel] = string(b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return files
 }

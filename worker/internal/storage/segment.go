@@ -25,7 +25,7 @@ const (
 
 // errOtherWriter reports that the files changed under a writer that still
 // believed it owned them: some other writer is active, so this one is fenced.
-var errOtherWriter = fmt.Errorf("%w: another writer changed the log", ErrFenced)
+var errOtherWriter = fmt.Errorf("%w: another writer changed this writer's own files", ErrFenced)
 
 // segment indexes one segment file: where each durable record starts.
 type segment struct {
@@ -53,24 +53,6 @@ func segmentHeader() []byte {
 	copy(h, segmentMagic)
 	binary.LittleEndian.PutUint32(h[8:], segmentVersion)
 	return h
-}
-
-// removeLeftovers removes the temporary files of atomic writes that a crash
-// interrupted. Only a writer holding the directory lock may call it: outside
-// the lock, a temporary file may be another writer's work in progress.
-func removeLeftovers(dir string) error {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("list directory: %w", err)
-	}
-	for _, e := range entries {
-		if name := e.Name(); strings.HasSuffix(name, tmpSuffix) {
-			if err := os.Remove(filepath.Join(dir, name)); err != nil {
-				return fmt.Errorf("remove leftover %s: %w", name, err)
-			}
-		}
-	}
-	return nil
 }
 
 // createSegment creates the segment file for firstSeq holding only its
@@ -106,8 +88,9 @@ type scanResult struct {
 // must be numbered from firstSeq, with end LSNs increasing from above
 // prevEnd. A record that is cut short or fails its checksum ends the valid
 // part (res.tail says why); a verified record out of sequence, or a bad
-// file header, is an ErrCorrupt error.
-func scanSegment(path string, firstSeq, prevEnd uint64) (scanResult, error) {
+// file header, is an ErrCorrupt error. With limit >= 0, only the first
+// limit bytes of the file are read, as if it ended there.
+func scanSegment(path string, firstSeq, prevEnd uint64, limit int64) (scanResult, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return scanResult{}, fmt.Errorf("open segment: %w", err)
@@ -121,6 +104,9 @@ func scanSegment(path string, firstSeq, prevEnd uint64) (scanResult, error) {
 		seg:      &segment{firstSeq: firstSeq, path: path, size: segmentHeaderSize},
 		lastEnd:  prevEnd,
 		fileSize: fi.Size(),
+	}
+	if limit >= 0 && limit < res.fileSize {
+		res.fileSize = limit
 	}
 	br := bufio.NewReaderSize(f, 1<<20)
 	hdr := make([]byte, segmentHeaderSize)

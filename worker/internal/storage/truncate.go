@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 )
 
 // TruncateBefore removes the segment files all of whose records have a seq
@@ -32,12 +33,13 @@ func (l *Log) TruncateBefore(seq uint64) (int, error) {
 	if err != nil || len(drop) == 0 {
 		return 0, err
 	}
-	if err := l.lock.lock(); err != nil {
+	w, err := l.beginWrite()
+	if err != nil {
 		return 0, l.fail(err)
 	}
 	err = l.removeSegments(drop)
-	if uerr := l.lock.unlock(); err == nil {
-		err = uerr
+	if cerr := w.end(l); err == nil {
+		err = cerr
 	}
 	if err != nil {
 		return 0, l.fail(err)
@@ -45,24 +47,44 @@ func (l *Log) TruncateBefore(seq uint64) (int, error) {
 	return records, nil
 }
 
-// removeSegments checks ownership, forgets drop (a prefix of l.segs) and
-// deletes their files. The caller holds syncMu and the directory lock.
+// removeSegments drops drop (a prefix of l.segs, not all of it) from the
+// log: STATE first, then the check that this Open still owns the log, and
+// only then the files (see the package doc: a file is removed only once a
+// STATE that no longer names it is durable and the check after it passed).
+// The caller holds syncMu.
 func (l *Log) removeSegments(drop []*segment) error {
-	cur, err := readOwner(l.dir)
-	if err != nil {
+	l.mu.RLock()
+	kept := l.segs[len(drop):]
+	l.mu.RUnlock()
+	st := l.st
+	st.from = max(st.from, kept[0].firstSeq)
+	if err := l.writeState(kept, st); err != nil {
 		return err
 	}
-	if cur != l.me {
-		return fmt.Errorf("%w: the log now belongs to %s, this writer is %s", ErrFenced, cur, l.me)
+	if err := l.checkOwner(); err != nil {
+		return err
 	}
+	l.st = st
 	l.mu.Lock()
 	l.segs = l.segs[len(drop):]
 	l.mu.Unlock()
-	// Oldest first: a crash midway leaves a shorter prefix, never a hole.
-	for _, s := range drop {
+	return removeFiles(drop)
+}
+
+// removeFiles removes the files of segs, oldest first, and fsyncs their
+// folders.
+func removeFiles(segs []*segment) error {
+	dirs := map[string]bool{}
+	for _, s := range segs {
 		if err := os.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("remove segment: %w", err)
 		}
+		dirs[filepath.Dir(s.path)] = true
 	}
-	return syncDir(l.dir)
+	for d := range dirs {
+		if err := syncDir(d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
