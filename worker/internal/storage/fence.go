@@ -35,7 +35,9 @@ type ownerID struct {
 // below every Open.
 var legacyOwner = ownerID{}
 
-func (o ownerID) name() string { return fmt.Sprintf("%s%d.%d.%016x", ownerPrefix, o.epoch, o.open, o.nonce) }
+func (o ownerID) name() string {
+	return fmt.Sprintf("%s%d.%d.%016x", ownerPrefix, o.epoch, o.open, o.nonce)
+}
 
 func (o ownerID) String() string { return fmt.Sprintf("epoch %d open %d", o.epoch, o.open) }
 
