@@ -64,9 +64,11 @@ func (l *Log) RecordAck(lsn uint64) error {
 	if err != nil {
 		return l.fail(err)
 	}
+	l.at(hookChecked)
 	st := l.st
 	st.acked = lsn
 	err = l.writeState(segs, st)
+	l.at(hookWritten)
 	if cerr := w.end(l); err == nil {
 		err = cerr
 	}

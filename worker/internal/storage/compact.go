@@ -358,6 +358,7 @@ func (c *Compaction) Commit() (removed, added int64, err error) {
 	}
 	// The old files are garbage now; a failure here leaves them to the
 	// next Open.
+	l.at(hookRemoving)
 	return removed, added, removeFiles(segs[:k+1])
 }
 
@@ -395,6 +396,7 @@ func (c *Compaction) install(tail *stagedSegment, old, kept []*segment, last, ap
 	l := c.l
 	// From the first rename on, a failure leaves the directory in a state
 	// this process no longer tracks: sticky, like a failed Sync.
+	l.at(hookChecked)
 	for _, s := range c.staged {
 		if err := os.Rename(s.tmp, s.seg.path); err != nil {
 			return l.fail(fmt.Errorf("install compacted segment: %w", err))
@@ -413,6 +415,7 @@ func (c *Compaction) install(tail *stagedSegment, old, kept []*segment, last, ap
 	if err := l.writeState(segs, next); err != nil {
 		return l.fail(err)
 	}
+	l.at(hookWritten)
 	// The commit point; the old files are removed only after this check.
 	if err := l.checkOwner(); err != nil {
 		return l.fail(err)

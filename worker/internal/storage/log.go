@@ -66,9 +66,24 @@ type Log struct {
 	closed     bool
 	err        error // sticky: a fencing or I/O error ends the writer
 
-	// afterWrite, when set (by tests), runs in Sync and Write between
-	// writing the records and the ownership check that publishes them.
-	afterWrite func()
+	// hook, when set (by tests), is called at the points of a write where
+	// a writer may be stopped for a long time (see hookPoint).
+	hook func(hookPoint)
+}
+
+// hookPoint is a point inside a write, for tests that stop a writer there.
+type hookPoint int
+
+const (
+	hookChecked  hookPoint = iota // ownership checked, nothing written yet
+	hookWritten                   // written (and fsynced), not yet checked again
+	hookRemoving                  // checked again, files about to be removed
+)
+
+func (l *Log) at(p hookPoint) {
+	if l.hook != nil {
+		l.hook(p)
+	}
 }
 
 // chunk is a run of appended records bound for one segment.
@@ -249,6 +264,7 @@ func (l *Log) Sync() (durableEndLSN uint64, err error) {
 	if err != nil {
 		return 0, l.fail(err)
 	}
+	l.at(hookChecked)
 	written, err := l.write(batch)
 	if err == nil && l.activeUnsynced && l.active != nil {
 		// Records Write made readable are made durable too.
@@ -260,9 +276,7 @@ func (l *Log) Sync() (durableEndLSN uint64, err error) {
 	if err == nil {
 		err = l.flush(written)
 	}
-	if l.afterWrite != nil {
-		l.afterWrite()
-	}
+	l.at(hookWritten)
 	if cerr := w.end(l); err == nil {
 		err = cerr
 	}
@@ -299,6 +313,7 @@ func (l *Log) Write() error {
 	if err != nil {
 		return l.fail(err)
 	}
+	l.at(hookChecked)
 	ws, err := l.write(batch)
 	for _, w := range ws {
 		if err != nil {
@@ -310,9 +325,7 @@ func (l *Log) Write() error {
 		}
 		l.activeUnsynced = true
 	}
-	if l.afterWrite != nil {
-		l.afterWrite()
-	}
+	l.at(hookWritten)
 	if cerr := w.end(l); err == nil {
 		err = cerr
 	}
@@ -426,8 +439,15 @@ func (l *Log) publish(c *chunk) {
 	l.notifyLocked()
 }
 
-// fail makes err sticky and returns it.
+// fail makes err sticky and returns it. An I/O error of a writer that a
+// newer Open fenced (which may have removed the files it was writing) is
+// reported as ErrFenced.
 func (l *Log) fail(err error) error {
+	if !errors.Is(err, ErrFenced) {
+		if ferr := l.checkOwner(); errors.Is(ferr, ErrFenced) {
+			err = fmt.Errorf("%w: %w", ferr, err)
+		}
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.err == nil {

@@ -37,30 +37,36 @@ func (l *Log) TruncateBefore(seq uint64) (int, error) {
 	if err != nil {
 		return 0, l.fail(err)
 	}
-	err = l.removeSegments(drop)
+	err = l.dropSegments(drop)
 	if cerr := w.end(l); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return 0, l.fail(err)
 	}
+	l.at(hookRemoving)
+	if err := removeFiles(drop); err != nil {
+		return 0, l.fail(err)
+	}
 	return records, nil
 }
 
-// removeSegments drops drop (a prefix of l.segs, not all of it) from the
-// log: STATE first, then the check that this Open still owns the log, and
-// only then the files (see the package doc: a file is removed only once a
-// STATE that no longer names it is durable and the check after it passed).
-// The caller holds syncMu.
-func (l *Log) removeSegments(drop []*segment) error {
+// dropSegments drops drop (a prefix of l.segs, not all of it) from the
+// log: STATE first, then the check that this Open still owns the log. Only
+// then may the caller remove the files (see the package doc: a file is
+// removed only once a STATE that no longer names it is durable and the
+// check after it passed). The caller holds syncMu.
+func (l *Log) dropSegments(drop []*segment) error {
 	l.mu.RLock()
 	kept := l.segs[len(drop):]
 	l.mu.RUnlock()
 	st := l.st
 	st.from = max(st.from, kept[0].firstSeq)
+	l.at(hookChecked)
 	if err := l.writeState(kept, st); err != nil {
 		return err
 	}
+	l.at(hookWritten)
 	if err := l.checkOwner(); err != nil {
 		return err
 	}
@@ -68,7 +74,7 @@ func (l *Log) removeSegments(drop []*segment) error {
 	l.mu.Lock()
 	l.segs = l.segs[len(drop):]
 	l.mu.Unlock()
-	return removeFiles(drop)
+	return nil
 }
 
 // removeFiles removes the files of segs, oldest first, and fsyncs their
@@ -82,7 +88,8 @@ func removeFiles(segs []*segment) error {
 		dirs[filepath.Dir(s.path)] = true
 	}
 	for d := range dirs {
-		if err := syncDir(d); err != nil {
+		// A folder may be gone: an older owner's, removed by a newer Open.
+		if err := syncDir(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 	}
