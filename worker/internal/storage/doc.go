@@ -9,24 +9,111 @@
 //
 // # Fencing (DESIGN.md I5)
 //
-// Several processes may open the same directory, typically an old and a new
-// worker during a handoff. Open records its epoch, together with an open
-// counter, in the EPOCH file. Every Sync checks that file before writing a
-// byte (reading it again whenever stat shows it was replaced), inside a short critical section guarded by flock(2) on the LOCK
-// file; Open updates it inside the same kind of section. So once a newer
-// epoch's Open has returned, an older writer (or an earlier Open of the same
-// epoch) cannot write anything: its next Sync returns ErrFenced, and so does
-// every call after it. The newest writer continues Seq and EndLSN from the
-// records on disk as of its Open; it never needs to look again, since no
-// older writer can append after that.
+// Several processes may open the same directory, typically an old and a
+// new worker during a handoff, and the old one may be frozen (SIGSTOP, a
+// paused VM) at any instruction and thawed much later. No lock is held
+// across anything: a frozen writer cannot make another one wait.
+//
+// Guarantees. Let N be an Open that has returned.
+//
+//   - G1 (nothing lost): every record that an earlier writer's Sync or
+//     Write reported, and every RecordAck, TruncateBefore or compaction
+//     Commit that returned nil, is part of N's log, as it was; except
+//     records that a later TruncateBefore or Commit of that writer dropped
+//     or replaced, even one that then returned ErrFenced (its caller had
+//     said it no longer needs them as they were).
+//   - G2 (nothing late): nothing an earlier writer (older epoch, or an
+//     earlier Open of the same epoch) writes after N returned is ever part
+//     of the log: not read by N, by any later Open, by Read, nor by
+//     Inspect. Its calls that have not passed their last check fail with
+//     ErrFenced, and so do all its later calls; it publishes nothing more
+//     to its own readers.
+//   - G3 (no waiting): Open, Sync and every other call wait for no other
+//     process. (Once per log, the first Open of a log written by an
+//     older version takes that version's flock: see migrate.)
+//
+// A write in progress when N took over may still be in N's log (its bytes
+// were on disk when N read them) although its Sync returns ErrFenced, as
+// after a crash: such records were never reported durable, never
+// acknowledged, never served by the old writer.
+//
+// How. Each Open o creates its own folder o.<epoch>.<open>.<nonce> (a
+// random nonce makes the name unique) holding a LIVE file, and orders
+// itself by (epoch, open, nonce). The rules:
+//
+//   - R1 claim: Open creates LIVE, then lists the folders; it gives up
+//     (ErrFenced) if a higher one exists, else removes ("fences") the LIVE
+//     file of every lower one, and only then reads the log.
+//   - R2 own files: a writer writes only into files of its own folder.
+//   - R3 check before publishing: a writer looks up its LIVE file after
+//     writing (and fsyncing) and before publishing anything: before Sync,
+//     Write or RecordAck returns, before readers see records, before
+//     acting on a new STATE.
+//   - R4 remove only what is dropped: a writer removes a file only after a
+//     durable STATE no longer names it and a check after that STATE
+//     passed (TruncateBefore, Commit, and the garbage collection of Open).
+//   - R5 take over in order: Open reads the previous owner's STATE, then
+//     lists that owner's folder, then reads the files; it records the log
+//     it found in its own STATE, durably, checks its LIVE file, and only
+//     then returns.
+//
+// STATE names every segment of older owners that is part of the log with
+// its exact number of records and bytes ("inherited"); the owner's own
+// files are read up to their first torn or bad record. Proof sketch, on
+// the assumption that the file system makes each operation visible to
+// every later one (a lookup after an unlink fails, a read after a
+// completed write sees it; true of a local file system):
+//
+//  1. Fenced stays fenced: only its own Open creates a LIVE file, under a
+//     name never used before, so once removed every later check fails.
+//  2. Of two concurrent Opens, the lower is fenced or gives up: each
+//     creates its LIVE file before listing, so the later listing sees the
+//     other's folder (R1).
+//  3. G1: if writer o published W, its check passed after W (R3), so before
+//     N fenced o, so before N read the log (R1, R5): N read W. A STATE that
+//     o published was written before the listing N makes after reading it
+//     (R5), so the files it names were there; a file o removed was not
+//     named by the STATE o had published before removing it (R4), and a
+//     file once dropped is never named again, so N does not need it.
+//  4. Every Open after N builds on N's STATE or a later one: N's STATE was
+//     durable before N's final check, which came before any later Open
+//     fenced N (1, 2), and that Open picks the highest STATE below itself.
+//  5. G2: after N returned, every check of an older writer fails (1), so
+//     it publishes nothing (R3) and removes nothing (R4); what it writes
+//     goes to its own files (R2), beyond the sizes N's STATE gave them or
+//     into files no STATE names, which no Open after N reads (4), and
+//     which Open removes when it finds them (R4).
+//  6. G3: no step above waits for anything but the local disk.
+//
+// A shared volume must give the same visibility across nodes (for NFS:
+// no attribute or lookup caching of the log folders), as flock(2) needed
+// coherent locks before.
+//
+// While a write is in progress (from the check that starts it to the one
+// that publishes it) its writer holds a shared flock on its LIVE file.
+// Nobody waits for that lock; it shows in /proc/locks which process is
+// stopped in the middle of a write.
 //
 // # On-disk format
 //
-// dir/EPOCH holds "epoch <n> open <m>\n", replaced atomically (write a
-// temporary file, fsync, rename, fsync dir). dir/LOCK is empty and only
-// flocked. Records live in segment files named after their first Seq
-// (%020d.seg), created the same atomic way, each starting with a 16-byte
-// header ("BATONSEG", format version, reserved) followed by records:
+// Format 2. dir/EPOCH says "epoch 18446744073709551615 open <m>\n" (so
+// that a writer of format 1 is fenced and its binary refuses the log) and
+// dir/LOCK is format 1's lock file. Each Open's folder dir/o.<epoch>.<open>.<nonce>/
+// holds LIVE (empty), STATE and its own segment files. STATE, replaced
+// atomically (write a temporary file, fsync, rename, fsync the folder), is
+//
+//	baton-log 2
+//	epoch <epoch>
+//	acked <lsn>            (see Acked)
+//	compacted <gen> <upto> (see PrepareCompaction)
+//	from <seq>             (own files before it were truncated away)
+//	seg <path> <first seq> <records> <bytes>   (inherited segments, in order)
+//	end
+//
+// Segment files are named after their first Seq (%020d.seg, or
+// %020d-%020d.seg for compacted ones), created the same atomic way, each
+// starting with a 16-byte header ("BATONSEG", format version 1, reserved)
+// followed by records:
 //
 //	offset size field
 //	 0     4    CRC-32C (Castagnoli) of bytes 4..40 and the payload
@@ -38,18 +125,28 @@
 //	40     n    payload
 //
 // all integers little-endian. A segment is closed once the next record
-// would take it past Options.SegmentSize (64 MiB by default).
+// would take it past Options.SegmentSize (64 MiB by default); a new Open
+// starts a new segment of its own.
+//
+// Format 1 kept EPOCH, ACKED, COMPACTED and the segments directly in dir,
+// and fenced with flock(2) on LOCK around every write. The first format-2
+// Open of such a log takes that lock (once), describes the format-1 files
+// in the STATE of an owner o.0.0.0000000000000000 (they become inherited
+// segments, in place), and writes EPOCH.
 //
 // # Recovery
 //
-// Open scans every segment and verifies every CRC. A torn or corrupt tail of
-// the last segment (a write cut short by a crash) is truncated away; since
+// Open reads the log the previous owner left (R5) and verifies every
+// record's CRC. The previous owner's last file may end with a torn or
+// corrupt record (a write cut short by a crash, or one in progress): the
+// log stops before it, and the bytes stay where they are, never read. Since
 // Sync returns only after the fsync of everything it wrote, no record it
-// reported durable is ever in that tail. Damage anywhere else, or a record
-// with a valid CRC but out of sequence, fails Open with ErrCorrupt rather
-// than dropping data. Open then fsyncs the last segment and the directory,
-// so that what a killed predecessor wrote but did not fsync is durable before
-// this process reports it as such.
+// reported durable is ever there. Damage anywhere else, an inherited
+// segment that does not hold what STATE says, or a record with a valid CRC
+// but out of sequence, fails Open with ErrCorrupt rather than dropping
+// data. Open fsyncs the previous owner's files, so that what a killed
+// predecessor wrote but did not fsync is durable before this process
+// reports it as such.
 //
 // # Concurrency
 //
