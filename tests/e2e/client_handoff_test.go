@@ -647,22 +647,15 @@ func (h *healthProbe) finish() (map[string]int, int) {
 //
 // Where the freeze lands matters, so each case is made deterministic: A is
 // frozen (retrying SIGSTOP/SIGCONT) until it is caught outside, or inside,
-// the short flock(2) critical section of a storage Sync on the shared
-// folder.
-// knownBugs, when set, runs the checks skipped for a known bug.
-const knownBugs = "BATON_E2E_KNOWN_BUGS"
-
+// a write to the shared storage: between the ownership check that starts a
+// write and the one that publishes it, a span the writer marks with a
+// shared flock(2) on its LIVE file (nobody waits for it; storage's doc.go).
 func TestClientFrozenPredecessor(t *testing.T) {
-	t.Run("outside the storage lock", func(t *testing.T) { testClientFrozenPredecessor(t, false) })
-	t.Run("holding the storage lock", func(t *testing.T) {
-		if os.Getenv(knownBugs) == "" {
-			t.Skip("bug: a worker frozen inside a storage Sync keeps its flock on the shared folder's LOCK; the successor, granted the lease, blocks in storage.Open (health \"starting\") until the frozen worker is thawed or killed (set " + knownBugs + "=1 to run)")
-		}
-		testClientFrozenPredecessor(t, true)
-	})
+	t.Run("outside a storage write", func(t *testing.T) { testClientFrozenPredecessor(t, false) })
+	t.Run("inside a storage write", func(t *testing.T) { testClientFrozenPredecessor(t, true) })
 }
 
-func testClientFrozenPredecessor(t *testing.T, holdingLock bool) {
+func testClientFrozenPredecessor(t *testing.T, insideWrite bool) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	setupItems(t, pg)
 	proxy := startServiceProxy(t)
@@ -694,9 +687,9 @@ func testClientFrozenPredecessor(t *testing.T, holdingLock bool) {
 		_ = a.worker.Signal(syscall.SIGCONT)
 		_ = a.broker.Signal(syscall.SIGCONT)
 	})
-	attempts := freezePod(t, a, dir, holdingLock)
+	attempts := freezePod(t, a, dir, insideWrite)
 	frozen := time.Now()
-	t.Logf("pod A frozen (holding the storage lock: %v) after %d attempts", holdingLock, attempts)
+	t.Logf("pod A frozen (inside a storage write: %v) after %d attempts", insideWrite, attempts)
 	_, atFreeze := insertsSeen(c.snapshot())
 	// The bound for a freeze is the session timeout (3 s) + 3 s; this test
 	// is about what the client sees, so it allows more on a busy machine.
@@ -778,9 +771,9 @@ func testClientFrozenPredecessor(t *testing.T, holdingLock bool) {
 }
 
 // freezePod SIGSTOPs a pod's broker and worker, retrying (SIGCONT, a few
-// milliseconds, SIGSTOP again) until the worker is stopped while it holds
-// (holding) or does not hold (!holding) a flock on a LOCK file of the
-// storage at dir. It returns how many freezes it took.
+// milliseconds, SIGSTOP again) until the worker is stopped inside
+// (holding) or outside (!holding) a write to the storage at dir. It
+// returns how many freezes it took.
 func freezePod(t *testing.T, p pair, dir string, holding bool) int {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
@@ -795,7 +788,7 @@ func freezePod(t *testing.T, p pair, dir string, holding bool) int {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		held, err := holdsStorageLock(p.worker.PID(), dir)
+		held, err := insideStorageWrite(p.worker.PID(), dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -808,7 +801,7 @@ func freezePod(t *testing.T, p pair, dir string, holding bool) int {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("could not freeze the worker with holding-the-storage-lock = %v in %d attempts", holding, attempt)
+			t.Fatalf("could not freeze the worker with inside-a-storage-write = %v in %d attempts", holding, attempt)
 		}
 		// Let it run a little, so the next freeze lands elsewhere.
 		time.Sleep(time.Duration(1+attempt%5) * time.Millisecond)
@@ -835,15 +828,15 @@ func allStopped(pid int) (bool, error) {
 	return true, nil
 }
 
-// holdsStorageLock reports whether pid holds a flock on a LOCK file of the
-// worker storage at dir (the stream log's or a shape log's), per
-// /proc/locks.
-func holdsStorageLock(pid int, dir string) (bool, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "default", "LOCK"))
+// insideStorageWrite reports whether pid is inside a write to the worker
+// storage at dir (the stream log's or a shape log's): whether it holds a
+// flock on one of the logs' LIVE files, per /proc/locks.
+func insideStorageWrite(pid int, dir string) (bool, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "default", "o.*", "LIVE"))
 	if err != nil {
 		return false, err
 	}
-	shapes, err := filepath.Glob(filepath.Join(dir, "default", "shapes", "*", "LOCK"))
+	shapes, err := filepath.Glob(filepath.Join(dir, "default", "shapes", "*", "o.*", "LIVE"))
 	if err != nil {
 		return false, err
 	}
