@@ -99,9 +99,8 @@ func TestWorkerFrozenPredecessor(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	// Freeze outside the storage's short critical section: a worker frozen
-	// while holding its flock blocks a successor on shared storage (a known
-	// limitation, see TestClientFrozenPredecessor/holding_the_storage_lock).
+	// Freeze outside a storage write, so that the thawed worker notices the
+	// lost lease first (TestClientFrozenPredecessor freezes it inside one).
 	freezePod(t, a, dir, false)
 	frozen := time.Now()
 	t.Cleanup(func() {
