@@ -85,9 +85,12 @@
 //     which Open removes when it finds them (R4).
 //  6. G3: no step above waits for anything but the local disk.
 //
-// A shared volume must give the same visibility across nodes (for NFS:
-// no attribute or lookup caching of the log folders), as flock(2) needed
-// coherent locks before.
+// A shared volume must give the same visibility across nodes, as flock(2)
+// needed coherent locks before. On NFS that is close-to-open consistency
+// (the default; not "nocto"): every check opens the LIVE file, and every
+// Open opens the files it reads after the fence. Records that Write made
+// readable but that no Sync made durable count for G1 only on a local file
+// system: elsewhere, as after a machine crash, they are made again.
 //
 // While a write is in progress (from the check that starts it to the one
 // that publishes it) its writer holds a shared flock on its LIVE file.

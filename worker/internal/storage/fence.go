@@ -162,16 +162,18 @@ func randomNonce() uint64 {
 }
 
 // checkOwner reports ErrFenced once a newer Open removed this Open's LIVE
-// file: one lookup, never a wait.
+// file. It opens the file rather than only looking its name up, so that on
+// NFS (close-to-open consistency) the client asks the server instead of
+// trusting a cached name. It never waits for another process.
 func (l *Log) checkOwner() error {
-	_, err := os.Lstat(l.live)
+	f, err := os.Open(l.live)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%w: a newer Open took the log over from this writer (%s)", ErrFenced, l.me)
 	}
 	if err != nil {
 		return fmt.Errorf("check owner: %w", err)
 	}
-	return nil
+	return f.Close()
 }
 
 // writing marks a write in progress, from the check before it to the check
