@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/batonhq/baton/worker/internal/config"
+	"github.com/batonhq/baton/worker/internal/replication"
 )
 
 func main() {
@@ -22,6 +23,9 @@ func main() {
 	switch {
 	case err == nil:
 		os.Exit(0)
+	case replication.IsRequirement(err):
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		os.Exit(2)
 	case config.IsConfigError(err):
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "worker: configuration error:", err)

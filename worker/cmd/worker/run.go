@@ -40,6 +40,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return nil
 		case "inspect":
 			return runInspect(args[1:], getenv, stdout, stderr)
+		case "check":
+			return runCheck(ctx, args[1:], getenv, stdout, stderr)
 		}
 	}
 	cfg, err := config.Parse(args, getenv, stderr)
@@ -84,7 +86,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	reg.MustRegister(proxied)
 	api.Proxied = func(code int) { proxied.WithLabelValues(strconv.Itoa(code)).Inc() }
 	api.Register(mux)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	var unmet unmetRequirement
+	srv := &http.Server{Handler: unmet.guard(mux), ReadHeaderTimeout: 5 * time.Second}
 
 	client, err := lease.New(cfg.BrokerAddr, lease.Options{WorkerID: id, StreamID: cfg.StreamID, AdvertiseURL: cfg.AdvertiseURL,
 		// A standby forwards shape requests to the worker its broker says
@@ -112,7 +115,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return srv.Shutdown(sctx)
 	})
 	g.Go(func() error {
-		w := &worker{cfg: cfg, client: client, tracker: &tracker, api: api, metrics: metrics, expired: expired, shapeCounters: shapeCounters, log: log}
+		w := &worker{cfg: cfg, client: client, tracker: &tracker, api: api, metrics: metrics, expired: expired, shapeCounters: shapeCounters, log: log, unmet: &unmet}
 		return w.leaseLoop(gctx)
 	})
 	return g.Wait()
@@ -131,6 +134,7 @@ type worker struct {
 	// shapeCounters count compactions, invalidations and where errors.
 	shapeCounters shapes.Counters
 	log           *slog.Logger
+	unmet         *unmetRequirement // shape requests get 503 naming it
 }
 
 func (w *worker) leaseLoop(ctx context.Context) error {
@@ -185,6 +189,9 @@ func (w *worker) holdLease(ctx context.Context, l *lease.Lease) uint64 {
 		if errors.Is(err, replication.ErrSuperseded) || errors.Is(err, storage.ErrFenced) {
 			log.Error("a newer epoch owns the stream; giving the lease back", "epoch", l.Epoch, "err", err)
 			return durable
+		}
+		if w.awaitRequirements(ctx, l) { // an unmet requirement explains the failure
+			continue
 		}
 		log.Error("replication failed; retrying while the lease is valid", "epoch", l.Epoch, "err", err, "retry_in", delay)
 		select {

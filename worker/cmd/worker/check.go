@@ -1,0 +1,33 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/batonhq/baton/proto/stream"
+	"github.com/batonhq/baton/worker/internal/config"
+	"github.com/batonhq/baton/worker/internal/replication"
+)
+
+// checkTimeout bounds `worker check` and each check at the start of a lease.
+const checkTimeout = 10 * time.Second
+
+// runCheck is `worker check`: it checks that PostgreSQL at DATABASE_URL
+// meets what the worker needs (replication.CheckRequirements) and prints
+// one summary line. An unmet requirement is returned as a
+// *replication.RequirementError (exit code 2, one line naming what to
+// change).
+func runCheck(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := config.Parse(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	r, err := replication.CheckDatabase(ctx, cfg.DatabaseURL, stream.SlotName(cfg.StreamID), stream.PublicationName(cfg.StreamID), checkTimeout)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, r.Summary())
+	return nil
+}
