@@ -22,8 +22,14 @@ build: ## Build bin/broker and bin/worker
 	@if ls worker/cmd/worker/*.go >/dev/null 2>&1; then go build -ldflags "$(LDFLAGS)" -o $(BIN)/worker ./worker/cmd/worker; fi
 
 .PHONY: run
-run: build ## Run broker (+ worker) against DATABASE_URL, or a throwaway local PostgreSQL
-	go run ./tests/cmd/devrun -bin $(BIN)
+run: build ## Run broker + worker against DATABASE_URL, or a throwaway local PostgreSQL; Ctrl-C stops
+	go build -o $(BIN)/devrun ./tests/cmd/devrun
+	$(BIN)/devrun -bin $(BIN)
+
+.PHONY: run-pair
+run-pair: build ## Run two broker + worker pairs on one database, to try a handoff
+	go build -o $(BIN)/devrun ./tests/cmd/devrun
+	$(BIN)/devrun -bin $(BIN) -pairs 2
 
 .PHONY: test
 test: ## Run every test (unit, end-to-end and fault tests against a real PostgreSQL)

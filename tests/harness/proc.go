@@ -131,6 +131,24 @@ func (p *Process) Wait(timeout time.Duration) (int, error) {
 	return 0, nil
 }
 
+// ExitStatus says how the process ended ("exit code 1", "signal: killed"),
+// once Done is closed; "running" before.
+func (p *Process) ExitStatus() string {
+	select {
+	case <-p.done:
+	default:
+		return "running"
+	}
+	st := p.cmd.ProcessState
+	if st == nil {
+		return fmt.Sprintf("failed: %v", p.err)
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return "signal: " + ws.Signal().String()
+	}
+	return fmt.Sprintf("exit code %d", st.ExitCode())
+}
+
 // Kill kills the process group (SIGCONT first, so a stopped process dies) and
 // waits for it.
 func (p *Process) Kill() {
