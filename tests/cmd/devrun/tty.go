@@ -46,15 +46,17 @@ func takeTerminal() (restore func()) {
 
 func getpgrp(fd uintptr) (int, error) {
 	var pgrp int32
-	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCGPGRP, uintptr(unsafe.Pointer(&pgrp))); e != 0 {
-		return 0, e
-	}
-	return int(pgrp), nil
+	err := ioctl(fd, syscall.TIOCGPGRP, &pgrp)
+	return int(pgrp), err
 }
 
 func setpgrp(fd uintptr, pgrp int) error {
 	v := int32(pgrp)
-	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCSPGRP, uintptr(unsafe.Pointer(&v))); e != 0 {
+	return ioctl(fd, syscall.TIOCSPGRP, &v)
+}
+
+func ioctl(fd, req uintptr, arg *int32) error {
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, fd, req, uintptr(unsafe.Pointer(arg))); e != 0 {
 		return e
 	}
 	return nil

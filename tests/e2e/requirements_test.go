@@ -1,0 +1,125 @@
+package e2e_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton/tests/harness"
+	"github.com/batonhq/baton/tests/pgtest"
+)
+
+// startRequirementPair starts a broker on the superuser URL and a worker on
+// workerURL, and returns the worker.
+func startRequirementPair(t *testing.T, pg *pgtest.Cluster, workerURL string) *harness.Worker {
+	t.Helper()
+	b := startBroker(t, harness.BrokerOptions{DatabaseURL: pg.URL(), Name: "broker"})
+	w, err := harness.StartWorker(harness.WorkerOptions{
+		Bin: bins["worker"], DatabaseURL: workerURL, BrokerAddr: b.Addr, StorageDir: t.TempDir(), Name: "worker",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		w.Kill()
+		if t.Failed() {
+			t.Logf("--- log of %s ---\n%s", w.Name, w.Output())
+		}
+	})
+	return w
+}
+
+// awaitShape503 waits until GET /v1/shape answers 503 with a message
+// containing want, and checks that /v1/health says waiting meanwhile.
+func awaitShape503(t *testing.T, w *harness.Worker, want string) {
+	t.Helper()
+	var last string
+	err := harness.Await(30*time.Second, "503 naming "+want, func() (bool, error) {
+		resp, err := http.Get("http://" + w.HTTPAddr + "/v1/shape?table=items&offset=-1")
+		if err != nil {
+			return false, nil
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Message string `json:"message"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		last = body.Message
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(body.Message, want) &&
+			resp.Header.Get("Retry-After") != "", nil
+	})
+	if err != nil {
+		t.Fatalf("%v (last message %q)", err, last)
+	}
+	if s, code, err := w.Health(); err != nil || s != "waiting" || code != http.StatusAccepted {
+		t.Fatalf("health while a requirement is unmet: %q %d %v, want waiting 202", s, code, err)
+	}
+}
+
+func errorLines(out, containing string) int {
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "level=ERROR") && strings.Contains(l, containing) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestWorkerWalLevelReplica: against a server with wal_level=replica the
+// worker holding the lease logs one ERROR line naming wal_level (not one
+// per retry), reports waiting and answers shape requests 503 naming it.
+func TestWorkerWalLevelReplica(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{Settings: map[string]string{"wal_level": "replica"}})
+	w := startRequirementPair(t, pg, pg.URL())
+	awaitShape503(t, w, "set wal_level = logical")
+	// The check is repeated every 5 s; over a repetition the ERROR line
+	// must not be repeated (before, every retry logged one): absence is
+	// observed over a window, there is no event to await.
+	deadline := time.Now().Add(6 * time.Second)
+	for time.Now().Before(deadline) {
+		if n := errorLines(w.Output(), "level=ERROR"); n != 1 {
+			t.Fatalf("%d ERROR lines, want exactly one:\n%s", n, w.Output())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := errorLines(w.Output(), "wal_level"); n != 1 {
+		t.Fatalf("the ERROR line does not name wal_level:\n%s", w.Output())
+	}
+}
+
+// TestWorkerRoleWithoutReplication: a worker whose role lacks REPLICATION
+// says so in one ERROR line and a 503, and replicates as soon as the role
+// is given the attribute, without a restart.
+func TestWorkerRoleWithoutReplication(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	conn := connect(t, pg)
+	if _, err := conn.Exec(t.Context(), `CREATE ROLE app LOGIN; GRANT CREATE ON DATABASE postgres TO app`); err != nil {
+		t.Fatal(err)
+	}
+	w := startRequirementPair(t, pg, roleURL(t, pg, "app"))
+	awaitShape503(t, w, `ALTER ROLE "app" REPLICATION`)
+	if _, err := conn.Exec(t.Context(), `ALTER ROLE app REPLICATION`); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.AwaitStatus("active", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := errorLines(w.Output(), "level=ERROR"); n != 1 || errorLines(w.Output(), "REPLICATION") != 1 {
+		t.Fatalf("want exactly one ERROR line, naming REPLICATION:\n%s", w.Output())
+	}
+}
+
+// roleURL is pg's URL for another role.
+func roleURL(t *testing.T, pg *pgtest.Cluster, role string) string {
+	t.Helper()
+	u, err := url.Parse(pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	return u.String()
+}
