@@ -230,7 +230,7 @@ func TestWorkerPortTaken(t *testing.T) {
 		t.Fatal("exit code 0, want non-zero")
 	}
 	errOut := d.stderr.String()
-	for _, want := range []string{"devrun: worker exited (exit code 1); stopping broker", "address already in use", "devrun: worker exited (exit code 1)\n"} {
+	for _, want := range []string{"devrun: worker exited (exit code 1), so devrun stopped broker. The last lines of worker:\n", "address already in use"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("stderr lacks %q", want)
 		}

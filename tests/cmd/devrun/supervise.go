@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -102,10 +103,13 @@ func (s *supervisor) handleExit(e exited, watch func(*pair)) error {
 		other = e.p.worker
 	}
 	if len(s.pairs) == 1 || status != "exit code 0" {
-		fmt.Fprintf(s.log, "devrun: %s exited (%s); stopping %s. Its last lines:\n%s\n",
-			e.proc.Name, status, other.Name, lastLines(e.proc, 8))
-		s.stopAll()
-		return fmt.Errorf("%s exited (%s)", e.proc.Name, status)
+		problems := s.stopAll()
+		msg := fmt.Sprintf("%s exited (%s), so devrun stopped %s. The last lines of %s:\n%s",
+			e.proc.Name, status, strings.Join(s.names(e.proc), " and "), e.proc.Name, lastLines(e.proc, 8))
+		for _, m := range problems {
+			msg += "\n" + m
+		}
+		return errors.New(msg)
 	}
 	fmt.Fprintf(s.out, "devrun: %s exited (%s); stopping %s, then starting %s again as a standby, as a rolling deploy would\n",
 		e.proc.Name, status, other.Name, e.p.title())
@@ -119,6 +123,19 @@ func (s *supervisor) handleExit(e exited, watch func(*pair)) error {
 	fmt.Fprint(s.out, e.p.describe())
 	watch(e.p)
 	return nil
+}
+
+// names are the names of every process but proc.
+func (s *supervisor) names(proc *harness.Process) []string {
+	var out []string
+	for _, p := range s.pairs {
+		for _, q := range []*harness.Process{p.worker, p.broker} {
+			if q != nil && q != proc {
+				out = append(out, q.Name)
+			}
+		}
+	}
+	return out
 }
 
 // announce prints a change of the active pair.
