@@ -12,13 +12,13 @@ import (
 	"github.com/batonhq/baton/tests/pgtest"
 )
 
-// startRequirementPair starts a broker on the superuser URL and a worker on
-// workerURL, and returns the worker.
-func startRequirementPair(t *testing.T, pg *pgtest.Cluster, workerURL string) *harness.Worker {
+// startRequirementPair starts a broker and a worker on url, and returns
+// the worker.
+func startRequirementPair(t *testing.T, url string) *harness.Worker {
 	t.Helper()
-	b := startBroker(t, harness.BrokerOptions{DatabaseURL: pg.URL(), Name: "broker"})
+	b := startBroker(t, harness.BrokerOptions{DatabaseURL: url, Name: "broker"})
 	w, err := harness.StartWorker(harness.WorkerOptions{
-		Bin: bins["worker"], DatabaseURL: workerURL, BrokerAddr: b.Addr, StorageDir: t.TempDir(), Name: "worker",
+		Bin: bins["worker"], DatabaseURL: url, BrokerAddr: b.Addr, StorageDir: t.TempDir(), Name: "worker",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +74,7 @@ func errorLines(out, containing string) int {
 // per retry), reports waiting and answers shape requests 503 naming it.
 func TestWorkerWalLevelReplica(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{Settings: map[string]string{"wal_level": "replica"}})
-	w := startRequirementPair(t, pg, pg.URL())
+	w := startRequirementPair(t, pg.URL())
 	awaitShape503(t, w, "set wal_level = logical")
 	// The check is repeated every 5 s; over a repetition the ERROR line
 	// must not be repeated (before, every retry logged one): absence is
@@ -91,8 +91,8 @@ func TestWorkerWalLevelReplica(t *testing.T) {
 	}
 }
 
-// TestWorkerRoleWithoutReplication: a worker whose role lacks REPLICATION
-// says so in one ERROR line and a 503, and replicates as soon as the role
+// TestWorkerRoleWithoutReplication: a worker whose role (the broker's too,
+// with CREATE on the database) lacks REPLICATION says so in one ERROR line and a 503, and replicates as soon as the role
 // is given the attribute, without a restart.
 func TestWorkerRoleWithoutReplication(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
@@ -100,7 +100,7 @@ func TestWorkerRoleWithoutReplication(t *testing.T) {
 	if _, err := conn.Exec(t.Context(), `CREATE ROLE app LOGIN; GRANT CREATE ON DATABASE postgres TO app`); err != nil {
 		t.Fatal(err)
 	}
-	w := startRequirementPair(t, pg, roleURL(t, pg, "app"))
+	w := startRequirementPair(t, roleURL(t, pg, "app"))
 	awaitShape503(t, w, `ALTER ROLE "app" REPLICATION`)
 	if _, err := conn.Exec(t.Context(), `ALTER ROLE app REPLICATION`); err != nil {
 		t.Fatal(err)

@@ -256,6 +256,7 @@ func TestRequirements(t *testing.T) {
 		}
 	}
 	exec(`CREATE ROLE norepl LOGIN; CREATE ROLE nocreate LOGIN REPLICATION`)
+	exec(`CREATE ROLE noschema LOGIN REPLICATION; GRANT CREATE ON DATABASE postgres TO noschema`)
 
 	for _, tc := range []struct {
 		name  string
@@ -269,6 +270,12 @@ func TestRequirements(t *testing.T) {
 			want: `devrun: PostgreSQL: role norepl may not replicate: ALTER ROLE "norepl" REPLICATION`},
 		{name: "create publication", url: userURL(t, pg, "nocreate"),
 			want: `devrun: PostgreSQL: role nocreate may not create the publication baton_pub_default: GRANT CREATE ON DATABASE "postgres" TO "nocreate"`},
+		{name: "baton schema", url: userURL(t, pg, "noschema"),
+			setup: func(t *testing.T) {
+				exec(`CREATE SCHEMA baton`)
+				t.Cleanup(func() { exec(`DROP SCHEMA baton`) })
+			},
+			want: `devrun: PostgreSQL: role noschema may not use the schema baton as the worker does: give the worker the broker's role, or GRANT USAGE, CREATE ON SCHEMA baton TO "noschema"`},
 		{name: "replication slots", url: pg.URL(),
 			setup: func(t *testing.T) {
 				exec(`SELECT pg_create_physical_replication_slot('other')`)

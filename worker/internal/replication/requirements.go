@@ -95,6 +95,11 @@ FROM pg_roles r WHERE r.rolname = current_user`, slot, pub).Scan(
 	case !pubExists && !r.Superuser && !canCreate:
 		return r, &RequirementError{Setting: "CREATE",
 			Problem: fmt.Sprintf("role %s may not create the publication %s: GRANT CREATE ON DATABASE %s TO %s", r.Role, pub, quoteIdent(db), role)}
+	}
+	if err := checkBatonSchema(ctx, conn, r.Role); err != nil {
+		return r, err
+	}
+	switch {
 	case !r.SlotExists && r.SlotsUsed >= r.Slots:
 		return r, &RequirementError{Setting: "max_replication_slots",
 			Problem: fmt.Sprintf("no free replication slot for %s: max_replication_slots = %d and %d are in use; raise max_replication_slots in postgresql.conf and restart PostgreSQL, or drop an unused slot", slot, r.Slots, r.SlotsUsed)}
@@ -103,6 +108,39 @@ FROM pg_roles r WHERE r.rolname = current_user`, slot, pub).Scan(
 			Problem: fmt.Sprintf("no free WAL sender: max_wal_senders = %d and %d are in use; raise max_wal_senders in postgresql.conf and restart PostgreSQL", r.Senders, r.SendersUsed)}
 	}
 	return r, nil
+}
+
+// checkBatonSchema checks, when the broker has created the schema baton,
+// that the role may use it as the worker does: record publication changes
+// in baton.publication_changes (creating it when missing) and lock its
+// stream's row of baton.streams (FOR SHARE needs UPDATE).
+func checkBatonSchema(ctx context.Context, conn *pgx.Conn, role string) error {
+	var exists, usage bool
+	if err := conn.QueryRow(ctx, `SELECT to_regnamespace('baton') IS NOT NULL,
+       CASE WHEN to_regnamespace('baton') IS NULL THEN false ELSE has_schema_privilege('baton', 'USAGE') END`).Scan(&exists, &usage); err != nil {
+		return fmt.Errorf("check the schema baton: %w", err)
+	}
+	if !exists {
+		return nil
+	}
+	ok := usage
+	if usage {
+		var changes, streams bool
+		if err := conn.QueryRow(ctx, `SELECT
+       CASE WHEN to_regclass('baton.publication_changes') IS NULL THEN has_schema_privilege('baton', 'CREATE')
+            ELSE has_table_privilege('baton.publication_changes', 'SELECT, INSERT') END,
+       CASE WHEN to_regclass('baton.streams') IS NULL THEN true
+            ELSE has_table_privilege('baton.streams', 'SELECT') AND has_table_privilege('baton.streams', 'UPDATE') END`).Scan(&changes, &streams); err != nil {
+			return fmt.Errorf("check the schema baton: %w", err)
+		}
+		ok = changes && streams
+	}
+	if ok {
+		return nil
+	}
+	r := quoteIdent(role)
+	return &RequirementError{Setting: "baton schema",
+		Problem: fmt.Sprintf("role %s may not use the schema baton as the worker does: give the worker the broker's role, or GRANT USAGE, CREATE ON SCHEMA baton TO %s; GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA baton TO %s", role, r, r)}
 }
 
 // CheckDatabase connects to url and runs CheckRequirements, bounded by
