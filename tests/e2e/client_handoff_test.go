@@ -92,6 +92,10 @@ func startServiceProxy(t *testing.T) *serviceProxy {
 // URL is the proxy's base URL, what the client uses.
 func (p *serviceProxy) URL() string { return p.srv.URL }
 
+// unroute leaves the proxy without a target, as a Service without a ready
+// endpoint: new requests get 503 with Retry-After.
+func (p *serviceProxy) unroute() { p.target.Store(nil) }
+
 // moveTo sends every new request to the worker at base.
 func (p *serviceProxy) moveTo(t *testing.T, base string) {
 	t.Helper()
@@ -160,9 +164,20 @@ type clientTrace struct {
 
 func startTrace(t *testing.T, base, table string) *clientTrace {
 	t.Helper()
+	return startTraceWhere(t, base, table, "")
+}
+
+// startTraceWhere is startTrace for the shape of table's rows matching
+// where (the whole table when where is empty).
+func startTraceWhere(t *testing.T, base, table, where string) *clientTrace {
+	t.Helper()
 	needClient(t)
 	c := &clientTrace{dumps: make(chan []itemRow, 1), exit: make(chan struct{}), wake: make(chan struct{})}
-	c.cmd = exec.Command("node", "trace.mjs", base, table)
+	args := []string{"trace.mjs", base, table}
+	if where != "" {
+		args = append(args, where)
+	}
+	c.cmd = exec.Command("node", args...)
 	c.cmd.Dir = tsDir
 	c.cmd.Stderr = &syncWriter{w: &c.stderr, mu: &c.mu}
 	stdin, err := c.cmd.StdinPipe()
@@ -374,10 +389,21 @@ func checkTrace(events []traceEvent) (present map[int]bool, refetches int, err e
 // tableRows reads items as the client should end up with it.
 func tableRows(t *testing.T, pg *pgtest.Cluster) []itemRow {
 	t.Helper()
+	return tableRowsWhere(t, pg, "")
+}
+
+// tableRowsWhere reads the rows of items matching where (every row when
+// where is empty), ordered by id.
+func tableRowsWhere(t *testing.T, pg *pgtest.Cluster, where string) []itemRow {
+	t.Helper()
 	conn := connect(t, pg)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	rows, err := conn.Query(ctx, "SELECT id, note FROM items ORDER BY id")
+	q := "SELECT id, note FROM items"
+	if where != "" {
+		q += " WHERE " + where
+	}
+	rows, err := conn.Query(ctx, q+" ORDER BY id")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,8 +24,11 @@ type BrokerOptions struct {
 	// Host is the address the broker listens on and clients dial
 	// (default 127.0.0.1).
 	Host string
-	Name string
-	Tee  *os.File
+	// Addr and MetricsAddr, when set, are the host:port to listen on
+	// instead of free ports (a container restarted in its pod keeps them).
+	Addr, MetricsAddr string
+	Name              string
+	Tee               *os.File
 }
 
 // Broker is a running broker process.
@@ -43,16 +46,17 @@ func StartBroker(o BrokerOptions) (*Broker, error) {
 	if host == "" {
 		host = "127.0.0.1"
 	}
-	gp, err := FreePort()
-	if err != nil {
-		return nil, err
+	addr, maddr := o.Addr, o.MetricsAddr
+	for _, a := range []*string{&addr, &maddr} {
+		if *a != "" {
+			continue
+		}
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		*a = host + ":" + strconv.Itoa(port)
 	}
-	mp, err := FreePort()
-	if err != nil {
-		return nil, err
-	}
-	addr := host + ":" + strconv.Itoa(gp)
-	maddr := host + ":" + strconv.Itoa(mp)
 	env := []string{
 		"DATABASE_URL=" + o.DatabaseURL,
 		"BATON_BROKER_LISTEN=" + addr,

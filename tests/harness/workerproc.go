@@ -17,8 +17,11 @@ type WorkerOptions struct {
 	StorageDir  string
 	StreamID    string
 	Settings    map[string]string
-	Name        string
-	Tee         *os.File
+	// HTTPAddr, when set, is the host:port of the HTTP API instead of a
+	// free port (a container restarted in its pod keeps it).
+	HTTPAddr string
+	Name     string
+	Tee      *os.File
 	// Advertise sets BATON_ADVERTISE_URL to the worker's own HTTP address
 	// (http://127.0.0.1:<port>), as a pod advertises http://$(POD_IP):3000.
 	Advertise bool
@@ -32,11 +35,14 @@ type Worker struct {
 
 // StartWorker starts a worker with its HTTP API on a free port.
 func StartWorker(o WorkerOptions) (*Worker, error) {
-	port, err := FreePort()
-	if err != nil {
-		return nil, err
+	addr := o.HTTPAddr
+	if addr == "" {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		addr = "127.0.0.1:" + strconv.Itoa(port)
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
 	env := []string{
 		"DATABASE_URL=" + o.DatabaseURL,
 		"BATON_BROKER_ADDR=" + o.BrokerAddr,

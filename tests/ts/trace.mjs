@@ -9,19 +9,21 @@
 //   {"rows":[...]} the Shape's rows, sorted by "id", when a line "rows"
 //                  arrives on stdin (int8 values, BigInt, as strings)
 //
-//   node trace.mjs <base url> <table>
+//   node trace.mjs <base url> <table> [where]
 import { createInterface } from 'node:readline'
 import { ShapeStream, Shape } from '@electric-sql/client'
 
-const [base, table] = process.argv.slice(2)
+const [base, table, where] = process.argv.slice(2)
 if (!base || !table) {
-  console.error('usage: node trace.mjs <base url> <table>')
+  console.error('usage: node trace.mjs <base url> <table> [where]')
   process.exit(2)
 }
+const params = { table }
+if (where) params.where = where
 
 const stream = new ShapeStream({
   url: `${base}/v1/shape`,
-  params: { table },
+  params,
   subscribe: true,
   onError: (err) => {
     console.error(`shape error: ${err?.status ?? ''} ${err?.message ?? err}`)
