@@ -35,6 +35,17 @@ run-pair: build ## Run two broker + worker pairs on one database, to try a hando
 test: ## Run every test (unit, end-to-end and fault tests against a real PostgreSQL)
 	go test -count=1 -timeout $(TEST_TIMEOUT) $(MODULES)
 
+# `make faults`: the randomized fault test, long. Each storage mode (per-pod
+# and shared) takes FAULT_COUNT faults; FAULT_SEED replays a run's draws.
+FAULT_COUNT ?= 200
+FAULT_SEED ?=
+FAULT_TIMEOUT ?= 120m
+
+.PHONY: faults
+faults: ## Run the randomized fault test long (FAULT_COUNT=200 faults per storage mode, FAULT_SEED=n to replay)
+	BATON_FAULT_COUNT=$(FAULT_COUNT) BATON_FAULT_SEED=$(FAULT_SEED) \
+		go test -count=1 -v -timeout $(FAULT_TIMEOUT) -run '^TestRandomFaults$$' ./tests/e2e/
+
 .PHONY: bench
 bench: build ## Run the benchmarks and print them next to their baselines
 	go run ./tests/cmd/bench -bin $(BIN)
