@@ -14,18 +14,10 @@ import (
 	"github.com/batonhq/baton/tests/pgtest"
 )
 
-var replicatingRe = regexp.MustCompile(`msg=replicating .*epoch=(\d+) from_lsn=([0-9A-F]+/[0-9A-F]+)`)
-
 // replicatingFrom returns, for each epoch a worker's log shows streaming,
 // the slot's confirmed position it started from.
 func replicatingFrom(out string) map[uint64]pglogrepl.LSN {
-	from := map[uint64]pglogrepl.LSN{}
-	for _, m := range replicatingRe.FindAllStringSubmatch(out, -1) {
-		e, _ := strconv.ParseUint(m[1], 10, 64)
-		lsn, _ := pglogrepl.ParseLSN(m[2])
-		from[e] = lsn
-	}
-	return from
+	return logPositions(out, "msg=replicating ", fromLSNRe)
 }
 
 var durableRe = regexp.MustCompile(`(?m)^baton_worker_durable_lsn\{[^}]*\} (\S+)$`)

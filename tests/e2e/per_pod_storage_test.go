@@ -181,18 +181,32 @@ func killPod(t *testing.T, p pair) {
 	}
 }
 
-var ackedLSNRe = regexp.MustCompile(`replication stopped gracefully.* epoch=(\d+) acked_lsn=([0-9A-F]+/[0-9A-F]+)`)
+var (
+	epochRe    = regexp.MustCompile(` epoch=(\d+)`)
+	ackedLSNRe = regexp.MustCompile(` acked_lsn=([0-9A-F]+/[0-9A-F]+)`)
+	fromLSNRe  = regexp.MustCompile(` from_lsn=([0-9A-F]+/[0-9A-F]+)`)
+)
+
+// logPositions returns, for each epoch, the position (key lsnRe) of the
+// last line of a worker's log containing msg.
+func logPositions(out, msg string, lsnRe *regexp.Regexp) map[uint64]pglogrepl.LSN {
+	found := map[uint64]pglogrepl.LSN{}
+	for _, line := range logLines(out, msg) {
+		e, l := epochRe.FindStringSubmatch(line), lsnRe.FindStringSubmatch(line)
+		if e == nil || l == nil {
+			continue
+		}
+		epoch, _ := strconv.ParseUint(e[1], 10, 64)
+		lsn, _ := pglogrepl.ParseLSN(l[1])
+		found[epoch] = lsn
+	}
+	return found
+}
 
 // gracefulAcks returns the final acknowledgement a worker's log reports
 // for each epoch it stopped gracefully.
 func gracefulAcks(out string) map[uint64]pglogrepl.LSN {
-	acks := map[uint64]pglogrepl.LSN{}
-	for _, m := range ackedLSNRe.FindAllStringSubmatch(out, -1) {
-		e, _ := strconv.ParseUint(m[1], 10, 64)
-		lsn, _ := pglogrepl.ParseLSN(m[2])
-		acks[e] = lsn
-	}
-	return acks
+	return logPositions(out, "replication stopped gracefully", ackedLSNRe)
 }
 
 // The exact sequence of issue 8, with variants for how B leaves without
