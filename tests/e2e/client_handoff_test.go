@@ -156,7 +156,8 @@ type clientTrace struct {
 
 	mu      sync.Mutex
 	events  []traceEvent
-	notes   int // Shape notifications
+	times   []time.Time // when each event arrived
+	notes   int         // Shape notifications
 	stderr  strings.Builder
 	wake    chan struct{}
 	readErr error
@@ -231,8 +232,12 @@ func startTraceWhere(t *testing.T, base, table, where string) *clientTrace {
 				c.dumps <- rows
 				continue
 			}
+			now := time.Now()
 			c.mu.Lock()
 			c.events = append(c.events, line.Ev...)
+			for range line.Ev {
+				c.times = append(c.times, now)
+			}
 			if line.N != nil {
 				c.notes++
 			}
@@ -275,6 +280,14 @@ func (c *clientTrace) snapshot() []traceEvent {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.events)
+}
+
+// timedSnapshot returns a copy of the events seen so far and when each
+// arrived.
+func (c *clientTrace) timedSnapshot() ([]traceEvent, []time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.events), slices.Clone(c.times)
 }
 
 // rows asks the client for its materialized rows.
