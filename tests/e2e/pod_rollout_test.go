@@ -99,7 +99,7 @@ func testPodRollingUpdate(t *testing.T, kustomization string, shared bool) {
 		got := cl.rows(t)
 		sort.Slice(got, func(a, b int) bool { return got[a].ID < got[b].ID })
 		if !sameItems(got, want) {
-			t.Errorf("client %d ends with %d rows, the table has %d:\n%s", i, len(got), len(want), rowsDiff(got, want))
+			t.Errorf("client %d ends with %d rows, the table has %d:\n%s", i, len(got), len(want), itemsDiff(got, want))
 		}
 		events := cl.snapshot()
 		present, _, err := checkTrace(events)
@@ -304,8 +304,8 @@ func sameItems(got, want []itemRow) bool {
 	})
 }
 
-// rowsDiff lists, briefly, the rows only one side has or has differently.
-func rowsDiff(got, want []itemRow) string {
+// itemsDiff lists, briefly, the rows only one side has or has differently.
+func itemsDiff(got, want []itemRow) string {
 	key := func(r itemRow) string {
 		if r.Note == nil {
 			return strconv.Itoa(r.ID) + "=NULL"
