@@ -172,7 +172,9 @@ func (l *Log) takeOver() (committed bool, err error) {
 	l.st = state{epoch: l.me.epoch, acked: v.st.acked, upTo: v.st.upTo}
 	l.acked.Store(v.st.acked)
 	l.segs = v.segs
-	l.nextSeq = v.lastSeq + 1
+	// Seqs continue from the last record; upTo (carried from owner to
+	// owner) guards against reuse should a log ever be left empty.
+	l.nextSeq = max(v.lastSeq, v.st.upTo) + 1
 	l.lastEnd = v.lastEnd
 	l.durableSeq, l.durableEnd = v.lastSeq, v.lastEnd
 	if err := l.writeState(l.segs, l.st); err != nil {

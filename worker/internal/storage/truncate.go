@@ -9,10 +9,12 @@ import (
 )
 
 // TruncateBefore removes the segment files all of whose records have a seq
-// below seq, never the last segment: what no reader will ask for again
-// (the caller knows: every consumer has durably moved past it). Read from
-// an earlier seq then starts at the first kept record. It is fenced like
-// Sync and safe concurrently with every other method. It returns how many
+// below seq, never the last segment that holds records: what no reader
+// will ask for again (the caller knows: every consumer has durably moved
+// past it). Read from an earlier seq then starts at the first kept record.
+// The log's last record always stays: the next Open continues its seqs and
+// end LSN from it, so a seq is never given twice. It is fenced like Sync
+// and safe concurrently with every other method. It returns how many
 // records were removed.
 func (l *Log) TruncateBefore(seq uint64) (int, error) {
 	l.syncMu.Lock()
@@ -21,7 +23,7 @@ func (l *Log) TruncateBefore(seq uint64) (int, error) {
 	err := l.stateErrLocked()
 	var drop []*segment
 	records := 0
-	for i := 0; i+1 < len(l.segs); i++ {
+	for i := 0; i < lastWithRecords(l.segs); i++ {
 		s := l.segs[i]
 		if len(s.offsets) == 0 || s.firstSeq+uint64(len(s.offsets)) > seq {
 			break
@@ -49,6 +51,17 @@ func (l *Log) TruncateBefore(seq uint64) (int, error) {
 		return 0, l.fail(err)
 	}
 	return records, nil
+}
+
+// lastWithRecords is the index of the last of segs that holds records
+// (the last one if none does).
+func lastWithRecords(segs []*segment) int {
+	for i := len(segs) - 1; i >= 0; i-- {
+		if len(segs[i].offsets) > 0 {
+			return i
+		}
+	}
+	return len(segs) - 1
 }
 
 // dropSegments drops drop (a prefix of l.segs, not all of it) from the

@@ -73,3 +73,65 @@ func TestTruncateBefore(t *testing.T) {
 	}
 	l2.Close()
 }
+
+// TestTruncateKeepsLastRecord compacts a log up to its last record (which
+// leaves an empty file for the next appends as its last segment), then
+// truncates everything: the last record must stay, so that the next Open
+// continues the seqs and end LSNs instead of starting again at seq 1 (whose
+// records it would then hide behind the compaction).
+func TestTruncateKeepsLastRecord(t *testing.T) {
+	dir := t.TempDir()
+	opts := storage.Options{SegmentSize: 4096}
+	l, err := storage.OpenWith(dir, 1, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(1); i <= 17; i++ {
+		if _, err := l.Append(storage.Record{CommitLSN: i * 100, EndLSN: i*100 + 10, Payload: make([]byte, 300)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := l.PrepareCompaction(17, []storage.Record{{CommitLSN: 1700, EndLSN: 1710, Payload: []byte("compacted")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.TruncateBefore(1 << 60); err != nil {
+		t.Fatal(err)
+	}
+	if recs, err := l.Read(1, 10); err != nil || len(recs) != 1 || recs[0].Seq != 17 {
+		t.Fatalf("after truncating everything: %d records (%v), want the last one, seq 17", len(recs), err)
+	}
+	l.Close()
+
+	for epoch := uint64(2); epoch <= 3; epoch++ {
+		l, err = storage.OpenWith(dir, epoch, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 16 + epoch // 18, then 19
+		if seq, end := l.Durable(); seq != want-1 || end != (want-1)*100+10 {
+			t.Fatalf("epoch %d: Durable = %d, %d; want %d, %d", epoch, seq, end, want-1, (want-1)*100+10)
+		}
+		seq, err := l.Append(storage.Record{CommitLSN: want * 100, EndLSN: want*100 + 10, Payload: []byte("next")})
+		if err != nil || seq != want {
+			t.Fatalf("epoch %d: Append = seq %d, %v; want seq %d", epoch, seq, err, want)
+		}
+		if _, err := l.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		l.Close()
+	}
+	var seen []uint64
+	if err := storage.Inspect(dir, func(r storage.Record) error { seen = append(seen, r.Seq); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) == 0 || seen[len(seen)-1] != 19 {
+		t.Fatalf("Inspect sees seqs %v, want them to end at 19", seen)
+	}
+}
