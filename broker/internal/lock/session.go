@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -214,7 +215,7 @@ func (s *Session) Acquire(ctx context.Context) error {
 			return ctx.Err()
 		}
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "57014" && !s.conn.IsClosed() {
+		if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.QueryCanceled && !s.conn.IsClosed() {
 			// query_canceled by a statement timeout we did not set (a
 			// provider's or a proxy's): keep waiting.
 			continue

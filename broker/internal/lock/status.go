@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -68,7 +69,7 @@ func ReadStatus(ctx context.Context, q Querier, streamID string) (Status, error)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return st, nil
-	case errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000"):
+	case errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.UndefinedTable || pgErr.Code == pgerrcode.InvalidSchemaName):
 		return st, nil // no state table yet: nobody ever held a stream here
 	case err != nil:
 		return st, fmt.Errorf("read state table: %w", err)

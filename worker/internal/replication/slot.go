@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -55,7 +56,7 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, pub string) error {
 	}
 	_, err := conn.Exec(ctx, "CREATE PUBLICATION "+quoteIdent(pub))
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42710" { // created meanwhile
+	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.DuplicateObject { // created meanwhile
 		return nil
 	}
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -107,9 +108,9 @@ func fullIdentity(ctx context.Context, conn *pgx.Conn, d Definition, t *table) e
 	}
 	_, _ = conn.Exec(context.WithoutCancel(ctx), "SET lock_timeout = 0")
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == "42501" || pgErr.Code == "55P03") {
+	if errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.InsufficientPrivilege || pgErr.Code == pgerrcode.LockNotAvailable) {
 		why := "the worker's role must own the table"
-		if pgErr.Code == "55P03" {
+		if pgErr.Code == pgerrcode.LockNotAvailable {
 			why = "the table stayed locked by other transactions"
 		}
 		return &InvalidError{Field: "table", Problem: fmt.Sprintf(

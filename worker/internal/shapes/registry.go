@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sync/singleflight"
@@ -293,7 +294,7 @@ func (r *Registry) create(ctx context.Context, d Definition) (s *Shape, err erro
 	}()
 	if err := snapshot(ctx, conn, t, m, l); err != nil {
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && d.Where != "" && pgErr.Code[:2] == "22" {
+		if errors.As(err, &pgErr) && d.Where != "" && pgerrcode.IsDataException(pgErr.Code) {
 			// The where clause fails on a row (division by zero, a bad cast).
 			return nil, &InvalidError{Field: "where", Problem: "evaluating the where clause on the table's rows failed: " + pgErr.Message}
 		}

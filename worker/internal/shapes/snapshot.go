@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
@@ -164,7 +165,7 @@ func publish(ctx context.Context, conn *pgx.Conn, pub string, d Definition) erro
 	}
 	if _, err := conn.Exec(ctx, "ALTER PUBLICATION "+quoteIdent(pub)+" ADD TABLE "+d.TableSQL()); err != nil {
 		var pgErr interface{ SQLState() string }
-		if errors.As(err, &pgErr) && pgErr.SQLState() == "42710" { // added meanwhile
+		if errors.As(err, &pgErr) && pgErr.SQLState() == pgerrcode.DuplicateObject { // added meanwhile
 			return nil
 		}
 		return fmt.Errorf("add %s to publication %s (the role needs to own the table): %w", d, pub, err)

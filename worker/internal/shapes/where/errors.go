@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -30,9 +31,9 @@ func clientError(err error) (*pgconn.PgError, bool) {
 		return nil, false
 	}
 	switch {
-	case pe.Code == "42501": // insufficient_privilege: ours, not the client's
+	case pe.Code == pgerrcode.InsufficientPrivilege: // ours, not the client's
 		return pe, false
-	case len(pe.Code) == 5 && (pe.Code[:2] == "22" || pe.Code[:2] == "42"), pe.Code == "0A000":
+	case pgerrcode.IsDataException(pe.Code), pgerrcode.IsSyntaxErrororAccessRuleViolation(pe.Code), pe.Code == pgerrcode.FeatureNotSupported:
 		return pe, true
 	}
 	return pe, false
