@@ -69,7 +69,7 @@ func (l *Log) RecordAck(lsn uint64) error {
 	st.acked = lsn
 	err = l.writeState(segs, st)
 	l.at(hookWritten)
-	if cerr := w.end(l); err == nil {
+	if cerr := w.finish(); err == nil {
 		err = cerr
 	}
 	if err != nil {

@@ -344,7 +344,7 @@ func (c *Compaction) Commit() (removed, added int64, err error) {
 		return 0, 0, l.fail(err)
 	}
 	err = c.install(tail, segs[:k+1], segs[k+1:], last, appending, delta)
-	if cerr := w.end(l); err == nil {
+	if cerr := w.finish(); err == nil {
 		err = cerr
 	}
 	if err != nil {

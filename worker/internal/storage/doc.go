@@ -17,8 +17,8 @@
 // Guarantees. Let N be an Open that has returned.
 //
 //   - G1 (nothing lost): every record that an earlier writer's Sync or
-//     Write reported, and every RecordAck, TruncateBefore or compaction
-//     Commit that returned nil, is part of N's log, as it was; except
+//     Write reported, and every RecordAck, SetMeta, TruncateBefore or
+//     compaction Commit that returned nil, is part of N's log, as it was; except
 //     records that a later TruncateBefore or Commit of that writer dropped
 //     or replaced, even one that then returned ErrFenced (its caller had
 //     said it no longer needs them as they were).
@@ -47,8 +47,8 @@
 //   - R2 own files: a writer writes only into files of its own folder.
 //   - R3 check before publishing: a writer looks up its LIVE file after
 //     writing (and fsyncing) and before publishing anything: before Sync,
-//     Write or RecordAck returns, before readers see records, before
-//     acting on a new STATE.
+//     Write, RecordAck or SetMeta returns, before readers see records,
+//     before acting on a new STATE.
 //   - R4 remove only what is dropped: a writer removes a file only after a
 //     durable STATE no longer names it and a check after that STATE
 //     passed (TruncateBefore, Commit, and the garbage collection of Open).
@@ -110,8 +110,18 @@
 //	acked <lsn>            (see Acked)
 //	compacted <gen> <upto> (see PrepareCompaction)
 //	from <seq>             (own files before it were truncated away)
+//	meta <base64>          (see SetMeta; only once set)
 //	seg <path> <first seq> <records> <bytes>   (inherited segments, in order)
 //	end
+//
+// Metadata (SetMeta) is part of STATE, so it is fenced, taken over and
+// carried from owner to owner exactly as the acknowledgement is: G1 and
+// G2 hold for it. Every log folder also holds o.18446744073709551615.0.0000000000000000,
+// an owner folder above every epoch with neither LIVE nor STATE, which
+// this version ignores: a binary from before the "meta" line lists it as
+// a newer epoch and refuses the log (ErrFenced) instead of calling the
+// STATE corrupt, or, for the shapes, removing folders of a layout it does
+// not know.
 //
 // Segment files are named after their first Seq (%020d.seg, or
 // %020d-%020d.seg for compacted ones), created the same atomic way, each
@@ -136,6 +146,48 @@
 // Open of such a log takes that lock (once), describes the format-1 files
 // in the STATE of an owner o.0.0.0000000000000000 (they become inherited
 // segments, in place), and writes EPOCH.
+//
+// # Sets
+//
+// A Set (OpenSet) is a set of folders fenced by the same rules, the shapes
+// of a stream: its folder holds owner folders o.<epoch>.<open>.<nonce>/
+// with LIVE and a STATE naming the members,
+//
+//	baton-set 1
+//	epoch <epoch>
+//	member <owner folder>/<name>   (or <name>, for a migrated member)
+//	end
+//
+// and each member's folder inside the owner folder of the Open that added
+// it. Add, Remove and Open follow R1 to R5 with members for records: Add
+// (R2: the folder is the writer's own, made by NewFolder) writes STATE
+// naming it, then checks; Remove writes STATE without the folders, checks,
+// and only then removes them (R4); Open claims (R1), reads the highest
+// STATE below it, writes its own, checks (R5), and only then removes
+// garbage. So, for N an OpenSet that has returned:
+//
+//   - S1 (nothing lost): every member added, and every removal, by a call
+//     that returned nil before N was opened is in N's members, and in
+//     those of every later Open (until removed again); a member's folder
+//     is never removed while a STATE that a later Open may read names it.
+//   - S2 (nothing late): after N returned, an earlier Open's Add and
+//     Remove fail with ErrFenced and change no later Open's members; it
+//     removes no folder (its check fails before); what it creates goes
+//     into its own owner folder, which no later Open reads, and which a
+//     later Open removes as garbage.
+//   - S3 (no waiting): as G3.
+//
+// Proof: as 1 to 6 above, with "member" for "record": a STATE names
+// members rather than segments, and a later Open's members are those of
+// the STATE it builds on, changed only by its own Add and Remove. Garbage
+// (what Open removes) is what no STATE of this Open names in the folders
+// of older owners, which no later Open writes (R2) or names (it builds on
+// this STATE or a later one, and adds only folders of its own), and the
+// folders directly in the set's folder that are not members: only the
+// layout before sets made those (a binary of it is refused by the marker
+// above, and one still running is stale). The first OpenSet of a folder of
+// that layout (one folder per member, directly in it) takes the folders it
+// is told are members as they are, in place, like format-1 segments.
 //
 // # Recovery
 //

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -69,20 +70,48 @@ func parseOwnerName(name string) (ownerID, bool) {
 	return o, true
 }
 
+// markerOwner names a folder that every log of this version holds: an
+// owner above every epoch, with neither LIVE nor STATE, that never writes
+// and is never removed. This version ignores it. A binary that predates
+// metadata in STATE (SetMeta, which the fenced shapes rely on) lists it as
+// a newer epoch and refuses the log with ErrFenced, rather than read a
+// STATE it would call corrupt or remove shape folders of a layout it does
+// not know (as EPOCH makes format-1 binaries refuse format 2).
+var markerOwner = ownerID{epoch: math.MaxUint64}
+
 // listOwners returns the owner folders in root, lowest first.
 func listOwners(root string) ([]ownerID, error) {
+	owners, _, err := readOwners(root)
+	return owners, err
+}
+
+// readOwners returns the owner folders in root, lowest first, and whether
+// root holds markerOwner's folder.
+func readOwners(root string) (owners []ownerID, marked bool, err error) {
 	entries, err := os.ReadDir(root)
 	if err != nil {
-		return nil, fmt.Errorf("list owners: %w", err)
+		return nil, false, fmt.Errorf("list owners: %w", err)
 	}
-	var out []ownerID
 	for _, e := range entries {
-		if o, ok := parseOwnerName(e.Name()); ok && e.IsDir() {
-			out = append(out, o)
+		o, ok := parseOwnerName(e.Name())
+		switch {
+		case !ok || !e.IsDir():
+		case o == markerOwner:
+			marked = true
+		default:
+			owners = append(owners, o)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].less(out[j]) })
-	return out, nil
+	sort.Slice(owners, func(i, j int) bool { return owners[i].less(owners[j]) })
+	return owners, marked, nil
+}
+
+// mark creates markerOwner's folder in root, durably.
+func mark(root string) error {
+	if err := os.Mkdir(filepath.Join(root, markerOwner.name()), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create format marker: %w", err)
+	}
+	return syncDir(root)
 }
 
 // newerThan returns an owner in owners that outranks me in epoch, or, when
@@ -102,9 +131,14 @@ func newerThan(owners []ownerID, me ownerID, sameEpoch bool) (ownerID, bool) {
 // of a newer epoch, or a newer Open of the same epoch, exists. On failure
 // it removes what it created.
 func claim(root string, epoch uint64) (ownerID, error) {
-	owners, err := listOwners(root)
+	owners, marked, err := readOwners(root)
 	if err != nil {
 		return ownerID{}, err
+	}
+	if !marked {
+		if err := mark(root); err != nil {
+			return ownerID{}, err
+		}
 	}
 	me := ownerID{epoch: epoch, open: 1, nonce: randomNonce()}
 	if o, ok := newerThan(owners, me, false); ok {
@@ -162,13 +196,17 @@ func randomNonce() uint64 {
 }
 
 // checkOwner reports ErrFenced once a newer Open removed this Open's LIVE
-// file. It opens the file rather than only looking its name up, so that on
-// NFS (close-to-open consistency) the client asks the server instead of
-// trusting a cached name. It never waits for another process.
-func (l *Log) checkOwner() error {
-	f, err := os.Open(l.live)
+// file; see checkLive.
+func (l *Log) checkOwner() error { return checkLive(l.live, l.me) }
+
+// checkLive reports ErrFenced once a newer Open removed the LIVE file live
+// of owner me. It opens the file rather than only looking its name up, so
+// that on NFS (close-to-open consistency) the client asks the server
+// instead of trusting a cached name. It never waits for another process.
+func checkLive(live string, me ownerID) error {
+	f, err := os.Open(live)
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%w: a newer Open took the log over from this writer (%s)", ErrFenced, l.me)
+		return fmt.Errorf("%w: a newer Open took over from this writer (%s)", ErrFenced, me)
 	}
 	if err != nil {
 		return fmt.Errorf("check owner: %w", err)
@@ -177,29 +215,37 @@ func (l *Log) checkOwner() error {
 }
 
 // writing marks a write in progress, from the check before it to the check
-// after it: it holds this Open's LIVE file open with a shared flock(2).
+// after it: it holds the owner's LIVE file open with a shared flock(2).
 // Nobody ever waits for that lock (a newer Open removes the file without
 // looking at it); it is there so that an operator, or a test, can see in
 // /proc/locks a process stopped in the middle of a write.
-type writing struct{ f *os.File }
+type writing struct {
+	f    *os.File
+	live string
+	me   ownerID
+}
 
 // beginWrite checks ownership and marks the write in progress.
-func (l *Log) beginWrite() (writing, error) {
-	f, err := os.Open(l.live)
+func (l *Log) beginWrite() (writing, error) { return beginWriteAt(l.live, l.me) }
+
+// beginWriteAt checks that owner me still holds its LIVE file live, and
+// marks a write in progress.
+func beginWriteAt(live string, me ownerID) (writing, error) {
+	f, err := os.Open(live)
 	if errors.Is(err, fs.ErrNotExist) {
-		return writing{}, fmt.Errorf("%w: a newer Open took the log over from this writer (%s)", ErrFenced, l.me)
+		return writing{}, fmt.Errorf("%w: a newer Open took over from this writer (%s)", ErrFenced, me)
 	}
 	if err != nil {
 		return writing{}, fmt.Errorf("check owner: %w", err)
 	}
 	_ = unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
-	return writing{f: f}, nil
+	return writing{f: f, live: live, me: me}, nil
 }
 
-// end checks ownership again and ends the mark. Nothing written since
+// finish checks ownership again and ends the mark. Nothing written since
 // beginWrite may be published unless it returns nil.
-func (w writing) end(l *Log) error {
-	err := l.checkOwner()
+func (w writing) finish() error {
+	err := checkLive(w.live, w.me)
 	if w.f != nil {
 		w.f.Close()
 	}

@@ -62,6 +62,7 @@ type Log struct {
 	durableSeq uint64
 	durableEnd uint64
 	swaps      uint64        // how many compactions replaced segs (compact.go)
+	meta       []byte        // st.meta, for Meta without syncMu (meta.go)
 	changed    chan struct{} // closed and replaced whenever the state below or above changes
 	closed     bool
 	err        error // sticky: a fencing or I/O error ends the writer
@@ -169,9 +170,9 @@ func (l *Log) takeOver() (committed bool, err error) {
 			return false, err
 		}
 	}
-	l.st = state{epoch: l.me.epoch, acked: v.st.acked, upTo: v.st.upTo}
+	l.st = state{epoch: l.me.epoch, acked: v.st.acked, upTo: v.st.upTo, meta: v.st.meta}
 	l.acked.Store(v.st.acked)
-	l.segs = v.segs
+	l.segs, l.meta = v.segs, v.st.meta
 	// Seqs continue from the last record; upTo (carried from owner to
 	// owner) guards against reuse should a log ever be left empty.
 	l.nextSeq = max(v.lastSeq, v.st.upTo) + 1
@@ -279,7 +280,7 @@ func (l *Log) Sync() (durableEndLSN uint64, err error) {
 		err = l.flush(written)
 	}
 	l.at(hookWritten)
-	if cerr := w.end(l); err == nil {
+	if cerr := w.finish(); err == nil {
 		err = cerr
 	}
 	if err != nil {
@@ -328,7 +329,7 @@ func (l *Log) Write() error {
 		l.activeUnsynced = true
 	}
 	l.at(hookWritten)
-	if cerr := w.end(l); err == nil {
+	if cerr := w.finish(); err == nil {
 		err = cerr
 	}
 	if err != nil {

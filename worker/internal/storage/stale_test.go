@@ -33,6 +33,7 @@ type model struct {
 	recs  []Record
 	acked uint64
 	upTo  uint64 // bound of the last compaction
+	meta  []byte
 }
 
 func (m *model) clone() *model {
@@ -100,6 +101,9 @@ func checkModel(t *testing.T, what string, l *Log, m *model) {
 	if l.Acked() != m.acked {
 		t.Fatalf("%s: Acked = %d, want %d", what, l.Acked(), m.acked)
 	}
+	if string(l.Meta()) != string(m.meta) {
+		t.Fatalf("%s: Meta = %q, want %q", what, l.Meta(), m.meta)
+	}
 	var inspected []Record
 	if err := Inspect(l.root, func(r Record) error {
 		inspected = append(inspected, r)
@@ -131,6 +135,16 @@ func summary(recs []Record) string {
 	return fmt.Sprintf("seq %d..%d end %d..%d", recs[0].Seq, recs[len(recs)-1].Seq, recs[0].EndLSN, recs[len(recs)-1].EndLSN)
 }
 
+// randomMeta is metadata of a random size, with newlines and every byte
+// value.
+func randomMeta(rng *rand.Rand) []byte {
+	b := make([]byte, 1+rng.IntN(3000))
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
+}
+
 // staleOps are the writes a stopped writer may be in.
 func staleOps(rng *rand.Rand, end *uint64) []staleOp {
 	return []staleOp{
@@ -149,6 +163,11 @@ func staleOps(rng *rand.Rand, end *uint64) []staleOp {
 			after.acked = max(m.acked, m.lastEnd()) + 1 + rng.Uint64N(5)
 			*end = max(*end, after.acked)
 			return func() error { return l.RecordAck(after.acked) }, after
+		}},
+		{"SetMeta", []hookPoint{hookChecked, hookWritten}, func(t *testing.T, l *Log, m *model) (func() error, *model) {
+			after := m.clone()
+			after.meta = randomMeta(rng)
+			return func() error { return l.SetMeta(after.meta) }, after
 		}},
 		{"TruncateBefore", []hookPoint{hookChecked, hookWritten, hookRemoving}, func(t *testing.T, l *Log, m *model) (func() error, *model) {
 			// Which records go depends on the segments: find out on a copy
@@ -215,7 +234,7 @@ func prepareCompaction(t *testing.T, rng *rand.Rand, l *Log, m *model) (*Compact
 	if err != nil {
 		t.Fatalf("PrepareCompaction(%d, %d records): %v", upTo, len(recs), err)
 	}
-	after := &model{acked: m.acked, upTo: upTo}
+	after := &model{acked: m.acked, upTo: upTo, meta: m.meta}
 	for k, r := range recs {
 		r.Seq, r.Epoch = upTo-uint64(len(recs))+1+uint64(k), l.me.epoch
 		after.recs = append(after.recs, r)
@@ -357,6 +376,9 @@ func stopAndTakeOver(t *testing.T, what string, cur *Log, m *model, op staleOp, 
 	if err := cur.RecordAck(*end + 1000); !errors.Is(err, ErrFenced) {
 		t.Fatalf("%s: a later RecordAck = %v, want ErrFenced", what, err)
 	}
+	if err := cur.SetMeta([]byte("late")); !errors.Is(err, ErrFenced) {
+		t.Fatalf("%s: a later SetMeta = %v, want ErrFenced", what, err)
+	}
 	if _, err := cur.Append(Record{EndLSN: *end + 2000}); !errors.Is(err, ErrFenced) {
 		t.Fatalf("%s: a later Append = %v, want ErrFenced", what, err)
 	}
@@ -427,7 +449,7 @@ func openWithin(t *testing.T, what, dir string, epoch uint64, opts Options) *Log
 func randomWork(t *testing.T, rng *rand.Rand, l *Log, m *model, end *uint64) *model {
 	t.Helper()
 	for range 1 + rng.IntN(6) {
-		switch rng.IntN(6) {
+		switch rng.IntN(7) {
 		case 0, 1:
 			recs := appendRecs(t, l, 1+rng.IntN(10), end)
 			if _, err := l.Sync(); err != nil {
@@ -465,6 +487,12 @@ func randomWork(t *testing.T, rng *rand.Rand, l *Log, m *model, end *uint64) *mo
 					t.Fatalf("Commit: %v", err)
 				}
 				m = after
+			}
+		case 6:
+			m = m.clone()
+			m.meta = randomMeta(rng)
+			if err := l.SetMeta(m.meta); err != nil {
+				t.Fatalf("SetMeta: %v", err)
 			}
 		}
 	}

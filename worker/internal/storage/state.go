@@ -1,7 +1,7 @@
 package storage
 
 import (
-	"bufio"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +13,10 @@ import (
 
 // stateHeader starts every STATE file: the format version of the log.
 const stateHeader = "baton-log 2"
+
+// metaPrefix starts STATE's optional line of metadata (SetMeta), in
+// standard base64.
+const metaPrefix = "meta "
 
 // state is what an owner's STATE file says: the log as this owner sees
 // it, apart from the records it appended to its own segments since (those
@@ -27,6 +31,9 @@ type state struct {
 	// from: the owner's own files whose first seq is below it were
 	// truncated away.
 	from uint64
+	// meta is the caller's metadata (SetMeta), carried from owner to
+	// owner; nil when never set.
+	meta []byte
 	// inherited are the segments of older owners (or of a format-1 log)
 	// that are part of the log, in order, each with the exact number of
 	// records and bytes that count: what an older writer adds after them is
@@ -45,6 +52,9 @@ type fixedSegment struct {
 func (s *state) encode() []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\nepoch %d\nacked %d\ncompacted %d %d\nfrom %d\n", stateHeader, s.epoch, s.acked, s.gen, s.upTo, s.from)
+	if len(s.meta) > 0 {
+		fmt.Fprintf(&b, "%s%s\n", metaPrefix, base64.StdEncoding.EncodeToString(s.meta))
+	}
 	for _, f := range s.inherited {
 		fmt.Fprintf(&b, "seg %s %d %d %d\n", f.path, f.first, f.count, f.size)
 	}
@@ -63,12 +73,9 @@ func readState(dir string) (state, error) {
 	bad := func(what string) (state, error) {
 		return state{}, fmt.Errorf("%w: %s: %s", ErrCorrupt, filepath.Join(dir, stateFileName), what)
 	}
-	sc := bufio.NewScanner(strings.NewReader(string(b)))
-	sc.Buffer(nil, 1<<20)
-	var lines []string
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
+	// Lines of any length (the metadata's); the canonical form, checked
+	// below, ends with a newline.
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
 	if len(lines) < 6 || lines[0] != stateHeader || lines[len(lines)-1] != "end" {
 		return bad("not a complete format-2 state")
 	}
@@ -76,7 +83,14 @@ func readState(dir string) (state, error) {
 		&s.epoch, &s.acked, &s.gen, &s.upTo, &s.from); err != nil {
 		return bad(err.Error())
 	}
-	for _, line := range lines[5 : len(lines)-1] {
+	segLines := lines[5 : len(lines)-1]
+	if len(segLines) > 0 && strings.HasPrefix(segLines[0], metaPrefix) {
+		if s.meta, err = base64.StdEncoding.DecodeString(segLines[0][len(metaPrefix):]); err != nil || len(s.meta) == 0 {
+			return bad("meta line")
+		}
+		segLines = segLines[1:]
+	}
+	for _, line := range segLines {
 		var f fixedSegment
 		if _, err := fmt.Sscanf(line, "seg %s %d %d %d", &f.path, &f.first, &f.count, &f.size); err != nil || f.count <= 0 {
 			return bad(fmt.Sprintf("line %q", line))

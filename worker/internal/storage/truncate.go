@@ -40,7 +40,7 @@ func (l *Log) TruncateBefore(seq uint64) (int, error) {
 		return 0, l.fail(err)
 	}
 	err = l.dropSegments(drop)
-	if cerr := w.end(l); err == nil {
+	if cerr := w.finish(); err == nil {
 		err = cerr
 	}
 	if err != nil {
