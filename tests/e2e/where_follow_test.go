@@ -335,7 +335,7 @@ func pgRows(ctx context.Context, conn *pgx.Conn, s shapeSpec, cols []column) ([]
 }
 
 // displayConn connects with the display settings the worker uses for
-// every value it sends (worker/internal/replication/stream.go).
+// every value it sends (worker/internal/txn/settings.go, OutputSettings).
 func displayConn(t *testing.T, url string) *pgx.Conn {
 	t.Helper()
 	cfg, err := pgx.ParseConfig(url)

@@ -10,8 +10,8 @@ import (
 
 	"github.com/batonhq/baton/proto/stream"
 	"github.com/batonhq/baton/worker/internal/config"
-	"github.com/batonhq/baton/worker/internal/replication"
 	"github.com/batonhq/baton/worker/internal/storage"
+	"github.com/batonhq/baton/worker/internal/txn"
 )
 
 // runInspect prints the stored transactions of a stream, one JSON object a
@@ -39,7 +39,7 @@ func runInspect(args []string, getenv func(string) string, stdout, stderr io.Wri
 	defer w.Flush()
 	enc := json.NewEncoder(w)
 	return storage.Inspect(filepath.Join(dir, id), func(r storage.Record) error {
-		tx, err := replication.DecodeTransaction(r.Payload)
+		tx, err := txn.Decode(r.Payload)
 		if err != nil {
 			return fmt.Errorf("record %d: %w", r.Seq, err)
 		}

@@ -27,6 +27,7 @@ import (
 	"github.com/batonhq/baton/worker/internal/replication"
 	"github.com/batonhq/baton/worker/internal/shapes"
 	"github.com/batonhq/baton/worker/internal/storage"
+	"github.com/batonhq/baton/worker/internal/txn"
 	"github.com/batonhq/baton/worker/lease"
 )
 
@@ -186,7 +187,7 @@ func (w *worker) holdLease(ctx context.Context, l *lease.Lease) uint64 {
 		if err == nil || l.Err() != nil || ctx.Err() != nil {
 			return durable
 		}
-		if errors.Is(err, replication.ErrSuperseded) || errors.Is(err, storage.ErrFenced) {
+		if errors.Is(err, replication.ErrSuperseded) || errors.Is(err, shapes.ErrSuperseded) || errors.Is(err, storage.ErrFenced) {
 			log.Error("a newer epoch owns the stream; giving the lease back", "epoch", l.Epoch, "err", err)
 			return durable
 		}
@@ -213,7 +214,7 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease) (replication
 	}
 	defer store.Close()
 	// Transactions the stream appends reach the router in memory.
-	decoded := replication.NewTxCache()
+	decoded := txn.NewCache()
 	reg, err := shapes.Open(shapes.Options{Dir: dir, Epoch: l.Epoch, DatabaseURL: cfg.DatabaseURL, StreamID: cfg.StreamID,
 		Publication: l.Publication, Stream: store, Log: log, Decoded: decoded, Counters: w.shapeCounters})
 	if err != nil {

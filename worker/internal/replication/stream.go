@@ -15,6 +15,7 @@ import (
 	batonv1 "github.com/batonhq/baton/proto/baton/v1"
 
 	"github.com/batonhq/baton/worker/internal/storage"
+	"github.com/batonhq/baton/worker/internal/txn"
 	"github.com/batonhq/baton/worker/lease"
 )
 
@@ -68,8 +69,8 @@ type Options struct {
 	// built from the storage must be rebuilt (shape handles rotated).
 	OnDiscontinuity func(reason string) error
 	// Decoded, when set, receives every transaction appended to the sink
-	// (see TxCache).
-	Decoded *TxCache
+	// (see txn.Cache).
+	Decoded *txn.Cache
 }
 
 // Result says how a run ended.
@@ -526,19 +527,6 @@ func connectAdmin(ctx context.Context, url, app string) (*pgx.Conn, error) {
 	return conn, nil
 }
 
-// OutputSettings are the session settings that fix how PostgreSQL prints
-// values as text (dates, times, intervals, floats, bytea). The replication
-// connection uses them (pgoutput prints values with the walsender's
-// settings), and so must any connection whose text values are served next
-// to the replicated ones, such as a shape's snapshot.
-var OutputSettings = map[string]string{
-	"TimeZone":           "UTC",
-	"DateStyle":          "ISO, MDY",
-	"IntervalStyle":      "postgres",
-	"extra_float_digits": "1",
-	"bytea_output":       "hex",
-}
-
 func connectReplication(ctx context.Context, url, app string, walSenderTimeout time.Duration) (*pgconn.PgConn, error) {
 	cfg, err := pgconn.ParseConfig(url)
 	if err != nil {
@@ -547,7 +535,7 @@ func connectReplication(ctx context.Context, url, app string, walSenderTimeout t
 	cfg.RuntimeParams["replication"] = "database"
 	cfg.RuntimeParams["application_name"] = app
 	cfg.RuntimeParams["wal_sender_timeout"] = fmt.Sprint(walSenderTimeout.Milliseconds())
-	for k, v := range OutputSettings {
+	for k, v := range txn.OutputSettings {
 		cfg.RuntimeParams[k] = v
 	}
 	conn, err := pgconn.ConnectConfig(ctx, cfg)

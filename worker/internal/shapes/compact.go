@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/batonhq/baton/worker/internal/replication"
 	"github.com/batonhq/baton/worker/internal/storage"
+	"github.com/batonhq/baton/worker/internal/txn"
 )
 
 // Compaction keeps a shape log from growing without bound: the records up
@@ -299,7 +299,7 @@ func parseMessages(body []byte) ([]logMessage, error) {
 // row, or a delete, with the headers of a snapshot row.
 func appendCompacted(dst []byte, key string, k *keyState) []byte {
 	dst = append(dst, `{"key":`...)
-	dst = replication.AppendJSONString(dst, key)
+	dst = txn.AppendJSONString(dst, key)
 	dst = append(dst, `,"value":{`...)
 	cols := make([]string, 0, len(k.value))
 	for c := range k.value {
@@ -310,7 +310,7 @@ func appendCompacted(dst []byte, key string, k *keyState) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = replication.AppendJSONString(dst, c)
+		dst = txn.AppendJSONString(dst, c)
 		dst = append(dst, ':')
 		dst = append(dst, k.value[c]...)
 	}

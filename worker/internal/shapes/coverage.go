@@ -8,11 +8,10 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/batonhq/baton/proto/stream"
-	"github.com/batonhq/baton/worker/internal/replication"
+	"github.com/batonhq/baton/worker/internal/txn"
 )
 
 // schemaLockKey serialises creation of Baton's tables in schema baton
@@ -86,7 +85,7 @@ func dropFromPublication(ctx context.Context, conn *pgx.Conn, pub, streamID stri
 	var mine bool
 	err = tx.QueryRow(ctx, "SELECT true FROM baton.streams WHERE stream_id = $1 AND epoch = $2 FOR SHARE", streamID, int64(epoch)).Scan(&mine)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("%w: drop %s from publication %s: epoch %d is no longer the stream's", replication.ErrSuperseded, table, pub, epoch)
+		return fmt.Errorf("%w: drop %s from publication %s: epoch %d is no longer the stream's", ErrSuperseded, table, pub, epoch)
 	}
 	if err != nil {
 		return fmt.Errorf("drop %s from publication %s: check epoch: %w", table, pub, err)
@@ -147,7 +146,7 @@ func (r *Registry) CheckCoverage(ctx context.Context, position uint64) (Coverage
 	dropped := map[string]uint64{}
 	rows, err := conn.Query(ctx, `SELECT table_name, max(lsn)::text FROM baton.publication_changes
 		WHERE stream_id = $1 AND action = 'drop' AND lsn > $2::text::pg_lsn GROUP BY table_name`,
-		r.o.StreamID, pglogrepl.LSN(position).String())
+		r.o.StreamID, txn.LSN(position).String())
 	if err != nil {
 		return cov, fmt.Errorf("read baton.publication_changes: %w", err)
 	}
@@ -157,7 +156,7 @@ func (r *Registry) CheckCoverage(ctx context.Context, position uint64) (Coverage
 			rows.Close()
 			return cov, fmt.Errorf("read baton.publication_changes: %w", err)
 		}
-		lsn, err := pglogrepl.ParseLSN(text)
+		lsn, err := txn.ParseLSN(text)
 		if err != nil {
 			rows.Close()
 			return cov, fmt.Errorf("read baton.publication_changes: %w", err)
@@ -182,7 +181,7 @@ func (r *Registry) CheckCoverage(ctx context.Context, position uint64) (Coverage
 			// (taken after the table was published and every transaction
 			// running then had ended).
 			why[s] = fmt.Sprintf("the table was dropped from the publication at %s, after this storage's position %s",
-				pglogrepl.LSN(dropped[t]), pglogrepl.LSN(position))
+				txn.LSN(dropped[t]), txn.LSN(position))
 		}
 	}
 	if len(why) == 0 {

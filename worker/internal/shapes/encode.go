@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/batonhq/baton/worker/internal/replication"
+	"github.com/batonhq/baton/worker/internal/txn"
 )
 
 // The functions here append change messages as JSON, byte for byte what
@@ -45,7 +45,7 @@ func appendKeyPK[S []byte | string](dst []byte, v S, null bool) []byte {
 // appendHeaders appends the headers object as json.Marshal does.
 func appendHeaders(dst []byte, h *headers) []byte {
 	dst = append(dst, `{"operation":`...)
-	dst = replication.AppendJSONString(dst, h.Operation)
+	dst = txn.AppendJSONString(dst, h.Operation)
 	dst = append(dst, `,"relation":`...)
 	if h.Relation == nil {
 		dst = append(dst, "null"...)
@@ -55,7 +55,7 @@ func appendHeaders(dst []byte, h *headers) []byte {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = replication.AppendJSONString(dst, r)
+			dst = txn.AppendJSONString(dst, r)
 		}
 		dst = append(dst, ']')
 	}
@@ -71,7 +71,7 @@ func appendHeaders(dst []byte, h *headers) []byte {
 	}
 	if h.LSN != "" {
 		dst = append(dst, `,"lsn":`...)
-		dst = replication.AppendJSONString(dst, h.LSN)
+		dst = txn.AppendJSONString(dst, h.LSN)
 	}
 	if h.OpPosition != nil {
 		dst = append(dst, `,"op_position":`...)
@@ -82,11 +82,11 @@ func appendHeaders(dst []byte, h *headers) []byte {
 	}
 	if h.KeyChangeTo != "" {
 		dst = append(dst, `,"key_change_to":`...)
-		dst = replication.AppendJSONString(dst, h.KeyChangeTo)
+		dst = txn.AppendJSONString(dst, h.KeyChangeTo)
 	}
 	if h.KeyChangeFrom != "" {
 		dst = append(dst, `,"key_change_from":`...)
-		dst = replication.AppendJSONString(dst, h.KeyChangeFrom)
+		dst = txn.AppendJSONString(dst, h.KeyChangeFrom)
 	}
 	return append(dst, '}')
 }
@@ -94,7 +94,7 @@ func appendHeaders(dst []byte, h *headers) []byte {
 // appendMessage appends m as json.Marshal does.
 func appendMessage(dst []byte, m *message) []byte {
 	dst = append(dst, `{"key":`...)
-	dst = replication.AppendJSONString(dst, m.Key)
+	dst = txn.AppendJSONString(dst, m.Key)
 	dst = append(dst, `,"value":`...)
 	if m.Value == nil {
 		dst = append(dst, "null"...)
@@ -109,12 +109,12 @@ func appendMessage(dst []byte, m *message) []byte {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = replication.AppendJSONString(dst, k)
+			dst = txn.AppendJSONString(dst, k)
 			dst = append(dst, ':')
 			if v := m.Value[k]; v == nil {
 				dst = append(dst, "null"...)
 			} else {
-				dst = replication.AppendJSONString(dst, *v)
+				dst = txn.AppendJSONString(dst, *v)
 			}
 		}
 		dst = append(dst, '}')
@@ -149,7 +149,7 @@ func newRowEncoder(d Definition, columns []Column, pkPos []int) *rowEncoder {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = replication.AppendJSONString(b, columns[p].Name)
+		b = txn.AppendJSONString(b, columns[p].Name)
 		b = append(b, ':')
 		e.names = append(e.names, string(b))
 	}
@@ -167,14 +167,14 @@ func (e *rowEncoder) appendRow(dst []byte, raw [][]byte) []byte {
 		e.key = appendKeyPK(e.key, raw[p], raw[p] == nil)
 	}
 	dst = append(dst, `{"key":`...)
-	dst = replication.AppendJSONString(dst, e.key)
+	dst = txn.AppendJSONString(dst, e.key)
 	dst = append(dst, `,"value":{`...)
 	for i, p := range e.order {
 		dst = append(dst, e.names[i]...)
 		if v := raw[p]; v == nil {
 			dst = append(dst, "null"...)
 		} else {
-			dst = replication.AppendJSONString(dst, v)
+			dst = txn.AppendJSONString(dst, v)
 		}
 	}
 	dst = append(dst, '}')

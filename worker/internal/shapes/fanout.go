@@ -12,9 +12,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/batonhq/baton/worker/internal/replication"
 	"github.com/batonhq/baton/worker/internal/shapes/where"
 	"github.com/batonhq/baton/worker/internal/storage"
+	"github.com/batonhq/baton/worker/internal/txn"
 )
 
 // fanout finds the shapes each change goes to. Shapes without a where
@@ -302,7 +302,7 @@ type touch struct {
 }
 
 // transaction decides which shapes tx's changes go to.
-func (f *fanout) transaction(ctx context.Context, tx *replication.Transaction) (txFanout, error) {
+func (f *fanout) transaction(ctx context.Context, tx *txn.Transaction) (txFanout, error) {
 	var out txFanout
 	if len(f.tables) == 0 {
 		return out, nil
@@ -365,7 +365,7 @@ func (ts *tableShapes) all() []*Shape {
 
 // changed reports whether a change carries other columns than the shapes
 // were made with: the table was altered.
-func (ts *tableShapes) changed(tx *replication.Transaction, idx []int) bool {
+func (ts *tableShapes) changed(tx *txn.Transaction, idx []int) bool {
 	if ts.cols == nil {
 		return false
 	}
@@ -386,7 +386,7 @@ const (
 
 // match evaluates the where clauses on the old and new rows of the
 // changes idx of tx.
-func (ts *tableShapes) match(ctx context.Context, tx *replication.Transaction, idx []int) ([]touch, error) {
+func (ts *tableShapes) match(ctx context.Context, tx *txn.Transaction, idx []int) ([]touch, error) {
 	cols := tx.Changes[idx[0]].Columns
 	var rows [][]*string
 	type images struct{ old, new int }
@@ -475,7 +475,7 @@ func (ts *tableShapes) match(ctx context.Context, tx *replication.Transaction, i
 
 // newImage is the new row of a change, with unchanged TOASTed values taken
 // from the old row when it is whole.
-func newImage(c *replication.Change, fullOld bool) []*string {
+func newImage(c *txn.Change, fullOld bool) []*string {
 	if len(c.Unchanged) == 0 || !fullOld {
 		return c.New
 	}
@@ -546,7 +546,7 @@ func (f *fanout) routeRecords(ctx context.Context, recs []storage.Record) error 
 	for _, rec := range recs {
 		tx := f.r.o.Decoded.Take(rec.Seq)
 		if tx == nil {
-			if tx, err = replication.DecodeTransaction(rec.Payload); err != nil {
+			if tx, err = txn.Decode(rec.Payload); err != nil {
 				return fmt.Errorf("stream record %d: %w", rec.Seq, err)
 			}
 		}

@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"testing"
 
-	"github.com/batonhq/baton/worker/internal/replication"
+	"github.com/batonhq/baton/worker/internal/txn"
 )
 
 // reviewShape is an open shape of a whole table made when the table had
@@ -43,7 +43,7 @@ func TestReviewSyncRecreatedShapeAfterAlter(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := func(v string) *string { return &v }
-		tx := &replication.Transaction{XID: 10, CommitLSN: 100, Changes: []replication.Change{{
+		tx := &txn.Transaction{XID: 10, CommitLSN: 100, Changes: []txn.Change{{
 			Op: "insert", Schema: "public", Table: "t", Columns: []string{"id", "v", "w"},
 			New: []*string{s("1"), s("x"), s("y")},
 		}}}

@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/batonhq/baton/worker/internal/replication"
+	"github.com/batonhq/baton/worker/internal/txn"
 )
 
 // TestTxMessagesMembership checks how a change is told to a shape from
@@ -14,7 +14,7 @@ import (
 // old values.
 func TestTxMessagesMembership(t *testing.T) {
 	s := func(v string) *string { return &v }
-	update := replication.Change{Op: "update", Schema: "public", Table: "t",
+	update := txn.Change{Op: "update", Schema: "public", Table: "t",
 		Columns: []string{"id", "a", "b"},
 		Old:     []*string{s("1"), s("x"), s("same")},
 		New:     []*string{s("1"), s("y"), s("same")}, OldFull: true}
@@ -23,7 +23,7 @@ func TestTxMessagesMembership(t *testing.T) {
 	toasted := update
 	toasted.New = []*string{s("1"), s("y"), nil}
 	toasted.Unchanged = []string{"b"}
-	del := replication.Change{Op: "delete", Schema: "public", Table: "t", Columns: update.Columns, Old: update.Old, OldFull: true}
+	del := txn.Change{Op: "delete", Schema: "public", Table: "t", Columns: update.Columns, Old: update.Old, OldFull: true}
 
 	type msg struct {
 		Key      string            `json:"key"`
@@ -35,7 +35,7 @@ func TestTxMessagesMembership(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name             string
-		change           replication.Change
+		change           txn.Change
 		replica          string
 		columns          []string
 		oldIn, newIn, ok bool
@@ -71,7 +71,7 @@ func TestTxMessagesMembership(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			m := &Meta{Definition: Definition{Schema: "public", Table: "t", Replica: c.replica, Columns: c.columns}, PK: []string{"id"}}
-			tx := &replication.Transaction{XID: 7, CommitLSN: 100, Changes: []replication.Change{c.change}}
+			tx := &txn.Transaction{XID: 7, CommitLSN: 100, Changes: []txn.Change{c.change}}
 			u := m.txMessages(tx, []int{0}, func(int) (bool, bool, bool) { return c.oldIn, c.newIn, c.ok })
 			var got []msg
 			if u.count > 0 {

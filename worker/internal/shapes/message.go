@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/batonhq/baton/worker/internal/replication"
+	"github.com/batonhq/baton/worker/internal/txn"
 )
 
 // message is one change message of Electric's HTTP API.
@@ -124,7 +124,7 @@ func everyRow(int) (bool, bool, bool) { return true, true, true }
 // order, and in tells whether each one's rows are in the shape. The
 // messages are byte for byte what json.Marshal of a message with the
 // value as a map gives.
-func (m *Meta) txMessages(tx *replication.Transaction, idx []int, in membership) unit {
+func (m *Meta) txMessages(tx *txn.Transaction, idx []int, in membership) unit {
 	d := m.Definition
 	rel := []string{d.Schema, d.Table}
 	lsn := strconv.FormatUint(tx.CommitLSN, 10)
@@ -201,10 +201,10 @@ func (m *Meta) txMessages(tx *replication.Transaction, idx []int, in membership)
 // changeRows reads the rows of one change for one shape.
 type changeRows struct {
 	m *Meta
-	c *replication.Change
+	c *txn.Change
 }
 
-func rowsOf(m *Meta, c *replication.Change) changeRows { return changeRows{m, c} }
+func rowsOf(m *Meta, c *txn.Change) changeRows { return changeRows{m, c} }
 
 // pos is the position of a column in the change (the last of that name).
 func (r changeRows) pos(col string) (int, bool) {
@@ -336,7 +336,7 @@ func (r changeRows) oldRow(full bool) []kv {
 // appendChange appends a message whose value is sorted (sortedValue).
 func appendChange(dst []byte, c *change) []byte {
 	dst = append(dst, `{"key":`...)
-	dst = replication.AppendJSONString(dst, c.key)
+	dst = txn.AppendJSONString(dst, c.key)
 	dst = append(dst, `,"value":{`...)
 	dst = appendKVs(dst, c.value)
 	dst = append(dst, '}')
@@ -356,12 +356,12 @@ func appendKVs(dst []byte, kvs []kv) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = replication.AppendJSONString(dst, p.col)
+		dst = txn.AppendJSONString(dst, p.col)
 		dst = append(dst, ':')
 		if p.val == nil {
 			dst = append(dst, "null"...)
 		} else {
-			dst = replication.AppendJSONString(dst, *p.val)
+			dst = txn.AppendJSONString(dst, *p.val)
 		}
 	}
 	return dst

@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/batonhq/baton/worker/internal/replication"
+	"github.com/batonhq/baton/worker/internal/txn"
 )
 
 // A table without a primary key keys its rows by every column. An update
@@ -17,7 +17,7 @@ import (
 func TestReviewNoPKUpdateUnchangedToastKey(t *testing.T) {
 	s := func(v string) *string { return &v }
 	m := &Meta{Definition: Definition{Schema: "public", Table: "t"}, PK: []string{"body", "n"}}
-	tx := &replication.Transaction{XID: 7, CommitLSN: 100, Changes: []replication.Change{{
+	tx := &txn.Transaction{XID: 7, CommitLSN: 100, Changes: []txn.Change{{
 		Op: "update", Schema: "public", Table: "t", Columns: []string{"body", "n"},
 		Old: []*string{s("big"), s("1")}, OldFull: true,
 		New: []*string{nil, s("2")}, Unchanged: []string{"body"},

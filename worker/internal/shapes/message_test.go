@@ -6,7 +6,7 @@ import (
 	"math/rand"
 	"testing"
 
-	"github.com/batonhq/baton/worker/internal/replication"
+	"github.com/batonhq/baton/worker/internal/txn"
 )
 
 // reencode parses the messages of body and marshals each again with
@@ -60,9 +60,9 @@ func TestTxMessagesMatchesReference(t *testing.T) {
 		if r.Intn(3) == 0 {
 			m.PK = []string{"id", "k2"}
 		}
-		tx := &replication.Transaction{XID: r.Uint32(), CommitLSN: r.Uint64()}
+		tx := &txn.Transaction{XID: r.Uint32(), CommitLSN: r.Uint64()}
 		for i := r.Intn(5); i > 0; i-- {
-			c := replication.Change{Op: []string{"insert", "update", "delete", "truncate", "message"}[r.Intn(5)], Schema: "public", Table: "t"}
+			c := txn.Change{Op: []string{"insert", "update", "delete", "truncate", "message"}[r.Intn(5)], Schema: "public", Table: "t"}
 			if r.Intn(6) == 0 {
 				c.Table = "other"
 			}

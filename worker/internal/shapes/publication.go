@@ -2,9 +2,15 @@ package shapes
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"time"
 )
+
+// ErrSuperseded means a newer epoch owns the stream: a change to the
+// publication that only the stream's current worker may make was refused,
+// and not made.
+var ErrSuperseded = errors.New("a newer epoch owns the stream")
 
 // Reconcile makes the stream's publication hold exactly the tables of the
 // current shapes: tables no shape uses any more are dropped from it (so
@@ -12,7 +18,8 @@ import (
 // runs under the creation lock, one change at a time, so a shape being
 // created never loses its table. A publication FOR ALL TABLES is left alone.
 // Every drop is recorded in baton.publication_changes, fenced by the epoch
-// (see the package doc, "Publication coverage").
+// (see the package doc, "Publication coverage"): once a newer epoch owns
+// the stream, a drop fails with ErrSuperseded.
 func (r *Registry) Reconcile(ctx context.Context) error {
 	r.createMu.Lock()
 	defer r.createMu.Unlock()

@@ -17,8 +17,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/batonhq/baton/worker/internal/replication"
 	"github.com/batonhq/baton/worker/internal/storage"
+	"github.com/batonhq/baton/worker/internal/txn"
 )
 
 // Options open a Registry.
@@ -34,7 +34,7 @@ type Options struct {
 	Log    *slog.Logger
 	// Decoded, when set, holds transactions of Stream already decoded
 	// (filled by the replication stream on the same Log).
-	Decoded *replication.TxCache
+	Decoded *txn.Cache
 	// Counters count what happens to shapes; nil ones are not counted.
 	Counters Counters
 }

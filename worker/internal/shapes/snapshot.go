@@ -10,11 +10,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgerrcode"
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/batonhq/baton/worker/internal/replication"
 	"github.com/batonhq/baton/worker/internal/storage"
+	"github.com/batonhq/baton/worker/internal/txn"
 )
 
 // InvalidError is bad input about a shape: HTTP 400 naming the field.
@@ -54,7 +53,7 @@ func connect(ctx context.Context, url, app string) (*pgx.Conn, error) {
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
 	cfg.RuntimeParams["application_name"] = app
-	for k, v := range replication.OutputSettings {
+	for k, v := range txn.OutputSettings {
 		cfg.RuntimeParams[k] = v
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
@@ -214,7 +213,7 @@ func snapshot(ctx context.Context, conn *pgx.Conn, t *table, m *Meta, l *storage
 	if err := tx.QueryRow(ctx, "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text").Scan(&snap, &lsn); err != nil {
 		return fmt.Errorf("read snapshot: %w", err)
 	}
-	at, err := pglogrepl.ParseLSN(lsn)
+	at, err := txn.ParseLSN(lsn)
 	if err != nil {
 		return fmt.Errorf("read snapshot: %w", err)
 	}

@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"testing"
 
-	"github.com/batonhq/baton/worker/internal/replication"
+	"github.com/batonhq/baton/worker/internal/txn"
 )
 
 // Table "a"."b.c" and table "a.b"."c" are different tables, but the
@@ -21,7 +21,7 @@ func TestReviewTableNameWithDot(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := "1"
-	tx := &replication.Transaction{XID: 10, CommitLSN: 100, Changes: []replication.Change{{
+	tx := &txn.Transaction{XID: 10, CommitLSN: 100, Changes: []txn.Change{{
 		Op: "insert", Schema: "a", Table: "b.c", Columns: []string{"id"}, New: []*string{&v},
 	}}}
 	fo, err := f.transaction(ctx, tx)

@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/batonhq/baton/tests/pgtest"
-	"github.com/batonhq/baton/worker/internal/replication"
 	"github.com/batonhq/baton/worker/internal/shapes/where"
+	"github.com/batonhq/baton/worker/internal/txn"
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 )
@@ -46,7 +46,7 @@ func dial(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	for k, v := range replication.OutputSettings {
+	for k, v := range txn.OutputSettings {
 		cfg.RuntimeParams[k] = v
 	}
 	return pgx.ConnectConfig(ctx, cfg)

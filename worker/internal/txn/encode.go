@@ -1,4 +1,4 @@
-package replication
+package txn
 
 import (
 	"encoding/base64"
@@ -64,7 +64,7 @@ func AppendJSONString[S []byte | string](dst []byte, s S) []byte {
 }
 
 // Encode is the storage payload of t: byte for byte json.Marshal(t)
-// (checked by decode_test.go), appended without reflection.
+// (checked by encode_test.go), appended without reflection.
 func (t *Transaction) Encode() ([]byte, error) {
 	return t.AppendJSON(make([]byte, 0, 256))
 }
