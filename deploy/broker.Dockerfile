@@ -6,10 +6,12 @@ FROM golang:1.26-bookworm AS build
 WORKDIR /src
 # Modules first, so that the download is cached across source changes.
 COPY proto/go.mod proto/go.sum proto/
+COPY settings/go.mod settings/go.sum settings/
 COPY worker/go.mod worker/go.sum worker/
 COPY broker/go.mod broker/go.sum broker/
 RUN cd broker && GOWORK=off go mod download
 COPY proto proto
+COPY settings settings
 COPY worker worker
 COPY broker broker
 ARG VERSION=dev

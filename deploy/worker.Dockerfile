@@ -8,9 +8,11 @@ FROM golang:1.26-bookworm AS build
 WORKDIR /src
 # Modules first, so that the download is cached across source changes.
 COPY proto/go.mod proto/go.sum proto/
+COPY settings/go.mod settings/go.sum settings/
 COPY worker/go.mod worker/go.sum worker/
 RUN cd worker && GOWORK=off go mod download
 COPY proto proto
+COPY settings settings
 COPY worker worker
 ARG VERSION=dev
 RUN cd worker && GOWORK=off CGO_ENABLED=1 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/worker ./cmd/worker

@@ -5,6 +5,7 @@ go 1.26.0
 replace (
 	github.com/batonhq/baton/broker => ../broker
 	github.com/batonhq/baton/proto => ../proto
+	github.com/batonhq/baton/settings => ../settings
 	github.com/batonhq/baton/worker => ../worker
 )
 

@@ -2,10 +2,15 @@ module github.com/batonhq/baton/worker
 
 go 1.26.0
 
-replace github.com/batonhq/baton/proto => ../proto
+replace (
+	github.com/batonhq/baton/proto => ../proto
+	github.com/batonhq/baton/settings => ../settings
+)
 
 require (
 	github.com/batonhq/baton/proto v0.0.0-00010101000000-000000000000
+	github.com/batonhq/baton/settings v0.0.0-00010101000000-000000000000
+	github.com/jackc/pgerrcode v0.0.0-20250907135507-afb5586c32a6
 	github.com/jackc/pglogrepl v0.0.0-20251213150135-2e8d0df862c1
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/pganalyze/pg_query_go/v6 v6.2.5
@@ -20,7 +25,6 @@ require (
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
-	github.com/jackc/pgerrcode v0.0.0-20250907135507-afb5586c32a6 // indirect
 	github.com/jackc/pgio v1.0.0 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect

@@ -18,7 +18,7 @@ import (
 	"github.com/batonhq/baton/broker/internal/lock"
 	"github.com/batonhq/baton/broker/internal/metrics"
 	"github.com/batonhq/baton/broker/internal/server"
-	"github.com/batonhq/baton/proto/settings"
+	"github.com/batonhq/baton/settings"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".

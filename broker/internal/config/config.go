@@ -1,18 +1,17 @@
 // Package config parses and validates the broker's settings. Every setting is
 // an environment variable and a flag of the same meaning (DESIGN §4); flags
 // win over the environment. Parse returns a *Error (exit code 2 in main) that
-// names the offending setting.
+// names the offending setting; the binding itself is the settings module's,
+// shared with the worker.
 package config
 
 import (
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"time"
 
-	"github.com/batonhq/baton/proto/settings"
 	"github.com/batonhq/baton/proto/stream"
+	"github.com/batonhq/baton/settings"
 )
 
 // Config is the broker's validated configuration.
@@ -47,100 +46,35 @@ func Default() Config {
 
 // Error is a configuration error: it names the setting (environment variable)
 // and says what is wrong with it.
-type Error struct {
-	Setting string
-	Problem string
-}
-
-func (e *Error) Error() string { return e.Setting + ": " + e.Problem }
+type Error = settings.Error
 
 // IsConfigError reports whether err is (or wraps) a configuration error, or
 // the flag package's help request.
-func IsConfigError(err error) bool {
-	var ce *Error
-	return errors.As(err, &ce) || errors.Is(err, flag.ErrHelp)
-}
+func IsConfigError(err error) bool { return settings.IsError(err) }
 
-type setting struct {
-	env, flag, usage string
-	dur              *time.Duration
-	str              *string
-}
-
-func (c *Config) settings() []setting {
-	return []setting{
-		{env: "DATABASE_URL", flag: "database-url", str: &c.DatabaseURL, usage: "PostgreSQL connection URL (required)"},
-		{env: "REPLICATION_STREAM_ID", flag: "replication-stream-id", str: &c.StreamID, usage: "stream id: slot baton_slot_<id>, publication baton_pub_<id>, lock key"},
-		{env: "BATON_BROKER_LISTEN", flag: "baton-broker-listen", str: &c.Listen, usage: "gRPC listen address (lease service and grpc.health.v1)"},
-		{env: "BATON_METRICS_LISTEN", flag: "baton-metrics-listen", str: &c.MetricsListen, usage: "HTTP listen address of /metrics"},
-		{env: "BATON_LOCK_SESSION_TIMEOUT", flag: "baton-lock-session-timeout", dur: &c.LockSessionTimeout, usage: "bound on detecting a dead or frozen holder"},
-		{env: "BATON_HEARTBEAT_INTERVAL", flag: "baton-heartbeat-interval", dur: &c.HeartbeatInterval, usage: "lock-session heartbeat period"},
-		{env: "BATON_LEASE_TTL", flag: "baton-lease-ttl", dur: &c.LeaseTTL, usage: "validity of a grant or renewal"},
-		{env: "BATON_WORKER_ABSENCE_TIMEOUT", flag: "baton-worker-absence-timeout", dur: &c.WorkerAbsenceTimeout, usage: "holding the lock with no worker this long releases it"},
-		{env: "BATON_DRAIN_TIMEOUT", flag: "baton-drain-timeout", dur: &c.DrainTimeout, usage: "on SIGTERM, how long to wait for the worker to release"},
-		{env: "BATON_LOG_FORMAT", flag: "baton-log-format", str: &c.LogFormat, usage: "log format: text or json"},
-	}
-}
+// durationExample shows valid values in the error for a duration that does
+// not parse.
+const durationExample = "10s, 500ms"
 
 // Parse reads the environment through getenv, then the flags in args (without
 // the program name), and validates the result. Output of -help goes to out.
 func Parse(args []string, getenv func(string) string, out io.Writer) (Config, error) {
 	c := Default()
-	// flagErr keeps a setter's *Error: the flag package flattens it to text.
-	var flagErr *Error
-	fs := flag.NewFlagSet("broker", flag.ContinueOnError)
-	// Errors are reported once, by the caller, as one line naming the
-	// setting; only -help prints the usage.
-	fs.SetOutput(io.Discard)
-	for _, s := range c.settings() {
-		raw := getenv(s.env)
-		usage := fmt.Sprintf("%s (env %s)", s.usage, s.env)
-		if s.str != nil {
-			if raw != "" {
-				*s.str = raw
-			}
-			fs.StringVar(s.str, s.flag, *s.str, usage)
-			continue
-		}
-		if raw != "" {
-			d, err := time.ParseDuration(raw)
-			if err != nil {
-				return c, &Error{Setting: s.env, Problem: fmt.Sprintf("%q is not a duration (e.g. 10s, 500ms)", raw)}
-			}
-			*s.dur = d
-		}
-		fs.Func(s.flag, usage+fmt.Sprintf(" (default %s)", *s.dur), durationSetter(s.env, s.dur, &flagErr))
-	}
-	if err := fs.Parse(args); err != nil {
-		if flagErr != nil {
-			return c, flagErr
-		}
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(out)
-			fs.PrintDefaults()
-			return c, err
-		}
-		return c, &Error{Setting: "flags", Problem: err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return c, &Error{Setting: "flags", Problem: fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	b := settings.NewBinder("broker", getenv)
+	b.String(&c.DatabaseURL, "DATABASE_URL", "PostgreSQL connection URL (required)")
+	b.String(&c.StreamID, "REPLICATION_STREAM_ID", "stream id: slot baton_slot_<id>, publication baton_pub_<id>, lock key")
+	b.String(&c.Listen, "BATON_BROKER_LISTEN", "gRPC listen address (lease service and grpc.health.v1)")
+	b.String(&c.MetricsListen, "BATON_METRICS_LISTEN", "HTTP listen address of /metrics")
+	b.Duration(&c.LockSessionTimeout, "BATON_LOCK_SESSION_TIMEOUT", "bound on detecting a dead or frozen holder", durationExample)
+	b.Duration(&c.HeartbeatInterval, "BATON_HEARTBEAT_INTERVAL", "lock-session heartbeat period", durationExample)
+	b.Duration(&c.LeaseTTL, "BATON_LEASE_TTL", "validity of a grant or renewal", durationExample)
+	b.Duration(&c.WorkerAbsenceTimeout, "BATON_WORKER_ABSENCE_TIMEOUT", "holding the lock with no worker this long releases it", durationExample)
+	b.Duration(&c.DrainTimeout, "BATON_DRAIN_TIMEOUT", "on SIGTERM, how long to wait for the worker to release", durationExample)
+	b.String(&c.LogFormat, "BATON_LOG_FORMAT", "log format: text or json")
+	if err := b.Parse(args, out); err != nil {
+		return c, err
 	}
 	return c, c.Validate()
-}
-
-func durationSetter(env string, d *time.Duration, first **Error) func(string) error {
-	return func(s string) error {
-		v, err := time.ParseDuration(s)
-		if err != nil {
-			e := &Error{Setting: env, Problem: fmt.Sprintf("%q is not a duration (e.g. 10s, 500ms)", s)}
-			if *first == nil {
-				*first = e
-			}
-			return e
-		}
-		*d = v
-		return nil
-	}
 }
 
 // Validate checks every setting and the relations between them. The first
@@ -199,20 +133,13 @@ type StatusConfig struct {
 // ParseStatus reads the settings of `broker status` (DATABASE_URL,
 // REPLICATION_STREAM_ID, and -json).
 func ParseStatus(args []string, getenv func(string) string, out io.Writer) (StatusConfig, error) {
-	c := StatusConfig{DatabaseURL: getenv("DATABASE_URL"), StreamID: getenv("REPLICATION_STREAM_ID")}
-	if c.StreamID == "" {
-		c.StreamID = stream.DefaultID
-	}
-	fs := flag.NewFlagSet("broker status", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "PostgreSQL connection URL (env DATABASE_URL)")
-	fs.StringVar(&c.StreamID, "replication-stream-id", c.StreamID, "stream id (env REPLICATION_STREAM_ID)")
-	fs.BoolVar(&c.JSON, "json", false, "print JSON instead of text")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return c, err
-		}
-		return c, &Error{Setting: "flags", Problem: err.Error()}
+	c := StatusConfig{StreamID: stream.DefaultID}
+	b := settings.NewBinder("broker status", getenv)
+	b.String(&c.DatabaseURL, "DATABASE_URL", "PostgreSQL connection URL")
+	b.String(&c.StreamID, "REPLICATION_STREAM_ID", "stream id")
+	b.Bool(&c.JSON, "json", "print JSON instead of text")
+	if err := b.Parse(args, out); err != nil {
+		return c, err
 	}
 	if err := settings.DatabaseURL(c.DatabaseURL); err != nil {
 		return c, &Error{Setting: "DATABASE_URL", Problem: err.Error()}

@@ -3,12 +3,12 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
 
 	"github.com/batonhq/baton/proto/stream"
+	"github.com/batonhq/baton/settings"
 	"github.com/batonhq/baton/worker/internal/config"
 	"github.com/batonhq/baton/worker/internal/storage"
 	"github.com/batonhq/baton/worker/internal/txn"
@@ -18,19 +18,12 @@ import (
 // line, without opening the storage for writing (safe beside a running
 // worker).
 func runInspect(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	dir, id := getenv("BATON_STORAGE_DIR"), getenv("REPLICATION_STREAM_ID")
-	if dir == "" {
-		dir = config.Default().StorageDir
-	}
-	if id == "" {
-		id = stream.DefaultID
-	}
-	fs := flag.NewFlagSet("worker inspect", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&dir, "baton-storage-dir", dir, "storage folder (env BATON_STORAGE_DIR)")
-	fs.StringVar(&id, "replication-stream-id", id, "stream id (env REPLICATION_STREAM_ID)")
-	if err := fs.Parse(args); err != nil {
-		return &config.Error{Setting: "flags", Problem: err.Error()}
+	dir, id := config.Default().StorageDir, stream.DefaultID
+	b := settings.NewBinder("worker inspect", getenv)
+	b.String(&dir, "BATON_STORAGE_DIR", "storage folder")
+	b.String(&id, "REPLICATION_STREAM_ID", "stream id")
+	if err := b.Parse(args, stderr); err != nil {
+		return err
 	}
 	if err := stream.Validate(id); err != nil {
 		return &config.Error{Setting: "REPLICATION_STREAM_ID", Problem: err.Error()}

@@ -20,7 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	batonv1 "github.com/batonhq/baton/proto/baton/v1"
-	"github.com/batonhq/baton/proto/settings"
+	"github.com/batonhq/baton/settings"
 	"github.com/batonhq/baton/worker/internal/config"
 	"github.com/batonhq/baton/worker/internal/health"
 	"github.com/batonhq/baton/worker/internal/httpapi"

@@ -4,16 +4,14 @@
 package config
 
 import (
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
 	"strings"
 	"time"
 
-	"github.com/batonhq/baton/proto/settings"
 	"github.com/batonhq/baton/proto/stream"
+	"github.com/batonhq/baton/settings"
 )
 
 // Config is the worker's validated configuration.
@@ -48,64 +46,27 @@ func Default() Config {
 }
 
 // Error is a configuration error naming the setting.
-type Error struct {
-	Setting string
-	Problem string
-}
-
-func (e *Error) Error() string { return e.Setting + ": " + e.Problem }
+type Error = settings.Error
 
 // IsConfigError reports whether err is a configuration error or a help
 // request.
-func IsConfigError(err error) bool {
-	var ce *Error
-	return errors.As(err, &ce) || errors.Is(err, flag.ErrHelp)
-}
+func IsConfigError(err error) bool { return settings.IsError(err) }
 
 // Parse reads the environment through getenv, then flags from args.
 func Parse(args []string, getenv func(string) string, out io.Writer) (Config, error) {
 	c := Default()
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	// Errors are reported once, by the caller, as one line naming the
-	// setting; only -help prints the usage.
-	fs.SetOutput(io.Discard)
-	for _, s := range []struct {
-		env, flag, usage string
-		v                *string
-	}{
-		{"DATABASE_URL", "database-url", "PostgreSQL connection URL (required)", &c.DatabaseURL},
-		{"REPLICATION_STREAM_ID", "replication-stream-id", "stream id: slot baton_slot_<id>, publication baton_pub_<id>", &c.StreamID},
-		{"BATON_BROKER_ADDR", "baton-broker-addr", "address of the broker's gRPC lease service", &c.BrokerAddr},
-		{"BATON_HTTP_LISTEN", "baton-http-listen", "HTTP listen address: shape API, /v1/health, /metrics", &c.HTTPListen},
-		{"BATON_STORAGE_DIR", "baton-storage-dir", "folder of the embedded shape storage", &c.StorageDir},
-		{"BATON_LOG_FORMAT", "baton-log-format", "log format: text or json", &c.LogFormat},
-		{"BATON_ADVERTISE_URL", "baton-advertise-url", "base URL at which the stream's other pods reach this worker's HTTP API, e.g. http://10.1.2.3:3000 (empty: not advertised)", &c.AdvertiseURL},
-	} {
-		if v := getenv(s.env); v != "" {
-			*s.v = v
-		}
-		fs.StringVar(s.v, s.flag, *s.v, fmt.Sprintf("%s (env %s)", s.usage, s.env))
-	}
-	// flagErr keeps a setter's *Error: the flag package flattens it to text.
-	var flagErr *Error
-	if err := durationSetting(fs, &c.ShapeIdleTimeout, getenv, &flagErr, "BATON_SHAPE_IDLE_TIMEOUT",
-		"a shape no request used for this long is removed; 0 disables expiry",
-		"baton-shape-idle-timeout", "shape-idle-timeout"); err != nil {
+	b := settings.NewBinder("worker", getenv)
+	b.String(&c.DatabaseURL, "DATABASE_URL", "PostgreSQL connection URL (required)")
+	b.String(&c.StreamID, "REPLICATION_STREAM_ID", "stream id: slot baton_slot_<id>, publication baton_pub_<id>")
+	b.String(&c.BrokerAddr, "BATON_BROKER_ADDR", "address of the broker's gRPC lease service")
+	b.String(&c.HTTPListen, "BATON_HTTP_LISTEN", "HTTP listen address: shape API, /v1/health, /metrics")
+	b.String(&c.StorageDir, "BATON_STORAGE_DIR", "folder of the embedded shape storage")
+	b.String(&c.LogFormat, "BATON_LOG_FORMAT", "log format: text or json")
+	b.String(&c.AdvertiseURL, "BATON_ADVERTISE_URL", "base URL at which the stream's other pods reach this worker's HTTP API, e.g. http://10.1.2.3:3000 (empty: not advertised)")
+	b.Duration(&c.ShapeIdleTimeout, "BATON_SHAPE_IDLE_TIMEOUT", "a shape no request used for this long is removed; 0 disables expiry",
+		"24h, 30m, 0 to disable", "shape-idle-timeout")
+	if err := b.Parse(args, out); err != nil {
 		return c, err
-	}
-	if err := fs.Parse(args); err != nil {
-		if flagErr != nil {
-			return c, flagErr
-		}
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(out)
-			fs.PrintDefaults()
-			return c, err
-		}
-		return c, &Error{Setting: "flags", Problem: err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return c, &Error{Setting: "flags", Problem: fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	}
 	return c, c.Validate()
 }
@@ -159,34 +120,4 @@ func advertiseURL(s string) error {
 		return nil
 	}
 	return fmt.Errorf("must be an absolute http:// or https:// URL with a host and no query, e.g. http://10.1.2.3:3000, got %q", s)
-}
-
-// durationSetting reads the duration *d from env, then registers its flags
-// (the first is the documented one; the others are aliases).
-func durationSetting(fs *flag.FlagSet, d *time.Duration, getenv func(string) string, first **Error, env, usage string, flags ...string) error {
-	parse := func(s string) error {
-		v, err := time.ParseDuration(s)
-		if err != nil {
-			e := &Error{Setting: env, Problem: fmt.Sprintf("%q is not a duration (e.g. 24h, 30m, 0 to disable)", s)}
-			if *first == nil {
-				*first = e
-			}
-			return e
-		}
-		*d = v
-		return nil
-	}
-	if raw := getenv(env); raw != "" {
-		if err := parse(raw); err != nil {
-			return err
-		}
-	}
-	for i, f := range flags {
-		u := fmt.Sprintf("%s (env %s, default %s)", usage, env, *d)
-		if i > 0 {
-			u = "same as -" + flags[0]
-		}
-		fs.Func(f, u, parse)
-	}
-	return nil
 }

@@ -3,7 +3,7 @@ package settings_test
 import (
 	"testing"
 
-	"github.com/batonhq/baton/proto/settings"
+	"github.com/batonhq/baton/settings"
 )
 
 func TestValidation(t *testing.T) {

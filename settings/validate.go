@@ -1,7 +1,3 @@
-// Package settings validates the settings that the broker and the worker
-// share (DESIGN §4): the database URL, listen and dial addresses, the log
-// format; and builds the logger that BATON_LOG_FORMAT names. Errors are
-// plain problems ("required, e.g. ..."); callers name the setting.
 package settings
 
 import (
