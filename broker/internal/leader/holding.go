@@ -13,15 +13,11 @@ import (
 	"github.com/batonhq/baton/broker/internal/metrics"
 )
 
-// holding is one period of holding the lock.
+// holding is one period of holding the lock: the claim owns the stream's
+// epoch.
 type holding struct {
 	*Loop
-	s *lock.Session
-	// epoch is the stream's current epoch: the acquisition's, or the latest
-	// grant's.
-	epoch uint64
-	// used: epoch has been granted already; the next grant bumps it.
-	used bool
+	claim *lock.Claim
 	// claimedFor is the worker the claim already recorded as grantee.
 	claimedFor *lease.Worker
 }
@@ -52,7 +48,7 @@ func (h *holding) run(ctx context.Context) error {
 		stopTimer(retry)
 	}()
 	for {
-		if e, ok := h.hub.Stopped(); ok && h.used && e == h.epoch {
+		if e, ok := h.hub.Stopped(); ok && h.claim.Granted() && e == h.claim.Epoch() {
 			return h.releaseStopped(ctx)
 		}
 		wait, err := h.tryGrant(ctx)
@@ -109,29 +105,20 @@ func (h *holding) tryGrant(ctx context.Context) (time.Duration, error) {
 		h.hub.SetStandby(lease.Standby{Reason: batonv1.StandbyReason_STANDBY_REASON_PREVIOUS_GRANT})
 		return d, nil
 	}
-	next := h.epoch
-	if h.used {
-		next++
+	// Statements while holding the lock are never cancelled midway (that
+	// closes the session and frees the lock before the drain); they are
+	// bounded by the renewal window instead, and a grant that took longer
+	// than the window is not handed out (its lease could outlive the lock).
+	gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.renewWindow())
+	start := time.Now()
+	next, err := h.claim.Grant(gctx, grantee(w), w == h.claimedFor)
+	cancel()
+	if err != nil {
+		return 0, err
 	}
-	if h.used || w != h.claimedFor {
-		// Statements while holding the lock are never cancelled midway (that
-		// closes the session and frees the lock before the drain); they are
-		// bounded by the renewal window instead, and a grant that took longer
-		// than the window is not handed out (its lease could outlive the lock).
-		gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.renewWindow())
-		start := time.Now()
-		err := h.s.Grant(gctx, h.epoch, next, grantee(w))
-		cancel()
-		if err != nil {
-			return 0, err
-		}
-		if time.Since(start) >= h.renewWindow() {
-			h.epoch = next
-			h.used = true
-			return 0, nil // retry with a fresh epoch on the next pass
-		}
+	if time.Since(start) >= h.renewWindow() {
+		return 0, nil // retry with a fresh epoch on the next pass
 	}
-	h.epoch, h.used = next, true
 	h.metrics.Epoch.Set(float64(next))
 	if !h.hub.Grant(w, next) {
 		return 0, nil // the worker left meanwhile; the next grant bumps again
@@ -164,14 +151,14 @@ func (h *holding) beat(ctx context.Context, renew bool) error {
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), window)
 	defer cancel()
 	start := time.Now()
-	if err := h.s.Heartbeat(bctx, h.epoch); err != nil {
+	if err := h.claim.Heartbeat(bctx); err != nil {
 		h.metrics.HeartbeatFailures.Inc()
 		return err
 	}
 	took := time.Since(start)
 	h.metrics.HeartbeatLatency.Observe(took.Seconds())
 	if renew && took < window {
-		h.hub.RenewFrom(h.epoch, start)
+		h.hub.RenewFrom(h.claim.Epoch(), start)
 	}
 	return nil
 }
@@ -188,7 +175,7 @@ func (h *holding) lost(err error) error {
 	}
 	h.hub.Revoke(reason, err.Error())
 	h.setLeader(false)
-	h.log.Error("lock lost; lease revoked", keyEpoch, h.epoch, "reason", reasonLabel(reason), "err", err)
+	h.log.Error("lock lost; lease revoked", keyEpoch, h.claim.Epoch(), "reason", reasonLabel(reason), "err", err)
 	return err
 }
 
@@ -226,7 +213,7 @@ func (h *holding) drain(ctx context.Context) error {
 		h.log.Error("release failed; the lock ends with the session", "err", err)
 		return errShutdown
 	}
-	h.log.Info("lock released", keyEpoch, h.epoch)
+	h.log.Info("lock released", keyEpoch, h.claim.Epoch())
 	return errShutdown
 }
 
@@ -239,7 +226,7 @@ func (h *holding) releaseAbsent(ctx context.Context) error {
 		return err
 	}
 	h.setReady(false)
-	h.log.Warn("no worker attached within the absence timeout; lock released", keyEpoch, h.epoch,
+	h.log.Warn("no worker attached within the absence timeout; lock released", keyEpoch, h.claim.Epoch(),
 		"absence_timeout", h.cfg.AbsenceTimeout)
 	return errAbsent
 }
@@ -258,12 +245,12 @@ func (h *holding) releaseStopped(ctx context.Context) error {
 	start := time.Now()
 	if err := h.release(dctx); err != nil {
 		// The caller closes the session, which ends the lock too.
-		h.log.Error("release failed; the lock ends with the session", keyEpoch, h.epoch, "err", err)
+		h.log.Error("release failed; the lock ends with the session", keyEpoch, h.claim.Epoch(), "err", err)
 	}
 	h.setLeader(false)
 	h.setReady(false)
 	h.metrics.StoppingReleases.Inc()
-	h.log.Info("lease released by its stopping worker; lock released for a handoff", keyEpoch, h.epoch,
+	h.log.Info("lease released by its stopping worker; lock released for a handoff", keyEpoch, h.claim.Epoch(),
 		"took", time.Since(start).Round(time.Microsecond))
 	return errStopped
 }
@@ -271,7 +258,7 @@ func (h *holding) releaseStopped(ctx context.Context) error {
 func (h *holding) release(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, h.cfg.Lock.SessionTimeout)
 	defer cancel()
-	return h.s.Release(rctx, h.epoch)
+	return h.claim.Release(rctx)
 }
 
 // await heartbeats (without renewing) until done() or the deadline.

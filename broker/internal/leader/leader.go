@@ -162,7 +162,7 @@ func (l *Loop) session(ctx context.Context, bo *backoff) error {
 		claimedFor = w
 	}
 	claimStart := time.Now()
-	acq, err := s.Claim(ctx, grantee(claimedFor))
+	claim, err := s.Claim(ctx, grantee(claimedFor))
 	if err != nil {
 		return err
 	}
@@ -175,13 +175,13 @@ func (l *Loop) session(ctx context.Context, bo *backoff) error {
 		l.metrics.Handoffs.Inc()
 	}
 	l.metrics.LockHeld.Set(1)
-	l.metrics.Epoch.Set(float64(acq.Epoch))
+	l.metrics.Epoch.Set(float64(claim.Epoch()))
 	defer l.metrics.LockHeld.Set(0)
-	l.log.Info("lock acquired", keyEpoch, acq.Epoch, keyPID, s.PID(), "waited", wait.Round(time.Millisecond),
+	l.log.Info("lock acquired", keyEpoch, claim.Epoch(), keyPID, s.PID(), "waited", wait.Round(time.Millisecond),
 		"previous_holder", st.Holder, "previous_epoch", st.Epoch)
-	l.hub.SetHolding(lease.HolderFrom(l.cfg.Lock.Holder, acq.Epoch, int32(s.PID()), acq.AcquiredAt, acq.AcquiredAt))
+	l.hub.SetHolding(lease.HolderFrom(l.cfg.Lock.Holder, claim.Epoch(), int32(s.PID()), claim.AcquiredAt(), claim.AcquiredAt()))
 	defer l.hub.SetHolding(nil)
-	h := &holding{Loop: l, s: s, epoch: acq.Epoch, claimedFor: claimedFor}
+	h := &holding{Loop: l, claim: claim, claimedFor: claimedFor}
 	return h.run(ctx)
 }
 

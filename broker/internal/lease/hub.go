@@ -293,12 +293,8 @@ func (h *Hub) SetRenewalWindow(d time.Duration) {
 	h.renewWindow = d
 }
 
-// Renew queues Renewed for the current grant if it has epoch and is not
-// revoked, as justified now.
-func (h *Hub) Renew(epoch uint64) { h.RenewFrom(epoch, time.Now()) }
-
-// RenewFrom queues Renewed justified by a heartbeat that started at
-// heartbeatStart.
+// RenewFrom queues Renewed for the current grant if it has epoch and is
+// not revoked, justified by a heartbeat that started at heartbeatStart.
 func (h *Hub) RenewFrom(epoch uint64, heartbeatStart time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

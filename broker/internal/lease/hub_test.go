@@ -179,9 +179,9 @@ func TestRenew(t *testing.T) {
 	drain(w)
 	g0, _ := h.Current()
 
-	h.Renew(2) // another epoch
+	h.RenewFrom(2, time.Now()) // another epoch
 	none(t, w)
-	h.Renew(3)
+	h.RenewFrom(3, time.Now())
 	r := next(t, w).GetRenewed()
 	if r == nil || r.GetEpoch() != 3 || r.GetTtl().AsDuration() != testTTL {
 		t.Fatalf("Renewed = %v", r)
@@ -193,7 +193,7 @@ func TestRenew(t *testing.T) {
 
 	h.Revoke(batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN, "bye")
 	next(t, w) // Revoked
-	h.Renew(3)
+	h.RenewFrom(3, time.Now())
 	none(t, w)
 	g2, _ := h.Current()
 	if !g2.LastRenewal.Equal(g1.LastRenewal) {
@@ -269,7 +269,7 @@ func TestDetachUnreleasedGrantee(t *testing.T) {
 	w := h.Attach("w", "")
 	standbyW := h.Attach("s", "")
 	h.Grant(w, 1)
-	h.Renew(1)
+	h.RenewFrom(1, time.Now())
 	g, _ := h.Current()
 
 	h.Detach(w)
@@ -366,7 +366,7 @@ func TestRevokeLockLostEndsAtOnce(t *testing.T) {
 			if h.Released(w, 4, batonv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED) {
 				t.Fatal("Released after a lock-lost revoke = true")
 			}
-			h.Renew(4)
+			h.RenewFrom(4, time.Now())
 			none(t, w)
 		})
 	}
@@ -393,7 +393,7 @@ func TestSlowWorkerDropped(t *testing.T) {
 	}
 	// The grantee never reads its queue.
 	for i := 0; i < 100 && !isDropped(w); i++ {
-		h.Renew(1)
+		h.RenewFrom(1, time.Now())
 	}
 	if !isDropped(w) {
 		t.Fatal("a worker that never reads was not dropped")

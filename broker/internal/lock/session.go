@@ -2,7 +2,8 @@
 // PostgreSQL session that waits for and holds the stream's session-level
 // advisory lock pg_advisory_lock(stream.LockNamespace, stream.LockKey(id)),
 // and the state table baton.streams that records epoch, holder and
-// heartbeats.
+// heartbeats. Session.Acquire waits for the lock; Session.Claim then bumps
+// the epoch and returns the Claim that owns it until Claim.Release.
 //
 // The session bounds its own life (DESIGN §3): TCP keepalives and
 // tcp_user_timeout end it when the network is gone, idle_session_timeout ends
@@ -58,12 +59,11 @@ type Options struct {
 
 // Session is one connected lock session.
 type Session struct {
-	conn     *pgx.Conn
-	opts     Options
-	ns, key  int32
-	objid    int64
-	pid      uint32
-	acquired bool
+	conn    *pgx.Conn
+	opts    Options
+	ns, key int32
+	objid   int64
+	pid     uint32
 }
 
 // SessionParams returns the per-session PostgreSQL settings derived from the
@@ -203,12 +203,11 @@ func (s *Session) PID() uint32 { return s.pid }
 // wakes as soon as the holder lets go (PostgreSQL's lock manager hands the
 // lock to the waiter). A statement timeout imposed from outside is retried;
 // ctx cancellation sends a cancel request and returns ctx's error, after
-// which the session must be closed.
+// which the session must be closed. Once it returns nil, Claim the stream.
 func (s *Session) Acquire(ctx context.Context) error {
 	for {
 		_, err := s.conn.Exec(ctx, "SELECT pg_advisory_lock($1, $2)", s.ns, s.key)
 		if err == nil {
-			s.acquired = true
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -222,16 +221,6 @@ func (s *Session) Acquire(ctx context.Context) error {
 		}
 		return fmt.Errorf("wait for advisory lock: %w", err)
 	}
-}
-
-// TryAcquire takes the lock if it is free, without waiting.
-func (s *Session) TryAcquire(ctx context.Context) (bool, error) {
-	var ok bool
-	if err := s.conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, $2)", s.ns, s.key).Scan(&ok); err != nil {
-		return false, fmt.Errorf("try advisory lock: %w", err)
-	}
-	s.acquired = ok
-	return ok, nil
 }
 
 // Close ends the session. If the lock was held and not released, PostgreSQL

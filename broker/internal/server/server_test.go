@@ -208,7 +208,7 @@ func TestRenewalsKeepLeaseAlive(t *testing.T) {
 	stop := time.Now().Add(3 * ttl)
 	for time.Now().Before(stop) {
 		<-tick.C
-		b.hub.Renew(1)
+		b.hub.RenewFrom(1, time.Now())
 		if err := l.Err(); err != nil {
 			t.Fatalf("lease ended while renewed: %v", err)
 		}
@@ -225,7 +225,7 @@ func TestLeaseExpiresWithoutRenewals(t *testing.T) {
 	l := b.grant(t, c, 1)
 	// One renewal, then silence: the lease must run for a TTL from it.
 	last := time.Now()
-	b.hub.Renew(1)
+	b.hub.RenewFrom(1, time.Now())
 
 	err := ended(t, l)
 	if !errors.Is(err, wlease.ErrExpired) {
@@ -242,7 +242,7 @@ func TestLeaseExpiresWithoutRenewals(t *testing.T) {
 	}
 	// The broker still thinks it granted; a renewal after expiry does not
 	// revive the lease.
-	b.hub.Renew(1)
+	b.hub.RenewFrom(1, time.Now())
 	if l.Err() == nil {
 		t.Fatal("expired lease revived")
 	}

@@ -1,0 +1,137 @@
+package lock_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/batonhq/baton/broker/internal/lock"
+	"github.com/batonhq/baton/tests/pgtest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const streamID = "claims"
+
+// session connects a lock session named name and creates the state table.
+func session(t *testing.T, ctx context.Context, url, name string) *lock.Session {
+	t.Helper()
+	s, err := lock.Connect(ctx, lock.Options{
+		DatabaseURL: url, StreamID: streamID, Holder: "baton-broker:" + streamID + ":" + name, SessionTimeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("connect %s: %v", name, err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	if err := s.EnsureSchema(ctx); err != nil {
+		t.Fatalf("EnsureSchema: %v", err)
+	}
+	return s
+}
+
+// TestClaimOwnsTheEpoch: a claim bumps the stream's epoch, each grant after
+// the first bumps it again, every write is fenced by it, and the next
+// holder's claim continues from it.
+func TestClaimOwnsTheEpoch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	pg := pgtest.Start(t, pgtest.Options{})
+	conn, err := pg.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	status := func() lock.Status {
+		t.Helper()
+		st, err := lock.ReadStatus(ctx, conn, streamID)
+		if err != nil {
+			t.Fatalf("ReadStatus: %v", err)
+		}
+		return st
+	}
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+
+	a := session(t, ctx, pg.URL(), "a")
+	if err := a.Acquire(ctx); err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+	c1, err := a.Claim(ctx, lock.Grantee{})
+	if err != nil {
+		t.Fatalf("Claim: %v", err)
+	}
+	if c1.Epoch() != 1 || c1.Granted() {
+		t.Fatalf("first claim: epoch %d, granted %v; want 1, false", c1.Epoch(), c1.Granted())
+	}
+	grants := []struct {
+		worker   lock.Grantee
+		recorded bool
+		want     uint64
+	}{
+		{lock.Grantee{ID: "w1", URL: "http://10.0.0.1:3000"}, false, 1}, // the claim's own epoch
+		{lock.Grantee{ID: "w2"}, true, 2},                               // recorded only counts for the first grant
+	}
+	for _, g := range grants {
+		e, err := c1.Grant(ctx, g.worker, g.recorded)
+		if err != nil || e != g.want || c1.Epoch() != g.want || !c1.Granted() {
+			t.Fatalf("Grant(%+v) = %d, %v (Epoch %d); want %d", g.worker, e, err, c1.Epoch(), g.want)
+		}
+		if st := status(); st.Epoch != g.want || st.Worker != g.worker.ID || st.WorkerURL != g.worker.URL {
+			t.Fatalf("after Grant(%+v): state table %+v", g.worker, st)
+		}
+	}
+	if err := c1.Heartbeat(ctx); err != nil {
+		t.Fatalf("Heartbeat: %v", err)
+	}
+
+	// Another epoch in the row while the lock is still held: replaced.
+	exec(`UPDATE baton.streams SET epoch = 9 WHERE stream_id = '` + streamID + `'`)
+	if err := c1.Heartbeat(ctx); !errors.Is(err, lock.ErrReplaced) {
+		t.Fatalf("Heartbeat after another epoch was stored = %v, want ErrReplaced", err)
+	}
+	if _, err := c1.Grant(ctx, lock.Grantee{ID: "w3"}, false); !errors.Is(err, lock.ErrReplaced) || c1.Epoch() != 2 {
+		t.Fatalf("Grant after another epoch was stored = %v (Epoch %d), want ErrReplaced and epoch 2", err, c1.Epoch())
+	}
+	exec(`UPDATE baton.streams SET epoch = 2 WHERE stream_id = '` + streamID + `'`)
+
+	// Handoff: b waits, a releases, b's claim continues the epoch and
+	// records its worker in the same statement.
+	b := session(t, ctx, pg.URL(), "b")
+	acquired := make(chan error, 1)
+	go func() { acquired <- b.Acquire(ctx) }()
+	if err := c1.Release(ctx); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if err := <-acquired; err != nil {
+		t.Fatalf("b Acquire: %v", err)
+	}
+	c2, err := b.Claim(ctx, lock.Grantee{ID: "w4", URL: "http://10.0.0.4:3000"})
+	if err != nil || c2.Epoch() != 3 {
+		t.Fatalf("b Claim: epoch %v, %v; want 3", c2, err)
+	}
+	claimed := status()
+	if e, err := c2.Grant(ctx, lock.Grantee{ID: "w4", URL: "http://10.0.0.4:3000"}, true); err != nil || e != 3 {
+		t.Fatalf("recorded Grant = %d, %v; want 3", e, err)
+	}
+	if st := status(); st.Worker != "w4" || st.GrantedAt == nil || !st.GrantedAt.Equal(*claimed.GrantedAt) {
+		t.Fatalf("recorded Grant wrote the row: %+v, claimed %+v", st, claimed)
+	}
+
+	// a no longer holds the lock: its claim is fenced out.
+	if err := c1.Heartbeat(ctx); !errors.Is(err, lock.ErrLockLost) {
+		t.Fatalf("old claim's Heartbeat = %v, want ErrLockLost", err)
+	}
+	if err := c1.Release(ctx); !errors.Is(err, lock.ErrLockLost) {
+		t.Fatalf("old claim's Release = %v, want ErrLockLost", err)
+	}
+	if st := status(); st.Epoch != 3 || st.Worker != "w4" || st.ReleasedAt != nil {
+		t.Fatalf("the old claim changed the new holder's row: %+v", st)
+	}
+}
