@@ -118,3 +118,60 @@ func TestTxMessagesMatchesReference(t *testing.T) {
 		}
 	}
 }
+
+func TestBuildKey(t *testing.T) {
+	s := func(v string) *string { return &v }
+	for _, c := range []struct {
+		d    Definition
+		pk   []*string
+		want string
+	}{
+		{Definition{Schema: "hello", Table: "world"}, []*string{s("b"), s("d")}, `"hello"."world"/"b"/"d"`},
+		{Definition{Schema: "hello", Table: "world"}, []*string{s("test/test"), s("test")}, `"hello"."world"/"test//test"/"test"`},
+		{Definition{Schema: "hello", Table: "world"}, []*string{s("1"), nil, s("")}, `"hello"."world"/"1"/_/""`},
+		{Definition{Schema: `a"."b`, Table: "c"}, []*string{s("")}, `"a".."b"."c"/""`},
+		{Definition{Schema: "a", Table: `b"/"`}, []*string{s("")}, `"a"."b"//""/""`},
+	} {
+		if got := buildKey(c.d, c.pk); got != c.want {
+			t.Errorf("buildKey(%v) = %s; want %s", c.d, got, c.want)
+		}
+	}
+}
+
+// TestTxMessagesNoPKUnchangedToastKey: a table without a primary key keys
+// its rows by every column. An update of one column leaves a TOASTed value
+// of another unchanged: pgoutput sends it as 'u' (nil in New, listed in
+// Unchanged), and the whole old row (REPLICA IDENTITY FULL) carries it.
+// The new key is built from the row's real values, not with the unchanged
+// column as NULL (_): else the client would hold the row under a key no
+// later change names, and the next update would leave it behind as a
+// duplicate.
+func TestTxMessagesNoPKUnchangedToastKey(t *testing.T) {
+	s := func(v string) *string { return &v }
+	m := &Meta{Definition: Definition{Schema: "public", Table: "t"}, PK: []string{"body", "n"}}
+	tx := &txn.Transaction{XID: 7, CommitLSN: 100, Changes: []txn.Change{{
+		Op: "update", Schema: "public", Table: "t", Columns: []string{"body", "n"},
+		Old: []*string{s("big"), s("1")}, OldFull: true,
+		New: []*string{nil, s("2")}, Unchanged: []string{"body"},
+	}}}
+	u := m.txMessages(tx, []int{0}, everyRow)
+	var got []struct {
+		Key     string            `json:"key"`
+		Value   map[string]string `json:"value"`
+		Headers struct {
+			Operation string `json:"operation"`
+		} `json:"headers"`
+	}
+	if err := json.Unmarshal(append(append([]byte{'['}, u.body...), ']'), &got); err != nil {
+		t.Fatal(err)
+	}
+	wantKey := `"public"."t"/"big"/"2"`
+	for _, msg := range got {
+		if msg.Headers.Operation == "insert" && msg.Key != wantKey {
+			t.Fatalf("insert under key %s; want %s (messages %s)", msg.Key, wantKey, u.body)
+		}
+	}
+	if len(got) != 2 {
+		t.Fatalf("got %d messages %s; want a delete and an insert", len(got), u.body)
+	}
+}

@@ -1,0 +1,90 @@
+package shapes
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/batonhq/baton/worker/internal/txn"
+)
+
+// wholeTableShape is an open shape of a whole table made when the table had
+// cols, as far as the fanout looks at it.
+func wholeTableShape(handle string, cols ...string) *Shape {
+	m := Meta{Handle: handle, Definition: Definition{Schema: "public", Table: "t"}, PK: []string{"id"}}
+	for _, c := range cols {
+		m.TableColumns = append(m.TableColumns, Column{Name: c})
+	}
+	return &Shape{meta: m, changed: make(chan struct{})}
+}
+
+// TestFanoutShapeRecreatedAfterAlter: a table is altered (a column added):
+// its shape A is invalidated, and a client's refetch makes shape B from the
+// table as it is now. The router syncs next with B listed and A gone (A is
+// still known to the fanout: sync runs only when records arrive). A change
+// to the table, with the new columns, reaches B: it is exactly what B was
+// made from. Were the table's column list kept from A, B would be
+// invalidated on its first change, and so would every shape made after
+// it: clients would refetch forever.
+func TestFanoutShapeRecreatedAfterAlter(t *testing.T) {
+	r := &Registry{o: Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
+	f := &fanout{r: r, tables: map[string]*tableShapes{}, ids: map[*Shape]int{}}
+	ctx := context.Background()
+
+	a := wholeTableShape("a", "id", "v")
+	if _, err := f.sync(ctx, []*Shape{a}); err != nil {
+		t.Fatal(err)
+	}
+	// ALTER TABLE t ADD COLUMN w; a row with it invalidates A.
+	a.markGone()
+	b := wholeTableShape("b", "id", "v", "w")
+	for _, listed := range [][]*Shape{{b}, {a, b}} {
+		if _, err := f.sync(ctx, listed); err != nil {
+			t.Fatal(err)
+		}
+		s := func(v string) *string { return &v }
+		tx := &txn.Transaction{XID: 10, CommitLSN: 100, Changes: []txn.Change{{
+			Op: "insert", Schema: "public", Table: "t", Columns: []string{"id", "v", "w"},
+			New: []*string{s("1"), s("x"), s("y")},
+		}}}
+		fo, err := f.transaction(ctx, tx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, inv := range fo.invalid {
+			if inv == b {
+				t.Fatalf("shape B, made from the altered table, is invalidated by a row with the columns it was made from (table columns kept: %v)",
+					f.tables["public.t"].cols)
+			}
+		}
+		if len(fo.touched) != 1 || fo.touched[0].s != b {
+			t.Fatalf("the insert touches %d shapes; want B only", len(fo.touched))
+		}
+	}
+}
+
+// TestFanoutTableNameWithDot: table "a"."b.c" and table "a.b"."c" are
+// different tables; were both named a.b.c, a change to one would go to the
+// shapes of the other, whose clients would get rows of a table they never
+// asked for.
+func TestFanoutTableNameWithDot(t *testing.T) {
+	r := &Registry{o: Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
+	f := &fanout{r: r, tables: map[string]*tableShapes{}, ids: map[*Shape]int{}}
+	ctx := context.Background()
+	s := &Shape{meta: Meta{Handle: "x", Definition: Definition{Schema: "a.b", Table: "c"}, PK: []string{"id"}}, changed: make(chan struct{})}
+	if _, err := f.sync(ctx, []*Shape{s}); err != nil {
+		t.Fatal(err)
+	}
+	v := "1"
+	tx := &txn.Transaction{XID: 10, CommitLSN: 100, Changes: []txn.Change{{
+		Op: "insert", Schema: "a", Table: "b.c", Columns: []string{"id"}, New: []*string{&v},
+	}}}
+	fo, err := f.transaction(ctx, tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fo.touched) != 0 {
+		t.Fatalf("a row of \"a\".\"b.c\" goes to the shape of \"a.b\".\"c\"")
+	}
+}
