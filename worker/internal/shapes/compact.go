@@ -13,7 +13,7 @@ import (
 )
 
 // Compaction keeps a shape log from growing without bound: the records up
-// to a cut (the whole log as published when it starts) are rewritten so
+// to a cut (the whole log as indexed when it starts) are rewritten so
 // that every row key has one message left, at the offset of its last
 // operation before the cut: an insert of the whole row when the row exists
 // at the cut, a delete otherwise (a client at an earlier offset may hold
@@ -108,7 +108,7 @@ type compactStats struct {
 	bytesBefore, bytesAfter     int64
 }
 
-// compact compacts the log up to its last published record. It runs
+// compact compacts the log up to its last indexed record. It runs
 // alongside routing and reading; one compaction at a time per shape.
 func (s *Shape) compact() (compactStats, error) {
 	s.mu.RLock()

@@ -213,7 +213,7 @@ func newTestShape(t *testing.T, segmentSize int64) *Shape {
 	return s
 }
 
-// add appends, syncs and publishes records as the router does.
+// add appends, syncs and indexes records as the router does.
 func (s *Shape) add(t *testing.T, recs ...testRecord) {
 	t.Helper()
 	var entries []entry

@@ -169,3 +169,11 @@ func parseIdent(s string, sep byte) (ident, rest string, err error) {
 }
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// InvalidError is bad input about a shape: HTTP 400 naming the field.
+type InvalidError struct {
+	Field   string
+	Problem string
+}
+
+func (e *InvalidError) Error() string { return e.Field + ": " + e.Problem }

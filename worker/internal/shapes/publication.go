@@ -3,8 +3,12 @@ package shapes
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
 )
 
 // ErrSuperseded means a newer epoch owns the stream: a change to the
@@ -59,10 +63,33 @@ func (r *Registry) Reconcile(ctx context.Context) error {
 		if have[k] {
 			continue
 		}
-		if err := publish(ctx, conn, r.o.Publication, d); err != nil {
+		if err := addToPublication(ctx, conn, r.o.Publication, d); err != nil {
 			return err
 		}
 		r.o.Log.Info("table added back to the publication for its shape", "table", d.String(), "publication", r.o.Publication)
+	}
+	return nil
+}
+
+// addToPublication adds the table to the publication when it is not in it
+// yet.
+func addToPublication(ctx context.Context, conn *pgx.Conn, pub string, d Definition) error {
+	var all, present bool
+	err := conn.QueryRow(ctx, `SELECT p.puballtables, EXISTS (SELECT 1 FROM pg_publication_tables t
+		WHERE t.pubname = p.pubname AND t.schemaname = $2 AND t.tablename = $3)
+		FROM pg_publication p WHERE p.pubname = $1`, pub, d.Schema, d.Table).Scan(&all, &present)
+	if err != nil {
+		return fmt.Errorf("look up publication %s: %w", pub, err)
+	}
+	if all || present {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, "ALTER PUBLICATION "+quoteIdent(pub)+" ADD TABLE "+d.TableSQL()); err != nil {
+		var pgErr interface{ SQLState() string }
+		if errors.As(err, &pgErr) && pgErr.SQLState() == pgerrcode.DuplicateObject { // added meanwhile
+			return nil
+		}
+		return fmt.Errorf("add %s to publication %s (the role needs to own the table): %w", d, pub, err)
 	}
 	return nil
 }

@@ -269,7 +269,7 @@ func (r *Registry) create(ctx context.Context, d Definition) (s *Shape, err erro
 	if err != nil {
 		return nil, err
 	}
-	if err := publish(ctx, conn, r.o.Publication, d); err != nil {
+	if err := addToPublication(ctx, conn, r.o.Publication, d); err != nil {
 		return nil, err
 	}
 	if err := awaitRunning(ctx, conn); err != nil {

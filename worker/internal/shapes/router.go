@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/worker/internal/storage"
+	"github.com/batonhq/baton/worker/internal/txn"
 )
 
 // routeBatch is how many stream records the router reads at once.
@@ -44,9 +46,9 @@ func (r *Registry) Run(ctx context.Context) error {
 		<-persisted
 		r.persistFinal()
 	}()
-	f := newFanout(r)
-	defer f.close()
-	err := r.routeLoop(rctx, f)
+	rt := newRouter(r)
+	defer rt.close()
+	err := rt.run(rctx)
 	cancel()
 	<-persisted
 	if persistErr != nil {
@@ -214,27 +216,59 @@ func (r *Registry) truncateStream() (int, error) {
 	return r.o.Stream.TruncateBefore(upTo + 1)
 }
 
-// routeLoop routes until ctx ends or routing fails.
-func (r *Registry) routeLoop(ctx context.Context, f *fanout) error {
+// router routes committed transactions from the stream log to the shapes:
+// it is the one writer of the shape logs after their snapshot, and owns
+// the routing positions (see the package doc, "Positions"). One router
+// lives for one Run; the catalog keeps pos (Registry.routed) across runs.
+type router struct {
+	r   *Registry
+	fan *fanout
+	// gen is Registry.gen as of the last sync of fan; synced once there
+	// was one.
+	gen    uint64
+	synced bool
+	// pos is how far every caught-up shape is routed (stored as
+	// Registry.routed for readers, see Shape.floor); behind are the shapes
+	// that are not (new ones, and all of them when the router starts),
+	// routed one by one until they reach pos; nCaught is the number of the
+	// others.
+	pos     routedPos
+	behind  map[*Shape]bool
+	nCaught int
+}
+
+func newRouter(r *Registry) *router {
+	rt := &router{r: r, fan: newFanout(r), behind: map[*Shape]bool{}}
+	if p := r.routed.Load(); p != nil {
+		rt.pos = *p // a restarted router: caught-up shapes stay so
+	}
+	return rt
+}
+
+func (rt *router) close() { rt.fan.close() }
+
+// run routes until ctx ends or routing fails.
+func (rt *router) run(ctx context.Context) error {
+	r := rt.r
 	for ctx.Err() == nil {
 		// The channel and gen before the list: a shape added meanwhile
 		// closes the one and moves the other.
 		added := r.addedChan()
 		gen := r.gen.Load()
-		if !f.current(gen) {
+		if !rt.current(gen) {
 			shapes, _ := r.list()
-			invalid, err := f.refresh(ctx, shapes, gen)
+			invalid, err := rt.refresh(ctx, shapes, gen)
 			if err != nil {
-				return r.stopErr(ctx, err)
+				return rt.stopErr(ctx, err)
 			}
 			if len(invalid) > 0 {
-				if err := f.invalidate(ctx, invalid); err != nil {
-					return r.stopErr(ctx, err)
+				if err := rt.invalidate(ctx, invalid); err != nil {
+					return rt.stopErr(ctx, err)
 				}
 				continue
 			}
 		}
-		if len(f.ids) == 0 {
+		if rt.fan.len() == 0 {
 			select {
 			case <-added:
 				continue
@@ -242,34 +276,63 @@ func (r *Registry) routeLoop(ctx context.Context, f *fanout) error {
 				return nil
 			}
 		}
-		from := f.from()
+		from := rt.from()
 		recs, err := r.o.Stream.Read(from+1, routeBatch)
 		if err != nil {
-			return r.stopErr(ctx, fmt.Errorf("read stream log: %w", err))
+			return rt.stopErr(ctx, fmt.Errorf("read stream log: %w", err))
 		}
 		if len(recs) == 0 {
-			if err := r.waitStream(ctx, from, added); err != nil {
-				return r.stopErr(ctx, err)
+			if err := rt.waitStream(ctx, from, added); err != nil {
+				return rt.stopErr(ctx, err)
 			}
 			continue
 		}
-		if err := f.routeRecords(ctx, recs); err != nil {
-			return r.stopErr(ctx, err)
+		if err := rt.routeRecords(ctx, recs); err != nil {
+			return rt.stopErr(ctx, err)
 		}
 	}
 	return nil
 }
 
-func (r *Registry) stopErr(ctx context.Context, err error) error {
+func (rt *router) stopErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil || errors.Is(err, storage.ErrClosed) {
 		return nil
 	}
 	return err
 }
 
+// current reports whether the router knows the shapes as of gen.
+func (rt *router) current(gen uint64) bool { return rt.synced && gen == rt.gen }
+
+// refresh brings the fanout up to the shapes listed at gen, and the
+// shapes it follows with it; it returns the shapes that can no longer be
+// served.
+func (rt *router) refresh(ctx context.Context, shapes []*Shape, gen uint64) ([]*Shape, error) {
+	ch, err := rt.fan.sync(ctx, shapes)
+	for _, s := range ch.removed {
+		if rt.behind[s] {
+			delete(rt.behind, s)
+		} else if s.caught.Load() {
+			rt.nCaught--
+		}
+	}
+	for _, s := range ch.added {
+		if s.caught.Load() {
+			rt.nCaught++
+		} else {
+			rt.behind[s] = true
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	rt.gen, rt.synced = gen, true
+	return ch.invalid, nil
+}
+
 // waitStream blocks until the stream log has a record after seq, a shape
 // is added, or ctx ends.
-func (r *Registry) waitStream(ctx context.Context, seq uint64, added <-chan struct{}) error {
+func (rt *router) waitStream(ctx context.Context, seq uint64, added <-chan struct{}) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := make(chan struct{})
@@ -281,7 +344,7 @@ func (r *Registry) waitStream(ctx context.Context, seq uint64, added <-chan stru
 		case <-stop:
 		}
 	}()
-	err := r.o.Stream.Wait(wctx, seq)
+	err := rt.r.o.Stream.Wait(wctx, seq)
 	if wctx.Err() != nil && ctx.Err() == nil {
 		return nil // a shape was added
 	}
@@ -289,6 +352,155 @@ func (r *Registry) waitStream(ctx context.Context, seq uint64, added <-chan stru
 		return nil
 	}
 	return err
+}
+
+// from is the stream log seq every shape has been routed to: where the
+// next batch starts.
+func (rt *router) from() uint64 {
+	from := uint64(math.MaxUint64)
+	if rt.nCaught > 0 || len(rt.behind) == 0 {
+		from = rt.pos.seq
+	}
+	for s := range rt.behind {
+		from = min(from, s.applied())
+	}
+	return from
+}
+
+// routeRecords applies recs to the shapes: the transactions not visible in
+// a shape's snapshot become one record each in the logs of the shapes they
+// touch. Then each touched log is written, and the records and how far the
+// shapes were routed made visible to readers; meta.json (written by the
+// persistence loop) syncs a log before it names how far it was routed.
+func (rt *router) routeRecords(ctx context.Context, recs []storage.Record) error {
+	var invalid []*Shape
+	// start is where each shape the batch touches was routed to before it.
+	start := map[*Shape]uint64{}
+	startOf := func(s *Shape) uint64 {
+		a, ok := start[s]
+		if !ok {
+			a = s.applied()
+			start[s] = a
+		}
+		return a
+	}
+	work := map[*Shape]*pending{}
+	var err error
+
+	last := recs[len(recs)-1]
+	var lastLSN uint64
+	for _, rec := range recs {
+		tx := rt.r.o.Decoded.Take(rec.Seq)
+		if tx == nil {
+			if tx, err = txn.Decode(rec.Payload); err != nil {
+				return fmt.Errorf("stream record %d: %w", rec.Seq, err)
+			}
+		}
+		lastLSN = tx.CommitLSN
+		fo, err := rt.fan.transaction(ctx, tx)
+		if err != nil {
+			return err
+		}
+		for _, s := range fo.invalid {
+			if startOf(s) < rec.Seq && !s.meta.visible(tx.XID, tx.CommitLSN) && !slices.Contains(invalid, s) {
+				invalid = append(invalid, s)
+			}
+		}
+		for _, t := range fo.touched {
+			s := t.s
+			if startOf(s) >= rec.Seq || s.isGone() || slices.Contains(invalid, s) || s.meta.visible(tx.XID, tx.CommitLSN) {
+				continue
+			}
+			u := s.meta.txMessages(tx, t.idx, t.in)
+			if u.count == 0 {
+				continue
+			}
+			seq, err := s.log.Append(storage.Record{CommitLSN: tx.CommitLSN, EndLSN: rec.EndLSN, Payload: u.payload(u.lastOp)})
+			if err != nil {
+				if s.isGone() {
+					continue // deleted meanwhile
+				}
+				return fmt.Errorf("shape %s: %w", s.meta.Handle, err)
+			}
+			p := work[s]
+			if p == nil {
+				p = &pending{}
+				work[s] = p
+			}
+			p.dirty = true
+			if seq != 0 {
+				p.entries = append(p.entries, entry{seq: seq, off: Offset{TX: tx.CommitLSN, Op: u.lastOp}, size: len(u.body)})
+			}
+		}
+	}
+	if err := writeLogs(work); err != nil {
+		return err
+	}
+	// The shapes that got records, and those behind, move on one by one
+	// (advance leaves alone a shape routed this far already); the caught-up
+	// ones all at once, with the router's position.
+	for s, p := range work {
+		s.advance(p.entries, lastLSN, last.Seq)
+	}
+	for s := range rt.behind {
+		s.advance(nil, lastLSN, last.Seq)
+	}
+	if last.Seq > rt.pos.seq {
+		rt.pos = routedPos{seq: last.Seq, lsn: max(rt.pos.lsn, lastLSN)}
+		p := rt.pos
+		rt.r.routed.Store(&p)
+	}
+	for s := range rt.behind {
+		if s.ownApplied() >= rt.pos.seq {
+			s.caught.Store(true)
+			delete(rt.behind, s)
+			rt.nCaught++
+		}
+	}
+	return rt.invalidate(ctx, invalid)
+}
+
+// pending is what a batch wrote to one shape log.
+type pending struct {
+	entries []entry
+	dirty   bool
+}
+
+// writeLogs makes the records appended to the logs of work readable. They
+// are not fsynced here: a shape log is made again from the durable stream
+// log after a crash of the machine (routing resumes from the applied_seq
+// of meta.json, which persist writes only after syncing the log), so one
+// disk flush per touched shape per batch is not needed.
+func writeLogs(work map[*Shape]*pending) error {
+	for s, p := range work {
+		if !p.dirty {
+			continue
+		}
+		if err := s.log.Write(); err != nil && !s.isGone() {
+			return fmt.Errorf("shape %s: %w", s.meta.Handle, err)
+		}
+	}
+	return nil
+}
+
+// invalidate removes shapes whose table was truncated or changed, or whose
+// where clause no longer fits it: their clients get 409 and refetch, and
+// a new request makes a shape from the table as it is now.
+func (rt *router) invalidate(ctx context.Context, shapes []*Shape) error {
+	if len(shapes) == 0 {
+		return nil
+	}
+	for _, s := range shapes {
+		inc(rt.r.o.Counters.Invalidated)
+		rt.r.o.Log.Info("table truncated or changed: the shape is removed, its clients refetch", "shape", s.meta.Handle, "table", s.meta.Definition.String())
+		if err := rt.r.Delete(s); err != nil {
+			return err
+		}
+	}
+	if err := rt.r.Reconcile(ctx); err != nil {
+		rt.r.o.Log.Warn("publication not reconciled after removing shapes", "err", err)
+	}
+	return nil
 }
 
 func (s *Shape) isGone() bool {

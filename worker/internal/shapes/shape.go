@@ -99,9 +99,10 @@ func (s *Shape) loadIndex() error {
 	}
 }
 
-// publish makes routed records visible to readers and wakes live requests.
-// A shape already routed up to applied is left as it is.
-func (s *Shape) publish(entries []entry, upTo, applied uint64) {
+// advance adds routed records to the index that readers plan from, moves
+// the shape's own routing positions (applied, upTo) and wakes live
+// requests. A shape already routed up to applied is left as it is.
+func (s *Shape) advance(entries []entry, upTo, applied uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if applied <= s.meta.AppliedSeq {

@@ -3,26 +3,16 @@ package shapes
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/batonhq/baton/worker/internal/storage"
 	"github.com/batonhq/baton/worker/internal/txn"
 )
-
-// InvalidError is bad input about a shape: HTTP 400 naming the field.
-type InvalidError struct {
-	Field   string
-	Problem string
-}
-
-func (e *InvalidError) Error() string { return e.Field + ": " + e.Problem }
 
 // snapshotChunkBytes is the size of one snapshot record.
 const snapshotChunkBytes = 1 << 20
@@ -30,147 +20,6 @@ const snapshotChunkBytes = 1 << 20
 // snapshotSyncChunks is how many snapshot records are appended between
 // syncs of the shape log while the snapshot is taken.
 const snapshotSyncChunks = 16
-
-// table is what the catalog says about a shape's table.
-type table struct {
-	oid     uint32
-	columns []Column // every column, in table order
-	pk      []string // the primary key, or every column when there is none
-	noPK    bool
-	// replident is pg_class.relreplident: d(efault), f(ull), n(othing), i(ndex).
-	replident string
-	// sig is the table's identity and column names and types: a shape is
-	// invalid once it changes.
-	sig string
-}
-
-// connect opens a connection with the fixed output settings the
-// replication connection uses, so that values look the same in the
-// snapshot and in the log.
-func connect(ctx context.Context, url, app string) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig(url)
-	if err != nil {
-		return nil, fmt.Errorf("parse database url: %w", err)
-	}
-	cfg.RuntimeParams["application_name"] = app
-	for k, v := range txn.OutputSettings {
-		cfg.RuntimeParams[k] = v
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
-	}
-	return conn, nil
-}
-
-// describe looks the table up; an unknown table or one without a primary
-// key is an InvalidError.
-func describe(ctx context.Context, conn *pgx.Conn, d Definition) (*table, error) {
-	var t table
-	var kind string
-	err := conn.QueryRow(ctx, `SELECT c.oid, c.relkind::text, c.relreplident::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2`, d.Schema, d.Table).Scan(&t.oid, &kind, &t.replident)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, &InvalidError{Field: "table", Problem: fmt.Sprintf("table %s does not exist", d)}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("look up table %s: %w", d, err)
-	}
-	if kind != "r" {
-		return nil, &InvalidError{Field: "table", Problem: fmt.Sprintf("%s is not an ordinary table", d)}
-	}
-	rows, err := conn.Query(ctx, `
-		SELECT a.attname, a.attnotnull, a.attndims, t.typcategory::text, t.typname, coalesce(e.typname, ''), a.atttypmod,
-			a.atttypid, format_type(a.atttypid, a.atttypmod), a.attgenerated <> ''
-		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
-		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, t.oid)
-	if err != nil {
-		return nil, fmt.Errorf("columns of %s: %w", d, err)
-	}
-	for rows.Next() {
-		var c Column
-		var dims int32
-		var cat, typ, elem string
-		if err := rows.Scan(&c.Name, &c.NotNull, &dims, &cat, &typ, &elem, &c.Typmod, &c.TypeOID, &c.SQLType, &c.Generated); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		c.Type = typ
-		if cat == "A" {
-			c.Type, c.Dims = elem, max(int(dims), 1)
-		}
-		t.columns = append(t.columns, c)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("columns of %s: %w", d, err)
-	}
-	rows, err = conn.Query(ctx, `
-		SELECT a.attname FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
-		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-		WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord`, t.oid)
-	if err != nil {
-		return nil, fmt.Errorf("primary key of %s: %w", d, err)
-	}
-	t.pk, err = pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("primary key of %s: %w", d, err)
-	}
-	if len(t.pk) == 0 {
-		// Like Electric: every column is the row's key.
-		t.noPK = true
-		for _, c := range t.columns {
-			if !c.Generated { // not in logical replication's rows
-				t.pk = append(t.pk, c.Name)
-			}
-		}
-	}
-	t.sig = signature(t.oid, d, t.columns)
-	for i, k := range t.pk {
-		if t.noPK {
-			break
-		}
-		for j := range t.columns {
-			if t.columns[j].Name == k {
-				p := i
-				t.columns[j].PKIndex = &p
-			}
-		}
-	}
-	return &t, nil
-}
-
-// signature sums up what a shape depends on in its table's definition.
-func signature(oid uint32, d Definition, cols []Column) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%d %s", oid, d.TableSQL())
-	for _, c := range cols {
-		fmt.Fprintf(&b, " %s:%s", quoteIdent(c.Name), c.SQLType)
-	}
-	return b.String()
-}
-
-// publish adds the table to the publication when it is not in it yet.
-func publish(ctx context.Context, conn *pgx.Conn, pub string, d Definition) error {
-	var all, present bool
-	err := conn.QueryRow(ctx, `SELECT p.puballtables, EXISTS (SELECT 1 FROM pg_publication_tables t
-		WHERE t.pubname = p.pubname AND t.schemaname = $2 AND t.tablename = $3)
-		FROM pg_publication p WHERE p.pubname = $1`, pub, d.Schema, d.Table).Scan(&all, &present)
-	if err != nil {
-		return fmt.Errorf("look up publication %s: %w", pub, err)
-	}
-	if all || present {
-		return nil
-	}
-	if _, err := conn.Exec(ctx, "ALTER PUBLICATION "+quoteIdent(pub)+" ADD TABLE "+d.TableSQL()); err != nil {
-		var pgErr interface{ SQLState() string }
-		if errors.As(err, &pgErr) && pgErr.SQLState() == pgerrcode.DuplicateObject { // added meanwhile
-			return nil
-		}
-		return fmt.Errorf("add %s to publication %s (the role needs to own the table): %w", d, pub, err)
-	}
-	return nil
-}
 
 // awaitRunning waits until every transaction running now has ended, so
 // that none of them made changes to the table before it was published.
@@ -348,4 +197,25 @@ func parseSnapshot(s string) (xmin, xmax uint64, xip []uint64, err error) {
 		}
 	}
 	return xmin, xmax, xip, nil
+}
+
+// snapshotSQL is the query of the shape's initial rows: the served
+// columns as text, the where clause's rows, in key order.
+func snapshotSQL(d Definition, cols []Column, pk []string, noPK bool) string {
+	sel := make([]string, len(cols))
+	for i, c := range cols {
+		sel[i] = quoteIdent(c.Name) + "::text"
+	}
+	q := "SELECT " + strings.Join(sel, ", ") + " FROM " + d.TableSQL()
+	if d.Where != "" {
+		q += " WHERE " + d.Where
+	}
+	if !noPK {
+		order := make([]string, len(pk))
+		for i, k := range pk {
+			order[i] = quoteIdent(k)
+		}
+		q += " ORDER BY " + strings.Join(order, ", ")
+	}
+	return q
 }

@@ -14,6 +14,111 @@ import (
 	"github.com/batonhq/baton/worker/internal/shapes/where"
 )
 
+// What a shape's definition needs of its table, read from the catalog when
+// the shape is made (and again to check that a stored shape still fits):
+// the columns and key, the replica identity, the where clause bound to the
+// column types.
+
+// table is what the catalog says about a shape's table.
+type table struct {
+	oid     uint32
+	columns []Column // every column, in table order
+	pk      []string // the primary key, or every column when there is none
+	noPK    bool
+	// replident is pg_class.relreplident: d(efault), f(ull), n(othing), i(ndex).
+	replident string
+	// sig is the table's identity and column names and types: a shape is
+	// invalid once it changes.
+	sig string
+}
+
+// describe looks the table up; an unknown table or one without a primary
+// key is an InvalidError.
+func describe(ctx context.Context, conn *pgx.Conn, d Definition) (*table, error) {
+	var t table
+	var kind string
+	err := conn.QueryRow(ctx, `SELECT c.oid, c.relkind::text, c.relreplident::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2`, d.Schema, d.Table).Scan(&t.oid, &kind, &t.replident)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, &InvalidError{Field: "table", Problem: fmt.Sprintf("table %s does not exist", d)}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up table %s: %w", d, err)
+	}
+	if kind != "r" {
+		return nil, &InvalidError{Field: "table", Problem: fmt.Sprintf("%s is not an ordinary table", d)}
+	}
+	rows, err := conn.Query(ctx, `
+		SELECT a.attname, a.attnotnull, a.attndims, t.typcategory::text, t.typname, coalesce(e.typname, ''), a.atttypmod,
+			a.atttypid, format_type(a.atttypid, a.atttypmod), a.attgenerated <> ''
+		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, t.oid)
+	if err != nil {
+		return nil, fmt.Errorf("columns of %s: %w", d, err)
+	}
+	for rows.Next() {
+		var c Column
+		var dims int32
+		var cat, typ, elem string
+		if err := rows.Scan(&c.Name, &c.NotNull, &dims, &cat, &typ, &elem, &c.Typmod, &c.TypeOID, &c.SQLType, &c.Generated); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		c.Type = typ
+		if cat == "A" {
+			c.Type, c.Dims = elem, max(int(dims), 1)
+		}
+		t.columns = append(t.columns, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("columns of %s: %w", d, err)
+	}
+	rows, err = conn.Query(ctx, `
+		SELECT a.attname FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+		WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord`, t.oid)
+	if err != nil {
+		return nil, fmt.Errorf("primary key of %s: %w", d, err)
+	}
+	t.pk, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("primary key of %s: %w", d, err)
+	}
+	if len(t.pk) == 0 {
+		// Like Electric: every column is the row's key.
+		t.noPK = true
+		for _, c := range t.columns {
+			if !c.Generated { // not in logical replication's rows
+				t.pk = append(t.pk, c.Name)
+			}
+		}
+	}
+	t.sig = signature(t.oid, d, t.columns)
+	for i, k := range t.pk {
+		if t.noPK {
+			break
+		}
+		for j := range t.columns {
+			if t.columns[j].Name == k {
+				p := i
+				t.columns[j].PKIndex = &p
+			}
+		}
+	}
+	return &t, nil
+}
+
+// signature sums up what a shape depends on in its table's definition.
+func signature(oid uint32, d Definition, cols []Column) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d %s", oid, d.TableSQL())
+	for _, c := range cols {
+		fmt.Fprintf(&b, " %s:%s", quoteIdent(c.Name), c.SQLType)
+	}
+	return b.String()
+}
+
 // whereTable is what the where package needs to know of t.
 func whereTable(d Definition, cols []Column) where.Table {
 	wt := where.Table{Schema: d.Schema, Name: d.Table}
@@ -118,25 +223,4 @@ func fullIdentity(ctx context.Context, conn *pgx.Conn, d Definition, t *table) e
 			d, pgErr.Message, why, d.TableSQL())}
 	}
 	return fmt.Errorf("set replica identity full on %s: %w", d, err)
-}
-
-// snapshotSQL is the query of the shape's initial rows: the served
-// columns as text, the where clause's rows, in key order.
-func snapshotSQL(d Definition, cols []Column, pk []string, noPK bool) string {
-	sel := make([]string, len(cols))
-	for i, c := range cols {
-		sel[i] = quoteIdent(c.Name) + "::text"
-	}
-	q := "SELECT " + strings.Join(sel, ", ") + " FROM " + d.TableSQL()
-	if d.Where != "" {
-		q += " WHERE " + d.Where
-	}
-	if !noPK {
-		order := make([]string, len(pk))
-		for i, k := range pk {
-			order[i] = quoteIdent(k)
-		}
-		q += " ORDER BY " + strings.Join(order, ", ")
-	}
-	return q
 }
