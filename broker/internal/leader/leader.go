@@ -70,6 +70,10 @@ const (
 	keyPID    = "backend_pid"
 )
 
+// holderWatchFirst is how soon a broker that let go of the lock reads the
+// holder first: a successor is usually granted within milliseconds.
+const holderWatchFirst = 50 * time.Millisecond
+
 // errShutdown ends a holding period because Run's context is done.
 var errShutdown = errors.New("shutting down")
 
@@ -144,7 +148,7 @@ func (l *Loop) session(ctx context.Context, bo *backoff) error {
 		l.log.Info("waiting for the stream's lock (free)", keyPID, s.PID())
 	}
 	start := time.Now()
-	stopWatch := l.watchHolder(ctx)
+	stopWatch := l.watchHolder(ctx, batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT, l.cfg.HeartbeatInterval)
 	err = s.Acquire(ctx)
 	stopWatch()
 	if err != nil {
@@ -185,13 +189,15 @@ func (l *Loop) session(ctx context.Context, bo *backoff) error {
 	return h.run(ctx)
 }
 
-// watchHolder keeps the holder shown to standby workers current while the
-// lock session waits for the lock: every heartbeat interval it reads the
-// state table on a connection of its own, and the Hub tells the workers
-// again when the holder, its epoch, its worker or the worker's URL changed
-// (a new grant on another pod). A failed read is retried at the next tick
-// on a new connection. stop ends it and waits for it.
-func (l *Loop) watchHolder(ctx context.Context) (stop func()) {
+// watchHolder keeps the holder shown to standby workers current while
+// this broker does not hold the lock: it reads the state table on a
+// connection of its own, first after the period first, then at periods
+// doubling up to the heartbeat interval, and the Hub tells the workers
+// (with reason) again when the holder, its epoch, its worker or the
+// worker's URL changed (a new grant on another pod). A failed read is
+// retried at the next tick on a new connection. stop ends it and waits for
+// it.
+func (l *Loop) watchHolder(ctx context.Context, reason batonv1.StandbyReason, first time.Duration) (stop func()) {
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -202,7 +208,8 @@ func (l *Loop) watchHolder(ctx context.Context) (stop func()) {
 				w.Close(wctx)
 			}
 		}()
-		tick := time.NewTicker(l.cfg.HeartbeatInterval)
+		period := min(first, l.cfg.HeartbeatInterval)
+		tick := time.NewTimer(period)
 		defer tick.Stop()
 		for {
 			select {
@@ -210,6 +217,8 @@ func (l *Loop) watchHolder(ctx context.Context) (stop func()) {
 				return
 			case <-tick.C:
 			}
+			period = min(2*period, l.cfg.HeartbeatInterval)
+			tick.Reset(period)
 			if w == nil {
 				var err error
 				if w, err = lock.DialWatcher(wctx, l.cfg.Lock); err != nil {
@@ -226,7 +235,7 @@ func (l *Loop) watchHolder(ctx context.Context) (stop func()) {
 				w = nil
 				continue
 			}
-			l.hub.SetStandby(lease.Standby{Reason: batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT, Holder: holderOf(st)})
+			l.hub.SetStandby(lease.Standby{Reason: reason, Holder: holderOf(st)})
 		}
 	}()
 	return func() {
@@ -237,9 +246,14 @@ func (l *Loop) watchHolder(ctx context.Context) (stop func()) {
 
 // awaitWorker blocks until a worker that may be granted is attached (one
 // whose stream has not released a grant: a worker that released because
-// its process is stopping stays attached until it exits).
+// its process is stopping stays attached until it exits). Meanwhile the
+// attached workers are told who holds the stream: a stopping worker learns
+// its successor's URL within moments of the grant, and forwards the shape
+// requests that still reach it there while it drains.
 func (l *Loop) awaitWorker(ctx context.Context) error {
 	l.setReady(false)
+	stopWatch := l.watchHolder(ctx, batonv1.StandbyReason_STANDBY_REASON_CONNECTING, holderWatchFirst)
+	defer stopWatch()
 	for {
 		if w, _ := l.hub.Candidate(); w != nil {
 			break

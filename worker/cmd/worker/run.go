@@ -88,7 +88,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	api.Proxied = func(code int) { proxied.WithLabelValues(strconv.Itoa(code)).Inc() }
 	api.Register(mux)
 	var unmet unmetRequirement
-	srv := &http.Server{Handler: unmet.guard(mux), ReadHeaderTimeout: 5 * time.Second}
+	drain := httpapi.NewDrain(unmet.guard(mux))
+	srv := &http.Server{Handler: drain, ReadHeaderTimeout: 5 * time.Second}
 
 	client, err := lease.New(cfg.BrokerAddr, lease.Options{WorkerID: id, StreamID: cfg.StreamID, AdvertiseURL: cfg.AdvertiseURL,
 		// A standby forwards shape requests to the worker its broker says
@@ -109,13 +110,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return nil
 	})
+	leaseDone := make(chan struct{})
 	g.Go(func() error {
 		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
+		return stopHTTP(ctx, srv, drain, leaseDone, log)
 	})
 	g.Go(func() error {
+		defer close(leaseDone)
 		w := &worker{cfg: cfg, client: client, tracker: &tracker, api: api, metrics: metrics, expired: expired, shapeCounters: shapeCounters, log: log, unmet: &unmet}
 		return w.leaseLoop(gctx)
 	})

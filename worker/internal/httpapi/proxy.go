@@ -19,9 +19,9 @@ import (
 )
 
 // ForwardedBy is the request header a standby adds to what it forwards. A
-// request that carries it is never forwarded again (it is answered 503), so
-// two workers that each believe the other active cannot pass a request
-// back and forth.
+// request that carries it is never forwarded again (it is answered 503 with
+// NotActive), so two workers that each believe the other active cannot pass
+// a request back and forth.
 const ForwardedBy = "Baton-Forwarded-By"
 
 // Bounds of a forwarded request until the active worker's response
@@ -32,17 +32,22 @@ const (
 	// forwardHeaderWait: a request that is not a long-poll (creating a
 	// shape takes a snapshot of its table first).
 	forwardHeaderWait = 2 * time.Minute
-	// liveHeaderGrace is added to LongPoll for a live long-poll, which the
-	// active worker answers only once there is news or the poll ends.
+	// liveHeaderGrace is added to LongPoll and MaxHold for a live
+	// long-poll, which the active worker answers only once there is news
+	// or the poll ends (after holding it, if it was starting).
 	liveHeaderGrace = 10 * time.Second
 )
 
 // errNoHeaders ends a forwarded request that got no response headers in time.
 var errNoHeaders = errors.New("no response headers in time")
 
+// errNotActive is a forward answered 503 with NotActive.
+var errNotActive = errors.New("it does not serve the stream either")
+
 // SetActive records the base URL of the stream's active worker as the
 // broker reports it ("" when none is known); shape requests are forwarded
-// there while this worker holds no valid lease. A URL that is this worker's
+// there while this worker holds no valid lease, and the requests held for
+// want of one are forwarded at once. A URL that is this worker's
 // own (Self) or not an absolute http(s) URL counts as none. Safe for
 // concurrent use; it does not block.
 func (s *Server) SetActive(raw string) {
@@ -55,6 +60,9 @@ func (s *Server) SetActive(raw string) {
 	s.mu.Lock()
 	changed := urlString(u) != urlString(s.active)
 	s.active = u
+	if changed {
+		s.notifyLocked()
+	}
 	s.mu.Unlock()
 	if !changed {
 		return
@@ -62,13 +70,13 @@ func (s *Server) SetActive(raw string) {
 	if u != nil {
 		s.Log.Info("standby forwards shape requests to the active worker", "active", u.String())
 	} else {
-		s.Log.Info("standby knows no active worker to forward to; shape requests get 503", "reported", raw)
+		s.Log.Info("standby knows no active worker to forward to; shape requests are held", "reported", raw, "max_hold", s.MaxHold)
 	}
 }
 
 // Hold tells the server whether this worker holds a lease (nil: none).
-// While l is valid nothing is forwarded: requests are served locally once
-// replication runs (Serve), 503 until then. A new lease forgets the active
+// While l is valid nothing is forwarded: requests are held and served
+// locally once replication runs (Serve). A new lease forgets the active
 // URL, which named the previous holder; requests already forwarded go on
 // until the worker they went to ends them.
 func (s *Server) Hold(l Lease) {
@@ -78,17 +86,17 @@ func (s *Server) Hold(l Lease) {
 	if l != nil {
 		s.active = nil
 	}
+	s.notifyLocked()
 }
 
-// standby answers a shape request this worker does not serve itself:
-// forwarded to the active worker when one is known, else 503.
-func (s *Server) standby(w http.ResponseWriter, r *http.Request) {
-	target, why := s.forwardTarget(r)
-	if target == nil {
-		cors(w, r)
-		unavailable(w, why)
-		return
-	}
+// forward sends r to target and streams its response back. It returns nil
+// once the client has its answer: the target's response, or 503 when the
+// target could not answer and retry is false. With retry, a forward that
+// failed before any byte of a response (target unreachable, connection
+// closed before the response headers, or answered 503 NotActive) writes
+// nothing and returns why, so the caller may try again.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, target *url.URL, retry bool) error {
+	var failed error
 	p := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
@@ -101,12 +109,22 @@ func (s *Server) standby(w http.ResponseWriter, r *http.Request) {
 		FlushInterval: -1,
 		ErrorLog:      slog.NewLogLogger(s.Log.Handler(), slog.LevelWarn),
 		ModifyResponse: func(resp *http.Response) error {
+			if retry && resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(NotActive) != "" {
+				return errNotActive
+			}
 			s.proxied(resp.StatusCode)
 			return nil
 		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+		// Called only before anything was written to w.
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			if r.Context().Err() != nil {
+				failed = r.Context().Err()
 				return // the client left
+			}
+			if retry && !errors.Is(err, errNoHeaders) {
+				s.Log.Debug("forward failed before a response; held for another try", "active", target.String(), "err", err)
+				failed = err
+				return
 			}
 			s.proxied(http.StatusServiceUnavailable)
 			s.Log.Warn("forwarding to the active worker failed", "active", target.String(), "err", err)
@@ -115,21 +133,10 @@ func (s *Server) standby(w http.ResponseWriter, r *http.Request) {
 		},
 	}
 	p.ServeHTTP(w, r)
-}
-
-// forwardTarget is where r goes, or nil and why it is answered 503.
-func (s *Server) forwardTarget(r *http.Request) (*url.URL, string) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	switch {
-	case s.held != nil && s.held.Valid():
-		return nil, "This worker holds the stream's lease and is starting replication; retry shortly."
-	case r.Header.Get(ForwardedBy) != "":
-		return nil, fmt.Sprintf("This worker does not hold the stream's lease, and the request was already forwarded by %q: it is not forwarded again; retry shortly.", r.Header.Get(ForwardedBy))
-	case s.active == nil:
-		return nil, "This worker does not hold the stream's lease and knows no active worker to forward to; retry shortly."
+	if failed != nil && r.Context().Err() != nil {
+		return nil // nobody to answer
 	}
-	return s.active, ""
+	return failed
 }
 
 func urlString(u *url.URL) string {
@@ -147,8 +154,9 @@ func (s *Server) proxied(code int) {
 
 // newTransport is the client side of forwarding: a bounded dial and wait
 // for response headers, bodies passed through as they are (no transparent
-// decompression), many connections kept to the one active worker.
-func newTransport(longPoll func() time.Duration) http.RoundTripper {
+// decompression), many connections kept to the one active worker. A live
+// long-poll waits up to liveWait() (LongPoll + MaxHold) + liveHeaderGrace.
+func newTransport(liveWait func() time.Duration) http.RoundTripper {
 	t := &http.Transport{
 		Proxy:                 nil, // the active worker is a pod of the cluster: never an HTTP proxy
 		DialContext:           (&net.Dialer{Timeout: forwardDialTimeout, KeepAlive: 15 * time.Second}).DialContext,
@@ -161,7 +169,7 @@ func newTransport(longPoll func() time.Duration) http.RoundTripper {
 	return &headerDeadline{rt: t, wait: func(r *http.Request) time.Duration {
 		q := r.URL.Query()
 		if q.Get("live") == "true" && q.Get("live_sse") != "true" && q.Get("experimental_live_sse") != "true" {
-			return longPoll() + liveHeaderGrace
+			return liveWait() + liveHeaderGrace
 		}
 		return forwardHeaderWait
 	}}

@@ -36,6 +36,8 @@ func startStandby(t *testing.T, active http.HandlerFunc) *standby {
 	t.Cleanup(s.active.Close)
 	s.api = httpapi.New(slog.New(slog.DiscardHandler))
 	s.api.Self, s.api.ID = "http://standby.test:3000", "worker@standby"
+	// Answered at once, as without holding (hold_test.go holds).
+	s.api.MaxHold = 0
 	s.api.Proxied = func(code int) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -215,6 +217,9 @@ func TestForwardRefuses(t *testing.T) {
 	s.api.SetActive(s.active.URL)
 	resp, body = do(t, "GET", q, http.Header{httpapi.ForwardedBy: {"worker@other"}})
 	check503(t, resp, body, "already forwarded")
+	if resp.Header.Get(httpapi.NotActive) != "worker@standby" {
+		t.Errorf("a refused forwarded request says %s %q; want worker@standby", httpapi.NotActive, resp.Header.Get(httpapi.NotActive))
+	}
 
 	s.api.Hold(validLease(true))
 	resp, body = do(t, "DELETE", s.url+"/v1/shape?table=items", nil)

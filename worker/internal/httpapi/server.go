@@ -3,8 +3,19 @@
 // works against a Baton worker unchanged. Shapes are served only while the
 // worker holds its lease and replicates. A standby worker forwards shape
 // requests to the stream's active worker when it knows its URL (SetActive),
-// streaming the response back as it comes; otherwise, and while it starts
-// under a new lease, it answers 503 with Retry-After.
+// streaming the response back as it comes.
+//
+// Around a handoff no worker can answer for a moment: the active worker
+// stops, its successor starts replication, and standbys learn the new
+// active worker's URL a little later. A shape request that arrives then is
+// held, up to Server.MaxHold, and answered as soon as some worker can: here
+// once replication runs, or forwarded to the newly named active worker — a
+// GET is forwarded again when the worker it went to was gone before
+// answering (hold.go). Only when nobody serves the stream for MaxHold does
+// the client get 503 with Retry-After.
+//
+// Drain (drain.go) lets a stopping worker keep answering for a moment while
+// telling clients to open their next connection elsewhere.
 package httpapi
 
 import (
@@ -25,6 +36,13 @@ const (
 	chunkBytes      = 10 << 20
 )
 
+// DefaultMaxHold is how long a shape request waits, at most, for a worker
+// that serves the stream (a handoff: the successor starting replication,
+// standbys learning its URL) before it is answered 503. Well above a
+// graceful or crash handoff (DESIGN §6), below common client and proxy
+// timeouts.
+const DefaultMaxHold = 10 * time.Second
+
 // exposed are the response headers a browser client must be able to read.
 const exposed = "electric-cursor, electric-handle, electric-offset, electric-schema, electric-up-to-date, electric-internal-known-error, retry-after, etag"
 
@@ -40,6 +58,9 @@ type Server struct {
 	// Proxied, when set, counts each forwarded request by the status code
 	// its client got (503 when the active worker could not be reached).
 	Proxied func(code int)
+	// MaxHold bounds how long a shape request waits for a worker that
+	// serves the stream (see the package comment); 0: not at all.
+	MaxHold time.Duration
 
 	transport http.RoundTripper
 
@@ -51,6 +72,9 @@ type Server struct {
 	held Lease
 	// active is the active worker's base URL; nil when none is known.
 	active *url.URL
+	// changed is closed and replaced whenever reg, lease, held or active
+	// change, waking the requests held until one of them does.
+	changed chan struct{}
 }
 
 // Lease is what serving depends on: Valid checks the lease's deadline on
@@ -64,10 +88,10 @@ type Lease interface {
 }
 
 // New returns a Server with no registry and no active worker to forward
-// to (every shape request gets 503).
+// to (shape requests are held, then answered 503).
 func New(log *slog.Logger) *Server {
-	s := &Server{LongPoll: DefaultLongPoll, Log: log}
-	s.transport = newTransport(func() time.Duration { return s.LongPoll })
+	s := &Server{LongPoll: DefaultLongPoll, MaxHold: DefaultMaxHold, Log: log, changed: make(chan struct{})}
+	s.transport = newTransport(func() time.Duration { return s.LongPoll + s.MaxHold })
 	return s
 }
 
@@ -77,6 +101,13 @@ func (s *Server) Serve(reg *shapes.Registry, l Lease) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reg, s.lease = reg, l
+	s.notifyLocked()
+}
+
+// notifyLocked wakes the held requests; s.mu is held for writing.
+func (s *Server) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
 }
 
 // whileLeased returns a context that ends with the request or when the
@@ -157,9 +188,6 @@ type errorBody struct {
 func invalid(w http.ResponseWriter, errs map[string][]string) {
 	errorJSON(w, http.StatusBadRequest, errorBody{Message: "Invalid request", Errors: errs})
 }
-
-// leaseLost is why a request is answered 503 when the lease ended under it.
-const leaseLost = "This worker does not hold the stream's lease right now; retry shortly."
 
 // unavailable answers 503 with Retry-After, saying why.
 func unavailable(w http.ResponseWriter, why string) {

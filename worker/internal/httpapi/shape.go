@@ -31,9 +31,14 @@ func nextCursor(interval time.Duration, prev string) string {
 func (s *Server) getShape(w http.ResponseWriter, r *http.Request) {
 	reg := s.current()
 	if reg == nil {
-		s.standby(w, r)
+		s.elsewhere(w, r, s.serveShape)
 		return
 	}
+	s.serveShape(w, r, reg)
+}
+
+// serveShape answers a GET from reg, the registry this worker serves.
+func (s *Server) serveShape(w http.ResponseWriter, r *http.Request, reg *shapes.Registry) {
 	cors(w, r)
 	p, errs := parseParams(r.URL.Query())
 	if errs != nil {
@@ -72,7 +77,14 @@ func (s *Server) getShape(w http.ResponseWriter, r *http.Request) {
 		newer, err := sh.Wait(ctx, p.offset)
 		cancel()
 		stop()
-		if err != nil {
+		switch {
+		case errors.Is(err, shapes.ErrGone) && s.current() != reg:
+			// The registry was closed under the poll: this worker stopped
+			// serving (its lease is ending). As when the lease ends: nothing
+			// new, ask again — the next request finds out whether the
+			// shape is still there.
+			newer = false
+		case err != nil:
 			s.planErr(w, r, reg, p, err)
 			return
 		}
@@ -124,7 +136,9 @@ func (s *Server) createErr(w http.ResponseWriter, r *http.Request, err error) {
 		invalid(w, map[string][]string{ie.Field: {ie.Problem}})
 	case r.Context().Err() != nil:
 	case s.current() == nil:
-		unavailable(w, leaseLost)
+		// The lease ended under the request: answered where the stream
+		// is served now.
+		s.elsewhere(w, r, s.serveShape)
 	default:
 		s.Log.Error("shape request failed", "err", err, "query", r.URL.RawQuery)
 		errorJSON(w, http.StatusInternalServerError, errorBody{Message: "Unable to create the shape: " + err.Error()})
@@ -150,7 +164,7 @@ func (s *Server) planErr(w http.ResponseWriter, r *http.Request, reg *shapes.Reg
 		invalid(w, map[string][]string{"offset": {"out of bounds for this shape"}})
 	case errors.Is(err, shapes.ErrGone):
 		if s.current() == nil {
-			unavailable(w, leaseLost)
+			s.elsewhere(w, r, s.serveShape)
 			return
 		}
 		sh, cerr := reg.GetOrCreate(r.Context(), p.def)
@@ -245,9 +259,14 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, p params, sh *s
 func (s *Server) deleteShape(w http.ResponseWriter, r *http.Request) {
 	reg := s.current()
 	if reg == nil {
-		s.standby(w, r)
+		s.elsewhere(w, r, s.serveDelete)
 		return
 	}
+	s.serveDelete(w, r, reg)
+}
+
+// serveDelete answers a DELETE from reg, the registry this worker serves.
+func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, reg *shapes.Registry) {
 	cors(w, r)
 	// The shape is the one of the definition (table, where, params,
 	// columns, replica, log); a handle, when given, must be its current one.
