@@ -4,7 +4,8 @@ package e2e_test
 // requests to the active worker of its stream, whose URL its broker shows
 // it (Standby.holder.worker_url), and passes the answers back unchanged:
 // initial fetches, long-polls, server-sent events, 409 must-refetch, 400,
-// DELETE. A request that was already forwarded once is answered 503, not
+// DELETE. A request that was already forwarded once is answered 503 (with
+// Baton-Not-Active, for the forwarding worker to try elsewhere), not
 // forwarded again. When the standby gains the lease, what it forwarded
 // ends with the old lease and new requests are served locally.
 
@@ -78,7 +79,7 @@ func TestStandbyForwards(t *testing.T) {
 	b, baseB := startPod(t, pg, "b", t.TempDir(), nil, true, "waiting")
 
 	// The standby learns the active worker's URL from its broker, then
-	// forwards; until then it answers 503.
+	// forwards; until then it holds requests.
 	if err := harness.Await(15*time.Second, "the standby forwarding a shape request", func() (bool, error) {
 		code, _, _ := get(t, baseB, url.Values{"table": {"items"}, "offset": {"-1"}})
 		return code == 200, nil

@@ -305,7 +305,8 @@ func shapeDirs(t *testing.T, storage string) []string {
 
 // Bad requests each get 400 naming the field, and stored shapes stay as
 // they were; a stale handle gets 409 with the current one; a worker
-// without the lease answers 503 with Retry-After.
+// without the lease that knows no active worker holds a request for
+// httpapi.DefaultMaxHold, then answers 503 with Retry-After.
 func TestShapeBadRequests(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	execSQL(t, pg,
@@ -398,14 +399,20 @@ func TestShapeBadRequests(t *testing.T) {
 		t.Fatalf("after DELETE: %d handle %q (old %q)", code, h.Get("electric-handle"), handle)
 	}
 
-	// A standby worker (no lease) answers 503 with Retry-After.
+	// A standby worker (no lease, and no URL of the active worker: it
+	// advertises none) holds the request, then answers 503 with
+	// Retry-After.
 	b := startPair(t, pg, "b", t.TempDir(), nil)
 	if err := b.worker.AwaitStatus("waiting", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	code, h, _ = get(t, "http://"+b.worker.HTTPAddr, url.Values{"table": {"items"}, "offset": {"-1"}})
-	if code != 503 || h.Get("Retry-After") == "" {
-		t.Fatalf("standby: %d %v; want 503 with Retry-After", code, h)
+	start := time.Now()
+	code, h, body = get(t, "http://"+b.worker.HTTPAddr, url.Values{"table": {"items"}, "offset": {"-1"}})
+	if code != 503 || h.Get("Retry-After") == "" || !strings.Contains(body, "knows no active worker") {
+		t.Fatalf("standby: %d %v %s; want 503 with Retry-After saying it knows no active worker", code, h, body)
+	}
+	if took := time.Since(start); took < 5*time.Second {
+		t.Fatalf("standby answered 503 after %s; want the request held (10 s) first", took)
 	}
 	_ = harness.Await
 }

@@ -52,13 +52,16 @@ func (l *logged) count(msg string) int {
 	return n
 }
 
-// await waits until msg was logged n times.
-func (l *logged) await(t *testing.T, msg string, n int) {
+// await waits until msg was logged n times, failing if the request whose
+// result comes on res is answered first.
+func (l *logged) await(t *testing.T, msg string, n int, res <-chan result) {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for l.count(msg) < n {
 		select {
 		case <-l.seen:
+		case r := <-res:
+			t.Fatalf("answered %d %q (err %v) before %q was logged %d times; want it held", r.code, r.body, r.err, msg, n)
 		case <-deadline:
 			t.Fatalf("%q logged %d times after 10s; want %d", msg, l.count(msg), n)
 		}
@@ -180,10 +183,10 @@ func TestHeldUntilActiveNamed(t *testing.T) {
 				before = c.hits.Load()
 			}
 			res := get(s.url+"/v1/shape?table=items&offset=-1", nil)
-			l.await(t, c.await, 1)
+			l.await(t, c.await, 1, res)
 			// Tried again after a backoff while no other worker is named.
 			if c.await == retryMsg {
-				l.await(t, c.await, 2)
+				l.await(t, c.await, 2, res)
 			}
 			s.api.SetActive(s.active.URL)
 			r := wait(t, res)
@@ -229,7 +232,7 @@ func TestHeldWhileStarting(t *testing.T) {
 	le := newLease()
 	s.api.Hold(le)
 	res := get(s.url+"/v1/shape?table=items&offset=-1", nil)
-	l.await(t, heldMsg, 1)
+	l.await(t, heldMsg, 1, res)
 	// The lease ends without replication having run; the broker names
 	// another active worker.
 	le.end()
