@@ -235,7 +235,7 @@ func TestStandbyHolderWorkerURL(t *testing.T) {
 	const urlA, urlB = "http://10.0.0.1:3000", "http://10.0.0.2:3000"
 
 	ba := startBroker(t, harness.BrokerOptions{DatabaseURL: pg.URL(), Name: "a", Settings: fastSettings})
-	_, grantedA := leaseClient(t, ba, "worker-a", urlA)
+	logA, grantedA := leaseClient(t, ba, "worker-a", urlA)
 	la := awaitLease(t, "worker-a", grantedA)
 
 	bb := startBroker(t, harness.BrokerOptions{DatabaseURL: pg.URL(), Name: "b", Settings: fastSettings})
@@ -268,6 +268,10 @@ func TestStandbyHolderWorkerURL(t *testing.T) {
 	}
 	lb := awaitLease(t, "worker-b", grantedB)
 	logC.await(t, "worker-c", "worker-b", urlB, 10*time.Second)
+	// The stopping worker, still attached while it drains, learns its
+	// successor's URL too (to forward what still reaches it), well within
+	// a heartbeat interval.
+	logA.await(t, "worker-a", "worker-b", urlB, 10*time.Second)
 	if err := ba.AwaitHealth("readiness", notServing, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}

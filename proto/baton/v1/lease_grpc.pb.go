@@ -32,7 +32,11 @@
 //     ended its walsender; the broker then records the release and unlocks
 //     at once, so that a standby pod takes over in milliseconds instead of
 //     after BATON_WORKER_ABSENCE_TIMEOUT. Any other Released leaves the lock
-//     with the broker, waiting for a worker to attach again.
+//     with the broker, waiting for a worker to attach again. After a
+//     stopping release the broker goes on sending Standby with the current
+//     holder on that stream until it ends, so the stopping worker learns its
+//     successor (and its worker_url) while it finishes the requests that
+//     still reach it.
 //
 // A stream that sent Released is never granted again: a worker that wants
 // the stream again opens a new Lease stream (and should half-close the old

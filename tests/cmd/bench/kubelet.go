@@ -34,6 +34,7 @@ type kubeletResults struct {
 	warmup      int
 	workerFirst []time.Duration // SIGTERM to the active worker alone → standby's worker active
 	workerExit  []time.Duration // SIGTERM to the active worker → it exited (the kubelet then stops the broker)
+	released    []time.Duration // SIGTERM to the active worker → it logged its release
 	brokerFirst []time.Duration // SIGTERM to the active broker alone → standby's worker active
 	// ... → the standby's broker reports leader (it holds the lock and
 	// granted): the handoff itself, without the new worker's start-up.
@@ -46,6 +47,7 @@ type timing struct {
 	active     time.Duration // signal → standby's worker active
 	leader     time.Duration // signal → standby's broker leader
 	workerExit time.Duration // signal → old worker exited (worker first only)
+	released   time.Duration // signal → old worker logged "lease released" (worker first only)
 }
 
 // pod is a broker and its worker, as Kubernetes runs them.
@@ -125,6 +127,7 @@ func runKubelet(ctx context.Context, cfg config, pg *pgtest.Cluster) (_ *kubelet
 				res.workerFirst = append(res.workerFirst, tm.active)
 				res.workerFirstLeader = append(res.workerFirstLeader, tm.leader)
 				res.workerExit = append(res.workerExit, tm.workerExit)
+				res.released = append(res.released, tm.released)
 			} else {
 				res.brokerFirst = append(res.brokerFirst, tm.active)
 				res.brokerFirstLeader = append(res.brokerFirstLeader, tm.leader)
@@ -163,6 +166,18 @@ func (l *kubeletLab) handoff(ctx context.Context, active, standby *pod, workerFi
 		}
 		close(leader)
 	}()
+	released := make(chan time.Time, 1)
+	if workerFirst {
+		go func() {
+			err := awaitEvery(pctx, handoffTimeout, activePoll, active.worker.Name+" to log its release", func() (bool, error) {
+				return strings.Contains(active.worker.Output(), "lease released"), nil
+			})
+			if err == nil {
+				released <- time.Now()
+			}
+			close(released)
+		}()
+	}
 	var seen string
 	err = awaitEvery(ctx, handoffTimeout, activePoll, standby.worker.Name+" to report active after SIGTERM to "+first.Name, func() (bool, error) {
 		select {
@@ -188,6 +203,11 @@ func (l *kubeletLab) handoff(ctx context.Context, active, standby *pod, workerFi
 			return tm, err
 		}
 		tm.workerExit = active.worker.ExitedAt().Sub(t0)
+		rt, ok := <-released
+		if !ok {
+			return tm, fmt.Errorf("%s exited without logging its release", active.worker.Name)
+		}
+		tm.released = rt.Sub(t0)
 		// The handoff must be the worker's doing, not the broker's exit.
 		select {
 		case <-active.broker.Done():
@@ -397,9 +417,10 @@ func (r *kubeletResults) targetLine() string {
 }
 
 func (r *kubeletResults) details() []string {
-	ex := summarize(r.workerExit)
+	ex, rel := summarize(r.workerExit), summarize(r.released)
 	return []string{
-		fmt.Sprintf("kubelet order, SIGTERM to the active worker → that worker exited (the kubelet then stops its broker): p50 %s ms, p99 %s ms", ms(ex.p50), ms(ex.p99)),
+		fmt.Sprintf("kubelet order, SIGTERM to the active worker → it logged \"lease released\": p50 %s ms, p99 %s ms", ms(rel.p50), ms(rel.p99)),
+		fmt.Sprintf("kubelet order, SIGTERM to the active worker → that worker exited (its HTTP server drains for 2 s after the release; the kubelet then stops its broker): p50 %s ms, p99 %s ms", ms(ex.p50), ms(ex.p99)),
 		fmt.Sprintf("standby worker's /v1/health and standby broker's gRPC health (service leader) each polled every %s", activePoll),
 	}
 }
