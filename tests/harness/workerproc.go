@@ -1,11 +1,13 @@
 package harness
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -103,4 +105,34 @@ func (w *Worker) AwaitStatus(status string, timeout time.Duration) error {
 		return fmt.Errorf("%w (last %q)", err, last)
 	}
 	return nil
+}
+
+// Metric returns the value of the first sample of the metric name in the
+// worker's /metrics (ok false when it has none).
+func (w *Worker) Metric(name string) (v float64, ok bool, err error) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + w.HTTPAddr + "/metrics")
+	if err != nil {
+		return 0, false, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, found := strings.CutPrefix(line, name)
+		if !found || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return 0, false, fmt.Errorf("metric %s: %w", name, err)
+		}
+		return v, true, nil
+	}
+	return 0, false, sc.Err()
 }

@@ -71,6 +71,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		reg.MustRegister(c)
 		return c
 	}
+	prepared := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "baton", Subsystem: "worker", Name: "standby_prepared",
+		Help: "1 while the worker stands by with its admin session open and warmed up for a takeover.", ConstLabels: prometheus.Labels{"stream": cfg.StreamID}})
+	reg.MustRegister(prepared)
 	shapeCounters := shapes.Counters{
 		Compacted:   counter("shape_compactions_total", "Shape logs compacted to one message per row."),
 		Invalidated: counter("shapes_invalidated_total", "Shapes removed because their table was truncated, dropped, renamed or altered."),
@@ -117,7 +120,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	})
 	g.Go(func() error {
 		defer close(leaseDone)
-		w := &worker{cfg: cfg, client: client, tracker: &tracker, api: api, metrics: metrics, expired: expired, shapeCounters: shapeCounters, log: log, unmet: &unmet}
+		w := &worker{cfg: cfg, client: client, tracker: &tracker, api: api, metrics: metrics, expired: expired, shapeCounters: shapeCounters, log: log, unmet: &unmet,
+			prepared: prepared}
 		return w.leaseLoop(gctx)
 	})
 	return g.Wait()
@@ -137,14 +141,18 @@ type worker struct {
 	shapeCounters shapes.Counters
 	log           *slog.Logger
 	unmet         *unmetRequirement // shape requests get 503 naming it
+	prepared      prometheus.Gauge  // baton_worker_standby_prepared
 }
 
 func (w *worker) leaseLoop(ctx context.Context) error {
 	client, tracker, log := w.client, w.tracker, w.log
 	for {
 		tracker.Set(health.Waiting, nil)
+		// While standing by, an admin session waits for the grant.
+		warm := startWarm(ctx, w.cfg.DatabaseURL, w.cfg.StreamID, log, w.prepared)
 		l, err := client.Acquire(ctx)
 		if err != nil {
+			closeSession(ctx, warm.take())
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -153,7 +161,7 @@ func (w *worker) leaseLoop(ctx context.Context) error {
 		log.Info("lease granted", "epoch", l.Epoch, "slot", l.Slot, "publication", l.Publication, "ttl", l.TTL)
 		w.metrics.Epoch.Set(float64(l.Epoch))
 		w.api.Hold(l)
-		durable := w.holdLease(ctx, l)
+		durable := w.holdLease(ctx, l, warm)
 		w.api.Hold(nil)
 		w.metrics.Epoch.Set(0)
 		tracker.Set(health.Waiting, nil)
@@ -176,14 +184,15 @@ func (w *worker) leaseLoop(ctx context.Context) error {
 
 // holdLease replicates under l until it ends or ctx is done, retrying
 // failed runs with backoff while the lease is valid. It returns the last
-// durable LSN.
-func (w *worker) holdLease(ctx context.Context, l *lease.Lease) uint64 {
+// durable LSN. The first run takes warm's session; a retry opens its own.
+func (w *worker) holdLease(ctx context.Context, l *lease.Lease, warm *warmSession) uint64 {
 	tracker, log := w.tracker, w.log
 	var durable uint64
 	delay := 100 * time.Millisecond
 	for l.Err() == nil && ctx.Err() == nil {
 		tracker.Set(health.Starting, l)
-		res, err := w.replicateOnce(ctx, l)
+		res, err := w.replicateOnce(ctx, l, warm)
+		warm = nil
 		durable = max(durable, res.Durable)
 		if err == nil || l.Err() != nil || ctx.Err() != nil {
 			return durable
@@ -203,17 +212,35 @@ func (w *worker) holdLease(ctx context.Context, l *lease.Lease) uint64 {
 		}
 		delay = min(2*delay, 5*time.Second)
 	}
+	if warm != nil {
+		closeSession(ctx, warm.take())
+	}
 	return durable
 }
 
-func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease) (replication.Result, error) {
+// replicateOnce runs replication under l once. From the grant on, the
+// replication connection opens (a new backend and walsender: the slowest
+// step of a start) while the storage is opened and the publication's
+// coverage checked and reconciled on one admin session, warm's when there
+// is one; START_REPLICATION waits for all of them (replication.Run).
+func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease, warm *warmSession) (replication.Result, error) {
 	cfg, tracker, api, log, metrics := w.cfg, w.tracker, w.api, w.log, w.metrics
+	steps := replication.NewSteps(l.GrantedAt)
+	dialing := replication.Dial(ctx, replication.Options{DatabaseURL: cfg.DatabaseURL, StreamID: cfg.StreamID, Epoch: l.Epoch})
+	defer dialing.Close(ctx)
+	admin, err := adminSession(ctx, warm, cfg.DatabaseURL, cfg.StreamID, l.Epoch)
+	if err != nil {
+		return replication.Result{}, fmt.Errorf("admin session: %w", err)
+	}
+	defer closeSession(ctx, admin)
+	steps.Mark("admin")
 	dir := filepath.Join(cfg.StorageDir, cfg.StreamID)
 	store, err := storage.Open(dir, l.Epoch)
 	if err != nil {
 		return replication.Result{}, fmt.Errorf("open storage: %w", err)
 	}
 	defer store.Close()
+	steps.Mark("storage")
 	// Transactions the stream appends reach the router in memory.
 	decoded := txn.NewCache()
 	reg, err := shapes.Open(shapes.Options{Dir: dir, Epoch: l.Epoch, DatabaseURL: cfg.DatabaseURL, StreamID: cfg.StreamID,
@@ -222,18 +249,21 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease) (replication
 		return replication.Result{}, fmt.Errorf("open shapes: %w", err)
 	}
 	defer reg.Close()
+	steps.Mark("shapes")
 	// Shapes whose table the publication may not have covered since the
 	// storage's position (another pod dropped it meanwhile) miss changes:
 	// drop them before the publication is reconciled and streaming starts.
 	_, end := store.Durable()
-	if _, err := reg.CheckCoverage(ctx, max(end, store.Acked())); err != nil {
+	if _, err := reg.CheckCoverage(ctx, admin, max(end, store.Acked())); err != nil {
 		return replication.Result{}, fmt.Errorf("check publication coverage: %w", err)
 	}
+	steps.Mark("coverage")
 	// The publication holds exactly the stored shapes' tables (a shape whose
 	// table was removed from it would silently miss changes).
-	if err := reg.Reconcile(ctx); err != nil {
+	if err := reg.ReconcileOn(ctx, admin); err != nil {
 		return replication.Result{}, fmt.Errorf("reconcile publication: %w", err)
 	}
+	steps.Mark("reconcile")
 	// The router lives as long as this run under the lease.
 	rctx, stopRouter := context.WithCancel(ctx)
 	defer context.AfterFunc(l.Ctx(), stopRouter)()
@@ -292,13 +322,17 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease) (replication
 		// slot (slot created anew, or advanced by a consumer with other
 		// storage) may have gaps: drop them, so clients refetch (409).
 		OnDiscontinuity: func(string) error {
-			if err := reg.DropAll(); err != nil {
-				return err
+			n, err := reg.DropAll()
+			if err != nil || n == 0 {
+				return err // nothing dropped: the publication is reconciled
 			}
-			return reg.Reconcile(ctx)
+			return reg.ReconcileOn(ctx, admin) // Run does not use admin meanwhile
 		},
 		Metrics: metrics,
 		Decoded: decoded,
+		Admin:   admin,
+		Dialing: dialing,
+		Steps:   steps,
 		OnStreaming: func() {
 			tracker.Set(health.Active, l)
 			api.Serve(reg, l)

@@ -148,7 +148,7 @@ func checkBatonSchema(ctx context.Context, conn *pgx.Conn, role string) error {
 func CheckDatabase(ctx context.Context, url, slot, pub string, timeout time.Duration) (Requirements, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := connectAdmin(ctx, url, "baton-worker-check")
+	conn, err := ConnectAdmin(ctx, url, "baton-worker-check")
 	if err != nil {
 		return Requirements{}, err
 	}

@@ -4,6 +4,15 @@
 // epoch), streams from the slot's confirmed position, appends each committed
 // transaction to durable storage, and acknowledges to PostgreSQL only what
 // storage reports durable.
+//
+// A run's start is the path from a grant to streaming, so it waits for as
+// little as it can: the replication connection (named with the epoch from
+// its first byte) is dialed from the grant on, alongside the work on the
+// admin session (which the caller may have opened while standing by:
+// ConnectAdmin, WarmUp), and is first used for CREATE_REPLICATION_SLOT or
+// START_REPLICATION, after the slot was found free for this epoch and
+// after everything the caller checks before calling Run (the shapes'
+// publication coverage). Opening it touches no slot.
 package replication
 
 import (
@@ -63,6 +72,18 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, pub string) error {
 		return fmt.Errorf("create publication %s: %w", pub, err)
 	}
 	return nil
+}
+
+// WarmUp runs, on conn, the reads that Run makes of the publication and
+// the slot at the start of a lease, and discards what they return: see
+// shapes.WarmUp. It writes nothing and touches no slot.
+func WarmUp(ctx context.Context, conn *pgx.Conn, slot, pub string) error {
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", pub).Scan(&exists); err != nil {
+		return fmt.Errorf("look up publication: %w", err)
+	}
+	_, err := readSlot(ctx, conn, slot)
+	return err
 }
 
 // slotState is what pg_replication_slots says about the slot.

@@ -71,6 +71,17 @@ type Options struct {
 	// Decoded, when set, receives every transaction appended to the sink
 	// (see txn.Cache).
 	Decoded *txn.Cache
+	// Admin, when set, is the normal session Run uses for the publication
+	// and the slot's state (ConnectAdmin); the caller closes it after Run
+	// returned. When nil, Run opens its own.
+	Admin *pgx.Conn
+	// Dialing, when set, is the replication connection already being
+	// opened (Dial, with these options); Run takes it over and closes it.
+	// When nil, Run dials it itself, alongside its first queries.
+	Dialing *Dialing
+	// Steps, when set, times the start; Run marks its own steps and logs
+	// them with "replicating".
+	Steps *Steps
 }
 
 // Result says how a run ended.
@@ -104,7 +115,7 @@ type item struct {
 func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 	var res Result
 	if o.WalSenderTimeout == 0 {
-		o.WalSenderTimeout = 30 * time.Second
+		o.WalSenderTimeout = defaultWalSenderTimeout
 	}
 	app := AppName(o.StreamID, o.Epoch)
 	// work ends with the lease or the shutdown.
@@ -113,26 +124,48 @@ func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 	stopOnLease := context.AfterFunc(leaseCtx(l), stopWork)
 	defer stopOnLease()
 
-	admin, err := connectAdmin(work, o.DatabaseURL, "baton-worker-admin:"+o.StreamID+":"+fmt.Sprint(o.Epoch))
-	if err != nil {
-		return res, err
+	// The replication connection opens while the admin session prepares
+	// the publication and the slot; nothing touches the slot before it is
+	// known to be free for this epoch (takeSlot).
+	dialing := o.Dialing
+	if dialing == nil {
+		dialing = Dial(work, o)
 	}
-	defer admin.Close(context.WithoutCancel(ctx))
+	defer dialing.Close(ctx)
+	admin := o.Admin
+	if admin == nil {
+		var err error
+		if admin, err = ConnectAdmin(work, o.DatabaseURL, "baton-worker-admin:"+o.StreamID+":"+fmt.Sprint(o.Epoch)); err != nil {
+			return res, err
+		}
+		defer admin.Close(context.WithoutCancel(ctx))
+	}
 	if err := ensurePublication(work, admin, o.Publication); err != nil {
 		return res, err
 	}
-	repl, err := connectReplication(work, o.DatabaseURL, app, o.WalSenderTimeout)
-	if err != nil {
-		return res, err
-	}
-	defer closeConn(ctx, repl)
-	if _, err := pglogrepl.IdentifySystem(work, repl); err != nil {
-		return res, fmt.Errorf("identify system: %w", err)
-	}
+	o.Steps.Mark("publication")
 	st, err := takeSlot(work, admin, o.Slot, o.StreamID, o.Epoch, func(msg string, args ...any) { o.Log.Warn(msg, args...) })
 	if err != nil {
 		return res, err
 	}
+	var repl *pgconn.PgConn
+	replConn := func() (*pgconn.PgConn, error) {
+		if repl != nil {
+			return repl, nil
+		}
+		c, err := dialing.Conn(work)
+		if err != nil {
+			return nil, err
+		}
+		repl = c
+		return repl, nil
+	}
+	defer func() {
+		if repl != nil {
+			closeConn(ctx, repl)
+		}
+	}()
+	o.Steps.Mark("slot")
 	if st.exists && st.walStatus == "lost" {
 		// The server removed WAL the slot still needed
 		// (max_slot_wal_keep_size): it can never stream from it again.
@@ -154,11 +187,16 @@ func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 		}
 	}
 	if !st.exists {
-		if _, err := pglogrepl.CreateReplicationSlot(work, repl, quoteIdent(o.Slot), "pgoutput",
+		c, err := replConn()
+		if err != nil {
+			return res, err
+		}
+		if _, err := pglogrepl.CreateReplicationSlot(work, c, quoteIdent(o.Slot), "pgoutput",
 			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"}); err != nil {
 			return res, fmt.Errorf("create slot %s: %w", o.Slot, err)
 		}
 		res.SlotCreated = true
+		o.Steps.Mark("create_slot")
 		o.Log.Info("replication slot created", "slot", o.Slot)
 		if st, err = readSlot(work, admin, o.Slot); err != nil {
 			return res, err
@@ -183,6 +221,11 @@ func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 	if err := sink.RecordAck(uint64(confirmed)); err != nil {
 		return res, fmt.Errorf("record the slot's position: %w", err)
 	}
+	o.Steps.Mark("continuity")
+	if _, err := replConn(); err != nil {
+		return res, err
+	}
+	o.Steps.Mark("wait_replication_conn")
 	err = pglogrepl.StartReplication(work, repl, quoteIdent(o.Slot), 0, pglogrepl.StartReplicationOptions{
 		Mode: pglogrepl.LogicalReplication,
 		PluginArgs: []string{"proto_version '1'",
@@ -192,7 +235,13 @@ func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("start replication on %s: %w", o.Slot, err)
 	}
-	o.Log.Info("replicating", "slot", o.Slot, "publication", o.Publication, "epoch", o.Epoch, "from_lsn", confirmed.String())
+	o.Steps.Mark("start_replication")
+	args := []any{"slot", o.Slot, "publication", o.Publication, "epoch", o.Epoch, "from_lsn", confirmed.String()}
+	if o.Steps != nil {
+		// How long the dial took, from the grant's side of the start.
+		args = append(args, o.Steps.group(slog.Duration("replication_conn", dialing.took.Round(10*time.Microsecond))))
+	}
+	o.Log.Info("replicating", args...)
 	if o.OnStreaming != nil {
 		o.OnStreaming()
 	}
@@ -213,6 +262,7 @@ func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 		}
 	}
 	closeConn(ctx, repl)
+	repl = nil
 	if err := endOwnWalsender(ectx, admin, o.Slot, app); err != nil {
 		o.Log.Warn("could not end own walsender", "err", err)
 	}
@@ -512,19 +562,6 @@ func (s *streamer) status(ctx context.Context, poke <-chan struct{}) error {
 			_ = s.l.Progress(d)
 		}
 	}
-}
-
-func connectAdmin(ctx context.Context, url, app string) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig(url)
-	if err != nil {
-		return nil, fmt.Errorf("parse database url: %w", err)
-	}
-	cfg.RuntimeParams["application_name"] = app
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
-	}
-	return conn, nil
 }
 
 func connectReplication(ctx context.Context, url, app string, walSenderTimeout time.Duration) (*pgconn.PgConn, error) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -118,17 +117,14 @@ type Coverage struct {
 // changes made while the table was out of the publication are never sent,
 // to anyone, however late they are decoded: the shapes would miss them.
 // Their clients refetch (409). Call it once per lease, before Reconcile
-// and before streaming (see the package doc, "Publication coverage").
-func (r *Registry) CheckCoverage(ctx context.Context, position uint64) (Coverage, error) {
+// and before streaming (see the package doc, "Publication coverage"), on
+// conn, a session opened after the grant or one whose first use comes
+// after it (its reads must follow the grant).
+func (r *Registry) CheckCoverage(ctx context.Context, conn *pgx.Conn, position uint64) (Coverage, error) {
 	var cov Coverage
 	shapes, _ := r.list()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	conn, err := connect(ctx, r.o.DatabaseURL, "baton-worker-shapes:"+r.o.StreamID+":"+strconv.FormatUint(r.o.Epoch, 10))
-	if err != nil {
-		return cov, err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
 	if err := ensurePubChanges(ctx, conn); err != nil {
 		return cov, err
 	}
@@ -142,30 +138,9 @@ func (r *Registry) CheckCoverage(ctx context.Context, position uint64) (Coverage
 	if err != nil {
 		return cov, err
 	}
-	// The latest recorded drop of each table after position.
-	dropped := map[string]uint64{}
-	rows, err := conn.Query(ctx, `SELECT table_name, max(lsn)::text FROM baton.publication_changes
-		WHERE stream_id = $1 AND action = 'drop' AND lsn > $2::text::pg_lsn GROUP BY table_name`,
-		r.o.StreamID, txn.LSN(position).String())
+	dropped, err := dropsAfter(ctx, conn, r.o.StreamID, position)
 	if err != nil {
-		return cov, fmt.Errorf("read baton.publication_changes: %w", err)
-	}
-	for rows.Next() {
-		var t, text string
-		if err := rows.Scan(&t, &text); err != nil {
-			rows.Close()
-			return cov, fmt.Errorf("read baton.publication_changes: %w", err)
-		}
-		lsn, err := txn.ParseLSN(text)
-		if err != nil {
-			rows.Close()
-			return cov, fmt.Errorf("read baton.publication_changes: %w", err)
-		}
-		dropped[t] = uint64(lsn)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return cov, fmt.Errorf("read baton.publication_changes: %w", err)
+		return cov, err
 	}
 	why := map[*Shape]string{}
 	for _, s := range shapes {
@@ -204,6 +179,56 @@ func (r *Registry) CheckCoverage(ctx context.Context, position uint64) (Coverage
 	return cov, nil
 }
 
+// dropsAfter returns the latest recorded drop of each table of the stream
+// after position.
+func dropsAfter(ctx context.Context, conn *pgx.Conn, streamID string, position uint64) (map[string]uint64, error) {
+	dropped := map[string]uint64{}
+	rows, err := conn.Query(ctx, `SELECT table_name, max(lsn)::text FROM baton.publication_changes
+		WHERE stream_id = $1 AND action = 'drop' AND lsn > $2::text::pg_lsn GROUP BY table_name`,
+		streamID, txn.LSN(position).String())
+	if err != nil {
+		return nil, fmt.Errorf("read baton.publication_changes: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var t, text string
+		if err := rows.Scan(&t, &text); err != nil {
+			return nil, fmt.Errorf("read baton.publication_changes: %w", err)
+		}
+		lsn, err := txn.ParseLSN(text)
+		if err != nil {
+			return nil, fmt.Errorf("read baton.publication_changes: %w", err)
+		}
+		dropped[t] = uint64(lsn)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read baton.publication_changes: %w", err)
+	}
+	return dropped, nil
+}
+
+// WarmUp runs, on conn, the reads that CheckCoverage and Reconcile make
+// at the start of a lease of the stream, and discards what they return. A
+// standby's session runs it so that, after the grant, those reads find
+// the catalogs they need cached in its backend: a new backend loads them
+// on first use, which costs more than the reads themselves. It writes
+// nothing, and nothing it reads is used.
+func WarmUp(ctx context.Context, conn *pgx.Conn, streamID, pub string) error {
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT to_regclass('baton.publication_changes') IS NOT NULL").Scan(&exists); err != nil {
+		return fmt.Errorf("look up baton.publication_changes: %w", err)
+	}
+	if _, _, _, err := publicationTables(ctx, conn, pub); err != nil {
+		return err
+	}
+	if exists {
+		if _, err := dropsAfter(ctx, conn, streamID, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // pruneCoverage forgets drops below the slot's restart_lsn: a storage whose
 // position is below it is below the slot's confirmed position too (which
 // never goes below restart_lsn, even after a server restart, since
@@ -219,30 +244,26 @@ func (r *Registry) pruneCoverage(ctx context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
-// publicationTables lists the publication's tables as quoted names.
+// publicationTables lists the publication's tables as quoted names, in
+// one round trip.
 func publicationTables(ctx context.Context, conn *pgx.Conn, pub string) (tables map[string]bool, all, exists bool, err error) {
-	err = conn.QueryRow(ctx, "SELECT puballtables FROM pg_publication WHERE pubname = $1", pub).Scan(&all)
+	var schemas, names []string
+	err = conn.QueryRow(ctx, `SELECT p.puballtables,
+		       array(SELECT schemaname::text FROM pg_publication_tables t WHERE t.pubname = p.pubname ORDER BY 1, tablename),
+		       array(SELECT tablename::text FROM pg_publication_tables t WHERE t.pubname = p.pubname ORDER BY schemaname, 1)
+		FROM pg_publication p WHERE p.pubname = $1`, pub).Scan(&all, &schemas, &names)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, false, false, nil
 	}
 	if err != nil {
-		return nil, false, false, fmt.Errorf("look up publication %s: %w", pub, err)
-	}
-	rows, err := conn.Query(ctx, "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1", pub)
-	if err != nil {
 		return nil, false, false, fmt.Errorf("list publication %s: %w", pub, err)
 	}
-	defer rows.Close()
+	if len(schemas) != len(names) {
+		return nil, false, false, fmt.Errorf("list publication %s: %d schemas for %d tables", pub, len(schemas), len(names))
+	}
 	tables = map[string]bool{}
-	for rows.Next() {
-		var d Definition
-		if err := rows.Scan(&d.Schema, &d.Table); err != nil {
-			return nil, false, false, fmt.Errorf("list publication %s: %w", pub, err)
-		}
-		tables[d.TableSQL()] = true
-	}
-	if err := rows.Err(); err != nil {
-		return nil, false, false, fmt.Errorf("list publication %s: %w", pub, err)
+	for i := range names {
+		tables[Definition{Schema: schemas[i], Table: names[i]}.TableSQL()] = true
 	}
 	return tables, all, true, nil
 }

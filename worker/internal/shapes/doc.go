@@ -59,7 +59,9 @@
 // the worker's epoch. A broker's grant to any later epoch updates that row,
 // so it either waits for the drop's commit or makes the drop fail; the
 // successor, which reads the record after its grant, sees every drop that
-// ever committed. An unrecorded drop (by an operator) that is still in
+// ever committed. (A standby runs the same reads earlier, on the session it
+// will use, only to load that backend's caches: WarmUp; nothing it reads
+// then is used.) An unrecorded drop (by an operator) that is still in
 // effect shows as a missing table; one reverted before the lease started
 // cannot be seen, and is the one case not covered.
 //

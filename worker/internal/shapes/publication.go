@@ -25,8 +25,6 @@ var ErrSuperseded = errors.New("a newer epoch owns the stream")
 // (see the package doc, "Publication coverage"): once a newer epoch owns
 // the stream, a drop fails with ErrSuperseded.
 func (r *Registry) Reconcile(ctx context.Context) error {
-	r.createMu.Lock()
-	defer r.createMu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	conn, err := connect(ctx, r.o.DatabaseURL, "baton-worker-shapes:"+r.o.StreamID+":"+strconv.FormatUint(r.o.Epoch, 10))
@@ -34,7 +32,16 @@ func (r *Registry) Reconcile(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	return r.ReconcileOn(ctx, conn)
+}
 
+// ReconcileOn is Reconcile on conn, a session the caller owns (and does
+// not use meanwhile).
+func (r *Registry) ReconcileOn(ctx context.Context, conn *pgx.Conn) error {
+	r.createMu.Lock()
+	defer r.createMu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	want := map[string]Definition{}
 	shapes, _ := r.list()
 	for _, s := range shapes {

@@ -360,18 +360,19 @@ func (r *Registry) list() ([]*Shape, <-chan struct{}) {
 }
 
 // DropAll removes every shape, for when the stream's continuity is lost
-// (the slot was created anew): their clients get 409 and refetch.
-func (r *Registry) DropAll() error {
+// (the slot was created anew): their clients get 409 and refetch. It
+// returns how many it removed.
+func (r *Registry) DropAll() (int, error) {
 	shapes, _ := r.list()
-	for _, s := range shapes {
+	for i, s := range shapes {
 		if err := r.Delete(s); err != nil {
-			return err
+			return i, err
 		}
 	}
 	if len(shapes) > 0 {
 		r.o.Log.Warn("replication slot created anew: every shape was dropped, clients refetch", "shapes", len(shapes))
 	}
-	return nil
+	return len(shapes), nil
 }
 
 // seenFloor is a commit LSN up to which every transaction is already handled
