@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -40,6 +41,15 @@ type kubeletResults struct {
 	// granted): the handoff itself, without the new worker's start-up.
 	workerFirstLeader []time.Duration
 	brokerFirstLeader []time.Duration
+	// steps are the new worker's start-up steps in the kubelet order,
+	// from its "replicating" log line (grant → streaming), by name.
+	steps     map[string][]time.Duration
+	stepOrder []string
+	// prepare: a standby worker's start → its admin session prepared
+	// (baton_worker_standby_prepared 1).
+	prepare []time.Duration
+	// load averages (1 min) at the start and the end of the section.
+	loadStart, loadEnd string
 }
 
 // timing is one round's measurements.
@@ -56,6 +66,9 @@ type pod struct {
 	broker  *harness.Broker
 	worker  *harness.Worker
 	storage string
+	started time.Time // the worker process's start
+	// prepared: the worker's start → its standby admin session prepared.
+	prepared time.Duration
 }
 
 // kubeletLab owns the pods of the section.
@@ -97,7 +110,8 @@ func runKubelet(ctx context.Context, cfg config, pg *pgtest.Cluster) (_ *kubelet
 			l.dumpLogs()
 		}
 	}()
-	res := &kubeletResults{rounds: cfg.kubeletRounds, warmup: cfg.warmup}
+	res := &kubeletResults{rounds: cfg.kubeletRounds, warmup: cfg.warmup, steps: map[string][]time.Duration{}, loadStart: loadAvg()}
+	defer func() { res.loadEnd = loadAvg() }()
 	active, err := l.start(ctx)
 	if err != nil {
 		return nil, err
@@ -123,11 +137,13 @@ func runKubelet(ctx context.Context, cfg config, pg *pgtest.Cluster) (_ *kubelet
 				i+1, workerFirst, active.name, standby.name, tm.leader, tm.active)
 		}
 		if i/2 >= cfg.warmup {
+			res.prepare = append(res.prepare, standby.prepared)
 			if workerFirst {
 				res.workerFirst = append(res.workerFirst, tm.active)
 				res.workerFirstLeader = append(res.workerFirstLeader, tm.leader)
 				res.workerExit = append(res.workerExit, tm.workerExit)
 				res.released = append(res.released, tm.released)
+				res.addSteps(standby.worker.Output())
 			} else {
 				res.brokerFirst = append(res.brokerFirst, tm.active)
 				res.brokerFirstLeader = append(res.brokerFirstLeader, tm.leader)
@@ -272,6 +288,7 @@ func (l *kubeletLab) start(ctx context.Context) (*pod, error) {
 		return nil, err
 	}
 	p.storage = fmt.Sprintf("%s/%s", l.storage, p.name)
+	p.started = time.Now()
 	p.worker, err = harness.StartWorker(harness.WorkerOptions{
 		Bin: l.workerBin, DatabaseURL: l.dbURL, BrokerAddr: b.Addr, StorageDir: p.storage,
 		StreamID: kubeletStream, Name: "worker-" + p.name, Tee: tee,
@@ -304,7 +321,23 @@ func (l *kubeletLab) startStandby(ctx context.Context) (*pod, error) {
 	if err != nil {
 		return nil, err
 	}
-	return p, l.awaitWorker(ctx, p, "waiting")
+	if err := l.awaitWorker(ctx, p, "waiting"); err != nil {
+		return nil, err
+	}
+	// A standby prepares its admin session while it waits (a dial and the
+	// start's reads, to warm its backend's caches). In a rolling update
+	// the old pod is stopped only once the new one is Ready, so a standby
+	// has at least the time to pass its readiness probes; here it is
+	// given the time to be prepared, which is measured.
+	err = await(ctx, startTimeout, p.worker.Name+" to prepare its standby session", func() (bool, error) {
+		v, ok, err := p.worker.Metric("baton_worker_standby_prepared")
+		return err == nil && ok && v == 1, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.prepared = time.Since(p.started)
+	return p, nil
 }
 
 // awaitWorker waits until the pod's worker reports status.
@@ -418,11 +451,71 @@ func (r *kubeletResults) targetLine() string {
 
 func (r *kubeletResults) details() []string {
 	ex, rel := summarize(r.workerExit), summarize(r.released)
-	return []string{
+	out := []string{
 		fmt.Sprintf("kubelet order, SIGTERM to the active worker → it logged \"lease released\": p50 %s ms, p99 %s ms", ms(rel.p50), ms(rel.p99)),
 		fmt.Sprintf("kubelet order, SIGTERM to the active worker → that worker exited (its HTTP server drains for 2 s after the release; the kubelet then stops its broker): p50 %s ms, p99 %s ms", ms(ex.p50), ms(ex.p99)),
-		fmt.Sprintf("standby worker's /v1/health and standby broker's gRPC health (service leader) each polled every %s", activePoll),
 	}
+	if line := r.stepsLine(); line != "" {
+		out = append(out, line)
+	}
+	if len(r.prepare) > 0 {
+		pr := summarize(r.prepare)
+		out = append(out, fmt.Sprintf("standby worker's start → its admin session prepared (baton_worker_standby_prepared 1; awaited before each round): p50 %s ms, p99 %s ms", ms(pr.p50), ms(pr.p99)))
+	}
+	out = append(out,
+		fmt.Sprintf("standby worker's /v1/health and standby broker's gRPC health (service leader) each polled every %s", activePoll),
+		fmt.Sprintf("load average (1 min) at the start and the end of the section: %s, %s", r.loadStart, r.loadEnd))
+	return out
+}
+
+// startupStep matches one step of a worker's "replicating" log line.
+var startupStep = regexp.MustCompile(`startup\.([a-z_]+)=(\S+)`)
+
+// addSteps records the steps of the last "replicating" line of a worker's
+// log.
+func (r *kubeletResults) addSteps(log string) {
+	i := strings.LastIndex(log, "msg=replicating")
+	if i < 0 {
+		return
+	}
+	line, _, _ := strings.Cut(log[i:], "\n")
+	for _, m := range startupStep.FindAllStringSubmatch(line, -1) {
+		d, err := time.ParseDuration(m[2])
+		if err != nil {
+			continue
+		}
+		if _, ok := r.steps[m[1]]; !ok {
+			r.stepOrder = append(r.stepOrder, m[1])
+		}
+		r.steps[m[1]] = append(r.steps[m[1]], d)
+	}
+}
+
+// stepsLine summarizes the new worker's start-up steps.
+func (r *kubeletResults) stepsLine() string {
+	if len(r.stepOrder) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, name := range r.stepOrder {
+		st := summarize(r.steps[name])
+		parts = append(parts, fmt.Sprintf("%s %s/%s", name, ms(st.p50), ms(st.p99)))
+	}
+	return "kubelet order, the new worker's start from its grant to streaming, by step as its log line `replicating` reports them (p50/p99 ms; " +
+		"`replication_conn` is the dial that runs alongside the steps before `wait_replication_conn`): " + strings.Join(parts, ", ")
+}
+
+// loadAvg is the 1-minute load average, or "unknown".
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "unknown"
+	}
+	return f[0]
 }
 
 func (r *kubeletResults) text() string {
@@ -450,7 +543,8 @@ func (r *kubeletResults) markdown() string {
 	b.WriteString(`
 What is measured: two pods (a broker and a worker process each) on stream
 ` + "`" + kubeletStream + "`" + `, one active, one standing by (its broker blocked in
-pg_locks, its worker reporting waiting). Each round stops the active pod in
+pg_locks, its worker reporting waiting with its admin session prepared:
+` + "`baton_worker_standby_prepared`" + ` 1). Each round stops the active pod in
 one of two orders, from the signal until the standby's worker answers
 ` + "`/v1/health`" + ` active (its broker took the lock, granted, and the worker
 opened its storage, reconciled the publication and started streaming from
@@ -467,8 +561,8 @@ the slot):
   SIGTERM after the round.
 
 The workers have no shapes, so the drain has nothing to flush; the time is
-the protocol's and the new worker's start-up (replication connection, slot
-checks, START_REPLICATION).
+the protocol's and the new worker's start-up, whose steps the worker logs
+(` + "`startup.*`" + ` in its line ` + "`replicating`" + `) and the line above summarizes.
 `)
 	return b.String()
 }
