@@ -61,8 +61,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("listen BATON_METRICS_LISTEN: %w", err)
 	}
 
-	m := metrics.New(cfg.StreamID)
 	hub := lease.NewHub(cfg.StreamID, holder, cfg.LeaseTTL)
+	m := metrics.New(cfg.StreamID, hub.DurableLSN)
 	hub.SetRenewalWindow(cfg.LockSessionTimeout - cfg.LeaseTTL)
 	srv := server.New(cfg.StreamID, hub, log)
 	loop := leader.New(leader.Config{

@@ -77,6 +77,9 @@ func writeStatusText(w io.Writer, st lock.Status) {
 	if st.WorkerURL != "" {
 		fmt.Fprintf(tw, "worker url\t%s\n", st.WorkerURL)
 	}
+	if st.DurableLSN != 0 {
+		fmt.Fprintf(tw, "durable lsn\t%s (reported by the worker)\n", lock.FormatLSN(st.DurableLSN))
+	}
 	fmt.Fprintf(tw, "acquired at\t%s\n", ago(st.AcquiredAt))
 	if st.GrantedAt != nil {
 		fmt.Fprintf(tw, "granted at\t%s\n", ago(*st.GrantedAt))
@@ -104,6 +107,10 @@ func writeStatusJSON(w io.Writer, st lock.Status) error {
 		out["backend_alive"] = st.Alive
 		out["worker"] = st.Worker
 		out["worker_url"] = st.WorkerURL
+		out["durable_lsn"] = nil
+		if st.DurableLSN != 0 {
+			out["durable_lsn"] = lock.FormatLSN(st.DurableLSN)
+		}
 		out["acquired_at"] = st.AcquiredAt
 		out["granted_at"] = st.GrantedAt
 		out["last_heartbeat"] = st.LastHeartbeat

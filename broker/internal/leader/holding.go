@@ -151,7 +151,7 @@ func (h *holding) beat(ctx context.Context, renew bool) error {
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), window)
 	defer cancel()
 	start := time.Now()
-	if err := h.claim.Heartbeat(bctx); err != nil {
+	if err := h.claim.Heartbeat(bctx, h.hub.DurableLSN()); err != nil {
 		h.metrics.HeartbeatFailures.Inc()
 		return err
 	}
@@ -258,7 +258,7 @@ func (h *holding) releaseStopped(ctx context.Context) error {
 func (h *holding) release(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, h.cfg.Lock.SessionTimeout)
 	defer cancel()
-	return h.claim.Release(rctx)
+	return h.claim.Release(rctx, h.hub.DurableLSN())
 }
 
 // await heartbeats (without renewing) until done() or the deadline.

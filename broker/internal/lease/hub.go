@@ -223,7 +223,8 @@ func (h *Hub) Stopped() (uint64, bool) {
 	return h.stopped, h.stopped != 0
 }
 
-// Progress records the worker's durable position.
+// Progress records the worker's durable position (Progress.durable_lsn, or
+// Released.durable_lsn) if w holds the current grant under epoch.
 func (h *Hub) Progress(w *Worker, epoch, lsn uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -41,7 +41,7 @@ func (s *Session) Claim(ctx context.Context, worker Grantee) (*Claim, error) {
 		ON CONFLICT (stream_id) DO UPDATE SET
 			epoch = st.epoch + 1, holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid,
 			worker = EXCLUDED.worker, worker_url = EXCLUDED.worker_url, acquired_at = now(),
-			granted_at = EXCLUDED.granted_at, last_heartbeat = now(), released_at = NULL
+			granted_at = EXCLUDED.granted_at, last_heartbeat = now(), released_at = NULL, durable_lsn = NULL
 		RETURNING epoch, acquired_at`,
 		s.opts.StreamID, s.opts.Holder, s.ns, s.objid, worker.ID, worker.URL).Scan(&epoch, &c.acquiredAt)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -99,10 +99,11 @@ func (c *Claim) Grant(ctx context.Context, worker Grantee, recorded bool) (uint6
 // Heartbeat proves the session alive to PostgreSQL (it resets
 // idle_session_timeout) and checks, in the same statement, that the stored
 // epoch and backend are still ours. It returns ErrLockLost or ErrReplaced
-// when not.
-func (c *Claim) Heartbeat(ctx context.Context) error {
-	tag, err := c.s.conn.Exec(ctx, `UPDATE baton.streams SET last_heartbeat = now() WHERE `+fenceSQL,
-		c.s.opts.StreamID, int64(c.epoch))
+// when not. The same statement records durable, the last durable position
+// the grantee reported (Progress), unless it is 0 (none reported).
+func (c *Claim) Heartbeat(ctx context.Context, durable uint64) error {
+	tag, err := c.s.conn.Exec(ctx, `UPDATE baton.streams SET last_heartbeat = now(), durable_lsn = coalesce($3::pg_lsn, durable_lsn)
+		WHERE `+fenceSQL, c.s.opts.StreamID, int64(c.epoch), lsnParam(durable))
 	if err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
@@ -136,17 +137,21 @@ func (c *Claim) whyNot(ctx context.Context) error {
 	return ErrLockLost
 }
 
-// Release unlocks and records the release in one round trip (the unlock
-// first: it is what the standby waits for). It ends the claim; the session
-// stays open: Close it afterwards.
-func (c *Claim) Release(ctx context.Context) error {
+// Release unlocks and records the release, with durable as Heartbeat
+// does, in one round trip (the unlock first: it is what the standby waits
+// for). It ends the claim; the session stays open: Close it afterwards.
+func (c *Claim) Release(ctx context.Context, durable uint64) error {
 	s := c.s
-	// Multi-statement simple query; every value is an integer or a validated
-	// stream id ([a-z0-9_]), written as literals.
+	durableSQL := "durable_lsn"
+	if durable != 0 {
+		durableSQL = "'" + FormatLSN(durable) + "'"
+	}
+	// Multi-statement simple query; every value is an integer, an LSN or a
+	// validated stream id ([a-z0-9_]), written as literals.
 	sql := fmt.Sprintf(`SELECT pg_advisory_unlock(%d, %d);
-		UPDATE baton.streams SET released_at = now(), worker = NULL, worker_url = NULL
+		UPDATE baton.streams SET released_at = now(), worker = NULL, worker_url = NULL, durable_lsn = %s
 		WHERE stream_id = '%s' AND epoch = %d AND backend_pid = pg_backend_pid()`,
-		s.ns, s.key, s.opts.StreamID, int64(c.epoch))
+		s.ns, s.key, durableSQL, s.opts.StreamID, int64(c.epoch))
 	results, err := s.conn.PgConn().Exec(ctx, sql).ReadAll()
 	if err != nil {
 		return fmt.Errorf("release: %w", err)
@@ -155,4 +160,12 @@ func (c *Claim) Release(ctx context.Context) error {
 		return ErrLockLost
 	}
 	return nil
+}
+
+// lsnParam is durable as a pg_lsn parameter: nil (NULL) for 0.
+func lsnParam(durable uint64) any {
+	if durable == 0 {
+		return nil
+	}
+	return FormatLSN(durable)
 }

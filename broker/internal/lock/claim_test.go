@@ -87,13 +87,19 @@ func TestClaimOwnsTheEpoch(t *testing.T) {
 			t.Fatalf("after Grant(%+v): state table %+v", g.worker, st)
 		}
 	}
-	if err := c1.Heartbeat(ctx); err != nil {
-		t.Fatalf("Heartbeat: %v", err)
+	// Heartbeats record the worker's durable position; 0 keeps the last.
+	for _, d := range []uint64{0x1_016B3748, 0} {
+		if err := c1.Heartbeat(ctx, d); err != nil {
+			t.Fatalf("Heartbeat: %v", err)
+		}
+		if st := status(); st.DurableLSN != 0x1_016B3748 {
+			t.Fatalf("after Heartbeat(%X): durable lsn %X, want 1/16B3748", d, st.DurableLSN)
+		}
 	}
 
 	// Another epoch in the row while the lock is still held: replaced.
 	exec(`UPDATE baton.streams SET epoch = 9 WHERE stream_id = '` + streamID + `'`)
-	if err := c1.Heartbeat(ctx); !errors.Is(err, lock.ErrReplaced) {
+	if err := c1.Heartbeat(ctx, 0x2_0000000); !errors.Is(err, lock.ErrReplaced) {
 		t.Fatalf("Heartbeat after another epoch was stored = %v, want ErrReplaced", err)
 	}
 	if _, err := c1.Grant(ctx, lock.Grantee{ID: "w3"}, false); !errors.Is(err, lock.ErrReplaced) || c1.Epoch() != 2 {
@@ -106,8 +112,11 @@ func TestClaimOwnsTheEpoch(t *testing.T) {
 	b := session(t, ctx, pg.URL(), "b")
 	acquired := make(chan error, 1)
 	go func() { acquired <- b.Acquire(ctx) }()
-	if err := c1.Release(ctx); err != nil {
+	if err := c1.Release(ctx, 0x1_10000000); err != nil {
 		t.Fatalf("Release: %v", err)
+	}
+	if st := status(); st.ReleasedAt == nil || st.DurableLSN != 0x1_10000000 {
+		t.Fatalf("after Release: %+v, want released with durable lsn 1/10000000", st)
 	}
 	if err := <-acquired; err != nil {
 		t.Fatalf("b Acquire: %v", err)
@@ -115,6 +124,9 @@ func TestClaimOwnsTheEpoch(t *testing.T) {
 	c2, err := b.Claim(ctx, lock.Grantee{ID: "w4", URL: "http://10.0.0.4:3000"})
 	if err != nil || c2.Epoch() != 3 {
 		t.Fatalf("b Claim: epoch %v, %v; want 3", c2, err)
+	}
+	if st := status(); st.DurableLSN != 0 {
+		t.Fatalf("a new claim kept its predecessor's durable lsn %X (released with 1/10000000)", st.DurableLSN)
 	}
 	claimed := status()
 	if e, err := c2.Grant(ctx, lock.Grantee{ID: "w4", URL: "http://10.0.0.4:3000"}, true); err != nil || e != 3 {
@@ -125,13 +137,13 @@ func TestClaimOwnsTheEpoch(t *testing.T) {
 	}
 
 	// a no longer holds the lock: its claim is fenced out.
-	if err := c1.Heartbeat(ctx); !errors.Is(err, lock.ErrLockLost) {
+	if err := c1.Heartbeat(ctx, 0x3_0000000); !errors.Is(err, lock.ErrLockLost) {
 		t.Fatalf("old claim's Heartbeat = %v, want ErrLockLost", err)
 	}
-	if err := c1.Release(ctx); !errors.Is(err, lock.ErrLockLost) {
+	if err := c1.Release(ctx, 0x3_0000000); !errors.Is(err, lock.ErrLockLost) {
 		t.Fatalf("old claim's Release = %v, want ErrLockLost", err)
 	}
-	if st := status(); st.Epoch != 3 || st.Worker != "w4" || st.ReleasedAt != nil {
+	if st := status(); st.Epoch != 3 || st.Worker != "w4" || st.ReleasedAt != nil || st.DurableLSN != 0 {
 		t.Fatalf("the old claim changed the new holder's row: %+v", st)
 	}
 }

@@ -3,6 +3,8 @@ package lock
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -36,6 +38,7 @@ func (s *Session) EnsureSchema(ctx context.Context) error {
 			backend_pid    integer NOT NULL,
 			worker         text,
 			worker_url     text,
+			durable_lsn    pg_lsn,
 			acquired_at    timestamptz NOT NULL,
 			granted_at     timestamptz,
 			last_heartbeat timestamptz NOT NULL,
@@ -48,7 +51,7 @@ func (s *Session) EnsureSchema(ctx context.Context) error {
 			return fmt.Errorf("create state table: %w", err)
 		}
 	}
-	if err := addWorkerURL(ctx, tx); err != nil {
+	if err := addColumns(ctx, tx); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -57,27 +60,41 @@ func (s *Session) EnsureSchema(ctx context.Context) error {
 	return nil
 }
 
-// addWorkerURL adds the column worker_url to a state table created before
-// it existed. The ALTER runs only when the column is missing: it takes an
-// ACCESS EXCLUSIVE lock, and a waiting one would hold up the holder's
-// heartbeats behind any reader's open transaction, so it also gives up
-// after a few seconds (the session is retried).
-func addWorkerURL(ctx context.Context, tx pgx.Tx) error {
-	var present bool
-	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute
-		WHERE attrelid = 'baton.streams'::regclass AND attname = 'worker_url' AND NOT attisdropped)`).Scan(&present)
+// addedColumns are the columns of baton.streams that tables created by
+// earlier brokers lack, with their types.
+var addedColumns = []struct{ name, typ string }{
+	{"worker_url", "text"},
+	{"durable_lsn", "pg_lsn"},
+}
+
+// addColumns adds the addedColumns missing from a state table created
+// before they existed. The ALTER runs only when a column is missing: it
+// takes an ACCESS EXCLUSIVE lock, and a waiting one would hold up the
+// holder's heartbeats behind any reader's open transaction, so it also
+// gives up after a few seconds (the session is retried).
+func addColumns(ctx context.Context, tx pgx.Tx) error {
+	var present []string
+	err := tx.QueryRow(ctx, `SELECT coalesce(array_agg(attname::text), '{}') FROM pg_attribute
+		WHERE attrelid = 'baton.streams'::regclass AND NOT attisdropped`).Scan(&present)
 	if err != nil {
 		return fmt.Errorf("migrate state table: %w", err)
 	}
-	if present {
+	var names, adds []string
+	for _, c := range addedColumns {
+		if !slices.Contains(present, c.name) {
+			names = append(names, c.name)
+			adds = append(adds, "ADD COLUMN IF NOT EXISTS "+c.name+" "+c.typ)
+		}
+	}
+	if len(adds) == 0 {
 		return nil
 	}
 	for _, q := range []string{
 		`SET LOCAL lock_timeout = '5s'`,
-		`ALTER TABLE baton.streams ADD COLUMN IF NOT EXISTS worker_url text`,
+		`ALTER TABLE baton.streams ` + strings.Join(adds, ", "),
 	} {
 		if _, err := tx.Exec(ctx, q); err != nil {
-			return fmt.Errorf("migrate state table (add worker_url): %w", err)
+			return fmt.Errorf("migrate state table (add %s): %w", strings.Join(names, ", "), err)
 		}
 	}
 	return nil

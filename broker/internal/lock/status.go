@@ -21,13 +21,17 @@ type Querier interface {
 
 // Status is what PostgreSQL says about a stream's holder.
 type Status struct {
-	StreamID      string
-	Recorded      bool // the state table has a row for the stream
-	Holder        string
-	Epoch         uint64
-	BackendPID    int32
-	Worker        string
-	WorkerURL     string // the current grantee's advertised URL ("" when none)
+	StreamID   string
+	Recorded   bool // the state table has a row for the stream
+	Holder     string
+	Epoch      uint64
+	BackendPID int32
+	Worker     string
+	WorkerURL  string // the current grantee's advertised URL ("" when none)
+	// DurableLSN is the last durable position the holder's worker reported
+	// (Progress or Released), recorded with the heartbeats of this
+	// acquisition; 0 when none was reported yet.
+	DurableLSN    uint64
 	AcquiredAt    time.Time
 	GrantedAt     *time.Time
 	LastHeartbeat time.Time
@@ -45,7 +49,8 @@ type Status struct {
 
 // ReadStatus reads the stream's row of baton.streams and checks pg_locks and
 // pg_stat_activity. A missing table or row is not an error (Recorded false),
-// nor is a table created before the column worker_url (WorkerURL empty).
+// nor is a table created before the columns worker_url or durable_lsn
+// (WorkerURL empty, DurableLSN 0).
 func ReadStatus(ctx context.Context, q Querier, streamID string) (Status, error) {
 	st := Status{StreamID: streamID}
 	ns, objid := stream.LockNamespace, int64(stream.LockObjID(streamID))
@@ -58,12 +63,13 @@ func ReadStatus(ctx context.Context, q Querier, streamID string) (Status, error)
 	}
 	st.Held = st.HeldByPID != 0
 	var epoch int64
-	var worker, workerURL *string
+	var worker, workerURL, durable *string
 	err = q.QueryRow(ctx, `
-		SELECT holder, epoch, backend_pid, worker, to_jsonb(s) ->> 'worker_url', acquired_at, granted_at, last_heartbeat, released_at,
+		SELECT holder, epoch, backend_pid, worker, to_jsonb(s) ->> 'worker_url', to_jsonb(s) ->> 'durable_lsn',
+		       acquired_at, granted_at, last_heartbeat, released_at,
 		       EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = s.backend_pid)
 		FROM baton.streams s WHERE stream_id = $1`, streamID).Scan(
-		&st.Holder, &epoch, &st.BackendPID, &worker, &workerURL, &st.AcquiredAt, &st.GrantedAt,
+		&st.Holder, &epoch, &st.BackendPID, &worker, &workerURL, &durable, &st.AcquiredAt, &st.GrantedAt,
 		&st.LastHeartbeat, &st.ReleasedAt, &st.Alive)
 	var pgErr *pgconn.PgError
 	switch {
@@ -81,6 +87,11 @@ func ReadStatus(ctx context.Context, q Querier, streamID string) (Status, error)
 	}
 	if workerURL != nil {
 		st.WorkerURL = *workerURL
+	}
+	if durable != nil {
+		if st.DurableLSN, err = ParseLSN(*durable); err != nil {
+			return st, fmt.Errorf("read state table: durable_lsn: %w", err)
+		}
 	}
 	return st, nil
 }

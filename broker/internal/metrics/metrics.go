@@ -38,10 +38,15 @@ type Broker struct {
 	HeartbeatFailures prometheus.Counter
 	HeartbeatLatency  prometheus.Histogram
 	SessionErrors     prometheus.Counter
+	// WorkerDurableLSN reads, at each scrape, the durable position the
+	// granted worker last reported.
+	WorkerDurableLSN prometheus.GaugeFunc
 }
 
-// New creates and registers the broker's metrics for stream.
-func New(stream string) *Broker {
+// New creates and registers the broker's metrics for stream. durableLSN is
+// read at each scrape: the last durable position (WAL byte position) the
+// granted worker reported, 0 before any report.
+func New(stream string, durableLSN func() uint64) *Broker {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	labels := prometheus.Labels{"stream": stream}
@@ -71,9 +76,13 @@ func New(stream string) *Broker {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}),
 		SessionErrors: prometheus.NewCounter(prometheus.CounterOpts(f("session_errors_total", "Lock-session connection attempts or sessions that failed."))),
+		WorkerDurableLSN: prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("worker_durable_lsn",
+			"Last WAL position (LSN as a byte position) the granted worker reported durable and acknowledged (lease Progress or Released); 0 before any report.")),
+			func() float64 { return float64(durableLSN()) }),
 	}
 	reg.MustRegister(b.LockHeld, b.Epoch, b.LeaseState, b.WorkersAttached, b.LockWait, b.Acquisitions,
-		b.Handoffs, b.Grants, b.Revocations, b.StoppingReleases, b.HeartbeatFailures, b.HeartbeatLatency, b.SessionErrors)
+		b.Handoffs, b.Grants, b.Revocations, b.StoppingReleases, b.HeartbeatFailures, b.HeartbeatLatency, b.SessionErrors,
+		b.WorkerDurableLSN)
 	return b
 }
 

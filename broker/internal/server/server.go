@@ -157,6 +157,9 @@ func (s *Server) receive(stream batonv1.LeaseService_LeaseServer, w *lease.Worke
 			s.hub.Progress(w, msg.Progress.GetEpoch(), msg.Progress.GetDurableLsn())
 		case *batonv1.WorkerMessage_Released:
 			r := msg.Released
+			if r.GetDurableLsn() != 0 {
+				s.hub.Progress(w, r.GetEpoch(), r.GetDurableLsn())
+			}
 			if s.hub.Released(w, r.GetEpoch(), r.GetReason()) {
 				s.log.Info("worker released the lease", "worker", w.ID, "epoch", r.GetEpoch(),
 					"durable_lsn", r.GetDurableLsn(), "reason", releaseReason(r.GetReason()))

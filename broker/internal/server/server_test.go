@@ -313,6 +313,9 @@ func TestReleaseReachesHub(t *testing.T) {
 		t.Fatalf("released lease Err = %v", l.Err())
 	}
 	await(t, "the hub grant to end", func() bool { _, ok := b.hub.Current(); return !ok })
+	if got := b.hub.DurableLSN(); got != 2000 {
+		t.Fatalf("DurableLSN after Release(2000) = %d: the release's durable position is recorded", got)
+	}
 	if !b.hub.NotBefore().IsZero() {
 		t.Fatal("a clean release delays the next grant")
 	}

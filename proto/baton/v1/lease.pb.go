@@ -342,7 +342,8 @@ type WorkerMessage_Hello struct {
 
 type WorkerMessage_Progress struct {
 	// The worker's durable position, sent whenever it advances (optional;
-	// it is shown in logs and metrics and recorded nowhere else).
+	// informational: the broker shows it in `broker status`, recorded with
+	// its heartbeats in the state table, and in its metrics).
 	Progress *Progress `protobuf:"bytes,2,opt,name=progress,proto3,oneof"`
 }
 
