@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/batonhq/baton/worker/internal/storage"
 	"github.com/batonhq/baton/worker/internal/txn"
@@ -51,16 +52,22 @@ import (
 const (
 	compactFactor   = 4
 	compactMinBytes = 1 << 20
-	// compactEvery is how many persistEvery ticks pass between checks.
-	compactEvery = 10
+	// compactEvery is how often the shapes are checked.
+	compactEvery = 10 * time.Second
 )
 
-// compactShapes compacts the shapes that grew enough, every compactEvery
-// ticks; it logs failures (a fenced or failed log also stops the router).
-func (r *Registry) compactShapes(ctx context.Context, ticks int) {
-	if ticks%compactEvery != 0 {
-		return
-	}
+// compactLoop compacts the shapes that grew enough, every compactEvery,
+// until ctx ends. It logs failures (a fenced or failed log also stops the
+// router).
+func (r *Registry) compactLoop(ctx context.Context) error {
+	return every(ctx, compactEvery, func() error {
+		r.compactShapes(ctx)
+		return nil
+	})
+}
+
+// compactShapes compacts the shapes that grew enough.
+func (r *Registry) compactShapes(ctx context.Context) {
 	shapes, _ := r.list()
 	for _, s := range shapes {
 		if ctx.Err() != nil {

@@ -16,11 +16,23 @@ import (
 // changed, a column added while the table sees no writes.
 const schemaCheckEvery = 5 * time.Second
 
+// schemaLoop checks the tables of the shapes every schemaCheckEvery until
+// ctx ends; a failed check is logged, and made again at the next round.
+func (r *Registry) schemaLoop(ctx context.Context) error {
+	w := &schemaWatch{r: r}
+	defer w.close()
+	return every(ctx, schemaCheckEvery, func() error {
+		if err := w.check(ctx); err != nil && ctx.Err() == nil {
+			r.o.Log.Warn("tables of the shapes not checked", "err", err)
+		}
+		return nil
+	})
+}
+
 // schemaWatch holds the connection of the schema checks.
 type schemaWatch struct {
 	r    *Registry
 	conn *pgx.Conn
-	last time.Time
 }
 
 func (w *schemaWatch) close() {
@@ -33,12 +45,7 @@ func (w *schemaWatch) close() {
 // check removes the shapes whose table is gone or no longer has the
 // columns and types the shape was made from: their clients get 409 and
 // refetch, and the new shape (or a 400) follows the table as it is now.
-// It does nothing until schemaCheckEvery passed since the last check.
 func (w *schemaWatch) check(ctx context.Context) error {
-	if time.Since(w.last) < schemaCheckEvery {
-		return nil
-	}
-	w.last = time.Now()
 	shapes, _ := w.r.list()
 	if len(shapes) == 0 {
 		return nil

@@ -164,6 +164,12 @@ func (s *Shape) markGone() {
 	}
 }
 
+func (s *Shape) isGone() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.gone
+}
+
 // ErrGone is returned when a shape was deleted or invalidated while being
 // read: the client must refetch.
 var ErrGone = errors.New("shape is gone")
