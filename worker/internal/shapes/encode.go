@@ -91,39 +91,6 @@ func appendHeaders(dst []byte, h *headers) []byte {
 	return append(dst, '}')
 }
 
-// appendMessage appends m as json.Marshal does.
-func appendMessage(dst []byte, m *message) []byte {
-	dst = append(dst, `{"key":`...)
-	dst = txn.AppendJSONString(dst, m.Key)
-	dst = append(dst, `,"value":`...)
-	if m.Value == nil {
-		dst = append(dst, "null"...)
-	} else {
-		keys := make([]string, 0, len(m.Value))
-		for k := range m.Value {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		dst = append(dst, '{')
-		for i, k := range keys {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = txn.AppendJSONString(dst, k)
-			dst = append(dst, ':')
-			if v := m.Value[k]; v == nil {
-				dst = append(dst, "null"...)
-			} else {
-				dst = txn.AppendJSONString(dst, *v)
-			}
-		}
-		dst = append(dst, '}')
-	}
-	dst = append(dst, `,"headers":`...)
-	dst = appendHeaders(dst, &m.Headers)
-	return append(dst, '}')
-}
-
 // rowEncoder appends the insert messages of a snapshot: the parts that are
 // the same for every row are escaped once.
 type rowEncoder struct {

@@ -9,14 +9,7 @@ import (
 	"github.com/batonhq/baton/worker/internal/txn"
 )
 
-// message is one change message of Electric's HTTP API.
-type message struct {
-	Key      string             `json:"key"`
-	Value    map[string]*string `json:"value"`
-	OldValue map[string]*string `json:"old_value,omitempty"`
-	Headers  headers            `json:"headers"`
-}
-
+// headers are the headers of a change message of Electric's HTTP API.
 type headers struct {
 	Operation     string   `json:"operation"`
 	Relation      []string `json:"relation"`
@@ -51,16 +44,6 @@ type unit struct {
 	body   []byte
 	count  int
 	lastOp uint64
-}
-
-func (u *unit) add(m *message, op uint64) error {
-	if u.count > 0 {
-		u.body = append(u.body, ',')
-	}
-	u.body = appendMessage(u.body, m)
-	u.count++
-	u.lastOp = op
-	return nil
 }
 
 // payload is the stored form of a unit whose offset has op op.

@@ -9,6 +9,15 @@ import (
 	"github.com/batonhq/baton/worker/internal/txn"
 )
 
+// message is one change message of Electric's HTTP API, as encoding/json
+// writes it: the reference the hand-written encoders are checked against.
+type message struct {
+	Key      string             `json:"key"`
+	Value    map[string]*string `json:"value"`
+	OldValue map[string]*string `json:"old_value,omitempty"`
+	Headers  headers            `json:"headers"`
+}
+
 // reencode parses the messages of body and marshals each again with
 // encoding/json: the hand-written encoding must give the same bytes.
 func reencode(t *testing.T, body []byte) []byte {
