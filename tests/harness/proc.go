@@ -2,6 +2,13 @@
 // benchmarks: it builds them, starts them as child processes with their own
 // free ports, captures their logs, signals them, and awaits conditions on
 // them (gRPC health, exit codes) with bounded waits.
+//
+// A Pod is a broker and its worker as one Kubernetes pod runs them; every
+// test and benchmark starts its pairs with it. A ShapeClient follows a
+// shape of the worker's HTTP API as ElectricSQL's TypeScript client does
+// (fetch, catch up, live long-poll); Fetch and Get send single requests,
+// OpenSSE opens a server-sent event stream, and Message and Rows are the
+// API's messages and the rows a client builds from them.
 package harness
 
 import (
@@ -51,6 +58,8 @@ type Process struct {
 	out  *syncBuffer
 	done chan struct{}
 	err  error
+	// startedAt is when the process was started.
+	startedAt time.Time
 	// exitedAt is when Wait returned; read after done is closed.
 	exitedAt time.Time
 }
@@ -75,10 +84,11 @@ func StartCommand(name string, cmd *exec.Cmd, tee *os.File) (*Process, error) {
 func startCmd(name string, cmd *exec.Cmd, tee *os.File) (*Process, error) {
 	buf := &syncBuffer{tee: tee, prefix: name + ": "}
 	cmd.Stdout, cmd.Stderr = buf, buf
+	started := time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &Process{Name: name, cmd: cmd, out: buf, done: make(chan struct{})}
+	p := &Process{Name: name, cmd: cmd, out: buf, done: make(chan struct{}), startedAt: started}
 	go func() {
 		p.err = cmd.Wait()
 		p.exitedAt = time.Now()
@@ -102,6 +112,9 @@ func (p *Process) Output() string { return p.out.String() }
 
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
+
+// StartedAt is when the process was started.
+func (p *Process) StartedAt() time.Time { return p.startedAt }
 
 // ExitedAt is when the process was seen to exit (zero while it runs).
 func (p *Process) ExitedAt() time.Time {
@@ -129,6 +142,29 @@ func (p *Process) Wait(timeout time.Duration) (int, error) {
 		return -1, p.err
 	}
 	return 0, nil
+}
+
+// AwaitExit waits up to timeout for the process to exit and fails unless
+// it exited with code 0.
+func (p *Process) AwaitExit(timeout time.Duration) error {
+	code, err := p.Wait(timeout)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return fmt.Errorf("%s exited with %d, want 0", p.Name, code)
+	}
+	return nil
+}
+
+// Exited reports whether the process has exited.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // ExitStatus says how the process ended ("exit code 1", "signal: killed"),
@@ -180,6 +216,11 @@ func Await(timeout time.Duration, what string, cond func() (bool, error)) error 
 // AwaitEvery is Await with a polling interval, for conditions that are
 // costly to check.
 func AwaitEvery(timeout, every time.Duration, what string, cond func() (bool, error)) error {
+	return AwaitContext(context.Background(), timeout, every, what, cond)
+}
+
+// AwaitContext is AwaitEvery that also gives up when ctx ends.
+func AwaitContext(ctx context.Context, timeout, every time.Duration, what string, cond func() (bool, error)) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		ok, err := cond()
@@ -192,7 +233,11 @@ func AwaitEvery(timeout, every time.Duration, what string, cond func() (bool, er
 		if time.Now().After(deadline) {
 			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
 		}
-		time.Sleep(every)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, context.Cause(ctx))
+		case <-time.After(every):
+		}
 	}
 }
 

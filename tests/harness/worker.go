@@ -1,127 +1,144 @@
 package harness
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
-	"sync"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"time"
-
-	"github.com/batonhq/baton/worker/lease"
 )
 
-// Event is something that happened to a test worker's lease.
-type Event struct {
-	Kind  string // "granted" or "ended"
-	Epoch uint64
-	At    time.Time
-	Cause error // for "ended"
+// WorkerOptions start a worker process.
+type WorkerOptions struct {
+	Bin         string
+	DatabaseURL string
+	BrokerAddr  string
+	StorageDir  string
+	StreamID    string
+	Settings    map[string]string
+	// HTTPAddr, when set, is the host:port of the HTTP API instead of a
+	// free port (a container restarted in its pod keeps it).
+	HTTPAddr string
+	Name     string
+	Tee      *os.File
+	// Advertise sets BATON_ADVERTISE_URL to the worker's own HTTP address
+	// (http://127.0.0.1:<port>), as a pod advertises http://$(POD_IP):3000.
+	Advertise bool
 }
 
-// LeaseWorker is an in-process worker built on worker/lease: it acquires
-// the lease again and again, records every grant and end, and releases
-// each lease when it ends (after OnEnd, when set).
-type LeaseWorker struct {
-	ID     string
-	c      *lease.Client
-	cancel context.CancelFunc
-	done   chan struct{}
-	// OnEnd runs after a lease ended and before it is released.
-	OnEnd func(*lease.Lease)
-
-	mu     sync.Mutex
-	events []Event
-	cur    *lease.Lease
-	wake   chan struct{}
+// Worker is a running worker process.
+type Worker struct {
+	*Process
+	HTTPAddr string
 }
 
-// StartLeaseWorker attaches a worker to the broker at addr.
-func StartLeaseWorker(addr, id string, onEnd func(*lease.Lease)) (*LeaseWorker, error) {
-	c, err := lease.New(addr, lease.Options{WorkerID: id})
+// StartWorker starts a worker with its HTTP API on a free port.
+func StartWorker(o WorkerOptions) (*Worker, error) {
+	addr := o.HTTPAddr
+	if addr == "" {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		addr = "127.0.0.1:" + strconv.Itoa(port)
+	}
+	env := []string{
+		"DATABASE_URL=" + o.DatabaseURL,
+		"BATON_BROKER_ADDR=" + o.BrokerAddr,
+		"BATON_HTTP_LISTEN=" + addr,
+		"BATON_STORAGE_DIR=" + o.StorageDir,
+	}
+	if o.StreamID != "" {
+		env = append(env, "REPLICATION_STREAM_ID="+o.StreamID)
+	}
+	if o.Advertise {
+		env = append(env, "BATON_ADVERTISE_URL=http://"+addr)
+	}
+	for k, v := range o.Settings {
+		env = append(env, k+"="+v)
+	}
+	name := o.Name
+	if name == "" {
+		name = "worker@" + addr
+	}
+	p, err := StartProcess(name, []string{o.Bin}, env, o.Tee)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &LeaseWorker{ID: id, c: c, cancel: cancel, done: make(chan struct{}), OnEnd: onEnd, wake: make(chan struct{})}
-	go w.loop(ctx)
-	return w, nil
+	return &Worker{Process: p, HTTPAddr: addr}, nil
 }
 
-func (w *LeaseWorker) loop(ctx context.Context) {
-	defer close(w.done)
-	for {
-		l, err := w.c.Acquire(ctx)
+// Health returns the worker's /v1/health status and HTTP code.
+func (w *Worker) Health() (string, int, error) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + w.HTTPAddr + "/v1/health")
+	if err != nil {
+		return "", 0, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string `json:"status"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return "", resp.StatusCode, fmt.Errorf("decode health: %w", err)
+	}
+	return body.Status, resp.StatusCode, nil
+}
+
+// AwaitStatus waits until /v1/health says status; it fails if the worker
+// exits first.
+func (w *Worker) AwaitStatus(status string, timeout time.Duration) error {
+	return w.awaitStatus(context.Background(), status, timeout, 10*time.Millisecond)
+}
+
+func (w *Worker) awaitStatus(ctx context.Context, status string, timeout, every time.Duration) error {
+	var last string
+	err := AwaitContext(ctx, timeout, every, fmt.Sprintf("%s health %q", w.Name, status), func() (bool, error) {
+		select {
+		case <-w.Done():
+			return false, fmt.Errorf("%s exited", w.Name)
+		default:
+		}
+		s, _, err := w.Health()
+		last = s
+		return err == nil && s == status, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w (last %q)", err, last)
+	}
+	return nil
+}
+
+// Metric returns the value of the first sample of the metric name in the
+// worker's /metrics (ok false when it has none).
+func (w *Worker) Metric(name string) (v float64, ok bool, err error) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + w.HTTPAddr + "/metrics")
+	if err != nil {
+		return 0, false, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, found := strings.CutPrefix(line, name)
+		if !found || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
 		if err != nil {
-			return
+			return 0, false, fmt.Errorf("metric %s: %w", name, err)
 		}
-		w.record(Event{Kind: "granted", Epoch: l.Epoch, At: l.GrantedAt}, l)
-		select {
-		case <-l.Done():
-		case <-ctx.Done():
-			_ = l.Release(context.Background(), 0)
-			return
-		}
-		w.record(Event{Kind: "ended", Epoch: l.Epoch, At: l.EndedAt(), Cause: l.Err()}, nil)
-		if w.OnEnd != nil {
-			w.OnEnd(l)
-		}
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_ = l.Release(rctx, 0)
-		cancel()
+		return v, true, nil
 	}
-}
-
-func (w *LeaseWorker) record(e Event, cur *lease.Lease) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.events = append(w.events, e)
-	w.cur = cur
-	close(w.wake)
-	w.wake = make(chan struct{})
-}
-
-// Events returns a copy of what happened so far.
-func (w *LeaseWorker) Events() []Event {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]Event(nil), w.events...)
-}
-
-// Current is the lease being held (nil when none).
-func (w *LeaseWorker) Current() *lease.Lease {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.cur != nil && w.cur.Err() != nil {
-		return nil
-	}
-	return w.cur
-}
-
-// AwaitEvent waits for the first event at index >= from with kind, and
-// returns it with its index.
-func (w *LeaseWorker) AwaitEvent(kind string, from int, timeout time.Duration) (Event, int, error) {
-	deadline := time.After(timeout)
-	for {
-		w.mu.Lock()
-		for i := from; i < len(w.events); i++ {
-			if w.events[i].Kind == kind {
-				e := w.events[i]
-				w.mu.Unlock()
-				return e, i, nil
-			}
-		}
-		wake := w.wake
-		w.mu.Unlock()
-		select {
-		case <-wake:
-		case <-deadline:
-			return Event{}, -1, fmt.Errorf("worker %s: no %q event within %s (events: %v)", w.ID, kind, timeout, w.Events())
-		}
-	}
-}
-
-// Close stops the worker (releasing a held lease) and closes its client.
-func (w *LeaseWorker) Close() {
-	w.cancel()
-	<-w.done
-	w.c.Close()
+	return 0, false, sc.Err()
 }
