@@ -493,12 +493,13 @@ func TestClientRollingHandoff(t *testing.T) {
 			if shared {
 				dirB = dirA
 			}
-			a, baseA := startShapePair(t, pg, "a", dirA)
-			b := startPair(t, pg, "b", dirB, nil)
-			if err := b.broker.AwaitHealth("readiness", serving, 15*time.Second); err != nil {
+			a := newActivePod(t, pg, "a", dirA)
+			baseA := a.URL()
+			b := newPod(t, pg, harness.PodOptions{Name: "b", StorageDir: dirB})
+			if err := b.Broker().AwaitHealth("readiness", serving, 15*time.Second); err != nil {
 				t.Fatal(err)
 			}
-			if err := b.worker.AwaitStatus("waiting", 15*time.Second); err != nil {
+			if err := b.Worker().AwaitStatus("waiting", 15*time.Second); err != nil {
 				t.Fatal(err)
 			}
 			proxy.moveTo(t, baseA)
@@ -513,11 +514,11 @@ func TestClientRollingHandoff(t *testing.T) {
 				return n >= 50
 			})
 			_, atStop := insertsSeen(c.snapshot())
-			_ = a.worker.Signal(syscall.SIGTERM)
-			_ = a.broker.Signal(syscall.SIGTERM)
-			proxy.moveTo(t, "http://"+b.worker.HTTPAddr)
+			_ = a.Worker().Signal(syscall.SIGTERM)
+			_ = a.Broker().Signal(syscall.SIGTERM)
+			proxy.moveTo(t, b.URL())
 			stopped := time.Now()
-			if err := b.worker.AwaitStatus("active", 20*time.Second); err != nil {
+			if err := b.Worker().AwaitStatus("active", 20*time.Second); err != nil {
 				t.Fatal(err)
 			}
 			handoff := time.Since(stopped)
@@ -526,10 +527,10 @@ func TestClientRollingHandoff(t *testing.T) {
 				// DESIGN §6: well under 1 s (goal 50 ms p99 on loopback);
 				// 3 s leaves room for a busy machine.
 				if handoff > 3*time.Second {
-					t.Errorf("SIGTERM → pod B active took %s\n--- pod A broker ---\n%s", handoff, a.broker.Output())
+					t.Errorf("SIGTERM → pod B active took %s\n--- pod A broker ---\n%s", handoff, a.Broker().Output())
 				}
 			})
-			for _, p := range []*harness.Process{a.worker.Process, a.broker.Process} {
+			for _, p := range []*harness.Process{a.Worker().Process, a.Broker().Process} {
 				if code, err := p.Wait(30 * time.Second); err != nil || code != 0 {
 					t.Fatalf("%s exit %d %v; want 0", p.Name, code, err)
 				}
@@ -559,11 +560,11 @@ func TestClientWorkerSigkillRestart(t *testing.T) {
 	setupItems(t, pg)
 	proxy := startServiceProxy(t)
 	dir := t.TempDir()
-	a := startPair(t, pg, "a", dir, fastSettings)
-	if err := a.worker.AwaitStatus("active", 20*time.Second); err != nil {
+	a := newPod(t, pg, harness.PodOptions{Name: "a", StorageDir: dir, BrokerSettings: fastSettings})
+	if err := a.Worker().AwaitStatus("active", 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	proxy.moveTo(t, "http://"+a.worker.HTTPAddr)
+	proxy.moveTo(t, a.URL())
 	c := startTrace(t, proxy.URL(), "items")
 	c.await(t, 30*time.Second, "the empty table, up to date", func(ev []traceEvent) bool {
 		return slices.Contains(ev, traceEvent{Control: "up-to-date"})
@@ -574,28 +575,20 @@ func TestClientWorkerSigkillRestart(t *testing.T) {
 		n, _ := insertsSeen(ev)
 		return n >= 50
 	})
-	if err := a.worker.Signal(syscall.SIGKILL); err != nil {
+	if err := a.Worker().Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.worker.Wait(10 * time.Second); err != nil {
+	if _, err := a.Worker().Wait(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	_, atKill := insertsSeen(c.snapshot())
 	// The same pod's worker container restarts; the Service sends the
 	// client to it (a restarted container keeps the pod's address).
-	w2, err := harness.StartWorker(harness.WorkerOptions{
-		Bin: bins["worker"], DatabaseURL: pg.URL(), BrokerAddr: a.broker.Addr, StorageDir: dir, Name: "worker-a2",
-	})
-	if err != nil {
+	if err := a.StartWorker(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		w2.Kill()
-		if t.Failed() {
-			t.Logf("--- log of %s ---\n%s", w2.Name, w2.Output())
-		}
-	})
-	proxy.moveTo(t, "http://"+w2.HTTPAddr)
+	w2 := a.Worker()
+	proxy.moveTo(t, a.URL())
 	if err := w2.AwaitStatus("active", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -699,18 +692,18 @@ func testClientFrozenPredecessor(t *testing.T, insideWrite bool) {
 	setupItems(t, pg)
 	proxy := startServiceProxy(t)
 	dir := t.TempDir()
-	a := startPair(t, pg, "a", dir, fastSettings)
-	if err := a.worker.AwaitStatus("active", 20*time.Second); err != nil {
+	a := newPod(t, pg, harness.PodOptions{Name: "a", StorageDir: dir, BrokerSettings: fastSettings})
+	if err := a.Worker().AwaitStatus("active", 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	b := startPair(t, pg, "b", dir, fastSettings)
-	if err := b.broker.AwaitHealth("readiness", serving, 15*time.Second); err != nil {
+	b := newPod(t, pg, harness.PodOptions{Name: "b", StorageDir: dir, BrokerSettings: fastSettings})
+	if err := b.Broker().AwaitHealth("readiness", serving, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.worker.AwaitStatus("waiting", 15*time.Second); err != nil {
+	if err := b.Worker().AwaitStatus("waiting", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	proxy.moveTo(t, "http://"+a.worker.HTTPAddr)
+	proxy.moveTo(t, a.URL())
 	c := startTrace(t, proxy.URL(), "items")
 	c.await(t, 30*time.Second, "the empty table, up to date", func(ev []traceEvent) bool {
 		return slices.Contains(ev, traceEvent{Control: "up-to-date"})
@@ -723,8 +716,8 @@ func testClientFrozenPredecessor(t *testing.T, insideWrite bool) {
 		return n >= 50
 	})
 	t.Cleanup(func() {
-		_ = a.worker.Signal(syscall.SIGCONT)
-		_ = a.broker.Signal(syscall.SIGCONT)
+		_ = a.Worker().Signal(syscall.SIGCONT)
+		_ = a.Broker().Signal(syscall.SIGCONT)
 	})
 	attempts := freezePod(t, a, dir, insideWrite)
 	frozen := time.Now()
@@ -732,10 +725,10 @@ func testClientFrozenPredecessor(t *testing.T, insideWrite bool) {
 	_, atFreeze := insertsSeen(c.snapshot())
 	// The bound for a freeze is the session timeout (3 s) + 3 s; this test
 	// is about what the client sees, so it allows more on a busy machine.
-	if err := b.worker.AwaitStatus("active", 30*time.Second); err != nil {
+	if err := b.Worker().AwaitStatus("active", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	proxy.moveTo(t, "http://"+b.worker.HTTPAddr)
+	proxy.moveTo(t, b.URL())
 	t.Logf("SIGSTOP → pod B active: %s", time.Since(frozen))
 	newEpoch := storedEpoch(t, connect(t, pg), "default")
 	if newEpoch <= oldEpoch {
@@ -751,13 +744,13 @@ func testClientFrozenPredecessor(t *testing.T, insideWrite bool) {
 	// Thaw A with health requests already waiting on it: the first
 	// answers it gives are to those, sent while it was frozen, and its
 	// lease expired long ago by then.
-	probe := startHealthProbe(a.worker.HTTPAddr, 16)
+	probe := startHealthProbe(a.Worker().HTTPAddr, 16)
 	if err := harness.Await(5*time.Second, "health requests waiting on the frozen worker", func() (bool, error) {
 		return probe.inFlight.Load() == 16+2, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []*harness.Process{a.worker.Process, a.broker.Process} {
+	for _, p := range []*harness.Process{a.Worker().Process, a.Broker().Process} {
 		if err := p.Signal(syscall.SIGCONT); err != nil {
 			t.Fatal(err)
 		}
@@ -766,7 +759,7 @@ func testClientFrozenPredecessor(t *testing.T, insideWrite bool) {
 	// It notices that its lease is gone ("lease lost" from the stream) or,
 	// thawed inside a write, that the storage fenced it; either way it
 	// gives the lease back.
-	if err := a.worker.WaitOutput("lease released", 15*time.Second); err != nil {
+	if err := a.Worker().WaitOutput("lease released", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	// Keep probing for a couple of seconds after the thaw.
@@ -807,8 +800,8 @@ func testClientFrozenPredecessor(t *testing.T, insideWrite bool) {
 	if !slices.Contains(epochs, oldEpoch) || epochs[len(epochs)-1] != newEpoch {
 		t.Fatalf("stored epochs %v…%v; want records of epoch %d then %d", epochs[:1], epochs[len(epochs)-1:], oldEpoch, newEpoch)
 	}
-	if strings.Count(a.worker.Output(), "replicating") != 1 {
-		t.Fatalf("pod A's worker replicated again after thawing:\n%s", a.worker.Output())
+	if strings.Count(a.Worker().Output(), "replicating") != 1 {
+		t.Fatalf("pod A's worker replicated again after thawing:\n%s", a.Worker().Output())
 	}
 }
 
@@ -816,28 +809,28 @@ func testClientFrozenPredecessor(t *testing.T, insideWrite bool) {
 // milliseconds, SIGSTOP again) until the worker is stopped inside
 // (holding) or outside (!holding) a write to the storage at dir. It
 // returns how many freezes it took.
-func freezePod(t *testing.T, p pair, dir string, holding bool) int {
+func freezePod(t *testing.T, p *harness.Pod, dir string, holding bool) int {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for attempt := 1; ; attempt++ {
-		for _, proc := range []*harness.Process{p.worker.Process, p.broker.Process} {
+		for _, proc := range []*harness.Process{p.Worker().Process, p.Broker().Process} {
 			if err := proc.Signal(syscall.SIGSTOP); err != nil {
 				t.Fatal(err)
 			}
 		}
 		if err := harness.AwaitEvery(10*time.Second, time.Millisecond, "the worker's threads stopped", func() (bool, error) {
-			return allStopped(p.worker.PID())
+			return allStopped(p.Worker().PID())
 		}); err != nil {
 			t.Fatal(err)
 		}
-		held, err := insideStorageWrite(p.worker.PID(), dir)
+		held, err := insideStorageWrite(p.Worker().PID(), dir)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if held == holding {
 			return attempt
 		}
-		for _, proc := range []*harness.Process{p.worker.Process, p.broker.Process} {
+		for _, proc := range []*harness.Process{p.Worker().Process, p.Broker().Process} {
 			if err := proc.Signal(syscall.SIGCONT); err != nil {
 				t.Fatal(err)
 			}

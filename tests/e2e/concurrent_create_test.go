@@ -19,7 +19,7 @@ func TestShapeConcurrentCreation(t *testing.T) {
 		"CREATE TABLE items (id int PRIMARY KEY, grp int)",
 		"INSERT INTO items SELECT g, g % 5 FROM generate_series(1, 100) g")
 	storage := t.TempDir()
-	_, base := startShapePair(t, pg, "a", storage)
+	base := newActivePod(t, pg, "a", storage).URL()
 
 	const defs, perDef = 5, 6
 	handles := make([][]string, defs)

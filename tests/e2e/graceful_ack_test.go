@@ -25,7 +25,7 @@ var durableRe = regexp.MustCompile(`(?m)^baton_worker_durable_lsn\{[^}]*\} (\S+)
 // durableLSN reads baton_worker_durable_lsn from a worker's /metrics.
 func durableLSN(t *testing.T, w *harness.Worker) pglogrepl.LSN {
 	t.Helper()
-	m := durableRe.FindStringSubmatch(workerMetrics(t, w))
+	m := durableRe.FindStringSubmatch(scrape(t, "http://"+w.HTTPAddr))
 	if m == nil {
 		return 0
 	}
@@ -50,9 +50,9 @@ func TestGracefulStopAckConfirmed(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	setupItems(t, pg)
 	dir := t.TempDir() // shared: shapes survive every handoff
-	pods := []*pod{newPod(t, pg, "a", dir, nil, nil), newPod(t, pg, "b", dir, nil, nil)}
+	pods := []*harness.Pod{newPod(t, pg, harness.PodOptions{Name: "a", StorageDir: dir}), newPod(t, pg, harness.PodOptions{Name: "b", StorageDir: dir})}
 	active := awaitActivePod(t, 30*time.Second, pods...)
-	shapeItems(t, active.worker)
+	shapeItems(t, active.Worker())
 	w := startWriter(t, pg)
 	var acks []pglogrepl.LSN
 	conn := connect(t, pg)
@@ -60,33 +60,31 @@ func TestGracefulStopAckConfirmed(t *testing.T) {
 		// The active worker stores rows written after it started, so
 		// that its final acknowledgement is a new position.
 		target := walLSN(t, conn)
-		if err := harness.Await(30*time.Second, fmt.Sprintf("%s durable past %s", active.worker.Name, target), func() (bool, error) {
-			return durableLSN(t, active.worker) >= target, nil
+		if err := harness.Await(30*time.Second, fmt.Sprintf("%s durable past %s", active.Worker().Name, target), func() (bool, error) {
+			return durableLSN(t, active.Worker()) >= target, nil
 		}); err != nil {
 			t.Fatal(err)
 		}
-		stopped, brokerFirst := active.worker, i%2 == 1
+		stopped, brokerFirst := active.Worker(), i%2 == 1
 		how := "SIGTERM to the worker, then its broker"
 		if brokerFirst {
 			how = "SIGTERM to the broker"
-			if err := active.broker.Signal(syscall.SIGTERM); err != nil {
+			if err := active.Broker().Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
-			if code, err := active.broker.Wait(45 * time.Second); err != nil || code != 0 {
-				t.Fatalf("stop %d: %s exit %d %v; want 0", i+1, active.broker.Name, code, err)
+			if err := active.Broker().AwaitExit(45 * time.Second); err != nil {
+				t.Fatalf("stop %d: %v", i+1, err)
 			}
-			active.startBroker(t)
+			if err := active.StartBroker(t.Context()); err != nil {
+				t.Fatal(err)
+			}
 		} else {
-			for _, proc := range []*harness.Process{active.worker.Process, active.broker.Process} {
-				if err := proc.Signal(syscall.SIGTERM); err != nil {
-					t.Fatal(err)
-				}
-				if code, err := proc.Wait(45 * time.Second); err != nil || code != 0 {
-					t.Fatalf("stop %d: %s exit %d %v; want 0", i+1, proc.Name, code, err)
-				}
+			if err := active.Stop(false, 45*time.Second); err != nil {
+				t.Fatalf("stop %d: %v", i+1, err)
 			}
-			active.startBroker(t)
-			active.startWorker(t)
+			if _, err := active.Restart(t.Context()); err != nil {
+				t.Fatal(err)
+			}
 		}
 		// The stopped worker's last graceful stop is this one.
 		var epoch uint64
@@ -100,13 +98,13 @@ func TestGracefulStopAckConfirmed(t *testing.T) {
 			t.Fatalf("stop %d (%s): %s logged no graceful stop with its final acknowledgement", i+1, how, stopped.Name)
 		}
 		// Its successor: the first worker to stream with a newer epoch.
-		var next *pod
+		var next *harness.Pod
 		var nextEpoch uint64
 		var from pglogrepl.LSN
 		if err := harness.Await(45*time.Second, fmt.Sprintf("a worker streaming after epoch %d", epoch), func() (bool, error) {
 			next, nextEpoch = nil, 0
 			for _, p := range pods {
-				for e, lsn := range replicatingFrom(p.worker.Output()) {
+				for e, lsn := range replicatingFrom(p.Worker().Output()) {
 					if e > epoch && (next == nil || e < nextEpoch) {
 						next, nextEpoch, from = p, e, lsn
 					}

@@ -72,8 +72,15 @@ func TestHandoffHoldsRequests(t *testing.T) {
 	execSQL(t, pg,
 		"CREATE TABLE items (id int PRIMARY KEY, note text, n int)",
 		"INSERT INTO items SELECT g, 'row ' || g, g FROM generate_series(1, 20) g")
-	a, _ := startPod(t, pg, "a", t.TempDir(), nil, true, "active")
-	b, baseB := startPod(t, pg, "b", t.TempDir(), nil, true, "waiting")
+	a := newPod(t, pg, harness.PodOptions{Name: "a", StorageDir: t.TempDir(), Advertise: true})
+	if err := a.Worker().AwaitStatus("active", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	b := newPod(t, pg, harness.PodOptions{Name: "b", StorageDir: t.TempDir(), Advertise: true})
+	if err := b.Worker().AwaitStatus("waiting", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	baseB := b.URL()
 	initial := url.Values{"table": {"items"}, "offset": {"-1"}}
 	if err := harness.Await(15*time.Second, "the standby forwarding a shape request", func() (bool, error) {
 		code, _, _ := get(t, baseB, initial)
@@ -81,7 +88,7 @@ func TestHandoffHoldsRequests(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	kept := dialKept(t, a.worker.HTTPAddr)
+	kept := dialKept(t, a.Worker().HTTPAddr)
 	path := "/v1/shape?" + initial.Encode()
 	if r := <-kept.get(path); r.err != nil || r.code != 200 || r.close {
 		t.Fatalf("before the stop: %d close=%v %v; want 200 on a kept-alive connection", r.code, r.close, r.err)
@@ -101,13 +108,13 @@ func TestHandoffHoldsRequests(t *testing.T) {
 	}
 
 	// Kubernetes' order: the worker first.
-	if err := a.worker.Signal(syscall.SIGTERM); err != nil {
+	if err := a.Worker().Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.worker.AwaitStatus("starting", 15*time.Second); err != nil {
+	if err := b.Worker().AwaitStatus("starting", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.worker.WaitOutput("lease released", 15*time.Second); err != nil {
+	if err := a.Worker().WaitOutput("lease released", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	toB := protoGetAsync(baseB, initial, nil)
@@ -131,13 +138,13 @@ look:
 	if t.Failed() {
 		t.FailNow()
 	}
-	if s, _, _ := b.worker.Health(); s != "starting" {
+	if s, _, _ := b.Worker().Health(); s != "starting" {
 		t.Fatalf("the successor says %q; want it still starting while the lock is held", s)
 	}
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.worker.AwaitStatus("active", 15*time.Second); err != nil {
+	if err := b.Worker().AwaitStatus("active", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if r := protoAwait(t, toB).r; r.code != 200 || r.h.Get("electric-handle") == "" {
@@ -151,14 +158,14 @@ look:
 	case <-time.After(30 * time.Second):
 		t.Fatal("the request sent to the stopping worker got no answer within 30 s")
 	}
-	mustContain(t, a.worker.Output(), "standby forwards shape requests to the active worker", "the stopping worker's log")
-	if code, err := a.worker.Wait(45 * time.Second); err != nil || code != 0 {
+	mustContain(t, a.Worker().Output(), "standby forwards shape requests to the active worker", "the stopping worker's log")
+	if code, err := a.Worker().Wait(45 * time.Second); err != nil || code != 0 {
 		t.Fatalf("worker a exit %d %v; want 0", code, err)
 	}
-	if err := a.broker.Signal(syscall.SIGTERM); err != nil {
+	if err := a.Broker().Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code, err := a.broker.Wait(10 * time.Second); err != nil || code != 0 {
+	if code, err := a.Broker().Wait(10 * time.Second); err != nil || code != 0 {
 		t.Fatalf("broker a exit %d %v; want 0", code, err)
 	}
 }

@@ -28,20 +28,20 @@ func TestWorkerSigtermHandoff(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	setupItems(t, pg)
 	dir := t.TempDir()
-	a := startPair(t, pg, "a", dir, nil)
-	if err := a.worker.AwaitStatus("active", 15*time.Second); err != nil {
+	a := newPod(t, pg, harness.PodOptions{Name: "a", StorageDir: dir})
+	if err := a.Worker().AwaitStatus("active", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	shapeItems(t, a.worker)
-	b := startPair(t, pg, "b", dir, nil)
-	if err := b.broker.AwaitHealth("readiness", serving, 10*time.Second); err != nil {
+	shapeItems(t, a.Worker())
+	b := newPod(t, pg, harness.PodOptions{Name: "b", StorageDir: dir})
+	if err := b.Broker().AwaitHealth("readiness", serving, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.worker.AwaitStatus("waiting", 10*time.Second); err != nil {
+	if err := b.Worker().AwaitStatus("waiting", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	slots := startSlotSampler(t, pg)
-	healths := startActiveSampler(a.worker, b.worker)
+	healths := startActiveSampler(a.Worker(), b.Worker())
 	w := startWriter(t, pg)
 	if err := harness.Await(10*time.Second, "rows stored by the first worker", func() (bool, error) {
 		return len(storedIDs(t, dir)) > 20, nil
@@ -50,40 +50,40 @@ func TestWorkerSigtermHandoff(t *testing.T) {
 	}
 
 	sigterm := time.Now()
-	if err := a.worker.Signal(syscall.SIGTERM); err != nil {
+	if err := a.Worker().Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	// Well under BATON_WORKER_ABSENCE_TIMEOUT (30 s, the default here): the
 	// broker did not wait for it.
-	if err := b.worker.AwaitStatus("active", 10*time.Second); err != nil {
+	if err := b.Worker().AwaitStatus("active", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	took := time.Since(sigterm)
-	if code, err := a.worker.Wait(10 * time.Second); err != nil || code != 0 {
+	if code, err := a.Worker().Wait(10 * time.Second); err != nil || code != 0 {
 		t.Fatalf("worker a exit %d %v; want 0", code, err)
 	}
 	// The old broker let go and says so; it is not ready, still running,
 	// and waits for a worker to attach again.
-	if err := a.broker.AwaitHealth("readiness", notServing, 5*time.Second); err != nil {
+	if err := a.Broker().AwaitHealth("readiness", notServing, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if a.broker.IsLeader() {
+	if a.Broker().IsLeader() {
 		t.Fatal("broker a still says leader after its worker stopped")
 	}
-	mustContain(t, a.broker.Output(), "lease released by its stopping worker; lock released for a handoff", "broker a log")
+	mustContain(t, a.Broker().Output(), "lease released by its stopping worker; lock released for a handoff", "broker a log")
 	for name, want := range map[string]string{
 		"baton_broker_lock_held":               "0",
 		"baton_broker_stopping_releases_total": "1",
 	} {
-		if got := metric(t, "http://"+a.broker.MetricsAddr, name); got != want {
+		if got := metric(t, "http://"+a.Broker().MetricsAddr, name); got != want {
 			t.Fatalf("broker a %s = %s, want %s", name, got, want)
 		}
 	}
 	// Its own SIGTERM then ends it at once.
-	if err := a.broker.Signal(syscall.SIGTERM); err != nil {
+	if err := a.Broker().Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code, err := a.broker.Wait(5 * time.Second); err != nil || code != 0 {
+	if code, err := a.Broker().Wait(5 * time.Second); err != nil || code != 0 {
 		t.Fatalf("broker a exit %d %v; want 0", code, err)
 	}
 

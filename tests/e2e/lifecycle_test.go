@@ -3,8 +3,8 @@ package e2e_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -21,38 +21,6 @@ import (
 
 // idleTimeout is the BATON_SHAPE_IDLE_TIMEOUT of the lifecycle tests.
 const idleTimeout = 2 * time.Second
-
-// startIdlePair is startShapePair with worker settings.
-func startIdlePair(t *testing.T, pg *pgtest.Cluster, name, storage string, settings map[string]string) (pair, string) {
-	t.Helper()
-	return startPod(t, pg, name, storage, settings, false, "active")
-}
-
-// startPod starts a broker and a worker with settings (advertising its
-// own URL when advertise is set, as a pod does with BATON_ADVERTISE_URL)
-// and waits until the worker's health says status; it returns the pair and
-// the worker's base URL.
-func startPod(t *testing.T, pg *pgtest.Cluster, name, storage string, settings map[string]string, advertise bool, status string) (pair, string) {
-	t.Helper()
-	b := startBroker(t, harness.BrokerOptions{DatabaseURL: pg.URL(), Name: "broker-" + name})
-	w, err := harness.StartWorker(harness.WorkerOptions{
-		Bin: bins["worker"], DatabaseURL: pg.URL(), BrokerAddr: b.Addr, StorageDir: storage, Name: "worker-" + name,
-		Settings: settings, Advertise: advertise,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		w.Kill()
-		if t.Failed() {
-			t.Logf("--- log of %s ---\n%s", w.Name, w.Output())
-		}
-	})
-	if err := w.AwaitStatus(status, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return pair{broker: b, worker: w}, "http://" + w.HTTPAddr
-}
 
 // poller follows one shape with live long-polls (each waits up to 20 s on
 // an idle table: the shape is in use while it waits), from base, which
@@ -82,37 +50,27 @@ func startPoller(t *testing.T, base, table, handle, offset string) *poller {
 
 func (p *poller) run(ctx context.Context, table, offset string) {
 	defer close(p.done)
-	c := http.Client{Timeout: 30 * time.Second}
+	c := harness.NewShapeClient(*p.base.Load(), url.Values{"table": {table}})
+	c.Handle, c.Offset = p.handle, offset
 	live := false
 	for ctx.Err() == nil {
-		q := url.Values{"table": {table}, "handle": {p.handle}, "offset": {offset}}
-		if live {
-			q.Set("live", "true")
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, *p.base.Load()+"/v1/shape?"+q.Encode(), nil)
-		resp, err := c.Do(req)
-		if err != nil {
-			// The worker is restarting (or the test ends): retry shortly.
-			select {
-			case <-time.After(50 * time.Millisecond):
-			case <-ctx.Done():
-			}
-			continue
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		switch resp.StatusCode {
-		case http.StatusOK:
-			offset = resp.Header.Get("electric-offset")
-			_, upToDate := resp.Header["Electric-Up-To-Date"]
-			live = live || upToDate
+		c.Base = *p.base.Load()
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		r, err := c.Request(rctx, live)
+		cancel()
+		var se *harness.StatusError
+		switch {
+		case err == nil:
+			live = live || r.UpToDate()
 			p.ok.Add(1)
-		case http.StatusConflict:
+		case errors.As(err, &se) && se.Status == http.StatusConflict:
 			p.mu.Lock()
-			p.refetch = append(p.refetch, resp.Header.Get("electric-handle"))
+			p.refetch = append(p.refetch, se.Handle())
 			p.mu.Unlock()
 			return
-		default: // 503 while the worker has no lease
+		default:
+			// 503 while the worker has no lease, or no answer while it
+			// restarts (or the test ends): retry shortly.
 			select {
 			case <-time.After(50 * time.Millisecond):
 			case <-ctx.Done():
@@ -175,7 +133,11 @@ func TestShapeIdleExpiry(t *testing.T) {
 	}
 	storage := t.TempDir()
 	settings := map[string]string{"BATON_SHAPE_IDLE_TIMEOUT": idleTimeout.String()}
-	p, base := startIdlePair(t, pg, "a", storage, settings)
+	p := newPod(t, pg, harness.PodOptions{Name: "a", StorageDir: storage, WorkerSettings: settings})
+	if err := p.Worker().AwaitStatus("active", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	base := p.URL()
 
 	handles, offsets := map[string]string{}, map[string]string{}
 	for _, table := range []string{"kept", "idle"} {
@@ -218,11 +180,11 @@ func TestShapeIdleExpiry(t *testing.T) {
 
 	// Each expiry is logged once, with the shape's handle, and counted.
 	for _, handle := range []string{handles["idle"], fresh} {
-		if err := p.worker.WaitOutput("shape="+handle, 10*time.Second); err != nil {
+		if err := p.Worker().WaitOutput("shape="+handle, 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		n := 0
-		for _, line := range strings.Split(p.worker.Output(), "\n") {
+		for _, line := range strings.Split(p.Worker().Output(), "\n") {
 			if strings.Contains(line, "shape expired") && strings.Contains(line, "shape="+handle) {
 				n++
 			}
@@ -240,7 +202,7 @@ func TestShapeIdleExpiry(t *testing.T) {
 
 	// Restart: the publication still holds exactly the polled shape's table,
 	// whose last use was persisted, and the polled shape is kept.
-	stopPair(t, p)
+	terminate(t, p)
 	var m struct {
 		LastUsedAt time.Time `json:"last_used_at"`
 	}
@@ -251,7 +213,11 @@ func TestShapeIdleExpiry(t *testing.T) {
 	if err := json.Unmarshal(b, &m); err != nil || time.Since(m.LastUsedAt) > time.Minute {
 		t.Fatalf("meta.json of the polled shape: last_used_at %s (%v); want a recent use", m.LastUsedAt, err)
 	}
-	_, base = startIdlePair(t, pg, "b", storage, settings)
+	p = newPod(t, pg, harness.PodOptions{Name: "b", StorageDir: storage, WorkerSettings: settings})
+	if err := p.Worker().AwaitStatus("active", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	base = p.URL()
 	poll.base.Store(&base)
 	awaitPublished("kept", "the publication reconciled at start-up")
 	// For several timeouts the polled shape is served and never removed.
@@ -279,7 +245,11 @@ func TestShapeIdleExpiryDisabled(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	execSQL(t, pg, "CREATE TABLE items (id int PRIMARY KEY)")
 	storage := t.TempDir()
-	_, base := startIdlePair(t, pg, "a", storage, map[string]string{"BATON_SHAPE_IDLE_TIMEOUT": "0"})
+	p := newPod(t, pg, harness.PodOptions{Name: "a", StorageDir: storage, WorkerSettings: map[string]string{"BATON_SHAPE_IDLE_TIMEOUT": "0"}})
+	if err := p.Worker().AwaitStatus("active", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	base := p.URL()
 	code, h, _ := get(t, base, url.Values{"table": {"items"}, "offset": {"-1"}})
 	if code != 200 {
 		t.Fatalf("GET: %d", code)
@@ -302,14 +272,8 @@ func TestShapeIdleExpiryDisabled(t *testing.T) {
 // metric returns the value of the worker's metric name (stream default).
 func metric(t *testing.T, base, name string) string {
 	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	prefix := name + `{stream="default"} `
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(scrape(t, base), "\n") {
 		if v, ok := strings.CutPrefix(line, prefix); ok {
 			return v
 		}

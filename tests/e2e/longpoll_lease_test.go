@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonhq/baton/tests/harness"
 	"github.com/batonhq/baton/tests/pgtest"
 )
 
@@ -19,13 +20,13 @@ func TestLongPollEndsWithLease(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	execSQL(t, pg, "CREATE TABLE t (id int PRIMARY KEY)", "INSERT INTO t VALUES (1)")
 	const ttl = 2 * time.Second
-	p := startPair(t, pg, "a", t.TempDir(), map[string]string{
+	p := newPod(t, pg, harness.PodOptions{Name: "a", StorageDir: t.TempDir(), BrokerSettings: map[string]string{
 		"BATON_LOCK_SESSION_TIMEOUT": "5s", "BATON_HEARTBEAT_INTERVAL": "1s", "BATON_LEASE_TTL": ttl.String(),
-	})
-	if err := p.worker.AwaitStatus("active", 20*time.Second); err != nil {
+	}})
+	if err := p.Worker().AwaitStatus("active", 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	base := "http://" + p.worker.HTTPAddr
+	base := p.URL()
 	code, h, body := get(t, base, url.Values{"table": {"t"}, "offset": {"-1"}})
 	if code != 200 {
 		t.Fatalf("initial fetch: %d %s", code, body)
@@ -49,10 +50,10 @@ func TestLongPollEndsWithLease(t *testing.T) {
 		t.Fatalf("long-poll answered before anything happened: %d %s", a.code, a.body)
 	case <-time.After(500 * time.Millisecond):
 	}
-	if err := p.broker.Signal(syscall.SIGSTOP); err != nil {
+	if err := p.Broker().Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = p.broker.Signal(syscall.SIGCONT) })
+	t.Cleanup(func() { _ = p.Broker().Signal(syscall.SIGCONT) })
 	// The 20 s window would end at started+20s; the lease ends within
 	// about a TTL of the freeze.
 	select {

@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/batonhq/baton/proto/stream"
 	"github.com/batonhq/baton/tests/harness"
 	"github.com/batonhq/baton/tests/pgtest"
 )
@@ -75,6 +74,47 @@ func startBroker(t *testing.T, o harness.BrokerOptions) *harness.Broker {
 	return b
 }
 
+// newPod starts a pod (a broker and its worker) with the test's binaries
+// on pg (unless o names another database URL); see harness.NewPod.
+func newPod(t *testing.T, pg *pgtest.Cluster, o harness.PodOptions) *harness.Pod {
+	t.Helper()
+	o.BrokerBin, o.WorkerBin = bins["broker"], bins["worker"]
+	if o.DatabaseURL == "" {
+		o.DatabaseURL = pg.URL()
+	}
+	return harness.NewPod(t, o)
+}
+
+// newActivePod starts a pod named name on storage and waits until its
+// worker is active.
+func newActivePod(t *testing.T, pg *pgtest.Cluster, name, storage string) *harness.Pod {
+	t.Helper()
+	p := newPod(t, pg, harness.PodOptions{Name: name, StorageDir: storage})
+	if err := p.Worker().AwaitStatus("active", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// awaitActivePod waits until a pod's worker says active and returns that
+// pod.
+func awaitActivePod(t *testing.T, timeout time.Duration, pods ...*harness.Pod) *harness.Pod {
+	t.Helper()
+	var active *harness.Pod
+	if err := harness.Await(timeout, "a pod's worker active", func() (bool, error) {
+		for _, p := range pods {
+			if s, _, err := p.Worker().Health(); err == nil && s == "active" {
+				active = p
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return active
+}
+
 // startWorker attaches an in-process lease worker to b.
 func startWorker(t *testing.T, b *harness.Broker, id string) *harness.LeaseWorker {
 	t.Helper()
@@ -104,27 +144,9 @@ func lockHolders(t *testing.T, conn *pgx.Conn, streamID string) (held []int32, w
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	rows, err := conn.Query(ctx, `SELECT pid, granted FROM pg_locks
-		WHERE locktype = 'advisory' AND classid = $1::int8::oid AND objid = $2::int8::oid AND objsubid = 2`,
-		stream.LockNamespace, int64(stream.LockObjID(streamID)))
+	held, waiting, err := harness.LockHolders(ctx, conn, streamID)
 	if err != nil {
-		t.Fatalf("query pg_locks: %v", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var pid int32
-		var granted bool
-		if err := rows.Scan(&pid, &granted); err != nil {
-			t.Fatalf("scan pg_locks: %v", err)
-		}
-		if granted {
-			held = append(held, pid)
-		} else {
-			waiting++
-		}
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatalf("pg_locks: %v", err)
+		t.Fatal(err)
 	}
 	return held, waiting
 }

@@ -154,29 +154,20 @@ func slotPosition(t *testing.T, conn *pgx.Conn) (pglogrepl.LSN, int) {
 // worker, then to the broker once the worker has exited), or broker first
 // (the broker revokes for its shutdown; the worker releases and is then
 // stopped too). Both must exit 0.
-func stopPod(t *testing.T, p pair, brokerFirst bool) {
+func stopPod(t *testing.T, p *harness.Pod, brokerFirst bool) {
 	t.Helper()
-	order := []*harness.Process{p.worker.Process, p.broker.Process}
-	if brokerFirst {
-		order[0], order[1] = order[1], order[0]
-	}
-	for _, proc := range order {
-		if err := proc.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		if code, err := proc.Wait(45 * time.Second); err != nil || code != 0 {
-			t.Fatalf("%s exit %d %v; want 0", proc.Name, code, err)
-		}
+	if err := p.Stop(brokerFirst, 45*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
 
 // killPod SIGKILLs a pod's worker and broker.
-func killPod(t *testing.T, p pair) {
+func killPod(t *testing.T, p *harness.Pod) {
 	t.Helper()
-	for _, proc := range []*harness.Process{p.worker.Process, p.broker.Process} {
-		_ = proc.Signal(syscall.SIGKILL)
-		if _, err := proc.Wait(10 * time.Second); err != nil {
-			t.Fatal(err)
+	p.Kill()
+	for _, proc := range []*harness.Process{p.Worker().Process, p.Broker().Process} {
+		if !proc.Exited() {
+			t.Fatalf("%s still runs after SIGKILL", proc.Name)
 		}
 	}
 }
@@ -218,17 +209,17 @@ func TestPerPodStorageSequence(t *testing.T) {
 		aBrokerFirst bool
 		// leaveB ends pod B's hold on the stream without the slot moving
 		// past the rows committed meanwhile (lsn: where they end).
-		leaveB func(t *testing.T, pg *pgtest.Cluster, conn *pgx.Conn, b pair, lsn pglogrepl.LSN)
+		leaveB func(t *testing.T, pg *pgtest.Cluster, conn *pgx.Conn, b *harness.Pod, lsn pglogrepl.LSN)
 		// thirdPod: a pod C with its own storage takes the stream after B,
 		// creates the shape again (adding items back to the publication),
 		// stores more rows and is SIGKILLed before A returns.
 		thirdPod bool
 	}{
-		{name: "B killed before acknowledging", leaveB: func(t *testing.T, _ *pgtest.Cluster, _ *pgx.Conn, b pair, _ pglogrepl.LSN) {
+		{name: "B killed before acknowledging", leaveB: func(t *testing.T, _ *pgtest.Cluster, _ *pgx.Conn, b *harness.Pod, _ pglogrepl.LSN) {
 			killPod(t, b)
 		}},
 		{name: "B's final acknowledgement lost", aBrokerFirst: true, leaveB: leaveBFinalAckLost},
-		{name: "PostgreSQL restarted after B", leaveB: func(t *testing.T, pg *pgtest.Cluster, conn *pgx.Conn, b pair, lsn pglogrepl.LSN) {
+		{name: "PostgreSQL restarted after B", leaveB: func(t *testing.T, pg *pgtest.Cluster, conn *pgx.Conn, b *harness.Pod, lsn pglogrepl.LSN) {
 			stopPod(t, b, false)
 			before, _ := slotPosition(t, conn)
 			if err := pg.Restart(); err != nil {
@@ -237,7 +228,7 @@ func TestPerPodStorageSequence(t *testing.T) {
 			after, _ := slotPosition(t, connect(t, pg))
 			t.Logf("slot confirmed at %s before the PostgreSQL restart, %s after (B's rows end at %s)", before, after, lsn)
 		}},
-		{name: "third pod C after B", aBrokerFirst: true, thirdPod: true, leaveB: func(t *testing.T, _ *pgtest.Cluster, _ *pgx.Conn, b pair, _ pglogrepl.LSN) {
+		{name: "third pod C after B", aBrokerFirst: true, thirdPod: true, leaveB: func(t *testing.T, _ *pgtest.Cluster, _ *pgx.Conn, b *harness.Pod, _ pglogrepl.LSN) {
 			killPod(t, b)
 		}},
 	}
@@ -250,7 +241,8 @@ func TestPerPodStorageSequence(t *testing.T) {
 			dirA := t.TempDir()
 
 			// Pod A serves the shape; the client follows it.
-			a, baseA := startShapePair(t, pg, "a", dirA)
+			a := newActivePod(t, pg, "a", dirA)
+			baseA := a.URL()
 			proxy.moveTo(t, baseA)
 			c := startTrace(t, proxy.URL(), "items")
 			c.await(t, 30*time.Second, "the empty table, up to date", func(ev []traceEvent) bool {
@@ -264,14 +256,14 @@ func TestPerPodStorageSequence(t *testing.T) {
 			// Pod B, with its own empty storage, waits; A stops gracefully
 			// and B takes the stream. No Service endpoint meanwhile: the
 			// client keeps A's handle.
-			b := startPair(t, pg, "b", t.TempDir(), nil)
-			if err := b.worker.AwaitStatus("waiting", 20*time.Second); err != nil {
+			b := newPod(t, pg, harness.PodOptions{Name: "b", StorageDir: t.TempDir()})
+			if err := b.Worker().AwaitStatus("waiting", 20*time.Second); err != nil {
 				t.Fatal(err)
 			}
 			proxy.unroute()
 			stopPod(t, a, tc.aBrokerFirst)
-			aAck := gracefulAcks(a.worker.Output())
-			if err := b.worker.AwaitStatus("active", 20*time.Second); err != nil {
+			aAck := gracefulAcks(a.Worker().Output())
+			if err := b.Worker().AwaitStatus("active", 20*time.Second); err != nil {
 				t.Fatal(err)
 			}
 			t.Logf("pod A stopped (final acknowledgements by epoch %v); pod B active; publication holds %q", aAck, published(t, pg))
@@ -288,9 +280,10 @@ func TestPerPodStorageSequence(t *testing.T) {
 			t.Logf("B gone: slot confirmed at %s; B's changes end at %s", slot, bRows)
 
 			if tc.thirdPod {
-				cp, baseC := startShapePair(t, pg, "c", t.TempDir())
+				cp := newActivePod(t, pg, "c", t.TempDir())
+				baseC := cp.URL()
 				proxy.moveTo(t, baseC)
-				shapeItems(t, cp.worker)
+				shapeItems(t, cp.Worker())
 				execSQL(t, pg, "INSERT INTO items SELECT g, 'c' FROM generate_series(51, 60) g")
 				killPod(t, cp)
 				slot, _ := slotPosition(t, connect(t, pg))
@@ -298,7 +291,7 @@ func TestPerPodStorageSequence(t *testing.T) {
 			}
 
 			// A takes the stream again on its storage.
-			_, baseA2 := startShapePair(t, pg, "a2", dirA)
+			baseA2 := newActivePod(t, pg, "a2", dirA).URL()
 			proxy.moveTo(t, baseA2)
 			execSQL(t, pg,
 				"UPDATE items SET note = 'a2' WHERE id IN (3, 31, 32, 33)",
@@ -328,7 +321,7 @@ func TestPerPodStorageSequence(t *testing.T) {
 // walsender is thawed once B's worker has exited. This is the race of the
 // issue (the worker ends its walsender before it read the final
 // acknowledgement) made certain.
-func leaveBFinalAckLost(t *testing.T, _ *pgtest.Cluster, conn *pgx.Conn, b pair, lsn pglogrepl.LSN) {
+func leaveBFinalAckLost(t *testing.T, _ *pgtest.Cluster, conn *pgx.Conn, b *harness.Pod, lsn pglogrepl.LSN) {
 	t.Helper()
 	_, pid := slotPosition(t, conn)
 	if pid == 0 {
@@ -366,5 +359,5 @@ func leaveBFinalAckLost(t *testing.T, _ *pgtest.Cluster, conn *pgx.Conn, b pair,
 	}); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("B's final acknowledgements by epoch: %v (its rows end at %s)", gracefulAcks(b.worker.Output()), lsn)
+	t.Logf("B's final acknowledgements by epoch: %v (its rows end at %s)", gracefulAcks(b.Worker().Output()), lsn)
 }

@@ -10,10 +10,9 @@ package e2e_test
 // ends with the old lease and new requests are served locally.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"io"
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -30,14 +29,8 @@ import (
 // proxiedTotal sums baton_worker_proxied_requests_total over its codes.
 func proxiedTotal(t *testing.T, base string) (total int, byCode map[string]int) {
 	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	byCode = map[string]int{}
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(scrape(t, base), "\n") {
 		rest, ok := strings.CutPrefix(line, "baton_worker_proxied_requests_total{")
 		if !ok {
 			continue
@@ -58,8 +51,8 @@ func proxiedTotal(t *testing.T, base string) (total int, byCode map[string]int) 
 func messageSet(t *testing.T, body string) string {
 	t.Helper()
 	var lines []string
-	for _, m := range protoMessages(t, body) {
-		if protoIsUpToDate(m) {
+	for _, m := range messages(t, body) {
+		if m.IsUpToDate() {
 			continue // carries global_last_seen_lsn, which moves with other writes
 		}
 		j, _ := json.Marshal(m)
@@ -75,8 +68,15 @@ func TestStandbyForwards(t *testing.T) {
 	execSQL(t, pg,
 		"CREATE TABLE items (id int PRIMARY KEY, note text, n int)",
 		"INSERT INTO items SELECT g, 'row ' || g, g FROM generate_series(1, 20) g")
-	a, baseA := startPod(t, pg, "a", t.TempDir(), nil, true, "active")
-	b, baseB := startPod(t, pg, "b", t.TempDir(), nil, true, "waiting")
+	a := newPod(t, pg, harness.PodOptions{Name: "a", StorageDir: t.TempDir(), Advertise: true})
+	if err := a.Worker().AwaitStatus("active", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	b := newPod(t, pg, harness.PodOptions{Name: "b", StorageDir: t.TempDir(), Advertise: true})
+	if err := b.Worker().AwaitStatus("waiting", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	baseA, baseB := a.URL(), b.URL()
 
 	// The standby learns the active worker's URL from its broker, then
 	// forwards; until then it holds requests.
@@ -84,9 +84,9 @@ func TestStandbyForwards(t *testing.T) {
 		code, _, _ := get(t, baseB, url.Values{"table": {"items"}, "offset": {"-1"}})
 		return code == 200, nil
 	}); err != nil {
-		t.Fatalf("%v\n--- standby log ---\n%s", err, b.worker.Output())
+		t.Fatalf("%v\n--- standby log ---\n%s", err, b.Worker().Output())
 	}
-	if s, _, _ := b.worker.Health(); s != "waiting" {
+	if s, _, _ := b.Worker().Health(); s != "waiting" {
 		t.Fatalf("the forwarding standby's health says %q; want waiting (DESIGN §4)", s)
 	}
 
@@ -139,37 +139,22 @@ func TestStandbyForwards(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		q := url.Values{"table": {"items"}, "handle": {handle}, "offset": {offset}, "live": {"true"}, "live_sse": {"true"}, "cursor": {"1"}}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, baseB+"/v1/shape?"+q.Encode(), nil)
-		req.Header.Set("Accept", "text/event-stream")
 		execSQL(t, pg, "INSERT INTO items VALUES (102, 'before the stream', 2)")
-		resp, err := http.DefaultClient.Do(req)
+		sse, err := harness.OpenSSE(ctx, baseB, q)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
-		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-			t.Fatalf("SSE through the standby: %d %v", resp.StatusCode, resp.Header)
+		defer sse.Close()
+		if sse.Status != 200 || !strings.HasPrefix(sse.Header.Get("Content-Type"), "text/event-stream") {
+			t.Fatalf("SSE through the standby: %d %v", sse.Status, sse.Header)
 		}
-		events := make(chan logMessage)
-		go func() {
-			defer close(events)
-			sc := bufio.NewScanner(resp.Body)
-			for sc.Scan() {
-				if data, ok := strings.CutPrefix(sc.Text(), "data:"); ok {
-					var m logMessage
-					if json.Unmarshal([]byte(strings.TrimSpace(data)), &m) == nil {
-						events <- m
-					}
-				}
-			}
-		}()
-		awaitEvent := func(what string, match func(logMessage) bool) {
+		awaitEvent := func(what string, match func(harness.Message) bool) {
 			t.Helper()
 			for {
 				select {
-				case m, ok := <-events:
+				case m, ok := <-sse.Events():
 					if !ok {
-						t.Fatalf("SSE stream ended before %s", what)
+						t.Fatalf("SSE stream ended before %s (%v)", what, sse.Err())
 					}
 					if match(m) {
 						return
@@ -179,10 +164,10 @@ func TestStandbyForwards(t *testing.T) {
 				}
 			}
 		}
-		awaitEvent("insert of row 102", func(m logMessage) bool { return m.Value["note"] == "before the stream" })
-		awaitEvent("up-to-date", protoIsUpToDate)
+		awaitEvent("insert of row 102", func(m harness.Message) bool { return m.Value["note"] == "before the stream" })
+		awaitEvent("up-to-date", harness.Message.IsUpToDate)
 		execSQL(t, pg, "UPDATE items SET note = 'during the stream' WHERE id = 3")
-		awaitEvent("update of row 3", func(m logMessage) bool { return m.Value["note"] == "during the stream" })
+		awaitEvent("update of row 3", func(m harness.Message) bool { return m.Value["note"] == "during the stream" })
 
 		// The official client, live over SSE through the standby.
 		s := startProtoScript(t, baseB, "items", "sse")
@@ -252,33 +237,36 @@ func TestStandbyForwards(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		q := url.Values{"table": {"items"}, "handle": {handle}, "offset": {offset}, "live": {"true"}, "live_sse": {"true"}, "cursor": {"1"}}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, baseB+"/v1/shape?"+q.Encode(), nil)
-		resp, err := http.DefaultClient.Do(req)
+		sse, err := harness.OpenSSE(ctx, baseB, q)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("SSE through the standby: %d", resp.StatusCode)
+		defer sse.Close()
+		if sse.Status != 200 {
+			t.Fatalf("SSE through the standby: %d", sse.Status)
 		}
 		ended := make(chan error, 1)
 		go func() {
-			_, err := io.Copy(io.Discard, resp.Body)
-			ended <- err
+			for range sse.Events() {
+			}
+			ended <- sse.Err()
 		}()
 		// Kubernetes' order: the worker first, then its broker.
-		if err := a.worker.Signal(syscall.SIGTERM); err != nil {
+		if err := a.Worker().Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.worker.AwaitStatus("active", 15*time.Second); err != nil {
+		if err := b.Worker().AwaitStatus("active", 15*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		select {
-		case <-ended:
+		case err := <-ended:
+			if errors.Is(err, harness.ErrBadEvent) {
+				t.Fatalf("the stream forwarded to the old active worker: %v", err)
+			}
 		case <-time.After(15 * time.Second):
 			t.Fatal("the stream forwarded to the old active worker did not end within 15 s of the handoff")
 		}
-		_ = a.broker.Signal(syscall.SIGTERM)
+		_ = a.Broker().Signal(syscall.SIGTERM)
 		before, _ := proxiedTotal(t, baseB)
 		r := protoGet(t, baseB, url.Values{"table": {"items"}, "offset": {"-1"}}, nil)
 		if r.code != 200 {

@@ -95,7 +95,7 @@ type faultRun struct {
 	seed   uint64
 	rng    *rand.Rand
 	pg     *pgtest.Cluster
-	pods   []*pod
+	pods   []*harness.Pod
 	log    *os.File // every process's log lines, and the faults
 	faults []string
 }
@@ -150,7 +150,9 @@ func runRandomFaults(t *testing.T, k faultKnobs, mode uint64, shared bool) {
 		if !shared {
 			d = t.TempDir()
 		}
-		r.pods = append(r.pods, newPod(t, r.pg, string(rune('a'+i)), d, fastSettings, logFile))
+		r.pods = append(r.pods, newPod(t, r.pg, harness.PodOptions{
+			Name: string(rune('a' + i)), StorageDir: d, BrokerSettings: fastSettings, WorkerSettings: fastSettings, Tee: logFile,
+		}))
 	}
 	r.note("seed %d, %d pods, shared storage %v", k.seed, n, shared)
 	stopRouting := routeToActive(proxy, r.pods)
@@ -230,7 +232,7 @@ func awaitUpToDateWith(c *clientTrace, id int, timeout time.Duration) error {
 // routeToActive moves the proxy, every 100 ms, to the pod whose worker
 // says it is active, as a Service follows readiness. It returns a stop
 // function.
-func routeToActive(proxy *serviceProxy, pods []*pod) func() {
+func routeToActive(proxy *serviceProxy, pods []*harness.Pod) func() {
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -239,14 +241,13 @@ func routeToActive(proxy *serviceProxy, pods []*pod) func() {
 			active := make([]bool, len(pods))
 			for i, p := range pods {
 				wg.Go(func() {
-					w := harness.Worker{HTTPAddr: p.httpAddr}
-					s, _, err := w.Health()
+					s, _, err := p.Worker().Health()
 					active[i] = err == nil && s == "active"
 				})
 			}
 			wg.Wait()
 			if i := slices.Index(active, true); i >= 0 {
-				u, _ := url.Parse(pods[i].base())
+				u, _ := url.Parse(pods[i].URL())
 				proxy.target.Store(u)
 			}
 			select {
@@ -267,7 +268,7 @@ func (r *faultRun) awaitActive(what string) {
 	r.t.Helper()
 	if err := harness.Await(90*time.Second, "a pod's worker active", func() (bool, error) {
 		for _, p := range r.pods {
-			if s, _, err := p.worker.Health(); err == nil && s == "active" {
+			if s, _, err := p.Worker().Health(); err == nil && s == "active" {
 				return true, nil
 			}
 		}
@@ -278,9 +279,9 @@ func (r *faultRun) awaitActive(what string) {
 }
 
 // activePod is the pod whose worker says active, or nil.
-func (r *faultRun) activePod() *pod {
+func (r *faultRun) activePod() *harness.Pod {
 	for _, p := range r.pods {
-		if s, _, err := p.worker.Health(); err == nil && s == "active" {
+		if s, _, err := p.Worker().Health(); err == nil && s == "active" {
 			return p
 		}
 	}
@@ -310,13 +311,13 @@ func (r *faultRun) fault(i int) {
 	var procs []*harness.Process
 	which := []string{"broker", "worker", "broker and worker"}[r.rng.IntN(3)]
 	if which != "worker" {
-		procs = append(procs, target.broker.Process)
+		procs = append(procs, target.Broker().Process)
 	}
 	if which != "broker" {
-		procs = append(procs, target.worker.Process)
+		procs = append(procs, target.Worker().Process)
 	}
 	sig := []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL, syscall.SIGSTOP}[r.rng.IntN(3)]
-	desc := fmt.Sprintf("%s to the %s of %s pod %s", sigName(sig), which, role, target.name)
+	desc := fmt.Sprintf("%s to the %s of %s pod %s", sigName(sig), which, role, target.Name())
 	if sig == syscall.SIGSTOP {
 		d := time.Duration(1000+r.rng.IntN(3000)) * time.Millisecond
 		desc += fmt.Sprintf(" for %s", d)
@@ -371,13 +372,12 @@ func sigName(s syscall.Signal) string {
 func (r *faultRun) restartDead() {
 	r.t.Helper()
 	for _, p := range r.pods {
-		if exited(p.broker.Process) {
-			p.startBroker(r.t)
-			r.note("restarted %s", p.broker.Name)
+		started, err := p.Restart(r.t.Context())
+		for _, proc := range started {
+			r.note("restarted %s", proc.Name)
 		}
-		if exited(p.worker.Process) {
-			p.startWorker(r.t)
-			r.note("restarted %s", p.worker.Name)
+		if err != nil {
+			r.failf("restart pod %s: %v", p.Name(), err)
 		}
 	}
 }

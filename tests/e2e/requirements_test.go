@@ -12,44 +12,23 @@ import (
 	"github.com/batonhq/baton/tests/pgtest"
 )
 
-// startRequirementPair starts a broker and a worker on url, and returns
-// the worker.
-func startRequirementPair(t *testing.T, url string) *harness.Worker {
-	t.Helper()
-	b := startBroker(t, harness.BrokerOptions{DatabaseURL: url, Name: "broker"})
-	w, err := harness.StartWorker(harness.WorkerOptions{
-		Bin: bins["worker"], DatabaseURL: url, BrokerAddr: b.Addr, StorageDir: t.TempDir(), Name: "worker",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		w.Kill()
-		if t.Failed() {
-			t.Logf("--- log of %s ---\n%s", w.Name, w.Output())
-		}
-	})
-	return w
-}
-
 // awaitShape503 waits until GET /v1/shape answers 503 with a message
 // containing want, and checks that /v1/health says waiting meanwhile.
 func awaitShape503(t *testing.T, w *harness.Worker, want string) {
 	t.Helper()
 	var last string
 	err := harness.Await(30*time.Second, "503 naming "+want, func() (bool, error) {
-		resp, err := http.Get("http://" + w.HTTPAddr + "/v1/shape?table=items&offset=-1")
+		r, err := harness.Get(t.Context(), "http://"+w.HTTPAddr, url.Values{"table": {"items"}, "offset": {"-1"}}, nil)
 		if err != nil {
 			return false, nil
 		}
-		defer resp.Body.Close()
 		var body struct {
 			Message string `json:"message"`
 		}
-		_ = json.NewDecoder(resp.Body).Decode(&body)
+		_ = json.Unmarshal(r.Body, &body)
 		last = body.Message
-		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(body.Message, want) &&
-			resp.Header.Get("Retry-After") != "", nil
+		return r.Status == http.StatusServiceUnavailable && strings.Contains(body.Message, want) &&
+			r.Header.Get("Retry-After") != "", nil
 	})
 	if err != nil {
 		t.Fatalf("%v (last message %q)", err, last)
@@ -74,7 +53,7 @@ func errorLines(out, containing string) int {
 // per retry), reports waiting and answers shape requests 503 naming it.
 func TestWorkerWalLevelReplica(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{Settings: map[string]string{"wal_level": "replica"}})
-	w := startRequirementPair(t, pg.URL())
+	w := newPod(t, pg, harness.PodOptions{StorageDir: t.TempDir()}).Worker()
 	awaitShape503(t, w, "set wal_level = logical")
 	// The check is repeated every 5 s; over a repetition the ERROR line
 	// must not be repeated (before, every retry logged one): absence is
@@ -100,7 +79,7 @@ func TestWorkerRoleWithoutReplication(t *testing.T) {
 	if _, err := conn.Exec(t.Context(), `CREATE ROLE app LOGIN; GRANT CREATE ON DATABASE postgres TO app`); err != nil {
 		t.Fatal(err)
 	}
-	w := startRequirementPair(t, roleURL(t, pg, "app"))
+	w := newPod(t, pg, harness.PodOptions{DatabaseURL: roleURL(t, pg, "app"), StorageDir: t.TempDir()}).Worker()
 	awaitShape503(t, w, `ALTER ROLE "app" REPLICATION`)
 	if _, err := conn.Exec(t.Context(), `ALTER ROLE app REPLICATION`); err != nil {
 		t.Fatal(err)

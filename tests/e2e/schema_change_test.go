@@ -7,9 +7,8 @@ package e2e_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"net/http/httptrace"
 	"net/url"
 	"slices"
@@ -19,47 +18,18 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/batonhq/baton/tests/harness"
 	"github.com/batonhq/baton/tests/pgtest"
 )
 
 // shapeQuery is the request of spec with offset (and handle when given).
 func shapeQuery(s shapeSpec, offset, handle string) url.Values {
-	q := url.Values{"table": {s.Table}, "offset": {offset}}
-	if s.Where != "" {
-		q.Set("where", s.Where)
-	}
-	for i, p := range s.positional() {
-		q.Set(fmt.Sprintf("params[%d]", i+1), p.(string))
-	}
-	if len(s.Columns) > 0 {
-		q.Set("columns", strings.Join(s.Columns, ","))
-	}
-	if s.Replica != "" {
-		q.Set("replica", s.Replica)
-	}
+	q := s.values()
+	q.Set("offset", offset)
 	if handle != "" {
 		q.Set("handle", handle)
 	}
 	return q
-}
-
-// upToDate reads spec's shape from offset -1 until it is up to date and
-// returns its handle and offset there.
-func upToDate(t *testing.T, base string, s shapeSpec) (handle, offset string) {
-	t.Helper()
-	offset = "-1"
-	for range 100 {
-		code, h, body := get(t, base, shapeQuery(s, offset, handle))
-		if code != 200 {
-			t.Fatalf("shape %s at offset %s: %d %s", s.Name, offset, code, body)
-		}
-		handle, offset = h.Get("electric-handle"), h.Get("electric-offset")
-		if len(h.Values("electric-up-to-date")) > 0 {
-			return handle, offset
-		}
-	}
-	t.Fatalf("shape %s: not up to date after 100 requests", s.Name)
-	return "", ""
 }
 
 // pollResult is how a live request ended.
@@ -78,37 +48,36 @@ func livePoll(t *testing.T, base string, s shapeSpec, handle, offset string, tim
 	t.Helper()
 	out := make(chan pollResult, 1)
 	written := make(chan struct{})
+	c := harness.NewShapeClient(base, s.values())
+	c.Handle, c.Offset = handle, offset
 	go func() {
 		deadline := time.Now().Add(timeout)
-		c := http.Client{Timeout: 40 * time.Second}
 		first := true
 		for {
 			if time.Now().After(deadline) {
 				out <- pollResult{err: fmt.Errorf("no answer but 'no change' within %s", timeout)}
 				return
 			}
-			q := shapeQuery(s, offset, handle)
-			q.Set("live", "true")
-			ctx := context.Background()
+			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 			if first {
 				first = false
 				ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { close(written) }})
 			}
-			req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/shape?"+q.Encode(), nil)
-			resp, err := c.Do(req)
+			r, err := c.Request(ctx, true)
+			cancel()
+			var se *harness.StatusError
+			if errors.As(err, &se) {
+				out <- pollResult{code: se.Status, handle: se.Handle(), body: se.Text()}
+				return
+			}
 			if err != nil {
 				out <- pollResult{err: err}
 				return
 			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			r := pollResult{code: resp.StatusCode, handle: resp.Header.Get("electric-handle"), body: string(b)}
-			var msgs []logMessage
-			if r.code == 200 && json.Unmarshal(b, &msgs) == nil && len(msgs) == 1 && msgs[0].Headers["control"] == "up-to-date" {
-				offset = resp.Header.Get("electric-offset")
+			if msgs, err := r.Messages(); err == nil && len(msgs) == 1 && msgs[0].IsUpToDate() {
 				continue
 			}
-			out <- r
+			out <- pollResult{code: r.Status, handle: r.Handle(), body: r.Text()}
 			return
 		}
 	}()
@@ -239,7 +208,7 @@ func TestSchemaChanges(t *testing.T) {
 	needClient(t)
 	pg := pgtest.Start(t, pgtest.Options{})
 	conn := displayConn(t, pg.URL())
-	_, base := startShapePair(t, pg, "a", t.TempDir())
+	base := newActivePod(t, pg, "a", t.TempDir()).URL()
 
 	same := func(cols []column) []column { return cols }
 	cases := []schemaCase{
@@ -282,7 +251,8 @@ func runSchemaCase(t *testing.T, pg *pgtest.Cluster, conn *pgx.Conn, base string
 	handles, offsets := map[string]string{}, map[string]string{}
 	polls := map[string]<-chan pollResult{}
 	for _, s := range specs {
-		handles[s.Name], offsets[s.Name] = upToDate(t, base, s)
+		c, _ := catchUp(t, base, s.values())
+		handles[s.Name], offsets[s.Name] = c.Handle, c.Offset
 		polls[s.Name] = livePoll(t, base, s, handles[s.Name], offsets[s.Name], 30*time.Second)
 	}
 
@@ -377,5 +347,60 @@ func runSchemaCase(t *testing.T, pg *pgtest.Cluster, conn *pgx.Conn, base string
 		if code, _, body := get(t, base, shapeQuery(s, "-1", "")); code != 200 || !strings.Contains(body, `"note":"row 1"`) {
 			t.Errorf("renamed table: %d %s", code, body)
 		}
+	}
+}
+
+// A whole-table shape is invalidated by a column added to its table; the
+// client refetches the new shape, which must then follow the table: its
+// next change must not invalidate it again.
+func TestSchemaChangeRefetchedShapeStaysValid(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	execSQL(t, pg, "CREATE TABLE items (id int PRIMARY KEY, note text)", "INSERT INTO items VALUES (1, 'a')")
+	base := newActivePod(t, pg, "a", t.TempDir()).URL()
+	a := newRowClient(base, url.Values{"table": {"items"}})
+	a.upToDate(t)
+	execSQL(t, pg, "ALTER TABLE items ADD COLUMN extra int", "INSERT INTO items VALUES (2, 'b', 2)")
+	deadline := time.Now().Add(20 * time.Second)
+	for a.step(t, true) == 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("shape not invalidated by the altered table")
+		}
+	}
+	b := newRowClient(base, url.Values{"table": {"items"}})
+	b.upToDate(t)
+	if len(b.rows) != 2 {
+		t.Fatalf("new shape rows %v; want 2", b.rows)
+	}
+	execSQL(t, pg, "INSERT INTO items VALUES (3, 'c', 3)")
+	b.awaitMessages(t, 3)
+}
+
+// A where shape is invalidated by a column added to its table, and a new
+// where shape on the new column is made. The fanout keeps the table's
+// where.Set made for the first shape (its column ordinals from the table
+// before the ALTER) and adds the new predicate to it: the new column has
+// no ordinal there. The new shape must get the row that matches it.
+func TestSchemaChangeWhereOnAddedColumn(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	execSQL(t, pg, "CREATE TABLE items (id int PRIMARY KEY, grp int)", "INSERT INTO items VALUES (1, 1)")
+	base := newActivePod(t, pg, "a", t.TempDir()).URL()
+	a := newRowClient(base, url.Values{"table": {"items"}, "where": {"grp = 1"}})
+	a.upToDate(t)
+	execSQL(t, pg, "ALTER TABLE items ADD COLUMN extra int", "INSERT INTO items VALUES (2, 1, 0)")
+	deadline := time.Now().Add(20 * time.Second)
+	for a.step(t, true) == 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("shape not invalidated by the altered table")
+		}
+	}
+	b := newRowClient(base, url.Values{"table": {"items"}, "where": {"extra = 5"}})
+	b.upToDate(t)
+	if len(b.rows) != 0 {
+		t.Fatalf("new shape rows %v; want none", b.rows)
+	}
+	execSQL(t, pg, "INSERT INTO items VALUES (3, 0, 5)", "INSERT INTO items VALUES (4, 0, 6)")
+	b.awaitMessages(t, 1)
+	if len(b.rows) != 1 || b.rows[`"public"."items"/"3"`] == nil {
+		t.Fatalf("shape extra = 5 holds %v; want row 3 only", b.rows)
 	}
 }

@@ -19,7 +19,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os/exec"
@@ -31,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonhq/baton/tests/harness"
 	"github.com/batonhq/baton/tests/pgtest"
 )
 
@@ -49,23 +49,11 @@ type protoResp struct {
 func protoFetch(method, u string, hdr map[string]string, timeout time.Duration) (protoResp, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	r, err := harness.Fetch(ctx, method, u, hdr)
 	if err != nil {
 		return protoResp{}, err
 	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return protoResp{}, fmt.Errorf("%s %s: %w", method, u, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return protoResp{}, fmt.Errorf("%s %s: reading the body: %w", method, u, err)
-	}
-	return protoResp{code: resp.StatusCode, h: resp.Header, body: string(b), url: u, options: method == http.MethodOptions}, nil
+	return protoResp{code: r.Status, h: r.Header, body: r.Text(), url: u, options: method == http.MethodOptions}, nil
 }
 
 // protoDo is protoFetch on the test's goroutine, with protoCheckAny.
@@ -136,52 +124,12 @@ func protoCheckAny(t *testing.T, r protoResp) {
 
 func protoUpToDateHeader(h http.Header) bool { return len(h.Values("electric-up-to-date")) > 0 }
 
-func protoIsUpToDate(m logMessage) bool { return m.Headers["control"] == "up-to-date" }
-
-func protoMessages(t *testing.T, body string) []logMessage {
-	t.Helper()
-	var msgs []logMessage
-	if err := json.Unmarshal([]byte(body), &msgs); err != nil {
-		t.Fatalf("body is not a JSON array of messages (%v): %.300s", err, body)
-	}
-	return msgs
-}
-
-// protoOffset parses "<tx>_<op>" for ordering ("inf" as the largest op).
-func protoOffset(t *testing.T, s string) [2]uint64 {
-	t.Helper()
-	tx, op, ok := strings.Cut(s, "_")
-	a, err1 := strconv.ParseUint(tx, 10, 64)
-	b, err2 := strconv.ParseUint(op, 10, 64)
-	if op == "inf" {
-		b, err2 = ^uint64(0), nil
-	}
-	if !ok || err1 != nil || err2 != nil {
-		t.Fatalf("offset %q is not <tx>_<op>", s)
-	}
-	return [2]uint64{a, b}
-}
-
-func protoOffsetLess(a, b [2]uint64) bool { return a[0] < b[0] || (a[0] == b[0] && a[1] < b[1]) }
-
 // protoSync fetches table from offset -1 until up to date and returns the
 // handle and offset a client would continue with.
 func protoSync(t *testing.T, base, table string) (handle, offset string) {
 	t.Helper()
-	q := url.Values{"table": {table}, "offset": {"-1"}}
-	for range 100 {
-		r := protoGet(t, base, q, nil)
-		if r.code != 200 {
-			t.Fatalf("GET %v: %d %s", q, r.code, r.body)
-		}
-		handle, offset = r.h.Get("electric-handle"), r.h.Get("electric-offset")
-		if protoUpToDateHeader(r.h) {
-			return handle, offset
-		}
-		q = url.Values{"table": {table}, "offset": {offset}, "handle": {handle}}
-	}
-	t.Fatalf("%s not up to date after 100 requests", table)
-	return "", ""
+	c, _ := catchUp(t, base, url.Values{"table": {table}})
+	return c.Handle, c.Offset
 }
 
 // protoTable reads "SELECT id, note, n FROM <table>" as the TypeScript
@@ -406,7 +354,7 @@ func TestShapeProtocolSSE(t *testing.T) {
 		"CREATE TABLE other (id int PRIMARY KEY)",
 		"CREATE TABLE quiet (id int PRIMARY KEY, payload text)",
 		"INSERT INTO quiet SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, 3000) g")
-	_, base := startShapePair(t, pg, "a", t.TempDir())
+	base := newActivePod(t, pg, "a", t.TempDir()).URL()
 
 	// First, while nothing is written: a shape that is only its snapshot
 	// (~3.4 MB, several snapshot chunks). An up-to-date event on its SSE
@@ -417,51 +365,33 @@ func TestShapeProtocolSSE(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		q := url.Values{"table": {"quiet"}, "handle": {handle}, "offset": {offset}, "live": {"true"}, "live_sse": {"true"}}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/shape?"+q.Encode(), nil)
-		req.Header.Set("Accept", "text/event-stream")
-		resp, err := http.DefaultClient.Do(req)
+		sse, err := harness.OpenSSE(ctx, base, q)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("SSE request: %d", resp.StatusCode)
+		defer sse.Close()
+		if sse.Status != 200 {
+			t.Fatalf("SSE request: %d", sse.Status)
 		}
-		if h := resp.Header.Get("electric-offset"); h != offset {
+		if h := sse.Header.Get("electric-offset"); h != offset {
 			t.Errorf("SSE response with nothing new has electric-offset %q; want the request's %q (the client adopts it on open)", h, offset)
 		}
 		// Electric sends nothing (but keep-alive comments) until a change;
 		// read what comes within 2 s.
-		lines := make(chan string)
-		go func() {
-			defer close(lines)
-			sc := bufio.NewScanner(resp.Body)
-			for sc.Scan() {
-				lines <- sc.Text()
-			}
-		}()
-		var utd *logMessage
-	read:
-		for {
-			select {
-			case line, ok := <-lines:
-				if !ok {
-					break read
+		var utd *harness.Message
+		select {
+		case m, ok := <-sse.Events():
+			if !ok {
+				if err := sse.Err(); err != nil {
+					t.Fatalf("SSE stream: %v", err)
 				}
-				if data, ok := strings.CutPrefix(line, "data:"); ok {
-					var m logMessage
-					if err := json.Unmarshal([]byte(strings.TrimSpace(data)), &m); err != nil {
-						t.Fatalf("SSE data %q: %v", data, err)
-					}
-					if !protoIsUpToDate(m) {
-						t.Fatalf("SSE event %v with nothing written", m)
-					}
-					utd = &m
-					break read
-				}
-			case <-time.After(2 * time.Second):
-				break read
+				break
 			}
+			if !m.IsUpToDate() {
+				t.Fatalf("SSE event %v with nothing written", m)
+			}
+			utd = &m
+		case <-time.After(2 * time.Second):
 		}
 		cancel()
 		if utd == nil {
@@ -472,7 +402,7 @@ func TestShapeProtocolSSE(t *testing.T) {
 		if r.code != 200 {
 			t.Fatalf("GET from %s (the client's offset after that up-to-date): %d %.300s", next, r.code, r.body)
 		}
-		if msgs := protoMessages(t, r.body); len(msgs) > 1 {
+		if msgs := messages(t, r.body); len(msgs) > 1 {
 			t.Fatalf("the SSE stream of a snapshot-only shape opens with an up-to-date whose global_last_seen_lsn is %v; the client then continues from %s (was %s), and the next request (e.g. after the 60 s SSE window) serves %d messages (%d bytes) of the snapshot again (worker/internal/httpapi/sse.go writes the up-to-date before any change, with plan.GlobalLSN = 0 while the shape has no log record; Electric sends an up-to-date only after changes, with a real LSN)", utd.Headers["global_last_seen_lsn"], next, offset, len(msgs)-1, len(r.body))
 		}
 	})
@@ -555,58 +485,35 @@ func TestShapeProtocolSSE(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		q := url.Values{"table": {"items"}, "handle": {handle}, "offset": {offset}, "live": {"true"}, "live_sse": {"true"}, "cursor": {"1"}}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/shape?"+q.Encode(), nil)
-		req.Header.Set("Accept", "text/event-stream")
-		resp, err := http.DefaultClient.Do(req)
+		sse, err := harness.OpenSSE(ctx, base, q)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
-		protoCheckAny(t, protoResp{code: resp.StatusCode, h: resp.Header, url: req.URL.String()})
-		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1000))
-			t.Fatalf("SSE request: %d %q %s; want 200 text/event-stream", resp.StatusCode, resp.Header.Get("Content-Type"), b)
+		defer sse.Close()
+		protoCheckAny(t, protoResp{code: sse.Status, h: sse.Header, url: sse.URL})
+		if sse.Status != 200 || !strings.HasPrefix(sse.Header.Get("Content-Type"), "text/event-stream") {
+			t.Fatalf("SSE request: %d %q %s; want 200 text/event-stream", sse.Status, sse.Header.Get("Content-Type"), sse.Body)
 		}
-		if c := resp.Header.Get("electric-cursor"); c == "" || c == "1" {
+		if c := sse.Header.Get("electric-cursor"); c == "" || c == "1" {
 			t.Errorf("SSE response cursor %q; want a new one", c)
 		}
 		// Electric: "public, max-age=#{sse_timeout/1000 - 1}" (60 s by default).
-		if cc := resp.Header.Get("Cache-Control"); cc != "public, max-age=59" {
+		if cc := sse.Header.Get("Cache-Control"); cc != "public, max-age=59" {
 			t.Errorf("SSE cache-control %q; want %q (Electric, sse_timeout 60 s)", cc, "public, max-age=59")
 		}
-		events := make(chan logMessage, 100)
-		var readErr error // set before events is closed
-		go func() {
-			defer close(events)
-			sc := bufio.NewScanner(resp.Body)
-			sc.Buffer(make([]byte, 1<<20), 64<<20)
-			for sc.Scan() {
-				line := sc.Text()
-				data, ok := strings.CutPrefix(line, "data:")
-				if !ok {
-					continue // blank separators, ": keep-alive" comments, event/id fields
-				}
-				var m logMessage
-				if err := json.Unmarshal([]byte(strings.TrimSpace(data)), &m); err != nil {
-					readErr = fmt.Errorf("SSE data is not one JSON message (%v): %q", err, data)
-					return
-				}
-				events <- m
-			}
-		}()
 		// next returns the messages up to and including the next
 		// up-to-date; leading up-to-dates with nothing before them (a
 		// stream may open with one) are skipped.
-		next := func() ([]logMessage, logMessage) {
+		next := func() ([]harness.Message, harness.Message) {
 			t.Helper()
-			var batch []logMessage
+			var batch []harness.Message
 			for {
 				select {
-				case m, ok := <-events:
+				case m, ok := <-sse.Events():
 					if !ok {
-						t.Fatalf("SSE stream ended (%v); got %v", readErr, batch)
+						t.Fatalf("SSE stream ended (%v); got %v", sse.Err(), batch)
 					}
-					if !protoIsUpToDate(m) {
+					if !m.IsUpToDate() {
 						batch = append(batch, m)
 						continue
 					}
@@ -618,7 +525,7 @@ func TestShapeProtocolSSE(t *testing.T) {
 				}
 			}
 		}
-		lsnOf := func(m logMessage) uint64 {
+		lsnOf := func(m harness.Message) uint64 {
 			v, _ := strconv.ParseUint(fmt.Sprint(m.Headers["lsn"]), 10, 64)
 			return v
 		}
@@ -648,12 +555,12 @@ func TestShapeProtocolSSE(t *testing.T) {
 		// The client continues from <global_last_seen_lsn>_0: nothing is
 		// served again, and the next change is served once.
 		r := protoGet(t, base, url.Values{"table": {"items"}, "handle": {handle}, "offset": {last}}, nil)
-		if msgs := protoMessages(t, r.body); r.code != 200 || len(msgs) != 1 || !protoIsUpToDate(msgs[0]) {
+		if msgs := messages(t, r.body); r.code != 200 || len(msgs) != 1 || !msgs[0].IsUpToDate() {
 			t.Fatalf("GET from the SSE up-to-date offset %s: %d %s; want only up-to-date", last, r.code, r.body)
 		}
 		execSQL(t, pg, "INSERT INTO items VALUES (5001, 'after', 2)")
 		r = protoGet(t, base, url.Values{"table": {"items"}, "handle": {handle}, "offset": {last}, "live": {"true"}}, nil)
-		msgs := protoMessages(t, r.body)
+		msgs := messages(t, r.body)
 		if r.code != 200 || len(msgs) != 2 || msgs[0].Headers["operation"] != "insert" || fmt.Sprint(msgs[0].Value["id"]) != "5001" {
 			t.Fatalf("live GET from the SSE up-to-date offset %s: %d %s; want the insert of 5001 and up-to-date", last, r.code, r.body)
 		}
@@ -685,14 +592,14 @@ func TestShapeProtocolChunking(t *testing.T) {
 	execSQL(t, pg,
 		"CREATE TABLE big (id int PRIMARY KEY, payload text NOT NULL)",
 		fmt.Sprintf("INSERT INTO big SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, %d) g", rows))
-	_, base := startShapePair(t, pg, "a", t.TempDir())
+	base := newActivePod(t, pg, "a", t.TempDir()).URL()
 
 	seen := map[int]int{}
 	// collect records the inserts of a response and checks their values.
-	collect := func(t *testing.T, msgs []logMessage) {
+	collect := func(t *testing.T, msgs []harness.Message) {
 		t.Helper()
 		for _, m := range msgs {
-			if protoIsUpToDate(m) || m.Headers["control"] != nil {
+			if m.IsUpToDate() || m.Headers["control"] != nil {
 				continue
 			}
 			if m.Headers["operation"] != "insert" {
@@ -715,54 +622,54 @@ func TestShapeProtocolChunking(t *testing.T) {
 		}
 		checkExactlyOnce(t, ids, last)
 	}
-	// follow fetches non-live from q until up to date; it returns the
-	// sizes of the responses and the last offset.
-	follow := func(t *testing.T, q url.Values) (sizes []int, handle, offset string) {
+	// follow fetches non-live with c until up to date; it returns the
+	// sizes of the responses.
+	follow := func(t *testing.T, c *harness.ShapeClient) (sizes []int) {
 		t.Helper()
-		var prev [2]uint64
+		var prev harness.Offset
 		for i := 0; ; i++ {
 			if i > 20 {
 				t.Fatalf("not up to date after %d chunks", i)
 			}
-			r := protoGet(t, base, q, nil)
-			if r.code != 200 {
-				t.Fatalf("GET %v: %d %.300s", q, r.code, r.body)
-			}
-			if r.h.Get("electric-schema") == "" {
+			q := c.Query(false)
+			r := request(t, c, false)
+			if r.Header.Get("electric-schema") == "" {
 				t.Errorf("chunk %d: no electric-schema on a non-live response", i)
 			}
-			msgs := protoMessages(t, r.body)
+			msgs := messages(t, r.Text())
 			if len(msgs) == 0 {
 				t.Fatalf("chunk %d (%v): empty body", i, q)
 			}
-			utd := protoIsUpToDate(msgs[len(msgs)-1])
-			if utd != protoUpToDateHeader(r.h) {
-				t.Fatalf("chunk %d: body ends with up-to-date %v, electric-up-to-date header %v", i, utd, protoUpToDateHeader(r.h))
+			utd := msgs[len(msgs)-1].IsUpToDate()
+			if utd != r.UpToDate() {
+				t.Fatalf("chunk %d: body ends with up-to-date %v, electric-up-to-date header %v", i, utd, r.UpToDate())
 			}
 			for _, m := range msgs[:len(msgs)-1] {
-				if protoIsUpToDate(m) {
+				if m.IsUpToDate() {
 					t.Fatalf("chunk %d: up-to-date before the end of the body", i)
 				}
 			}
 			collect(t, msgs)
-			sizes = append(sizes, len(r.body))
-			handle, offset = r.h.Get("electric-handle"), r.h.Get("electric-offset")
-			off := protoOffset(t, offset)
-			if i > 0 && !protoOffsetLess(prev, off) {
-				t.Fatalf("chunk %d: electric-offset %s does not advance", i, offset)
+			sizes = append(sizes, len(r.Body))
+			off, err := harness.ParseOffset(c.Offset)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i > 0 && !prev.Less(off) {
+				t.Fatalf("chunk %d: electric-offset %s does not advance", i, c.Offset)
 			}
 			prev = off
 			if utd {
-				return sizes, handle, offset
+				return sizes
 			}
-			q = url.Values{"table": {"big"}, "handle": {handle}, "offset": {offset}}
 		}
 	}
 
 	var handle, offset string
 	t.Run("snapshot", func(t *testing.T) {
-		var sizes []int
-		sizes, handle, offset = follow(t, url.Values{"table": {"big"}, "offset": {"-1"}})
+		c := harness.NewShapeClient(base, url.Values{"table": {"big"}})
+		sizes := follow(t, c)
+		handle, offset = c.Handle, c.Offset
 		t.Logf("response sizes: %v", sizes)
 		checkSeen(t, rows)
 		if len(sizes) < 3 {
@@ -795,12 +702,13 @@ func TestShapeProtocolChunking(t *testing.T) {
 			}
 		}
 		first := len(r.body)
-		msgs := protoMessages(t, r.body)
+		msgs := messages(t, r.body)
 		collect(t, msgs)
 		sizes := []int{first}
-		if !protoIsUpToDate(msgs[len(msgs)-1]) {
-			more, _, _ := follow(t, url.Values{"table": {"big"}, "handle": {handle}, "offset": {r.h.Get("electric-offset")}})
-			sizes = append(sizes, more...)
+		if !msgs[len(msgs)-1].IsUpToDate() {
+			c := harness.NewShapeClient(base, url.Values{"table": {"big"}})
+			c.Handle, c.Offset = handle, r.h.Get("electric-offset")
+			sizes = append(sizes, follow(t, c)...)
 		}
 		t.Logf("response sizes: %v", sizes)
 		checkSeen(t, 2*rows)
@@ -842,7 +750,7 @@ func TestShapeProtocolOffsetNow(t *testing.T) {
 	execSQL(t, pg,
 		"CREATE TABLE items (id int PRIMARY KEY, note text, n int)",
 		"INSERT INTO items SELECT g, 'row ' || g, g FROM generate_series(1, 3) g")
-	_, base := startShapePair(t, pg, "a", t.TempDir())
+	base := newActivePod(t, pg, "a", t.TempDir()).URL()
 	handle, off := protoSync(t, base, "items")
 	execSQL(t, pg, "INSERT INTO items VALUES (4, 'four', 4)")
 	// A live request from before the insert returns once it is in the
@@ -863,8 +771,8 @@ func TestShapeProtocolOffsetNow(t *testing.T) {
 		if r.h.Get("electric-handle") != handle || r.h.Get("electric-offset") != end {
 			t.Errorf("offset=now: handle %q offset %q; want %q %q (the shape's current end)", r.h.Get("electric-handle"), r.h.Get("electric-offset"), handle, end)
 		}
-		msgs := protoMessages(t, r.body)
-		if len(msgs) != 1 || !protoIsUpToDate(msgs[0]) || !protoUpToDateHeader(r.h) {
+		msgs := messages(t, r.body)
+		if len(msgs) != 1 || !msgs[0].IsUpToDate() || !protoUpToDateHeader(r.h) {
 			t.Errorf("offset=now: body %s, electric-up-to-date %v; want only up-to-date", r.body, protoUpToDateHeader(r.h))
 		}
 		if r.h.Get("electric-schema") == "" || r.h.Get("electric-cursor") != "" {
@@ -887,7 +795,7 @@ func TestShapeProtocolOffsetNow(t *testing.T) {
 	t.Run("global_last_seen_lsn", func(t *testing.T) {
 		// Electric's up-to-date carries the LSN the stack has processed,
 		// never behind the shape's last change.
-		msgs := protoMessages(t, nowResp.body)
+		msgs := messages(t, nowResp.body)
 		if len(msgs) == 0 {
 			t.Fatal("no message")
 		}
@@ -895,8 +803,12 @@ func TestShapeProtocolOffsetNow(t *testing.T) {
 		if err != nil {
 			t.Fatalf("up-to-date %v: global_last_seen_lsn is not a decimal LSN", msgs[0].Headers)
 		}
-		if tx := protoOffset(t, end)[0]; g < tx {
-			t.Fatalf("offset=now's up-to-date has global_last_seen_lsn %d, behind the shape's last change at %d (%s); Electric sends the last processed LSN (worker/internal/httpapi/shape.go getShape builds the plan without GlobalLSN)", g, tx, end)
+		tx, err := harness.ParseOffset(end)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g < tx.TX {
+			t.Fatalf("offset=now's up-to-date has global_last_seen_lsn %d, behind the shape's last change at %d (%s); Electric sends the last processed LSN (worker/internal/httpapi/shape.go getShape builds the plan without GlobalLSN)", g, tx.TX, end)
 		}
 	})
 
@@ -917,12 +829,12 @@ func TestShapeProtocolOffsetNow(t *testing.T) {
 		time.Sleep(200 * time.Millisecond) // let the long-poll start waiting; either way it must see only the change below
 		execSQL(t, pg, "BEGIN; INSERT INTO items VALUES (5, 'five', 5); UPDATE items SET note = 'one' WHERE id = 1; COMMIT")
 		r := protoAwait(t, done).r
-		msgs := protoMessages(t, r.body)
+		msgs := messages(t, r.body)
 		var got []string
 		for _, m := range msgs {
 			got = append(got, fmt.Sprintf("%v %v", m.Headers["operation"], m.Value["id"]))
 		}
-		if r.code != 200 || !reflect.DeepEqual(got, []string{"insert 5", "update 1", "<nil> <nil>"}) || !protoIsUpToDate(msgs[len(msgs)-1]) {
+		if r.code != 200 || !reflect.DeepEqual(got, []string{"insert 5", "update 1", "<nil> <nil>"}) || !msgs[len(msgs)-1].IsUpToDate() {
 			t.Fatalf("live GET from offset=now's offset: %d %v %s; want the insert of 5, the update of 1, up-to-date", r.code, got, r.body)
 		}
 	})
@@ -964,7 +876,7 @@ func TestShapeProtocolHeaders(t *testing.T) {
 		"CREATE TABLE idle (id int PRIMARY KEY)",
 		"INSERT INTO idle VALUES (1)",
 		"CREATE TABLE pk2 (a int, b text, PRIMARY KEY (b, a))")
-	_, base := startShapePair(t, pg, "a", t.TempDir())
+	base := newActivePod(t, pg, "a", t.TempDir()).URL()
 	const origin = "http://app.example"
 	withOrigin := map[string]string{"Origin": origin}
 
@@ -1053,7 +965,7 @@ func TestShapeProtocolHeaders(t *testing.T) {
 				t.Fatalf("electric-schema type modifiers: vc %v, num %v; want max_length 40, precision 10, scale 2 as Electric", schema["vc"], schema["num"])
 			}
 		})
-		msgs := protoMessages(t, r.body)
+		msgs := messages(t, r.body)
 		if len(msgs) != 2 || msgs[0].Key != `"public"."items"/"1"` {
 			t.Errorf("offset -1 body: %s", r.body)
 		}
@@ -1070,7 +982,7 @@ func TestShapeProtocolHeaders(t *testing.T) {
 		if schema["b"]["pk_index"] != float64(0) || schema["a"]["pk_index"] != float64(1) {
 			t.Errorf("electric-schema %s; want pk_index b 0, a 1", r.h.Get("electric-schema"))
 		}
-		if msgs := protoMessages(t, r.body); len(msgs) != 1 || msgs[0].Key != `"public"."pk2"/"x//y"/"1"` {
+		if msgs := messages(t, r.body); len(msgs) != 1 || msgs[0].Key != `"public"."pk2"/"x//y"/"1"` {
 			t.Errorf("body %s; want the key \"public\".\"pk2\"/\"x//y\"/\"1\"", r.body)
 		}
 	})
@@ -1078,8 +990,8 @@ func TestShapeProtocolHeaders(t *testing.T) {
 	t.Run("up to date", func(t *testing.T) {
 		r := protoGet(t, base, url.Values{"table": {"items"}, "offset": {offset}, "handle": {handle}}, withOrigin)
 		cors(t, "up to date", r)
-		msgs := protoMessages(t, r.body)
-		if r.code != 200 || !protoUpToDateHeader(r.h) || len(msgs) == 0 || !protoIsUpToDate(msgs[len(msgs)-1]) {
+		msgs := messages(t, r.body)
+		if r.code != 200 || !protoUpToDateHeader(r.h) || len(msgs) == 0 || !msgs[len(msgs)-1].IsUpToDate() {
 			t.Fatalf("%d up-to-date header %v, body %s", r.code, protoUpToDateHeader(r.h), r.body)
 		}
 		if r.h.Get("electric-schema") == "" || r.h.Get("electric-cursor") != "" {
@@ -1129,8 +1041,8 @@ func TestShapeProtocolHeaders(t *testing.T) {
 			}
 			r := protoAwait(t, done).r
 			cors(t, "live", r)
-			msgs := protoMessages(t, r.body)
-			if r.code != 200 || len(msgs) != 2 || msgs[0].Headers["operation"] != "insert" || !protoIsUpToDate(msgs[1]) || !protoUpToDateHeader(r.h) {
+			msgs := messages(t, r.body)
+			if r.code != 200 || len(msgs) != 2 || msgs[0].Headers["operation"] != "insert" || !msgs[1].IsUpToDate() || !protoUpToDateHeader(r.h) {
 				t.Fatalf("live %d: %d %s (up-to-date header %v); want the insert and up-to-date", i, r.code, r.body, protoUpToDateHeader(r.h))
 			}
 			if r.h.Get("electric-schema") != "" {
@@ -1187,8 +1099,8 @@ func TestShapeProtocolHeaders(t *testing.T) {
 			x := protoAwait(t, ch)
 			r := x.r
 			cors(t, "idle live", r)
-			msgs := protoMessages(t, r.body)
-			if r.code != 200 || len(msgs) != 1 || !protoIsUpToDate(msgs[0]) || !protoUpToDateHeader(r.h) {
+			msgs := messages(t, r.body)
+			if r.code != 200 || len(msgs) != 1 || !msgs[0].IsUpToDate() || !protoUpToDateHeader(r.h) {
 				t.Errorf("idle long-poll: %d %s; want 200 with only up-to-date", r.code, r.body)
 			}
 			if x.dur < 19*time.Second || x.dur > 30*time.Second {

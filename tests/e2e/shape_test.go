@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -14,7 +13,6 @@ import (
 	"reflect"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -195,17 +193,6 @@ func execSQL(t *testing.T, pg *pgtest.Cluster, stmts ...string) {
 	}
 }
 
-// startShapePair starts a broker and worker and waits until the worker is
-// active; it returns the pair and the worker's base URL.
-func startShapePair(t *testing.T, pg *pgtest.Cluster, name, storage string) (pair, string) {
-	t.Helper()
-	p := startPair(t, pg, name, storage, nil)
-	if err := p.worker.AwaitStatus("active", 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return p, "http://" + p.worker.HTTPAddr
-}
-
 const typesTable = `CREATE TABLE t (
 	id int8 PRIMARY KEY,
 	i2 int2, i4 int4, n numeric(20,6), f float8, b bool,
@@ -228,7 +215,7 @@ func TestShapeClientFollowsTypes(t *testing.T) {
 		 (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
 		 (9007199254740993, -32768, 2147483647, -12345678901234.123456, 'NaN', false, 'slash/and"quote', '', '00000000-0000-0000-0000-000000000000',
 		  '0001-01-01', 'infinity', '-1 mons', '[]', '[1, "two", 3.5]', '\x', '{{1,2},{3,4}}', '{}', 'sad')`)
-	_, base := startShapePair(t, pg, "a", t.TempDir())
+	base := newActivePod(t, pg, "a", t.TempDir()).URL()
 	f := startFollower(t, base, "t")
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -277,19 +264,6 @@ func TestShapeClientFollowsTypes(t *testing.T) {
 	}
 }
 
-// get performs a GET on the worker and returns status, headers and body.
-func get(t *testing.T, base string, q url.Values) (int, http.Header, string) {
-	t.Helper()
-	c := http.Client{Timeout: 30 * time.Second}
-	resp, err := c.Get(base + "/v1/shape?" + q.Encode())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, string(b)
-}
-
 func shapeDirs(t *testing.T, storage string) []string {
 	t.Helper()
 	ents, err := os.ReadDir(filepath.Join(storage, "default", "shapes"))
@@ -314,7 +288,7 @@ func TestShapeBadRequests(t *testing.T) {
 		"CREATE TABLE nopk (a int)",
 		"INSERT INTO items VALUES (1, 'a'), (2, 'b')")
 	storage := t.TempDir()
-	_, base := startShapePair(t, pg, "a", storage)
+	base := newActivePod(t, pg, "a", storage).URL()
 
 	code, h, body := get(t, base, url.Values{"table": {"items"}, "offset": {"-1"}})
 	if code != 200 || h.Get("electric-handle") == "" || h.Get("electric-offset") == "" || h.Get("electric-schema") == "" {
@@ -369,30 +343,13 @@ func TestShapeBadRequests(t *testing.T) {
 		t.Fatalf("stale handle: %d %v %s", code, h, body)
 	}
 	// ETag revalidation.
-	req, _ := http.NewRequest("GET", base+"/v1/shape?"+url.Values{"table": {"items"}, "offset": {"-1"}}.Encode(), nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	req.Header.Set("If-None-Match", resp.Header.Get("ETag"))
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 304 {
-		t.Fatalf("If-None-Match: %d; want 304", resp.StatusCode)
+	first := getWith(t, base, url.Values{"table": {"items"}, "offset": {"-1"}}, nil)
+	if r := getWith(t, base, url.Values{"table": {"items"}, "offset": {"-1"}}, map[string]string{"If-None-Match": first.Header.Get("ETag")}); r.Status != 304 {
+		t.Fatalf("If-None-Match: %d; want 304", r.Status)
 	}
 	// DELETE removes the shape; its handle is never served again.
-	dreq, _ := http.NewRequest("DELETE", base+"/v1/shape?table=items", nil)
-	resp, err = http.DefaultClient.Do(dreq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 202 {
-		t.Fatalf("DELETE: %d", resp.StatusCode)
+	if code := deleteShape(t, base, url.Values{"table": {"items"}}); code != 202 {
+		t.Fatalf("DELETE: %d", code)
 	}
 	code, h, _ = get(t, base, url.Values{"table": {"items"}, "offset": {offset}, "handle": {handle}})
 	if code != 409 || h.Get("electric-handle") == "" || h.Get("electric-handle") == handle {
@@ -402,12 +359,12 @@ func TestShapeBadRequests(t *testing.T) {
 	// A standby worker (no lease, and no URL of the active worker: it
 	// advertises none) holds the request, then answers 503 with
 	// Retry-After.
-	b := startPair(t, pg, "b", t.TempDir(), nil)
-	if err := b.worker.AwaitStatus("waiting", 10*time.Second); err != nil {
+	b := newPod(t, pg, harness.PodOptions{Name: "b", StorageDir: t.TempDir()})
+	if err := b.Worker().AwaitStatus("waiting", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	code, h, body = get(t, "http://"+b.worker.HTTPAddr, url.Values{"table": {"items"}, "offset": {"-1"}})
+	code, h, body = get(t, b.URL(), url.Values{"table": {"items"}, "offset": {"-1"}})
 	if code != 503 || h.Get("Retry-After") == "" || !strings.Contains(body, "knows no active worker") {
 		t.Fatalf("standby: %d %v %s; want 503 with Retry-After saying it knows no active worker", code, h, body)
 	}
@@ -417,47 +374,28 @@ func TestShapeBadRequests(t *testing.T) {
 	_ = harness.Await
 }
 
-// logMessage is a change message as the API sends it.
-type logMessage struct {
-	Key     string         `json:"key"`
-	Value   map[string]any `json:"value"`
-	Headers map[string]any `json:"headers"`
-}
-
 // A shape created while a writer commits continuously holds every row
 // exactly once: no change is missed or doubled between the snapshot and
 // the log.
 func TestShapeSnapshotConsistency(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	execSQL(t, pg, "CREATE TABLE items (id int PRIMARY KEY, note text)")
-	_, base := startShapePair(t, pg, "a", t.TempDir())
+	base := newActivePod(t, pg, "a", t.TempDir()).URL()
 	w := startWriter(t, pg)
 	time.Sleep(300 * time.Millisecond) // let the writer commit some rows first
 
 	seen := map[int]int{}
-	var handle, offset string
+	c := harness.NewShapeClient(base, url.Values{"table": {"items"}})
 	fetch := func() bool {
-		q := url.Values{"table": {"items"}, "offset": {"-1"}}
-		if handle != "" {
-			q = url.Values{"table": {"items"}, "offset": {offset}, "handle": {handle}}
-		}
-		code, h, body := get(t, base, q)
-		if code != 200 {
-			t.Fatalf("GET %v: %d %s", q, code, body)
-		}
-		handle, offset = h.Get("electric-handle"), h.Get("electric-offset")
-		var msgs []logMessage
-		if err := json.Unmarshal([]byte(body), &msgs); err != nil {
-			t.Fatalf("body %q: %v", body, err)
-		}
-		for _, m := range msgs {
+		r := request(t, c, false)
+		for _, m := range messages(t, r.Text()) {
 			if m.Headers["operation"] == "insert" {
 				var id int
 				fmt.Sscan(fmt.Sprint(m.Value["id"]), &id)
 				seen[id]++
 			}
 		}
-		return len(h.Values("electric-up-to-date")) > 0
+		return r.UpToDate()
 	}
 	fetch() // creates the shape while rows are being written
 	time.Sleep(500 * time.Millisecond)
@@ -480,15 +418,12 @@ func TestShapeSnapshotConsistency(t *testing.T) {
 	t.Logf("%d rows written around the shape's creation", last)
 }
 
-// stopPair stops a pair gracefully (SIGTERM, as Kubernetes does).
-func stopPair(t *testing.T, p pair) {
+// terminate stops a pod gracefully: SIGTERM to its broker and worker at
+// once; both must exit 0.
+func terminate(t *testing.T, p *harness.Pod) {
 	t.Helper()
-	_ = p.worker.Signal(syscall.SIGTERM)
-	_ = p.broker.Signal(syscall.SIGTERM)
-	for _, proc := range []*harness.Process{p.worker.Process, p.broker.Process} {
-		if code, err := proc.Wait(20 * time.Second); err != nil || code != 0 {
-			t.Fatalf("%s exit %d %v; want 0", proc.Name, code, err)
-		}
+	if err := p.Terminate(20 * time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -500,16 +435,18 @@ func TestShapeResume(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	execSQL(t, pg, "CREATE TABLE items (id int PRIMARY KEY, note text)", "INSERT INTO items VALUES (1, 'a')")
 	storage := t.TempDir()
-	a, base := startShapePair(t, pg, "a", storage)
+	a := newActivePod(t, pg, "a", storage)
+	base := a.URL()
 	code, h, _ := get(t, base, url.Values{"table": {"items"}, "offset": {"-1"}})
 	if code != 200 {
 		t.Fatalf("GET: %d", code)
 	}
 	handle, offset := h.Get("electric-handle"), h.Get("electric-offset")
-	stopPair(t, a)
+	terminate(t, a)
 	execSQL(t, pg, "INSERT INTO items VALUES (2, 'b')", "UPDATE items SET note = 'A' WHERE id = 1")
 
-	b, base := startShapePair(t, pg, "b", storage)
+	b := newActivePod(t, pg, "b", storage)
+	base = b.URL()
 	var body string
 	if err := harness.Await(10*time.Second, "changes made while the worker was down", func() (bool, error) {
 		code, h, body = get(t, base, url.Values{"table": {"items"}, "offset": {offset}, "handle": {handle}})
@@ -520,14 +457,13 @@ func TestShapeResume(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	var msgs []logMessage
-	if err := json.Unmarshal([]byte(body), &msgs); err != nil || len(msgs) != 3 {
+	if msgs, err := harness.Messages([]byte(body)); err != nil || len(msgs) != 3 {
 		t.Fatalf("resumed body (want insert, update, up-to-date): %s", body)
 	}
-	stopPair(t, b)
+	terminate(t, b)
 
 	execSQL(t, pg, "SELECT pg_drop_replication_slot('baton_slot_default')")
-	_, base = startShapePair(t, pg, "c", storage)
+	base = newActivePod(t, pg, "c", storage).URL()
 	code, h, body = get(t, base, url.Values{"table": {"items"}, "offset": {offset}, "handle": {handle}})
 	if code != 409 || h.Get("electric-handle") == "" || h.Get("electric-handle") == handle {
 		t.Fatalf("after the slot was recreated: %d handle %q (old %q) %s", code, h.Get("electric-handle"), handle, body)
@@ -543,15 +479,17 @@ func TestShapeGapAfterOtherStorageRefetches(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	execSQL(t, pg, "CREATE TABLE items (id int PRIMARY KEY, note text)", "INSERT INTO items VALUES (1, 'a')")
 	dirA, dirB := t.TempDir(), t.TempDir()
-	a, base := startShapePair(t, pg, "a", dirA)
+	a := newActivePod(t, pg, "a", dirA)
+	base := a.URL()
 	code, h, _ := get(t, base, url.Values{"table": {"items"}, "offset": {"-1"}})
 	if code != 200 {
 		t.Fatalf("GET: %d", code)
 	}
 	handle, offset := h.Get("electric-handle"), h.Get("electric-offset")
-	stopPair(t, a)
+	terminate(t, a)
 
-	b, baseB := startShapePair(t, pg, "b", dirB)
+	b := newActivePod(t, pg, "b", dirB)
+	baseB := b.URL()
 	// B serves the table too, so the change below is consumed (and
 	// acknowledged) by B.
 	if code, _, body := get(t, baseB, url.Values{"table": {"items"}, "offset": {"-1"}}); code != 200 {
@@ -563,14 +501,14 @@ func TestShapeGapAfterOtherStorageRefetches(t *testing.T) {
 	if err := conn.QueryRow(context.Background(), "SELECT pg_current_wal_lsn()::text").Scan(&target); err != nil {
 		t.Fatal(err)
 	}
-	stopPair(t, b) // a graceful stop acknowledges everything durable
+	terminate(t, b) // a graceful stop acknowledges everything durable
 	var behind bool
 	if err := conn.QueryRow(context.Background(), `SELECT confirmed_flush_lsn < $1::pg_lsn
 		FROM pg_replication_slots WHERE slot_name = 'baton_slot_default'`, target).Scan(&behind); err != nil || behind {
 		t.Fatalf("slot not advanced past the insert by b (behind=%v, err=%v)", behind, err)
 	}
 
-	_, base = startShapePair(t, pg, "a2", dirA)
+	base = newActivePod(t, pg, "a2", dirA).URL()
 	code, h, body := get(t, base, url.Values{"table": {"items"}, "offset": {offset}, "handle": {handle}})
 	if code != 409 || h.Get("electric-handle") == handle {
 		t.Fatalf("old handle on storage with a gap: %d handle %q (old %q) %s; want 409 with a new handle", code, h.Get("electric-handle"), handle, body)
@@ -598,7 +536,8 @@ func TestShapePublicationReconciled(t *testing.T) {
 		return s
 	}
 	storage := t.TempDir()
-	p, base := startShapePair(t, pg, "a", storage)
+	p := newActivePod(t, pg, "a", storage)
+	base := p.URL()
 	handles := map[string]string{}
 	for _, table := range []string{"a", "b"} {
 		code, h, body := get(t, base, url.Values{"table": {table}, "offset": {"-1"}})
@@ -610,25 +549,19 @@ func TestShapePublicationReconciled(t *testing.T) {
 	if got := published(); got != "a,b" {
 		t.Fatalf("published %q after two shapes; want a,b", got)
 	}
-	req, _ := http.NewRequest(http.MethodDelete, base+"/v1/shape?table=a&handle="+handles["a"], nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 202 {
-		t.Fatalf("DELETE: %d", resp.StatusCode)
+	if code := deleteShape(t, base, url.Values{"table": {"a"}, "handle": {handles["a"]}}); code != 202 {
+		t.Fatalf("DELETE: %d", code)
 	}
 	if got := published(); got != "b" {
 		t.Fatalf("published %q after deleting shape a; want b", got)
 	}
-	stopPair(t, p)
+	terminate(t, p)
 	// While no worker runs, someone changes the publication by hand: b's
 	// changes from then on are never sent, so shape b cannot be kept (its
 	// clients refetch), and c, which no shape uses, leaves again.
 	execSQL(t, pg, `ALTER PUBLICATION "baton_pub_default" DROP TABLE b`, `ALTER PUBLICATION "baton_pub_default" ADD TABLE c`)
 	execSQL(t, pg, "INSERT INTO b VALUES (1)")
-	_, base = startShapePair(t, pg, "a2", storage)
+	base = newActivePod(t, pg, "a2", storage).URL()
 	if err := harness.Await(10*time.Second, "the publication reconciled at start-up", func() (bool, error) {
 		return published() == "", nil
 	}); err != nil {
@@ -655,13 +588,14 @@ func TestShapeSlotInvalidated(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{Settings: map[string]string{"max_slot_wal_keep_size": "1MB"}})
 	execSQL(t, pg, "CREATE TABLE items (id int PRIMARY KEY, note text)", "INSERT INTO items VALUES (1, 'a')")
 	storage := t.TempDir()
-	a, base := startShapePair(t, pg, "a", storage)
+	a := newActivePod(t, pg, "a", storage)
+	base := a.URL()
 	code, h, _ := get(t, base, url.Values{"table": {"items"}, "offset": {"-1"}})
 	if code != 200 {
 		t.Fatalf("GET: %d", code)
 	}
 	handle, offset := h.Get("electric-handle"), h.Get("electric-offset")
-	stopPair(t, a)
+	terminate(t, a)
 
 	conn := connect(t, pg)
 	ctx := context.Background()
@@ -687,19 +621,14 @@ func TestShapeSlotInvalidated(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	b, base := startShapePair(t, pg, "b", storage)
+	b := newActivePod(t, pg, "b", storage)
+	base = b.URL()
 	code, h, body := get(t, base, url.Values{"table": {"items"}, "offset": {offset}, "handle": {handle}})
 	if code != 409 || h.Get("electric-handle") == handle {
 		t.Fatalf("old handle after the slot was invalidated: %d %q %s; want 409 with a new handle", code, h.Get("electric-handle"), body)
 	}
-	mustContain(t, b.worker.Output(), "replication slot invalidated", "worker log")
-	resp, err := http.Get("http://" + b.worker.HTTPAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	mustContain(t, string(metrics), `baton_worker_slot_recreations_total{stream="default"} 1`, "worker metrics")
+	mustContain(t, b.Worker().Output(), "replication slot invalidated", "worker log")
+	mustContain(t, scrape(t, b.URL()), `baton_worker_slot_recreations_total{stream="default"} 1`, "worker metrics")
 	var want int
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM items").Scan(&want); err != nil {
 		t.Fatal(err)

@@ -7,8 +7,6 @@ package e2e_test
 
 import (
 	"context"
-	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,42 +15,6 @@ import (
 	"github.com/batonhq/baton/tests/harness"
 	"github.com/batonhq/baton/tests/pgtest"
 )
-
-// startShapePairAt is startShapePair with the worker's HTTP API on addr,
-// so that a client keeps its URL across a restart of the worker.
-func startShapePairAt(t *testing.T, pg *pgtest.Cluster, name, storage, addr string) pair {
-	t.Helper()
-	b := startBroker(t, harness.BrokerOptions{DatabaseURL: pg.URL(), Name: "broker-" + name})
-	w, err := harness.StartWorker(harness.WorkerOptions{
-		Bin: bins["worker"], DatabaseURL: pg.URL(), BrokerAddr: b.Addr, StorageDir: storage, Name: "worker-" + name,
-		Settings: map[string]string{"BATON_HTTP_LISTEN": addr},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.HTTPAddr = addr
-	t.Cleanup(func() {
-		w.Kill()
-		if t.Failed() {
-			t.Logf("--- log of %s ---\n%s", w.Name, w.Output())
-		}
-	})
-	if err := w.AwaitStatus("active", 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return pair{broker: b, worker: w}
-}
-
-func workerMetrics(t *testing.T, w *harness.Worker) string {
-	t.Helper()
-	resp, err := http.Get("http://" + w.HTTPAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
-}
 
 // logLines returns the lines of out containing every one of subs.
 func logLines(out string, subs ...string) []string {
@@ -135,14 +97,20 @@ func TestSlotLossWithWhereShapes(t *testing.T) {
 			addr := "127.0.0.1:" + strconv.Itoa(port)
 			base := "http://" + addr
 			storage := t.TempDir()
-			a := startShapePairAt(t, pg, "a", storage, addr)
+			// Both pods serve at addr, so that the client keeps its URL
+			// across the restart.
+			a := newPod(t, pg, harness.PodOptions{Name: "a", StorageDir: storage, HTTPAddr: addr})
+			if err := a.Worker().AwaitStatus("active", 20*time.Second); err != nil {
+				t.Fatal(err)
+			}
 			f := startMultiFollower(t, base, specs)
 			f.awaitRows(t, specs, pgShapes(t, conn, specs, cols), 30*time.Second, "before the worker stops")
 			handles, offsets := map[string]string{}, map[string]string{}
 			for _, s := range specs {
-				handles[s.Name], offsets[s.Name] = upToDate(t, base, s)
+				c, _ := catchUp(t, base, s.values())
+				handles[s.Name], offsets[s.Name] = c.Handle, c.Offset
 			}
-			stopPair(t, a)
+			terminate(t, a)
 
 			execSQL(t, pg,
 				"UPDATE items SET grp = 1 WHERE id IN (2, 3)", // into grp1
@@ -156,7 +124,10 @@ func TestSlotLossWithWhereShapes(t *testing.T) {
 				"UPDATE items SET id = 8000, grp = 1 WHERE id = 10", // out of low, into grp1
 			)
 
-			b := startShapePairAt(t, pg, "b", storage, addr)
+			b := newPod(t, pg, harness.PodOptions{Name: "b", StorageDir: storage, HTTPAddr: addr})
+			if err := b.Worker().AwaitStatus("active", 20*time.Second); err != nil {
+				t.Fatal(err)
+			}
 			f.awaitRows(t, specs, pgShapes(t, conn, specs, cols), 60*time.Second, "after the slot was lost")
 
 			for _, s := range specs {
@@ -175,14 +146,14 @@ func TestSlotLossWithWhereShapes(t *testing.T) {
 			execSQL(t, pg, "UPDATE items SET grp = 1 WHERE id = 12", "INSERT INTO items VALUES (13000, 1, 'row after')")
 			f.awaitRows(t, specs, pgShapes(t, conn, specs, cols), 20*time.Second, "after a write on the recreated slot")
 
-			metrics := workerMetrics(t, b.worker)
+			metrics := scrape(t, b.URL())
 			if !strings.Contains(metrics, `baton_worker_slot_recreations_total{stream="default"} 1`+"\n") {
 				t.Errorf("worker metrics: want baton_worker_slot_recreations_total{stream=\"default\"} 1, got:\n%s",
 					strings.Join(logLines(metrics, "slot_recreations"), "\n"))
 			}
 			// One line says the shapes were dropped for a new slot; an
 			// invalidated slot is also named as such, once.
-			out := b.worker.Output()
+			out := b.Worker().Output()
 			if lines := logLines(out, `msg="replication slot created anew`); len(lines) != 1 {
 				t.Errorf("worker log: %d lines %q; want exactly one 'replication slot created anew'", len(lines), lines)
 			}

@@ -21,17 +21,17 @@ import (
 func TestStandbyPreparedSession(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	setupItems(t, pg)
-	a := startPair(t, pg, "a", t.TempDir(), nil)
-	if err := a.worker.AwaitStatus("active", 15*time.Second); err != nil {
+	a := newPod(t, pg, harness.PodOptions{Name: "a", StorageDir: t.TempDir()})
+	if err := a.Worker().AwaitStatus("active", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	shapeItems(t, a.worker)
-	b := startPair(t, pg, "b", t.TempDir(), nil)
-	if err := b.worker.AwaitStatus("waiting", 10*time.Second); err != nil {
+	shapeItems(t, a.Worker())
+	b := newPod(t, pg, harness.PodOptions{Name: "b", StorageDir: t.TempDir()})
+	if err := b.Worker().AwaitStatus("waiting", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if err := harness.Await(10*time.Second, "worker b's standby session prepared", func() (bool, error) {
-		v, ok, err := b.worker.Metric("baton_worker_standby_prepared")
+		v, ok, err := b.Worker().Metric("baton_worker_standby_prepared")
 		return err == nil && ok && v == 1, nil
 	}); err != nil {
 		t.Fatal(err)
@@ -66,10 +66,10 @@ func TestStandbyPreparedSession(t *testing.T) {
 		t.Fatalf("walsenders while b stands by: %q; want only the active worker's (epoch 1)", senders)
 	}
 
-	if err := a.worker.Signal(syscall.SIGTERM); err != nil {
+	if err := a.Worker().Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.worker.AwaitStatus("active", 15*time.Second); err != nil {
+	if err := b.Worker().AwaitStatus("active", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	var epoch int64
@@ -91,11 +91,11 @@ func TestStandbyPreparedSession(t *testing.T) {
 	if want := fmt.Sprintf("baton-worker:default:%d", epoch); holder != want {
 		t.Fatalf("the slot is held by %q, want %q", holder, want)
 	}
-	if err := b.worker.WaitOutput("startup.total=", 5*time.Second); err != nil {
+	if err := b.Worker().WaitOutput("startup.total=", 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	mustContain(t, b.worker.Output(), "startup.admin=", "worker b log")
-	if code, err := a.worker.Wait(10 * time.Second); err != nil || code != 0 {
+	mustContain(t, b.Worker().Output(), "startup.admin=", "worker b log")
+	if code, err := a.Worker().Wait(10 * time.Second); err != nil || code != 0 {
 		t.Fatalf("worker a exit %d %v; want 0", code, err)
 	}
 }

@@ -3,8 +3,6 @@ package e2e_test
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -50,12 +48,7 @@ func TestStatusAndMetrics(t *testing.T) {
 		t.Fatalf("status -json: exit %d, %v, %+v:\n%s", code, err, js, out)
 	}
 
-	resp, err := http.Get("http://" + a.MetricsAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	body := scrape(t, "http://"+a.MetricsAddr)
 	for _, want := range []string{
 		`baton_broker_lock_held{stream="default"} 1`,
 		`baton_broker_lease_state{stream="default"} 1`,
@@ -63,7 +56,7 @@ func TestStatusAndMetrics(t *testing.T) {
 		`baton_broker_lock_wait_seconds_count{stream="default"} 1`,
 		`baton_broker_heartbeat_failures_total{stream="default"} 0`,
 	} {
-		mustContain(t, string(body), want, "/metrics")
+		mustContain(t, body, want, "/metrics")
 	}
 
 	if out, code := status("--replication-stream-id", "Bad"); code != 2 || !strings.Contains(out, "REPLICATION_STREAM_ID") {
@@ -127,13 +120,8 @@ func TestStatusShowsWorkerProgress(t *testing.T) {
 		t.Fatalf("broker status does not show durable lsn %s:\n%s", text, out)
 	}
 
-	resp, err := http.Get("http://" + b.MetricsAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m := regexp.MustCompile(`(?m)^baton_broker_worker_durable_lsn\{stream="default"\} (\S+)$`).FindStringSubmatch(string(body))
+	body := scrape(t, "http://"+b.MetricsAddr)
+	m := regexp.MustCompile(`(?m)^baton_broker_worker_durable_lsn\{stream="default"\} (\S+)$`).FindStringSubmatch(body)
 	if m == nil {
 		t.Fatalf("/metrics has no baton_broker_worker_durable_lsn:\n%s", body)
 	}

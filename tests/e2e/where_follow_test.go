@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
 	"os/exec"
 	"slices"
 	"sort"
@@ -56,6 +57,24 @@ func (s shapeSpec) positional() []any {
 		return out
 	}
 	return nil
+}
+
+// values is the spec's definition as the query of a shape request.
+func (s shapeSpec) values() url.Values {
+	q := url.Values{"table": {s.Table}}
+	if s.Where != "" {
+		q.Set("where", s.Where)
+	}
+	for i, p := range s.positional() {
+		q.Set(fmt.Sprintf("params[%d]", i+1), p.(string))
+	}
+	if len(s.Columns) > 0 {
+		q.Set("columns", strings.Join(s.Columns, ","))
+	}
+	if s.Replica != "" {
+		q.Set("replica", s.Replica)
+	}
+	return q
 }
 
 // multiFollower is a running follow_shapes.mjs.

@@ -11,8 +11,6 @@ package e2e_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -24,105 +22,20 @@ import (
 	"github.com/batonhq/baton/tests/pgtest"
 )
 
-// whereMessage is a message of the shape log, old_value included.
-type whereMessage struct {
-	Key      string         `json:"key"`
-	Value    map[string]any `json:"value"`
-	OldValue map[string]any `json:"old_value"`
-	Headers  map[string]any `json:"headers"`
-}
-
-func (m whereMessage) op() string { return fmt.Sprint(m.Headers["operation"]) }
-
-func (m whereMessage) String() string {
-	b, _ := json.Marshal(map[string]any{"key": m.Key, "op": m.Headers["operation"], "value": m.Value, "old_value": m.OldValue})
-	return string(b)
-}
-
-func whereMessages(t *testing.T, body string) []whereMessage {
-	t.Helper()
-	var msgs []whereMessage
-	if err := json.Unmarshal([]byte(body), &msgs); err != nil {
-		t.Fatalf("body is not a JSON array of messages (%v): %.500s", err, body)
-	}
-	return msgs
-}
-
 // rawGet sends GET /v1/shape?<rawQuery> exactly as given (brackets of
 // params[1] unescaped or escaped, as the caller wrote them).
 func rawGet(t *testing.T, base, rawQuery string) (int, http.Header, string) {
 	t.Helper()
-	c := http.Client{Timeout: 30 * time.Second}
-	resp, err := c.Get(base + "/v1/shape?" + rawQuery)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	r, err := harness.Fetch(ctx, http.MethodGet, base+"/v1/shape?"+rawQuery, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, string(b)
+	return r.Status, r.Header, r.Text()
 }
 
-// shapeSync reads a shape from offset -1 until up to date; it returns the
-// handle, the offset to go on from and the change messages.
-func shapeSync(t *testing.T, base string, def url.Values) (handle, offset string, changes []whereMessage) {
-	t.Helper()
-	q := url.Values{"offset": {"-1"}}
-	for k, v := range def {
-		q[k] = v
-	}
-	for range 100 {
-		code, h, body := get(t, base, q)
-		if code != 200 {
-			t.Fatalf("GET %s: %d %s", q.Encode(), code, body)
-		}
-		handle, offset = h.Get("electric-handle"), h.Get("electric-offset")
-		for _, m := range whereMessages(t, body) {
-			if m.Headers["operation"] != nil {
-				changes = append(changes, m)
-			}
-		}
-		if len(h.Values("electric-up-to-date")) > 0 {
-			return handle, offset, changes
-		}
-		q.Set("handle", handle)
-		q.Set("offset", offset)
-	}
-	t.Fatalf("%s not up to date after 100 requests", def.Encode())
-	return
-}
-
-// shapeChangesUntil follows a shape live from handle/offset and returns
-// its change messages once last returns true for one of them.
-func shapeChangesUntil(t *testing.T, base string, def url.Values, handle, offset string, last func(whereMessage) bool) []whereMessage {
-	t.Helper()
-	var out []whereMessage
-	err := harness.AwaitEvery(30*time.Second, 0, "the sentinel change of "+def.Encode(), func() (bool, error) {
-		q := url.Values{"handle": {handle}, "offset": {offset}, "live": {"true"}}
-		for k, v := range def {
-			q[k] = v
-		}
-		code, h, body := get(t, base, q)
-		if code != 200 {
-			return false, fmt.Errorf("live GET %s: %d %s", q.Encode(), code, body)
-		}
-		offset = h.Get("electric-offset")
-		done := false
-		for _, m := range whereMessages(t, body) {
-			if m.Headers["operation"] == nil {
-				continue
-			}
-			out = append(out, m)
-			done = done || last(m)
-		}
-		return done, nil
-	})
-	if err != nil {
-		t.Fatalf("%v; changes so far:\n%s", err, messageLines(out))
-	}
-	return out
-}
-
-func messageLines(msgs []whereMessage) string {
+func messageLines(msgs []harness.Message) string {
 	var b strings.Builder
 	for _, m := range msgs {
 		b.WriteString("  " + m.String() + "\n")
@@ -138,18 +51,18 @@ type wantMessage struct {
 	oldValue map[string]any
 }
 
-func checkMessages(t *testing.T, what string, got []whereMessage, want []wantMessage) {
+func checkMessages(t *testing.T, what string, got []harness.Message, want []wantMessage) {
 	t.Helper()
 	ok := len(got) == len(want)
 	for i := 0; ok && i < len(want); i++ {
 		g, w := got[i], want[i]
-		ok = g.op() == w.op && g.Key == w.key && reflect.DeepEqual(g.Value, w.value) &&
+		ok = g.Op() == w.op && g.Key == w.key && reflect.DeepEqual(g.Value, w.value) &&
 			(len(g.OldValue) == 0 && len(w.oldValue) == 0 || reflect.DeepEqual(g.OldValue, w.oldValue))
 	}
 	if !ok {
 		var b strings.Builder
 		for _, w := range want {
-			m := whereMessage{Key: w.key, Value: w.value, OldValue: w.oldValue, Headers: map[string]any{"operation": w.op}}
+			m := harness.Message{Key: w.key, Value: w.value, OldValue: w.oldValue, Headers: map[string]any{"operation": w.op}}
 			b.WriteString("  " + m.String() + "\n")
 		}
 		t.Errorf("%s: changes\n%swant\n%s", what, messageLines(got), b.String())
@@ -187,7 +100,7 @@ func TestWhereBadRequests(t *testing.T) {
 		"CREATE TABLE other (id int PRIMARY KEY)",
 		"INSERT INTO t VALUES (1, 1, 'a', now())")
 	storage := t.TempDir()
-	_, base := startShapePair(t, pg, "a", storage)
+	base := newActivePod(t, pg, "a", storage).URL()
 	// Baseline: a valid where shape and a valid columns shape.
 	for _, q := range []url.Values{
 		{"table": {"t"}, "offset": {"-1"}, "where": {"i4 > $1"}, "params[1]": {"0"}},
@@ -269,23 +182,20 @@ func TestWhereReplicaFull(t *testing.T) {
 		"CREATE TABLE r (id int PRIMARY KEY, a int, b text, c text)",
 		"ALTER TABLE r REPLICA IDENTITY FULL",
 		"INSERT INTO r VALUES (1, 1, 'x', 'keep'), (2, -1, 'y', 'keep2')")
-	_, base := startShapePair(t, pg, "a", t.TempDir())
+	base := newActivePod(t, pg, "a", t.TempDir()).URL()
 	full := url.Values{"table": {"r"}, "where": {"a > 0"}, "replica": {"full"}}
 	def := url.Values{"table": {"r"}, "where": {"a > 0"}}
 	row := func(id, a, b, c string) map[string]any { return map[string]any{"id": id, "a": a, "b": b, "c": c} }
 	k := func(id string) string { return rowKey("r", id) }
 
-	type followed struct {
-		handle, offset string
-	}
-	shapes := map[string]*followed{}
+	shapes := map[string]*harness.ShapeClient{}
 	for name, q := range map[string]url.Values{"full": full, "default": def} {
-		h, o, snap := shapeSync(t, base, q)
+		c, snap := catchUp(t, base, q)
 		checkMessages(t, name+" snapshot", snap, []wantMessage{{"insert", k("1"), row("1", "1", "x", "keep"), nil}})
-		shapes[name] = &followed{h, o}
+		shapes[name] = c
 	}
-	if shapes["full"].handle == shapes["default"].handle {
-		t.Fatalf("replica=full and default share handle %s", shapes["full"].handle)
+	if shapes["full"].Handle == shapes["default"].Handle {
+		t.Fatalf("replica=full and default share handle %s", shapes["full"].Handle)
 	}
 
 	execSQL(t, pg,
@@ -296,9 +206,9 @@ func TestWhereReplicaFull(t *testing.T) {
 		"UPDATE r SET id = 20 WHERE id = 2",       // PK change inside
 		"DELETE FROM r WHERE id = 20",
 		"INSERT INTO r VALUES (99, 99, 'sentinel', 's')")
-	sentinel := func(m whereMessage) bool { return m.Key == k("99") }
+	sentinel := func(m harness.Message) bool { return m.Key == k("99") }
 
-	got := shapeChangesUntil(t, base, full, shapes["full"].handle, shapes["full"].offset, sentinel)
+	got := changesUntil(t, shapes["full"], sentinel)
 	checkMessages(t, "replica=full", got, []wantMessage{
 		{"update", k("1"), row("1", "1", "x2", "keep"), map[string]any{"b": "x"}},
 		{"insert", k("2"), row("2", "5", "y", "keep2"), nil},
@@ -308,7 +218,7 @@ func TestWhereReplicaFull(t *testing.T) {
 		{"delete", k("20"), row("20", "5", "y", "keep2"), nil},
 		{"insert", k("99"), row("99", "99", "sentinel", "s"), nil},
 	})
-	got = shapeChangesUntil(t, base, def, shapes["default"].handle, shapes["default"].offset, sentinel)
+	got = changesUntil(t, shapes["default"], sentinel)
 	checkMessages(t, "replica=default", got, []wantMessage{
 		{"update", k("1"), map[string]any{"id": "1", "b": "x2"}, nil},
 		{"insert", k("2"), row("2", "5", "y", "keep2"), nil},
@@ -331,10 +241,10 @@ func TestWhereNoPrimaryKey(t *testing.T) {
 		"CREATE TABLE np (a int, b text)",
 		"ALTER TABLE np REPLICA IDENTITY FULL",
 		"INSERT INTO np VALUES (1, 'one'), (2, 'two'), (3, NULL)")
-	_, base := startShapePair(t, pg, "a", t.TempDir())
+	base := newActivePod(t, pg, "a", t.TempDir()).URL()
 
 	whole := url.Values{"table": {"np"}}
-	handle, offset, snap := shapeSync(t, base, whole)
+	c, snap := catchUp(t, base, whole)
 	keys := map[string]bool{}
 	for _, m := range snap {
 		keys[m.Key] = true
@@ -361,9 +271,9 @@ func TestWhereNoPrimaryKey(t *testing.T) {
 		"UPDATE np SET a = 5, b = 'five' WHERE a = 0", // comes back, into both where shapes
 		"INSERT INTO np VALUES (99, 'sentinel')")
 
-	got := shapeChangesUntil(t, base, whole, handle, offset, func(m whereMessage) bool { return m.Value["b"] == "sentinel" })
+	got := changesUntil(t, c, func(m harness.Message) bool { return m.Value["b"] == "sentinel" })
 	// The first change, b of row 2: its old key goes, its new key comes.
-	if len(got) < 2 || got[0].op() != "delete" || got[1].op() != "insert" || got[0].Key == got[1].Key ||
+	if len(got) < 2 || got[0].Op() != "delete" || got[1].Op() != "insert" || got[0].Key == got[1].Key ||
 		!reflect.DeepEqual(got[1].Value, map[string]any{"a": "2", "b": "TWO"}) {
 		t.Errorf("update of a table without primary key: want delete of the old key and insert of the new row, got:\n%s", messageLines(got))
 	}
@@ -378,7 +288,7 @@ func TestWhereSameDefinitionOneShape(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	execSQL(t, pg, "CREATE TABLE t (id int PRIMARY KEY, i4 int)", "INSERT INTO t VALUES (1, 5), (2, 6), (3, 7)")
 	storage := t.TempDir()
-	_, base := startShapePair(t, pg, "a", storage)
+	base := newActivePod(t, pg, "a", storage).URL()
 	const w = "table=t&offset=-1&where=i4+%3E+%241"
 	handleOf := func(raw string) (string, string) {
 		t.Helper()
@@ -441,7 +351,7 @@ func TestWhereToastUnchanged(t *testing.T) {
 	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM big WHERE pg_column_size(body) > 4000").Scan(&external); err != nil || external != 3 {
 		t.Fatalf("bodies stored out of line: %d (%v); want 3", external, err)
 	}
-	_, base := startShapePair(t, pg, "a", t.TempDir())
+	base := newActivePod(t, pg, "a", t.TempDir()).URL()
 	specs := []shapeSpec{
 		{Name: "all", Table: "big"},
 		{Name: "like", Table: "big", Where: "body LIKE 'Z%'"},
@@ -472,7 +382,7 @@ func TestWhereToastUnchanged(t *testing.T) {
 func TestWhereBareParam(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	execSQL(t, pg, "CREATE TABLE t (id int PRIMARY KEY, i4 int)", "INSERT INTO t VALUES (1, 5)")
-	_, base := startShapePair(t, pg, "a", t.TempDir())
+	base := newActivePod(t, pg, "a", t.TempDir()).URL()
 	for _, c := range []struct {
 		where, param string
 		rows         int
@@ -488,7 +398,7 @@ func TestWhereBareParam(t *testing.T) {
 			continue
 		}
 		n := 0
-		for _, m := range whereMessages(t, body) {
+		for _, m := range messages(t, body) {
 			if m.Headers["operation"] == "insert" {
 				n++
 			}
@@ -497,4 +407,29 @@ func TestWhereBareParam(t *testing.T) {
 			t.Errorf("where %s with $1=%s: %d rows; want %d: %s", c.where, c.param, n, c.rows, body)
 		}
 	}
+}
+
+// DELETE /v1/shape with a where clause (Electric takes the shape's whole
+// definition) removes that shape, not the table's whole-table shape.
+func TestWhereShapeDelete(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	execSQL(t, pg, "CREATE TABLE items (id int PRIMARY KEY, note text)", "INSERT INTO items VALUES (1, 'a'), (2, 'b')")
+	base := newActivePod(t, pg, "a", t.TempDir()).URL()
+	whole := newRowClient(base, url.Values{"table": {"items"}})
+	whole.upToDate(t)
+	filtered := newRowClient(base, url.Values{"table": {"items"}, "where": {"id = 1"}})
+	filtered.upToDate(t)
+
+	if code := deleteShape(t, base, url.Values{"table": {"items"}, "where": {"id = 1"}}); code != 202 {
+		t.Errorf("DELETE of the where shape: %d; want 202", code)
+	}
+	check := func(c *rowClient, want int) int {
+		code, _, body := get(t, base, c.Query(false))
+		if code != want {
+			t.Errorf("%v after DELETE of the where shape: %d %s; want %d", c.Shape, code, strings.TrimSpace(body), want)
+		}
+		return code
+	}
+	check(whole, 200)
+	check(filtered, 409)
 }

@@ -304,7 +304,7 @@ func runWhereDifferential(t *testing.T, specs []shapeSpec) {
 	initial = append(initial, "INSERT INTO t (id) VALUES (0)") // all NULLs
 	runTx(t, conn, initial)
 
-	_, base := startShapePair(t, pg, "a", t.TempDir())
+	base := newActivePod(t, pg, "a", t.TempDir()).URL()
 	cols := map[string][]column{"t": whereColumns}
 	f := startMultiFollower(t, base, specs)
 	f.awaitRows(t, specs, pgShapes(t, conn, specs, cols), 40*time.Second, "initial snapshot")

@@ -28,36 +28,28 @@ func TestWorkerSigkillRestart(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	setupItems(t, pg)
 	dir := t.TempDir()
-	a := startPair(t, pg, "a", dir, fastSettings)
-	if err := a.worker.AwaitStatus("active", 15*time.Second); err != nil {
+	a := newPod(t, pg, harness.PodOptions{Name: "a", StorageDir: dir, BrokerSettings: fastSettings})
+	if err := a.Worker().AwaitStatus("active", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	shapeItems(t, a.worker)
+	shapeItems(t, a.Worker())
 	w := startWriter(t, pg)
 	if err := harness.Await(10*time.Second, "rows stored", func() (bool, error) {
 		return len(storedIDs(t, dir)) > 50, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.worker.Signal(syscall.SIGKILL); err != nil {
+	if err := a.Worker().Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.worker.Wait(5 * time.Second); err != nil {
+	if _, err := a.Worker().Wait(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	// The same pod's worker container restarts.
-	w2, err := harness.StartWorker(harness.WorkerOptions{
-		Bin: bins["worker"], DatabaseURL: pg.URL(), BrokerAddr: a.broker.Addr, StorageDir: dir, Name: "worker-a2",
-	})
-	if err != nil {
+	if err := a.StartWorker(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		w2.Kill()
-		if t.Failed() {
-			t.Logf("--- log of %s ---\n%s", w2.Name, w2.Output())
-		}
-	})
+	w2 := a.Worker()
 	if err := w2.AwaitStatus("active", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -84,13 +76,13 @@ func TestWorkerFrozenPredecessor(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	setupItems(t, pg)
 	dir := t.TempDir()
-	a := startPair(t, pg, "a", dir, fastSettings)
-	if err := a.worker.AwaitStatus("active", 15*time.Second); err != nil {
+	a := newPod(t, pg, harness.PodOptions{Name: "a", StorageDir: dir, BrokerSettings: fastSettings})
+	if err := a.Worker().AwaitStatus("active", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	shapeItems(t, a.worker)
-	b := startPair(t, pg, "b", dir, fastSettings)
-	if err := b.broker.AwaitHealth("readiness", serving, 10*time.Second); err != nil {
+	shapeItems(t, a.Worker())
+	b := newPod(t, pg, harness.PodOptions{Name: "b", StorageDir: dir, BrokerSettings: fastSettings})
+	if err := b.Broker().AwaitHealth("readiness", serving, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	w := startWriter(t, pg)
@@ -104,14 +96,14 @@ func TestWorkerFrozenPredecessor(t *testing.T) {
 	freezePod(t, a, dir, false)
 	frozen := time.Now()
 	t.Cleanup(func() {
-		_ = a.worker.Signal(syscall.SIGCONT)
-		_ = a.broker.Signal(syscall.SIGCONT)
+		_ = a.Worker().Signal(syscall.SIGCONT)
+		_ = a.Broker().Signal(syscall.SIGCONT)
 	})
-	if err := b.worker.AwaitStatus("active", 3*time.Second+3*time.Second+2*time.Second); err != nil {
+	if err := b.Worker().AwaitStatus("active", 3*time.Second+3*time.Second+2*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("SIGSTOP → standby worker active: %s", time.Since(frozen))
-	mustContain(t, b.worker.Output(), "ending a stale walsender", "new worker log")
+	mustContain(t, b.Worker().Output(), "ending a stale walsender", "new worker log")
 	newEpoch := storedEpoch(t, connect(t, pg), "default")
 
 	if err := harness.Await(10*time.Second, "rows stored by the second worker", func() (bool, error) {
@@ -120,13 +112,13 @@ func TestWorkerFrozenPredecessor(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []*harness.Process{a.worker.Process, a.broker.Process} {
+	for _, p := range []*harness.Process{a.Worker().Process, a.Broker().Process} {
 		if err := p.Signal(syscall.SIGCONT); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// The thawed worker notices its lease is gone and stops without writing.
-	if err := a.worker.WaitOutput("lease lost", 10*time.Second); err != nil {
+	if err := a.Worker().WaitOutput("lease lost", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	last := w.finish()
@@ -145,8 +137,8 @@ func TestWorkerFrozenPredecessor(t *testing.T) {
 			t.Fatalf("record %d has epoch %d after a record of epoch %d", i+1, epochs[i], epochs[i-1])
 		}
 	}
-	if strings.Count(a.worker.Output(), "replicating") != 1 {
-		t.Fatalf("the old worker replicated again after thawing:\n%s", a.worker.Output())
+	if strings.Count(a.Worker().Output(), "replicating") != 1 {
+		t.Fatalf("the old worker replicated again after thawing:\n%s", a.Worker().Output())
 	}
 }
 
@@ -161,11 +153,11 @@ func TestIdleSlotAdvances(t *testing.T) {
 	if _, err := conn.Exec(ctx, "CREATE TABLE busy (id bigserial PRIMARY KEY, pad text)"); err != nil {
 		t.Fatal(err)
 	}
-	a := startPair(t, pg, "a", t.TempDir(), nil)
-	if err := a.worker.AwaitStatus("active", 15*time.Second); err != nil {
+	a := newPod(t, pg, harness.PodOptions{Name: "a", StorageDir: t.TempDir()})
+	if err := a.Worker().AwaitStatus("active", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	shapeItems(t, a.worker)
+	shapeItems(t, a.Worker())
 	// About 64 MB of WAL on the unpublished table.
 	for range 8 {
 		if _, err := conn.Exec(ctx, "INSERT INTO busy (pad) SELECT repeat('x', 1000) FROM generate_series(1, 6000)"); err != nil {

@@ -5,8 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
+	"net/url"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -20,30 +19,6 @@ import (
 	"github.com/batonhq/baton/tests/harness"
 	"github.com/batonhq/baton/tests/pgtest"
 )
-
-// pair is one pod: a broker and its worker.
-type pair struct {
-	broker *harness.Broker
-	worker *harness.Worker
-}
-
-func startPair(t *testing.T, pg *pgtest.Cluster, name, storage string, settings map[string]string) pair {
-	t.Helper()
-	b := startBroker(t, harness.BrokerOptions{DatabaseURL: pg.URL(), Name: "broker-" + name, Settings: settings})
-	w, err := harness.StartWorker(harness.WorkerOptions{
-		Bin: bins["worker"], DatabaseURL: pg.URL(), BrokerAddr: b.Addr, StorageDir: storage, Name: "worker-" + name,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		w.Kill()
-		if t.Failed() {
-			t.Logf("--- log of %s ---\n%s", w.Name, w.Output())
-		}
-	})
-	return pair{broker: b, worker: w}
-}
 
 // storedRecord is one line of `worker inspect`.
 type storedRecord struct {
@@ -215,14 +190,8 @@ func setupItems(t *testing.T, pg *pgtest.Cluster) {
 // the tables of the shapes in use).
 func shapeItems(t *testing.T, w *harness.Worker) {
 	t.Helper()
-	resp, err := http.Get("http://" + w.HTTPAddr + "/v1/shape?table=items&offset=-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("create shape items: %d %s", resp.StatusCode, body)
+	if code, _, body := get(t, "http://"+w.HTTPAddr, url.Values{"table": {"items"}, "offset": {"-1"}}); code != 200 {
+		t.Fatalf("create shape items: %d %s", code, body)
 	}
 }
 
@@ -243,16 +212,16 @@ func TestWorkerRollingHandoff(t *testing.T) {
 			if shared {
 				dirB = dirA
 			}
-			a := startPair(t, pg, "a", dirA, nil)
-			if err := a.worker.AwaitStatus("active", 15*time.Second); err != nil {
+			a := newPod(t, pg, harness.PodOptions{Name: "a", StorageDir: dirA})
+			if err := a.Worker().AwaitStatus("active", 15*time.Second); err != nil {
 				t.Fatal(err)
 			}
-			shapeItems(t, a.worker)
-			b := startPair(t, pg, "b", dirB, nil)
-			if err := b.broker.AwaitHealth("readiness", serving, 10*time.Second); err != nil {
+			shapeItems(t, a.Worker())
+			b := newPod(t, pg, harness.PodOptions{Name: "b", StorageDir: dirB})
+			if err := b.Broker().AwaitHealth("readiness", serving, 10*time.Second); err != nil {
 				t.Fatal(err)
 			}
-			if s, code, err := b.worker.Health(); err != nil || s != "waiting" || code != 202 {
+			if s, code, err := b.Worker().Health(); err != nil || s != "waiting" || code != 202 {
 				t.Fatalf("standby worker health = %q %d %v; want waiting 202", s, code, err)
 			}
 			sampler := startSlotSampler(t, pg)
@@ -262,18 +231,18 @@ func TestWorkerRollingHandoff(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			_ = a.worker.Signal(syscall.SIGTERM)
-			_ = a.broker.Signal(syscall.SIGTERM)
-			if err := b.worker.AwaitStatus("active", 10*time.Second); err != nil {
+			_ = a.Worker().Signal(syscall.SIGTERM)
+			_ = a.Broker().Signal(syscall.SIGTERM)
+			if err := b.Worker().AwaitStatus("active", 10*time.Second); err != nil {
 				t.Fatal(err)
 			}
 			if !shared {
 				// B's own storage holds no shape: it reconciled the
 				// publication to none; a client's request creates the
 				// shape again (snapshot, then changes).
-				shapeItems(t, b.worker)
+				shapeItems(t, b.Worker())
 			}
-			for _, p := range []*harness.Process{a.worker.Process, a.broker.Process} {
+			for _, p := range []*harness.Process{a.Worker().Process, a.Broker().Process} {
 				if code, err := p.Wait(20 * time.Second); err != nil || code != 0 {
 					t.Fatalf("%s exit %d %v; want 0", p.Name, code, err)
 				}
@@ -305,7 +274,7 @@ func TestWorkerRollingHandoff(t *testing.T) {
 				idsA := storedIDs(t, dirA)
 				checkExactlyOnce(t, idsA, len(idsA))
 				checkAtMostOnce(t, storedIDs(t, dirB))
-				if rows := clientOnce(t, "http://"+b.worker.HTTPAddr, "items"); len(rows) != last {
+				if rows := clientOnce(t, b.URL(), "items"); len(rows) != last {
 					t.Fatalf("the second worker's shape has %d rows, want %d", len(rows), last)
 				}
 			}
