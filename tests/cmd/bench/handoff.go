@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"sync"
@@ -14,7 +13,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	batonv1 "github.com/batonhq/baton/proto/baton/v1"
-	"github.com/batonhq/baton/proto/stream"
 	"github.com/batonhq/baton/tests/harness"
 	"github.com/batonhq/baton/worker/lease"
 )
@@ -83,20 +81,7 @@ func (l *lab) start(ctx context.Context) (*node, error) {
 	l.mu.Unlock()
 	// Attach the worker once the broker listens: a gRPC client that finds
 	// the port closed backs off for a second before it tries again.
-	err = await(ctx, startTimeout, name+" to listen on "+b.Addr, func() (bool, error) {
-		select {
-		case <-b.Done():
-			return false, fmt.Errorf("%s exited", name)
-		default:
-		}
-		c, err := net.DialTimeout("tcp", b.Addr, time.Second)
-		if err != nil {
-			return false, nil
-		}
-		c.Close()
-		return true, nil
-	})
-	if err != nil {
+	if err := b.AwaitListening(ctx, startTimeout); err != nil {
 		l.retire(n)
 		return nil, err
 	}
@@ -156,7 +141,7 @@ func (l *lab) dumpLogs() {
 	}
 	l.mu.Unlock()
 	for _, n := range all {
-		fmt.Fprintf(os.Stderr, "--- log of %s (tail) ---\n%s\n", n.name, tail(n.b.Output(), 15))
+		fmt.Fprintf(os.Stderr, "--- log of %s (tail) ---\n%s\n", n.name, harness.Tail(n.b.Output(), 15))
 	}
 }
 
@@ -213,13 +198,8 @@ func (l *lab) startStandby(ctx context.Context) (*node, error) {
 func (l *lab) lockHolders(ctx context.Context) (held, waiting int, err error) {
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	err = l.monitor.QueryRow(qctx, `SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted)
-		FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::int8::oid AND objid = $2::int8::oid AND objsubid = 2`,
-		stream.LockNamespace, int64(stream.LockObjID(streamID))).Scan(&held, &waiting)
-	if err != nil {
-		return 0, 0, fmt.Errorf("query pg_locks: %w", err)
-	}
-	return held, waiting, nil
+	pids, waiting, err := harness.LockHolders(qctx, l.monitor, streamID)
+	return len(pids), waiting, err
 }
 
 // handoff is one graceful round's timings.
@@ -439,29 +419,8 @@ func recv[T any](ctx context.Context, ch chan T, timeout time.Duration, what str
 	}
 }
 
-// await polls cond until it holds, fails, the timeout passes or ctx ends.
+// await polls cond every pollInterval until it holds, fails, the timeout
+// passes or ctx ends.
 func await(ctx context.Context, timeout time.Duration, what string, cond func() (bool, error)) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, err := cond()
-		if err != nil {
-			return fmt.Errorf("waiting for %s: %w", what, err)
-		}
-		if ok {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
-		case <-time.After(pollInterval):
-		}
-	}
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+	return harness.AwaitContext(ctx, timeout, pollInterval, what, cond)
 }

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"time"
+
+	"github.com/batonhq/baton/tests/harness"
 )
 
 // Initial sync (issue 3): a table of N rows (id bigint primary key, text,
@@ -68,7 +71,7 @@ func runSync(ctx context.Context, cfg config, env *shapeEnv) (*syncResults, erro
 	if _, _, err := copyOut(ctx, env, cfg.syncRows); err != nil {
 		return nil, err
 	}
-	base := "http://" + env.worker.HTTPAddr
+	base := env.base()
 	for i := range cfg.syncRounds {
 		fmt.Fprintf(os.Stderr, "bench: initial sync: round %d/%d (COPY, new shape, existing shape)\n", i+1, cfg.syncRounds)
 		pg0 := clusterCPU(env.pg.PID())
@@ -80,32 +83,32 @@ func runSync(ctx context.Context, cfg config, env *shapeEnv) (*syncResults, erro
 		res.copyPGCPU = append(res.copyPGCPU, clusterCPU(env.pg.PID())-pg0)
 		res.copyBytes = n
 
-		c := newShapeClient(base, syncTable)
+		c := harness.NewShapeClient(base, url.Values{"table": {syncTable}})
 		f, err := fetchAll(ctx, env, c, cfg.syncRows)
 		if err != nil {
 			return nil, fmt.Errorf("new shape of %s: %w", syncTable, err)
 		}
 		res.shape = append(res.shape, f)
-		again := newShapeClient(base, syncTable)
+		again := harness.NewShapeClient(base, url.Values{"table": {syncTable}})
 		g, err := fetchAll(ctx, env, again, cfg.syncRows)
 		if err != nil {
 			return nil, fmt.Errorf("existing shape of %s, second client: %w", syncTable, err)
 		}
-		if again.handle != c.handle {
-			return nil, fmt.Errorf("second client got handle %q, the first %q", again.handle, c.handle)
+		if again.Handle != c.Handle {
+			return nil, fmt.Errorf("second client got handle %q, the first %q", again.Handle, c.Handle)
 		}
 		res.existing = append(res.existing, g)
 		if cfg.verbose {
 			fmt.Fprintf(os.Stderr, "bench: COPY %s; new shape %s (snapshot %s, %d requests); existing shape %s\n", d, f.total, f.snapshot, f.requests, g.total)
 		}
 		dctx, cancel := context.WithTimeout(ctx, requestTimeout)
-		err = c.deleteShape(dctx)
+		err = c.Delete(dctx)
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("delete the shape of %s: %w", syncTable, err)
 		}
 	}
-	res.peakRSS = peakRSS(env.worker.PID())
+	res.peakRSS = peakRSS(env.worker().PID())
 	return res, nil
 }
 
@@ -133,33 +136,33 @@ var insertMarker = []byte(`"operation":"insert"`)
 
 // fetchAll follows c from offset -1 until up to date and checks that it
 // read rows inserts.
-func fetchAll(ctx context.Context, env *shapeEnv, c *shapeClient, rows int) (syncFetch, error) {
+func fetchAll(ctx context.Context, env *shapeEnv, c *harness.ShapeClient, rows int) (syncFetch, error) {
 	var f syncFetch
 	pg0 := clusterCPU(env.pg.PID())
-	w0 := processCPU(env.worker.PID())
+	w0 := processCPU(env.worker().PID())
 	t0 := time.Now()
 	inserts := 0
 	for {
-		r, err := c.next(ctx)
+		r, err := c.Next(ctx)
 		if err != nil {
 			return f, err
 		}
 		if f.requests == 0 {
-			f.snapshot = r.headers.Sub(t0)
+			f.snapshot = r.HeaderAt.Sub(t0)
 		}
 		f.requests++
-		f.bytes += int64(len(r.body))
-		inserts += bytes.Count(r.body, insertMarker)
-		if r.upToDate {
-			f.total = r.at.Sub(t0)
+		f.bytes += int64(len(r.Body))
+		inserts += bytes.Count(r.Body, insertMarker)
+		if r.UpToDate() {
+			f.total = r.BodyAt.Sub(t0)
 			break
 		}
 	}
-	f.workerCPU = processCPU(env.worker.PID()) - w0
+	f.workerCPU = processCPU(env.worker().PID()) - w0
 	f.pgCPU = clusterCPU(env.pg.PID()) - pg0
 	if inserts != rows {
 		return f, fmt.Errorf("read %d insert messages (counted as %s) in %d responses up to offset %s, want %d: rows missing or doubled",
-			inserts, insertMarker, f.requests, c.offset, rows)
+			inserts, insertMarker, f.requests, c.Offset, rows)
 	}
 	return f, nil
 }

@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -62,11 +62,7 @@ type timing struct {
 
 // pod is a broker and its worker, as Kubernetes runs them.
 type pod struct {
-	name    string
-	broker  *harness.Broker
-	worker  *harness.Worker
-	storage string
-	started time.Time // the worker process's start
+	*harness.Pod
 	// prepared: the worker's start → its standby admin session prepared.
 	prepared time.Duration
 }
@@ -78,7 +74,6 @@ type kubeletLab struct {
 	storage              string
 	verbose              bool
 	monitor              *pgx.Conn
-	n                    int
 	pods                 []*pod // every pod started, for logs and cleanup
 }
 
@@ -116,7 +111,7 @@ func runKubelet(ctx context.Context, cfg config, pg *pgtest.Cluster) (_ *kubelet
 	if err != nil {
 		return nil, err
 	}
-	if err := l.awaitWorker(ctx, active, "active"); err != nil {
+	if err := active.AwaitWorker(ctx, "active", workerStartTimeout, pollInterval); err != nil {
 		return nil, err
 	}
 	standby, err := l.startStandby(ctx)
@@ -134,7 +129,7 @@ func runKubelet(ctx context.Context, cfg config, pg *pgtest.Cluster) (_ *kubelet
 		}
 		if cfg.verbose {
 			fmt.Fprintf(os.Stderr, "bench: kubelet round %d (worker first %v): %s → %s: leader %s, active %s\n",
-				i+1, workerFirst, active.name, standby.name, tm.leader, tm.active)
+				i+1, workerFirst, active.Name(), standby.Name(), tm.leader, tm.active)
 		}
 		if i/2 >= cfg.warmup {
 			res.prepare = append(res.prepare, standby.prepared)
@@ -143,7 +138,7 @@ func runKubelet(ctx context.Context, cfg config, pg *pgtest.Cluster) (_ *kubelet
 				res.workerFirstLeader = append(res.workerFirstLeader, tm.leader)
 				res.workerExit = append(res.workerExit, tm.workerExit)
 				res.released = append(res.released, tm.released)
-				res.addSteps(standby.worker.Output())
+				res.addSteps(standby.Worker().Output())
 			} else {
 				res.brokerFirst = append(res.brokerFirst, tm.active)
 				res.brokerFirstLeader = append(res.brokerFirstLeader, tm.leader)
@@ -162,7 +157,7 @@ func runKubelet(ctx context.Context, cfg config, pg *pgtest.Cluster) (_ *kubelet
 // worker reports active (and, polled alongside, until its broker reports
 // leader). Then it stops the rest of the old pod and checks both exit 0.
 func (l *kubeletLab) handoff(ctx context.Context, active, standby *pod, workerFirst bool) (tm timing, err error) {
-	first, second := active.worker.Process, active.broker.Process
+	first, second := active.Worker().Process, active.Broker().Process
 	if !workerFirst {
 		first, second = second, first
 	}
@@ -174,8 +169,8 @@ func (l *kubeletLab) handoff(ctx context.Context, active, standby *pod, workerFi
 		return tm, fmt.Errorf("SIGTERM %s: %w", first.Name, err)
 	}
 	go func() {
-		err := awaitEvery(pctx, handoffTimeout, activePoll, standby.broker.Name+" to report leader", func() (bool, error) {
-			return standby.broker.IsLeader(), nil
+		err := harness.AwaitContext(pctx, handoffTimeout, activePoll, standby.Broker().Name+" to report leader", func() (bool, error) {
+			return standby.Broker().IsLeader(), nil
 		})
 		if err == nil {
 			leader <- time.Now()
@@ -185,8 +180,8 @@ func (l *kubeletLab) handoff(ctx context.Context, active, standby *pod, workerFi
 	released := make(chan time.Time, 1)
 	if workerFirst {
 		go func() {
-			err := awaitEvery(pctx, handoffTimeout, activePoll, active.worker.Name+" to log its release", func() (bool, error) {
-				return strings.Contains(active.worker.Output(), "lease released"), nil
+			err := harness.AwaitContext(pctx, handoffTimeout, activePoll, active.Worker().Name+" to log its release", func() (bool, error) {
+				return strings.Contains(active.Worker().Output(), "lease released"), nil
 			})
 			if err == nil {
 				released <- time.Now()
@@ -194,108 +189,58 @@ func (l *kubeletLab) handoff(ctx context.Context, active, standby *pod, workerFi
 			close(released)
 		}()
 	}
-	var seen string
-	err = awaitEvery(ctx, handoffTimeout, activePoll, standby.worker.Name+" to report active after SIGTERM to "+first.Name, func() (bool, error) {
-		select {
-		case <-standby.worker.Done():
-			return false, fmt.Errorf("%s exited", standby.worker.Name)
-		default:
-		}
-		s, _, err := standby.worker.Health()
-		seen = s
-		return err == nil && s == "active", nil
-	})
-	if err != nil {
-		return tm, fmt.Errorf("%w (last health %q)", err, seen)
+	if err := standby.AwaitWorker(ctx, "active", handoffTimeout, activePoll); err != nil {
+		return tm, fmt.Errorf("after SIGTERM to %s: %w", first.Name, err)
 	}
 	tm.active = time.Since(t0)
 	lt, ok := <-leader
 	if !ok {
-		return tm, fmt.Errorf("%s's worker is active but %s was not seen leader", standby.name, standby.broker.Name)
+		return tm, fmt.Errorf("%s's worker is active but %s was not seen leader", standby.Name(), standby.Broker().Name)
 	}
 	tm.leader = lt.Sub(t0)
 	if workerFirst {
-		if err := exited(active.worker.Process); err != nil {
+		if err := active.Worker().AwaitExit(workerStopTimeout); err != nil {
 			return tm, err
 		}
-		tm.workerExit = active.worker.ExitedAt().Sub(t0)
+		tm.workerExit = active.Worker().ExitedAt().Sub(t0)
 		rt, ok := <-released
 		if !ok {
-			return tm, fmt.Errorf("%s exited without logging its release", active.worker.Name)
+			return tm, fmt.Errorf("%s exited without logging its release", active.Worker().Name)
 		}
 		tm.released = rt.Sub(t0)
 		// The handoff must be the worker's doing, not the broker's exit.
-		select {
-		case <-active.broker.Done():
-			return tm, fmt.Errorf("%s exited before its SIGTERM", active.broker.Name)
-		default:
+		if active.Broker().Exited() {
+			return tm, fmt.Errorf("%s exited before its SIGTERM", active.Broker().Name)
 		}
 	}
 	if err := second.Signal(syscall.SIGTERM); err != nil {
 		return tm, fmt.Errorf("SIGTERM %s: %w", second.Name, err)
 	}
 	for _, p := range []*harness.Process{first, second} {
-		if err := exited(p); err != nil {
+		if err := p.AwaitExit(workerStopTimeout); err != nil {
 			return tm, err
 		}
 	}
 	return tm, nil
 }
 
-// exited waits for a clean exit after SIGTERM.
-func exited(p *harness.Process) error {
-	code, err := p.Wait(workerStopTimeout)
-	if err != nil {
-		return fmt.Errorf("%s after SIGTERM: %w", p.Name, err)
-	}
-	if code != 0 {
-		return fmt.Errorf("%s exited with %d after SIGTERM, want 0", p.Name, code)
-	}
-	return nil
-}
-
-// start starts a pod: the broker, then (once it listens, as a native
-// sidecar's startup probe would) the worker.
+// start starts a pod on its own storage: the broker, then (once it
+// listens, as a native sidecar's startup probe would) the worker.
 func (l *kubeletLab) start(ctx context.Context) (*pod, error) {
 	var tee *os.File
 	if l.verbose {
 		tee = os.Stderr
 	}
-	l.n++
-	p := &pod{name: fmt.Sprintf("pod%d", l.n)}
-	b, err := harness.StartBroker(harness.BrokerOptions{
-		Bin: l.brokerBin, DatabaseURL: l.dbURL, StreamID: kubeletStream, Name: "broker-" + p.name, Tee: tee,
+	name := fmt.Sprintf("pod%d", len(l.pods)+1)
+	hp, err := harness.StartPod(ctx, harness.PodOptions{
+		Name: name, BrokerBin: l.brokerBin, WorkerBin: l.workerBin, DatabaseURL: l.dbURL, StreamID: kubeletStream,
+		StorageDir: filepath.Join(l.storage, name), Tee: tee, AwaitBroker: true,
 	})
 	if err != nil {
 		return nil, err
 	}
-	p.broker = b
+	p := &pod{Pod: hp}
 	l.pods = append(l.pods, p)
-	err = await(ctx, startTimeout, b.Name+" to listen on "+b.Addr, func() (bool, error) {
-		select {
-		case <-b.Done():
-			return false, fmt.Errorf("%s exited", b.Name)
-		default:
-		}
-		c, err := net.DialTimeout("tcp", b.Addr, time.Second)
-		if err != nil {
-			return false, nil
-		}
-		c.Close()
-		return true, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	p.storage = fmt.Sprintf("%s/%s", l.storage, p.name)
-	p.started = time.Now()
-	p.worker, err = harness.StartWorker(harness.WorkerOptions{
-		Bin: l.workerBin, DatabaseURL: l.dbURL, BrokerAddr: b.Addr, StorageDir: p.storage,
-		StreamID: kubeletStream, Name: "worker-" + p.name, Tee: tee,
-	})
-	if err != nil {
-		return nil, err
-	}
 	return p, nil
 }
 
@@ -306,22 +251,16 @@ func (l *kubeletLab) startStandby(ctx context.Context) (*pod, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = await(ctx, startTimeout, p.name+" to stand by", func() (bool, error) {
+	err = await(ctx, startTimeout, p.Name()+" to stand by", func() (bool, error) {
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		var held, waiting int
-		err := l.monitor.QueryRow(qctx, `SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted)
-			FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::int8::oid AND objid = $2::int8::oid AND objsubid = 2`,
-			stream.LockNamespace, int64(stream.LockObjID(kubeletStream))).Scan(&held, &waiting)
-		if err != nil {
-			return false, fmt.Errorf("query pg_locks: %w", err)
-		}
-		return held == 1 && waiting == 1, nil
+		held, waiting, err := harness.LockHolders(qctx, l.monitor, kubeletStream)
+		return len(held) == 1 && waiting == 1, err
 	})
 	if err != nil {
 		return nil, err
 	}
-	if err := l.awaitWorker(ctx, p, "waiting"); err != nil {
+	if err := p.AwaitWorker(ctx, "waiting", workerStartTimeout, pollInterval); err != nil {
 		return nil, err
 	}
 	// A standby prepares its admin session while it waits (a dial and the
@@ -329,44 +268,23 @@ func (l *kubeletLab) startStandby(ctx context.Context) (*pod, error) {
 	// the old pod is stopped only once the new one is Ready, so a standby
 	// has at least the time to pass its readiness probes; here it is
 	// given the time to be prepared, which is measured.
-	err = await(ctx, startTimeout, p.worker.Name+" to prepare its standby session", func() (bool, error) {
-		v, ok, err := p.worker.Metric("baton_worker_standby_prepared")
+	w := p.Worker()
+	err = await(ctx, startTimeout, w.Name+" to prepare its standby session", func() (bool, error) {
+		v, ok, err := w.Metric("baton_worker_standby_prepared")
 		return err == nil && ok && v == 1, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	p.prepared = time.Since(p.started)
+	p.prepared = time.Since(w.StartedAt())
 	return p, nil
-}
-
-// awaitWorker waits until the pod's worker reports status.
-func (l *kubeletLab) awaitWorker(ctx context.Context, p *pod, status string) error {
-	var last string
-	err := await(ctx, workerStartTimeout, p.worker.Name+" to report "+status, func() (bool, error) {
-		select {
-		case <-p.worker.Done():
-			return false, fmt.Errorf("%s exited", p.worker.Name)
-		default:
-		}
-		s, _, err := p.worker.Health()
-		last = s
-		return err == nil && s == status, nil
-	})
-	if err != nil {
-		return fmt.Errorf("%w (last health %q)", err, last)
-	}
-	return nil
 }
 
 // close kills what still runs, drops the section's slot and removes the
 // storage.
 func (l *kubeletLab) close() {
 	for _, p := range l.pods {
-		if p.worker != nil {
-			p.worker.Kill()
-		}
-		p.broker.Close()
+		p.Close()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -391,33 +309,7 @@ func (l *kubeletLab) dumpLogs() {
 		return
 	}
 	for _, p := range l.pods[max(0, len(l.pods)-3):] {
-		for _, pr := range []*harness.Process{p.broker.Process, p.worker.Process} {
-			if pr != nil {
-				fmt.Fprintf(os.Stderr, "--- log of %s (tail) ---\n%s\n", pr.Name, tail(pr.Output(), 15))
-			}
-		}
-	}
-}
-
-// awaitEvery is await with its own polling period.
-func awaitEvery(ctx context.Context, timeout, every time.Duration, what string, cond func() (bool, error)) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, err := cond()
-		if err != nil {
-			return fmt.Errorf("waiting for %s: %w", what, err)
-		}
-		if ok {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
-		case <-time.After(every):
-		}
+		fmt.Fprint(os.Stderr, p.LogTails(15))
 	}
 }
 

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/batonhq/baton/tests/harness"
 )
 
 // Live latency (issue 3): a client long-polls the shape exactly as
@@ -60,8 +63,8 @@ func runLive(ctx context.Context, cfg config, env *shapeEnv) (_ *liveResults, er
 	if err := env.exec(ctx, `CREATE TABLE `+liveTable+` (id bigint PRIMARY KEY, note text NOT NULL, committed_at timestamptz NOT NULL DEFAULT clock_timestamp())`); err != nil {
 		return nil, err
 	}
-	client := newShapeClient("http://"+env.worker.HTTPAddr, liveTable)
-	if _, err := client.catchUp(ctx); err != nil {
+	client := harness.NewShapeClient(env.base(), url.Values{"table": {liveTable}})
+	if _, err := client.CatchUp(ctx); err != nil {
 		return nil, fmt.Errorf("create the shape of %s: %w", liveTable, err)
 	}
 	// The shape put the table in the publication; the raw consumer's slot
@@ -83,7 +86,7 @@ func runLive(ctx context.Context, cfg config, env *shapeEnv) (_ *liveResults, er
 
 	// The long-polling client.
 	var sent atomic.Int64 // requests sent
-	client.onSend = func() { sent.Add(1) }
+	client.OnSend = func() { sent.Add(1) }
 	batonCh := make(chan delivery, 64)
 	followErr := make(chan error, 1)
 	fctx, stopFollow := context.WithCancel(ctx)
@@ -91,7 +94,7 @@ func runLive(ctx context.Context, cfg config, env *shapeEnv) (_ *liveResults, er
 	go func() {
 		defer close(followed)
 		for {
-			resp, err := client.next(fctx)
+			resp, err := client.Next(fctx)
 			if err != nil {
 				if fctx.Err() == nil {
 					followErr <- err
@@ -99,14 +102,14 @@ func runLive(ctx context.Context, cfg config, env *shapeEnv) (_ *liveResults, er
 				return
 			}
 			seq := sent.Load() // requests are sequential: this one's number
-			ids, err := insertedIDs(resp.body)
+			ids, err := insertedIDs(resp.Body)
 			if err != nil {
-				followErr <- fmt.Errorf("GET %s: %w", resp.url, err)
+				followErr <- fmt.Errorf("GET %s: %w", resp.URL, err)
 				return
 			}
 			for _, id := range ids {
 				select {
-				case batonCh <- delivery{id: id, at: resp.at, sent: resp.sent, seq: seq}:
+				case batonCh <- delivery{id: id, at: resp.BodyAt, sent: resp.SentAt, seq: seq}:
 				case <-fctx.Done():
 					return
 				}
@@ -167,7 +170,7 @@ func runLive(ctx context.Context, cfg config, env *shapeEnv) (_ *liveResults, er
 			case d = <-batonCh:
 				if d.id != id {
 					timer.Stop()
-					return nil, fmt.Errorf("shape long-poll: row %d arrived while waiting for row %d (client offset %s)", d.id, id, client.offset)
+					return nil, fmt.Errorf("shape long-poll: row %d arrived while waiting for row %d (client offset %s)", d.id, id, client.Offset)
 				}
 			case err := <-followErr:
 				timer.Stop()
@@ -178,7 +181,7 @@ func runLive(ctx context.Context, cfg config, env *shapeEnv) (_ *liveResults, er
 					what = "the shape's long-poll client and " + what
 				} else if d.at.IsZero() {
 					what = fmt.Sprintf("the shape's long-poll client (live request %s pending; the raw consumer had it after %s)",
-						client.query().Encode(), rawAt.Sub(t1).Round(time.Microsecond))
+						client.Query(client.UpToDate).Encode(), rawAt.Sub(t1).Round(time.Microsecond))
 				}
 				return nil, fmt.Errorf("row %d (committed) did not reach %s within %s", id, what, arrivalTimeout)
 			case <-ctx.Done():

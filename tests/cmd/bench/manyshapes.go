@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/batonhq/baton/tests/harness"
 )
 
 // Many shapes (the shapes section): write processing with 1 to 10,000
@@ -213,7 +214,15 @@ func (b *manyBench) fresh(ctx context.Context) error {
 	return b.env.awaitActive(ctx)
 }
 
-func (b *manyBench) base() string { return "http://" + b.env.worker.HTTPAddr }
+// client is a client of the shape of manyTable with def (where, params),
+// the whole table when def is nil.
+func (b *manyBench) client(def url.Values) *harness.ShapeClient {
+	shape := url.Values{"table": {manyTable}}
+	for k, v := range def {
+		shape[k] = v
+	}
+	return harness.NewShapeClient(b.env.base(), shape)
+}
 
 // run creates the shapes of kind and n that are not in have, then measures.
 func (b *manyBench) run(ctx context.Context, kind manyKind, n int, have []manyShape) (*manyRun, error) {
@@ -263,14 +272,13 @@ func (b *manyBench) create(ctx context.Context, shapes []manyShape) error {
 				if i >= len(shapes) || cctx.Err() != nil {
 					return
 				}
-				c := newShapeClient(b.base(), manyTable)
-				c.def = shapes[i].def
-				if _, err := c.next(cctx); err != nil {
+				c := b.client(shapes[i].def)
+				if _, err := c.Next(cctx); err != nil {
 					errs <- fmt.Errorf("create shape %s: %w", defString(shapes[i].def), err)
 					cancel()
 					return
 				}
-				c.http.CloseIdleConnections()
+				c.HTTP.CloseIdleConnections()
 			}
 		}()
 	}
@@ -285,13 +293,12 @@ func (b *manyBench) burst(ctx context.Context, kind manyKind, n int, shapes []ma
 	var x burst
 	w := b.cfg.manyChanges
 	lastID := kind.idOf(w-1, n, b.rows)
-	c := newShapeClient(b.base(), manyTable)
-	c.def = kind.shapeOf(shapes, lastID).def
-	if _, err := c.catchUp(ctx); err != nil {
+	c := b.client(kind.shapeOf(shapes, lastID).def)
+	if _, err := c.CatchUp(ctx); err != nil {
 		return x, fmt.Errorf("follow the shape of row %d: %w", lastID, err)
 	}
 	update := fmt.Sprintf(`UPDATE `+manyTable+` SET n = n + 1 WHERE id = %s`, kind.idSQL(n, b.rows))
-	wcpu0, pg0 := processCPU(b.env.worker.PID()), clusterCPU(b.env.pg.PID())
+	wcpu0, pg0 := processCPU(b.env.worker().PID()), clusterCPU(b.env.pg.PID())
 	t0 := time.Now()
 	if w > k {
 		if err := b.env.exec(ctx, fmt.Sprintf(`DO $$
@@ -320,46 +327,23 @@ END $$`, w-k, w-1, update)); err != nil {
 	cctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
 	defer cancel()
 	for {
-		resp, err := c.next(cctx)
+		resp, err := c.Next(cctx)
 		if err != nil {
 			return x, fmt.Errorf("waiting for the last transaction (after %s) in the shape of row %d: %w", formatLSN(before), lastID, err)
 		}
 		x.responses++
-		tx, err := offsetTX(resp.offset)
+		off, err := harness.ParseOffset(resp.Offset())
 		if err != nil {
 			return x, err
 		}
-		if tx > before {
-			x.wall = resp.at.Sub(t0)
+		if off.TX > before {
+			x.wall = resp.BodyAt.Sub(t0)
 			break
 		}
 	}
-	x.workerCPU = processCPU(b.env.worker.PID()) - wcpu0
+	x.workerCPU = processCPU(b.env.worker().PID()) - wcpu0
 	x.pgCPU = clusterCPU(b.env.pg.PID()) - pg0
 	return x, nil
-}
-
-// changedIDs returns the ids of the rows of a response's change messages.
-func changedIDs(body []byte) ([]int64, error) {
-	var msgs []message
-	if err := json.Unmarshal(body, &msgs); err != nil {
-		return nil, fmt.Errorf("body is not a JSON array of messages: %w (%s)", err, truncate(string(body), 200))
-	}
-	var ids []int64
-	for _, m := range msgs {
-		if m.Headers.Operation == "" {
-			continue
-		}
-		if m.Value.ID == nil {
-			return nil, fmt.Errorf("%s message without an id value (%s)", m.Headers.Operation, truncate(string(body), 200))
-		}
-		id, err := strconv.ParseInt(*m.Value.ID, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("message with id %q", *m.Value.ID)
-		}
-		ids = append(ids, id)
-	}
-	return ids, nil
 }
 
 // latency follows a few shapes with long-poll clients and commits
@@ -368,7 +352,7 @@ func (b *manyBench) latency(ctx context.Context, kind manyKind, n int, shapes []
 	// The rows: first, middle and last row of the shapes; one client per
 	// distinct shape.
 	var ids []int64
-	var clients []*shapeClient
+	var clients []*harness.ShapeClient
 	byDef := map[string]int{}
 	last := shapes[len(shapes)-1].lo
 	if kind != kindEquality {
@@ -378,9 +362,8 @@ func (b *manyBench) latency(ctx context.Context, kind manyKind, n int, shapes []
 		s := kind.shapeOf(shapes, id)
 		key := s.def.Encode()
 		if _, ok := byDef[key]; !ok {
-			c := newShapeClient(b.base(), manyTable)
-			c.def = s.def
-			if _, err := c.catchUp(ctx); err != nil {
+			c := b.client(s.def)
+			if _, err := c.CatchUp(ctx); err != nil {
 				return fmt.Errorf("follow the shape of row %d: %w", id, err)
 			}
 			byDef[key] = len(clients)
@@ -400,12 +383,12 @@ func (b *manyBench) latency(ctx context.Context, kind manyKind, n int, shapes []
 	fctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for i, c := range clients {
-		c.onSend = func() { sent[i].Add(1) }
+		c.OnSend = func() { sent[i].Add(1) }
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
-				resp, err := c.next(fctx)
+				resp, err := c.Next(fctx)
 				if err != nil {
 					if fctx.Err() == nil {
 						errc <- err
@@ -413,14 +396,14 @@ func (b *manyBench) latency(ctx context.Context, kind manyKind, n int, shapes []
 					return
 				}
 				seq := sent[i].Load() // a client's requests are sequential
-				rowIDs, err := changedIDs(resp.body)
+				rowIDs, err := changedIDs(resp.Body)
 				if err != nil {
 					errc <- err
 					return
 				}
 				for _, id := range rowIDs {
 					select {
-					case ch <- got{client: i, id: id, at: resp.at, seq: seq}:
+					case ch <- got{client: i, id: id, at: resp.BodyAt, seq: seq}:
 					case <-fctx.Done():
 						return
 					}
@@ -469,7 +452,7 @@ func (b *manyBench) latency(ctx context.Context, kind manyKind, n int, shapes []
 				}
 				if kind != kindWhole || g.id != id {
 					timer.Stop()
-					return fmt.Errorf("row %d arrived at the client of shape %s while waiting for row %d", g.id, defString(clients[g.client].def), id)
+					return fmt.Errorf("row %d arrived at the client of shape %s while waiting for row %d", g.id, defString(clients[g.client].Shape), id)
 				}
 			case err := <-errc:
 				timer.Stop()
@@ -494,7 +477,7 @@ func (b *manyBench) latency(ctx context.Context, kind manyKind, n int, shapes []
 
 // defString is a shape's where clause with its params, for messages.
 func defString(def url.Values) string {
-	if def == nil {
+	if def.Get("where") == "" {
 		return "(whole table)"
 	}
 	w := def.Get("where")

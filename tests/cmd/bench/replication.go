@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
@@ -91,7 +92,7 @@ func (r *replResults) bySize(k int) []replRound {
 
 type replBench struct {
 	env    *shapeEnv
-	client *shapeClient
+	client *harness.ShapeClient
 	next   int64 // next id to insert
 	res    *replResults
 }
@@ -103,8 +104,8 @@ func runReplication(ctx context.Context, cfg config, env *shapeEnv) (*replResult
 		return nil, err
 	}
 	// Creating the shape adds the table to the publication.
-	b.client = newShapeClient("http://"+env.worker.HTTPAddr, benchTable)
-	if _, err := b.client.catchUp(ctx); err != nil {
+	b.client = harness.NewShapeClient(env.base(), url.Values{"table": {benchTable}})
+	if _, err := b.client.CatchUp(ctx); err != nil {
 		return nil, fmt.Errorf("create the shape of %s: %w", benchTable, err)
 	}
 	// One small unmeasured round warms up both paths.
@@ -136,7 +137,7 @@ func (b *replBench) round(ctx context.Context, cfg config, changes, k int, recvF
 	if err := b.recvlogical(ctx, "--slot", recvSlot, "--create-slot", "-P", "pgoutput"); err != nil {
 		return r, fmt.Errorf("create %s: %w", recvSlot, err)
 	}
-	stopped := env.worker
+	stopped := env.worker()
 	if err := env.stopWorker(); err != nil {
 		return r, err
 	}
@@ -146,7 +147,7 @@ func (b *replBench) round(ctx context.Context, cfg config, changes, k int, recvF
 		return r, err
 	}
 	b.res.restarts++
-	if kind, notBefore, ok := unreleasedGrant(env.broker.Output(), stopped.PID()); ok {
+	if kind, notBefore, ok := unreleasedGrant(env.pod.Broker().Output(), stopped.PID()); ok {
 		b.res.unreleased[kind]++
 		r.unreleased = kind
 		wait := time.Until(notBefore)
@@ -155,7 +156,7 @@ func (b *replBench) round(ctx context.Context, cfg config, changes, k int, recvF
 			what = stopped.Name + " logged that it released its lease, but the broker saw its stream end first"
 		}
 		fmt.Fprintf(os.Stderr, "bench: %s (%s, pid %d); the next worker cannot be granted before that grant expires", what, kind, stopped.PID())
-		defer func() { fmt.Fprint(os.Stderr, grantLines(env.broker.Output(), stopped)) }()
+		defer func() { fmt.Fprint(os.Stderr, grantLines(env.pod.Broker().Output(), stopped)) }()
 		if b.res.waitOrphans && wait > 0 {
 			fmt.Fprintf(os.Stderr, "; waiting %s before starting the next worker\n", wait.Round(time.Millisecond))
 			r.orphanWait = wait
@@ -251,51 +252,50 @@ func (b *replBench) catchUp(ctx context.Context, r *replRound, first int64, chan
 	if err != nil {
 		return err
 	}
-	w := env.worker
-	b.client.base = "http://" + w.HTTPAddr
+	w := env.worker()
 	seen := make([]bool, changes)
 	got := 0
 	deadline := t0.Add(catchUpTimeout)
 	for {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("timed out after %s waiting for the worker's shape to hold the last transaction (past %s): %d of %d changes read, offset %s",
-				catchUpTimeout, formatLSN(lsnBeforeLast), got, changes, b.client.offset)
+				catchUpTimeout, formatLSN(lsnBeforeLast), got, changes, b.client.Offset)
 		}
 		select {
 		case <-w.Done():
 			return fmt.Errorf("%s exited", w.Name)
 		default:
 		}
-		resp, err := b.client.next(ctx)
+		resp, err := b.client.Next(ctx)
 		if err != nil {
-			if unavailable(err) && ctx.Err() == nil {
+			if harness.Unavailable(err) && ctx.Err() == nil {
 				time.Sleep(unavailablePoll)
 				continue
 			}
 			return err
 		}
 		r.responses++
-		ids, err := insertedIDs(resp.body)
+		ids, err := insertedIDs(resp.Body)
 		if err != nil {
-			return fmt.Errorf("GET %s: %w", resp.url, err)
+			return fmt.Errorf("GET %s: %w", resp.URL, err)
 		}
 		for _, id := range ids {
 			i := id - first
 			if i < 0 || i >= int64(changes) {
-				return fmt.Errorf("GET %s: insert of id %d, which this round did not write (ids %d..%d), or wrote earlier", resp.url, id, first, first+int64(changes)-1)
+				return fmt.Errorf("GET %s: insert of id %d, which this round did not write (ids %d..%d), or wrote earlier", resp.URL, id, first, first+int64(changes)-1)
 			}
 			if seen[i] {
-				return fmt.Errorf("GET %s: insert of id %d a second time", resp.url, id)
+				return fmt.Errorf("GET %s: insert of id %d a second time", resp.URL, id)
 			}
 			seen[i] = true
 			got++
 		}
-		tx, err := offsetTX(resp.offset)
+		off, err := harness.ParseOffset(resp.Offset())
 		if err != nil {
-			return fmt.Errorf("GET %s: %w", resp.url, err)
+			return fmt.Errorf("GET %s: %w", resp.URL, err)
 		}
-		if tx > lsnBeforeLast {
-			r.batonWall = resp.at.Sub(t0)
+		if off.TX > lsnBeforeLast {
+			r.batonWall = resp.BodyAt.Sub(t0)
 			break
 		}
 	}
@@ -309,7 +309,7 @@ func (b *replBench) catchUp(ctx context.Context, r *replRound, first int64, chan
 			}
 		}
 		return fmt.Errorf("the shape's offset %s is past the last transaction (%s) but only %d of %d inserts were read (missing ids include %v)",
-			b.client.offset, formatLSN(lsnBeforeLast), got, changes, missing)
+			b.client.Offset, formatLSN(lsnBeforeLast), got, changes, missing)
 	}
 	r.batonStreaming = streamingAfter(w.Output(), t0)
 	return nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -37,7 +36,8 @@ const (
 	unavailablePoll    = 2 * time.Millisecond
 )
 
-// shapeEnv is the cluster, broker and worker the shape benchmarks share.
+// shapeEnv is the cluster and the pod (a broker and its worker) the shape
+// benchmarks share.
 type shapeEnv struct {
 	pg        *pgtest.Cluster
 	dbURL     string
@@ -46,10 +46,7 @@ type shapeEnv struct {
 	storage   string
 	verbose   bool
 
-	broker  *harness.Broker
-	worker  *harness.Worker
-	workers []*harness.Worker // every worker started, for logs and cleanup
-	n       int
+	pod *harness.Pod
 
 	conn *pgx.Conn // the workload's session
 }
@@ -90,96 +87,50 @@ func binaryPath(dir, name string) (string, error) {
 	return p, nil
 }
 
-// start starts the broker, waits until it listens, then starts a worker
-// and waits until it is active.
+// start starts the pod: the broker, once it listens the worker, and waits
+// until the worker is active.
 func (e *shapeEnv) start(ctx context.Context) error {
 	var tee *os.File
 	if e.verbose {
 		tee = os.Stderr
 	}
-	b, err := harness.StartBroker(harness.BrokerOptions{Bin: e.brokerBin, DatabaseURL: e.dbURL, StreamID: shapeStream, Name: "broker", Tee: tee})
-	if err != nil {
-		return err
-	}
-	e.broker = b
-	err = await(ctx, startTimeout, "the broker to listen on "+b.Addr, func() (bool, error) {
-		select {
-		case <-b.Done():
-			return false, errors.New("the broker exited")
-		default:
-		}
-		c, err := net.DialTimeout("tcp", b.Addr, time.Second)
-		if err != nil {
-			return false, nil
-		}
-		c.Close()
-		return true, nil
+	p, err := harness.StartPod(ctx, harness.PodOptions{
+		BrokerBin: e.brokerBin, WorkerBin: e.workerBin, DatabaseURL: e.dbURL, StreamID: shapeStream, StorageDir: e.storage, Tee: tee,
+		AwaitBroker: true,
 	})
 	if err != nil {
 		return err
 	}
-	if _, err := e.startWorker(); err != nil {
-		return err
-	}
+	e.pod = p
 	return e.awaitActive(ctx)
 }
 
-// startWorker starts a worker process on the shared storage and returns
-// when the process was started.
+// worker is the current worker process.
+func (e *shapeEnv) worker() *harness.Worker { return e.pod.Worker() }
+
+// base is the worker's URL; it stays across restarts.
+func (e *shapeEnv) base() string { return e.pod.URL() }
+
+// startWorker starts a worker process again on the shared storage and
+// returns when the process was started.
 func (e *shapeEnv) startWorker() (time.Time, error) {
-	var tee *os.File
-	if e.verbose {
-		tee = os.Stderr
-	}
-	e.n++
 	t0 := time.Now()
-	w, err := harness.StartWorker(harness.WorkerOptions{
-		Bin: e.workerBin, DatabaseURL: e.dbURL, BrokerAddr: e.broker.Addr, StorageDir: e.storage,
-		StreamID: shapeStream, Name: "worker" + strconv.Itoa(e.n), Tee: tee,
-	})
-	if err != nil {
-		return t0, err
-	}
-	e.worker = w
-	e.workers = append(e.workers, w)
-	return t0, nil
+	return t0, e.pod.StartWorker()
 }
 
 // awaitActive waits until the current worker's health says active.
 func (e *shapeEnv) awaitActive(ctx context.Context) error {
-	w := e.worker
-	var last string
-	err := await(ctx, workerStartTimeout, w.Name+" to report active", func() (bool, error) {
-		select {
-		case <-w.Done():
-			return false, fmt.Errorf("%s exited", w.Name)
-		default:
-		}
-		s, _, err := w.Health()
-		last = s
-		return err == nil && s == "active", nil
-	})
-	if err != nil {
-		return fmt.Errorf("%w (last health %q)", err, last)
-	}
-	return nil
+	return e.pod.AwaitWorker(ctx, "active", workerStartTimeout, pollInterval)
 }
 
 // stopWorker stops the current worker gracefully (SIGTERM) and checks that
 // it exits 0.
 func (e *shapeEnv) stopWorker() error {
-	w := e.worker
+	w := e.worker()
 	if err := w.Signal(syscall.SIGTERM); err != nil {
 		return fmt.Errorf("SIGTERM %s: %w", w.Name, err)
 	}
-	code, err := w.Wait(workerStopTimeout)
-	if err != nil {
-		return fmt.Errorf("%s after SIGTERM: %w", w.Name, err)
-	}
-	if code != 0 {
-		return fmt.Errorf("%s exited with %d after SIGTERM, want 0", w.Name, code)
-	}
-	return nil
+	return w.AwaitExit(workerStopTimeout)
 }
 
 // exec runs one workload statement, bounded.
@@ -206,7 +157,7 @@ func (e *shapeEnv) currentLSN(ctx context.Context) (uint64, error) {
 // dropSlot drops a replication slot, waiting (bounded) until no walsender
 // uses it any more.
 func (e *shapeEnv) dropSlot(ctx context.Context, slot string) error {
-	return await(ctx, 10*time.Second, "replication slot "+slot+" to be dropped", func() (bool, error) {
+	return harness.AwaitContext(ctx, 10*time.Second, pollInterval, "replication slot "+slot+" to be dropped", func() (bool, error) {
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		var active *bool
@@ -227,7 +178,7 @@ func (e *shapeEnv) dropSlot(ctx context.Context, slot string) error {
 
 // awaitSlotInactive waits until no walsender uses slot.
 func (e *shapeEnv) awaitSlotInactive(ctx context.Context, slot string) error {
-	return await(ctx, 10*time.Second, "replication slot "+slot+" to be released by its walsender", func() (bool, error) {
+	return harness.AwaitContext(ctx, 10*time.Second, pollInterval, "replication slot "+slot+" to be released by its walsender", func() (bool, error) {
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		var active bool
@@ -238,11 +189,8 @@ func (e *shapeEnv) awaitSlotInactive(ctx context.Context, slot string) error {
 
 // close kills every process still running and removes the storage.
 func (e *shapeEnv) close() {
-	for _, w := range e.workers {
-		w.Kill()
-	}
-	if e.broker != nil {
-		e.broker.Close()
+	if e.pod != nil {
+		e.pod.Close()
 	}
 	if e.conn != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -257,14 +205,13 @@ func (e *shapeEnv) close() {
 // dumpLogs prints the tail of the broker's and the last workers' logs
 // (after a failure).
 func (e *shapeEnv) dumpLogs() {
-	if e.verbose {
+	if e.verbose || e.pod == nil {
 		return
 	}
-	if e.broker != nil {
-		fmt.Fprintf(os.Stderr, "--- log of %s (tail) ---\n%s\n", e.broker.Name, tail(e.broker.Output(), 15))
-	}
-	for _, w := range e.workers[max(0, len(e.workers)-2):] {
-		fmt.Fprintf(os.Stderr, "--- log of %s (tail) ---\n%s\n", w.Name, tail(w.Output(), 25))
+	procs := e.pod.Processes()
+	fmt.Fprintf(os.Stderr, "--- log of %s (tail) ---\n%s\n", procs[0].Name, harness.Tail(procs[0].Output(), 15))
+	for _, w := range procs[max(1, len(procs)-2):] {
+		fmt.Fprintf(os.Stderr, "--- log of %s (tail) ---\n%s\n", w.Name, harness.Tail(w.Output(), 25))
 	}
 }
 
