@@ -86,7 +86,11 @@ func writeStatusText(w io.Writer, st lock.Status) {
 	}
 	fmt.Fprintf(tw, "last heartbeat\t%s\n", ago(st.LastHeartbeat))
 	if st.ReleasedAt != nil {
-		fmt.Fprintf(tw, "released at\t%s\n", ago(*st.ReleasedAt))
+		cause := ""
+		if st.ReleaseCause != "" {
+			cause = ", " + st.ReleaseCause
+		}
+		fmt.Fprintf(tw, "released at\t%s%s\n", ago(*st.ReleasedAt), cause)
 	}
 	tw.Flush()
 }
@@ -115,6 +119,7 @@ func writeStatusJSON(w io.Writer, st lock.Status) error {
 		out["granted_at"] = st.GrantedAt
 		out["last_heartbeat"] = st.LastHeartbeat
 		out["released_at"] = st.ReleasedAt
+		out["release_cause"] = st.ReleaseCause
 		out["now"] = st.Now
 	}
 	enc := json.NewEncoder(w)

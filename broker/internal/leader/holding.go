@@ -20,6 +20,9 @@ type holding struct {
 	claim *lock.Claim
 	// claimedFor is the worker the claim already recorded as grantee.
 	claimedFor *lease.Worker
+	// handoff, until the first grant, is the handoff the claim made; the
+	// grant ends it.
+	handoff *handoff
 }
 
 // renewWindow is how long after a heartbeat started a renewal may still be
@@ -124,7 +127,14 @@ func (h *holding) tryGrant(ctx context.Context) (time.Duration, error) {
 		return 0, nil // the worker left meanwhile; the next grant bumps again
 	}
 	h.metrics.Grants.Inc()
-	h.log.Info("lease granted", keyEpoch, next, keyWorker, w.ID)
+	args := []any{keyEpoch, next, keyWorker, w.ID}
+	if h.handoff != nil {
+		took := time.Since(h.handoff.from)
+		h.metrics.HandoffDuration.Observe(took.Seconds())
+		args = append(args, "handoff", h.handoff.cause, "handoff_took", took.Round(time.Microsecond))
+		h.handoff = nil
+	}
+	h.log.Info("lease granted", args...)
 	return 0, nil
 }
 
@@ -209,7 +219,7 @@ func (h *holding) drain(ctx context.Context) error {
 	if err := h.await(dctx, h.hub.NotBefore(), func() bool { return false }); err != nil {
 		return h.lost(err)
 	}
-	if err := h.release(dctx); err != nil {
+	if err := h.release(dctx, lock.ReleaseShutdown); err != nil {
 		h.log.Error("release failed; the lock ends with the session", "err", err)
 		return errShutdown
 	}
@@ -222,7 +232,7 @@ func (h *holding) releaseAbsent(ctx context.Context) error {
 	if err := h.await(ctx, h.hub.NotBefore(), func() bool { return false }); err != nil {
 		return h.lost(err)
 	}
-	if err := h.release(ctx); err != nil {
+	if err := h.release(ctx, lock.ReleaseWorkerAbsent); err != nil {
 		return err
 	}
 	h.setReady(false)
@@ -243,7 +253,7 @@ func (h *holding) releaseStopped(ctx context.Context) error {
 		return h.lost(err)
 	}
 	start := time.Now()
-	if err := h.release(dctx); err != nil {
+	if err := h.release(dctx, lock.ReleaseWorkerStopping); err != nil {
 		// The caller closes the session, which ends the lock too.
 		h.log.Error("release failed; the lock ends with the session", keyEpoch, h.claim.Epoch(), "err", err)
 	}
@@ -255,10 +265,10 @@ func (h *holding) releaseStopped(ctx context.Context) error {
 	return errStopped
 }
 
-func (h *holding) release(ctx context.Context) error {
+func (h *holding) release(ctx context.Context, cause string) error {
 	rctx, cancel := context.WithTimeout(ctx, h.cfg.Lock.SessionTimeout)
 	defer cancel()
-	return h.claim.Release(rctx, h.hub.DurableLSN())
+	return h.claim.Release(rctx, h.hub.DurableLSN(), cause)
 }
 
 // await heartbeats (without renewing) until done() or the deadline.

@@ -10,6 +10,7 @@
 package leader
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -175,18 +176,52 @@ func (l *Loop) session(ctx context.Context, bo *backoff) error {
 	}
 	bo.reset()
 	l.metrics.Acquisitions.Inc()
-	if st.Recorded {
-		l.metrics.Handoffs.Inc()
-	}
 	l.metrics.LockHeld.Set(1)
 	l.metrics.Epoch.Set(float64(claim.Epoch()))
 	defer l.metrics.LockHeld.Set(0)
-	l.log.Info("lock acquired", keyEpoch, claim.Epoch(), keyPID, s.PID(), "waited", wait.Round(time.Millisecond),
-		"previous_holder", st.Holder, "previous_epoch", st.Epoch)
+	h := &holding{Loop: l, claim: claim, claimedFor: claimedFor}
+	prev := claim.Previous()
+	args := []any{keyEpoch, claim.Epoch(), keyPID, s.PID(), "waited", wait.Round(time.Millisecond)}
+	if prev.Recorded {
+		args = append(args, "previous_holder", prev.Holder, "previous_epoch", prev.Epoch)
+	}
+	if h.handoff = handoffOf(st, prev, claim.AcquiredAt(), claimStart); h.handoff != nil {
+		l.metrics.Handoffs.WithLabelValues(h.handoff.cause).Inc()
+		args = append(args, "handoff", h.handoff.cause)
+	}
+	l.log.Info("lock acquired", args...)
 	l.hub.SetHolding(lease.HolderFrom(l.cfg.Lock.Holder, claim.Epoch(), int32(s.PID()), claim.AcquiredAt(), claim.AcquiredAt()))
 	defer l.hub.SetHolding(nil)
-	h := &holding{Loop: l, claim: claim, claimedFor: claimedFor}
 	return h.run(ctx)
+}
+
+// A handoff is an acquisition that took the stream over from a holding
+// that overlapped this broker's wait for the lock: the lock was held when
+// the wait began (waiting.Held), or taken by someone after it (the
+// previous holding began after waiting.Now). A broker that finds the
+// stream free, or last held before it began to wait, starts it: no
+// handoff.
+type handoff struct {
+	// cause is the previous holding's release cause (lock.Release*),
+	// "released" for a release with no recorded cause, or
+	// "session_ended" when it ended without a release.
+	cause string
+	// from is when the previous holding ended (lock.Previous.End), on
+	// this process's clock.
+	from time.Time
+}
+
+// handoffOf returns the handoff of a claim made at acquiredAt on
+// PostgreSQL's clock and claimStart on ours, or nil.
+func handoffOf(waiting lock.Status, prev lock.Previous, acquiredAt, claimStart time.Time) *handoff {
+	if !prev.Recorded || !(waiting.Held || prev.AcquiredAt.After(waiting.Now)) {
+		return nil
+	}
+	cause := "session_ended"
+	if prev.ReleasedAt != nil {
+		cause = cmp.Or(prev.ReleaseCause, "released")
+	}
+	return &handoff{cause: cause, from: claimStart.Add(-acquiredAt.Sub(prev.End()))}
 }
 
 // watchHolder keeps the holder shown to standby workers current while

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,7 +23,51 @@ type Claim struct {
 	granted bool
 	// acquiredAt is PostgreSQL's clock at the claim.
 	acquiredAt time.Time
+	// previous is the stream's row as the claim found it.
+	previous Previous
 }
+
+// Previous is the stream's previous holding, as the row of baton.streams
+// showed it when a claim replaced it.
+type Previous struct {
+	// Recorded: the stream had been held before (the row existed).
+	Recorded bool
+	Holder   string
+	Epoch    uint64
+	// AcquiredAt and LastHeartbeat are on PostgreSQL's clock.
+	AcquiredAt    time.Time
+	LastHeartbeat time.Time
+	// ReleasedAt is when the previous holder released the lock; nil when
+	// its session ended without a release (crash, freeze, partition,
+	// PostgreSQL restart).
+	ReleasedAt *time.Time
+	// ReleaseCause is the previous holder's Release cause ("" when it did
+	// not release, or when it was a broker that did not record causes).
+	ReleaseCause string
+}
+
+// End is when the previous holding ended, as far as the row tells: its
+// release, or else its last heartbeat (the session ended at most a lock
+// session timeout later).
+func (p Previous) End() time.Time {
+	if p.ReleasedAt != nil {
+		return *p.ReleasedAt
+	}
+	return p.LastHeartbeat
+}
+
+// Release causes, recorded in baton.streams.release_cause.
+const (
+	// ReleaseShutdown: the broker was stopped (SIGTERM) and its worker
+	// released, or the drain timeout passed.
+	ReleaseShutdown = "shutdown"
+	// ReleaseWorkerStopping: the worker released saying its process is
+	// stopping (Kubernetes stops the worker before its broker).
+	ReleaseWorkerStopping = "worker_stopping"
+	// ReleaseWorkerAbsent: no worker attached within
+	// BATON_WORKER_ABSENCE_TIMEOUT.
+	ReleaseWorkerAbsent = "worker_absent"
+)
 
 // Claim records a fresh acquisition: it bumps the stream's epoch and
 // records this session as holder and, when worker.ID is not empty, the
@@ -34,16 +79,28 @@ type Claim struct {
 func (s *Session) Claim(ctx context.Context, worker Grantee) (*Claim, error) {
 	c := &Claim{s: s}
 	var epoch int64
+	p := &c.previous
+	var prevEpoch *int64
+	var prevHolder, prevCause *string
+	var prevAcquired, prevBeat *time.Time
+	// The CTE reads the row as it was before the upsert (one snapshot for
+	// the whole statement).
 	err := s.conn.QueryRow(ctx, `
+		WITH prev AS (SELECT holder, epoch, acquired_at, last_heartbeat, released_at, release_cause
+		              FROM baton.streams WHERE stream_id = $1)
 		INSERT INTO baton.streams AS st (stream_id, epoch, holder, backend_pid, worker, worker_url, acquired_at, granted_at, last_heartbeat)
 		SELECT $1, 1, $2, pg_backend_pid(), nullif($5, ''), CASE WHEN $5 <> '' THEN nullif($6, '') END,
 		       now(), CASE WHEN $5 <> '' THEN now() END, now() WHERE `+ownedSQL+`
 		ON CONFLICT (stream_id) DO UPDATE SET
 			epoch = st.epoch + 1, holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid,
 			worker = EXCLUDED.worker, worker_url = EXCLUDED.worker_url, acquired_at = now(),
-			granted_at = EXCLUDED.granted_at, last_heartbeat = now(), released_at = NULL, durable_lsn = NULL
-		RETURNING epoch, acquired_at`,
-		s.opts.StreamID, s.opts.Holder, s.ns, s.objid, worker.ID, worker.URL).Scan(&epoch, &c.acquiredAt)
+			granted_at = EXCLUDED.granted_at, last_heartbeat = now(), released_at = NULL, durable_lsn = NULL,
+			release_cause = NULL
+		RETURNING st.epoch, st.acquired_at, (SELECT holder FROM prev), (SELECT epoch FROM prev),
+			(SELECT acquired_at FROM prev), (SELECT last_heartbeat FROM prev), (SELECT released_at FROM prev),
+			(SELECT release_cause FROM prev)`,
+		s.opts.StreamID, s.opts.Holder, s.ns, s.objid, worker.ID, worker.URL).Scan(&epoch, &c.acquiredAt,
+		&prevHolder, &prevEpoch, &prevAcquired, &prevBeat, &p.ReleasedAt, &prevCause)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrLockLost
 	}
@@ -51,8 +108,18 @@ func (s *Session) Claim(ctx context.Context, worker Grantee) (*Claim, error) {
 		return nil, fmt.Errorf("claim stream: %w", err)
 	}
 	c.epoch = uint64(epoch)
+	if prevHolder != nil {
+		p.Recorded, p.Holder, p.Epoch = true, *prevHolder, uint64(*prevEpoch)
+		p.AcquiredAt, p.LastHeartbeat = *prevAcquired, *prevBeat
+		if prevCause != nil {
+			p.ReleaseCause = *prevCause
+		}
+	}
 	return c, nil
 }
+
+// Previous is the stream's previous holding, as the claim found it.
+func (c *Claim) Previous() Previous { return c.previous }
 
 // Epoch is the stream's current epoch: the claim's, or its latest grant's.
 func (c *Claim) Epoch() uint64 { return c.epoch }
@@ -138,20 +205,26 @@ func (c *Claim) whyNot(ctx context.Context) error {
 }
 
 // Release unlocks and records the release, with durable as Heartbeat
-// does, in one round trip (the unlock first: it is what the standby waits
-// for). It ends the claim; the session stays open: Close it afterwards.
-func (c *Claim) Release(ctx context.Context, durable uint64) error {
+// does and cause (one of the Release constants), in one round trip (the
+// unlock first: it is what the standby waits for). It ends the claim; the
+// session stays open: Close it afterwards.
+func (c *Claim) Release(ctx context.Context, durable uint64, cause string) error {
 	s := c.s
+	if strings.ContainsFunc(cause, func(r rune) bool { return (r < 'a' || r > 'z') && r != '_' }) {
+		return fmt.Errorf("release: cause %q is not one of the Release constants", cause)
+	}
 	durableSQL := "durable_lsn"
 	if durable != 0 {
 		durableSQL = "'" + FormatLSN(durable) + "'"
 	}
-	// Multi-statement simple query; every value is an integer, an LSN or a
-	// validated stream id ([a-z0-9_]), written as literals.
+	// Multi-statement simple query; every value is an integer, an LSN, a
+	// validated stream id ([a-z0-9_]) or a cause ([a-z_], checked above),
+	// written as literals.
 	sql := fmt.Sprintf(`SELECT pg_advisory_unlock(%d, %d);
-		UPDATE baton.streams SET released_at = now(), worker = NULL, worker_url = NULL, durable_lsn = %s
+		UPDATE baton.streams SET released_at = now(), worker = NULL, worker_url = NULL, durable_lsn = %s,
+			release_cause = nullif('%s', '')
 		WHERE stream_id = '%s' AND epoch = %d AND backend_pid = pg_backend_pid()`,
-		s.ns, s.key, durableSQL, s.opts.StreamID, int64(c.epoch))
+		s.ns, s.key, durableSQL, cause, s.opts.StreamID, int64(c.epoch))
 	results, err := s.conn.PgConn().Exec(ctx, sql).ReadAll()
 	if err != nil {
 		return fmt.Errorf("release: %w", err)

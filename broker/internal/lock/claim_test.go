@@ -67,8 +67,8 @@ func TestClaimOwnsTheEpoch(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Claim: %v", err)
 	}
-	if c1.Epoch() != 1 || c1.Granted() {
-		t.Fatalf("first claim: epoch %d, granted %v; want 1, false", c1.Epoch(), c1.Granted())
+	if c1.Epoch() != 1 || c1.Granted() || c1.Previous().Recorded {
+		t.Fatalf("first claim: epoch %d, granted %v, previous %+v; want 1, false, none", c1.Epoch(), c1.Granted(), c1.Previous())
 	}
 	grants := []struct {
 		worker   lock.Grantee
@@ -112,11 +112,15 @@ func TestClaimOwnsTheEpoch(t *testing.T) {
 	b := session(t, ctx, pg.URL(), "b")
 	acquired := make(chan error, 1)
 	go func() { acquired <- b.Acquire(ctx) }()
-	if err := c1.Release(ctx, 0x1_10000000); err != nil {
+	if err := c1.Release(ctx, 0x1_10000000, "shutdown; DROP TABLE x"); err == nil {
+		t.Fatal("Release with a cause that is not a constant succeeded")
+	}
+	if err := c1.Release(ctx, 0x1_10000000, lock.ReleaseWorkerStopping); err != nil {
 		t.Fatalf("Release: %v", err)
 	}
-	if st := status(); st.ReleasedAt == nil || st.DurableLSN != 0x1_10000000 {
-		t.Fatalf("after Release: %+v, want released with durable lsn 1/10000000", st)
+	released := status()
+	if released.ReleasedAt == nil || released.DurableLSN != 0x1_10000000 || released.ReleaseCause != lock.ReleaseWorkerStopping {
+		t.Fatalf("after Release: %+v, want released (worker_stopping) with durable lsn 1/10000000", released)
 	}
 	if err := <-acquired; err != nil {
 		t.Fatalf("b Acquire: %v", err)
@@ -125,8 +129,14 @@ func TestClaimOwnsTheEpoch(t *testing.T) {
 	if err != nil || c2.Epoch() != 3 {
 		t.Fatalf("b Claim: epoch %v, %v; want 3", c2, err)
 	}
-	if st := status(); st.DurableLSN != 0 {
-		t.Fatalf("a new claim kept its predecessor's durable lsn %X (released with 1/10000000)", st.DurableLSN)
+	if st := status(); st.DurableLSN != 0 || st.ReleaseCause != "" {
+		t.Fatalf("a new claim kept its predecessor's durable lsn %X or release cause %q", st.DurableLSN, st.ReleaseCause)
+	}
+	// The claim saw the row it replaced.
+	if p := c2.Previous(); !p.Recorded || p.Holder != released.Holder || p.Epoch != 2 || p.ReleasedAt == nil ||
+		!p.ReleasedAt.Equal(*released.ReleasedAt) || p.ReleaseCause != lock.ReleaseWorkerStopping ||
+		!p.End().Equal(*released.ReleasedAt) || !p.AcquiredAt.Equal(released.AcquiredAt) {
+		t.Fatalf("b's claim: previous %+v, want a's released holding %+v", p, released)
 	}
 	claimed := status()
 	if e, err := c2.Grant(ctx, lock.Grantee{ID: "w4", URL: "http://10.0.0.4:3000"}, true); err != nil || e != 3 {
@@ -140,10 +150,30 @@ func TestClaimOwnsTheEpoch(t *testing.T) {
 	if err := c1.Heartbeat(ctx, 0x3_0000000); !errors.Is(err, lock.ErrLockLost) {
 		t.Fatalf("old claim's Heartbeat = %v, want ErrLockLost", err)
 	}
-	if err := c1.Release(ctx, 0x3_0000000); !errors.Is(err, lock.ErrLockLost) {
+	if err := c1.Release(ctx, 0x3_0000000, lock.ReleaseShutdown); !errors.Is(err, lock.ErrLockLost) {
 		t.Fatalf("old claim's Release = %v, want ErrLockLost", err)
 	}
 	if st := status(); st.Epoch != 3 || st.Worker != "w4" || st.ReleasedAt != nil || st.DurableLSN != 0 {
 		t.Fatalf("the old claim changed the new holder's row: %+v", st)
+	}
+
+	// b's session ends without a release: the next claim finds no release,
+	// and the holding's end is its last heartbeat.
+	if err := c2.Heartbeat(ctx, 0); err != nil {
+		t.Fatalf("b Heartbeat: %v", err)
+	}
+	beat := status()
+	b.Close(ctx)
+	c := session(t, ctx, pg.URL(), "c")
+	if err := c.Acquire(ctx); err != nil {
+		t.Fatalf("c Acquire: %v", err)
+	}
+	c3, err := c.Claim(ctx, lock.Grantee{})
+	if err != nil {
+		t.Fatalf("c Claim: %v", err)
+	}
+	if p := c3.Previous(); !p.Recorded || p.Epoch != 3 || p.ReleasedAt != nil || p.ReleaseCause != "" ||
+		!p.End().Equal(beat.LastHeartbeat) {
+		t.Fatalf("c's claim after b's session ended: previous %+v, want epoch 3, unreleased, ended at %s", p, beat.LastHeartbeat)
 	}
 }

@@ -42,7 +42,8 @@ func (s *Session) EnsureSchema(ctx context.Context) error {
 			acquired_at    timestamptz NOT NULL,
 			granted_at     timestamptz,
 			last_heartbeat timestamptz NOT NULL,
-			released_at    timestamptz
+			released_at    timestamptz,
+			release_cause  text
 		)`,
 		`COMMENT ON TABLE baton.streams IS 'Baton: one row per replication stream; who holds its advisory lock, with which epoch, and when it last heartbeat'`,
 	}
@@ -65,6 +66,7 @@ func (s *Session) EnsureSchema(ctx context.Context) error {
 var addedColumns = []struct{ name, typ string }{
 	{"worker_url", "text"},
 	{"durable_lsn", "pg_lsn"},
+	{"release_cause", "text"},
 }
 
 // addColumns adds the addedColumns missing from a state table created

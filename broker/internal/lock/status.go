@@ -36,6 +36,9 @@ type Status struct {
 	GrantedAt     *time.Time
 	LastHeartbeat time.Time
 	ReleasedAt    *time.Time
+	// ReleaseCause is the release's cause (a Release constant; "" when not
+	// released or not recorded).
+	ReleaseCause string
 	// Alive: the recorded backend still exists (pg_stat_activity).
 	Alive bool
 	// Held: some session holds the stream's advisory lock right now.
@@ -49,8 +52,8 @@ type Status struct {
 
 // ReadStatus reads the stream's row of baton.streams and checks pg_locks and
 // pg_stat_activity. A missing table or row is not an error (Recorded false),
-// nor is a table created before the columns worker_url or durable_lsn
-// (WorkerURL empty, DurableLSN 0).
+// nor is a table created before the columns worker_url, durable_lsn or
+// release_cause (WorkerURL empty, DurableLSN 0, ReleaseCause empty).
 func ReadStatus(ctx context.Context, q Querier, streamID string) (Status, error) {
 	st := Status{StreamID: streamID}
 	ns, objid := stream.LockNamespace, int64(stream.LockObjID(streamID))
@@ -63,14 +66,14 @@ func ReadStatus(ctx context.Context, q Querier, streamID string) (Status, error)
 	}
 	st.Held = st.HeldByPID != 0
 	var epoch int64
-	var worker, workerURL, durable *string
+	var worker, workerURL, durable, cause *string
 	err = q.QueryRow(ctx, `
 		SELECT holder, epoch, backend_pid, worker, to_jsonb(s) ->> 'worker_url', to_jsonb(s) ->> 'durable_lsn',
-		       acquired_at, granted_at, last_heartbeat, released_at,
+		       acquired_at, granted_at, last_heartbeat, released_at, to_jsonb(s) ->> 'release_cause',
 		       EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = s.backend_pid)
 		FROM baton.streams s WHERE stream_id = $1`, streamID).Scan(
 		&st.Holder, &epoch, &st.BackendPID, &worker, &workerURL, &durable, &st.AcquiredAt, &st.GrantedAt,
-		&st.LastHeartbeat, &st.ReleasedAt, &st.Alive)
+		&st.LastHeartbeat, &st.ReleasedAt, &cause, &st.Alive)
 	var pgErr *pgconn.PgError
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
@@ -87,6 +90,9 @@ func ReadStatus(ctx context.Context, q Querier, streamID string) (Status, error)
 	}
 	if workerURL != nil {
 		st.WorkerURL = *workerURL
+	}
+	if cause != nil {
+		st.ReleaseCause = *cause
 	}
 	if durable != nil {
 		if st.DurableLSN, err = ParseLSN(*durable); err != nil {

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,14 +26,19 @@ const (
 
 // Broker holds the broker's metrics.
 type Broker struct {
-	Registry          *prometheus.Registry
-	LockHeld          prometheus.Gauge
-	Epoch             prometheus.Gauge
-	LeaseState        prometheus.Gauge
-	WorkersAttached   prometheus.Gauge
-	LockWait          prometheus.Histogram
-	Acquisitions      prometheus.Counter
-	Handoffs          prometheus.Counter
+	Registry        *prometheus.Registry
+	LockHeld        prometheus.Gauge
+	Epoch           prometheus.Gauge
+	LeaseState      prometheus.Gauge
+	WorkersAttached prometheus.Gauge
+	LockWait        prometheus.Histogram
+	Acquisitions    prometheus.Counter
+	// Handoffs counts acquisitions that took the stream over from a
+	// holding that overlapped this broker's wait, by the way that holding
+	// ended (HandoffCauses); HandoffDuration observes, at the first grant
+	// after one, the time from that end to the grant.
+	Handoffs          *prometheus.CounterVec
+	HandoffDuration   prometheus.Histogram
 	Grants            prometheus.Counter
 	Revocations       *prometheus.CounterVec
 	StoppingReleases  prometheus.Counter
@@ -43,12 +50,21 @@ type Broker struct {
 	WorkerDurableLSN prometheus.GaugeFunc
 }
 
-// New creates and registers the broker's metrics for stream. durableLSN is
-// read at each scrape: the last durable position (WAL byte position) the
-// granted worker reported, 0 before any report.
-func New(stream string, durableLSN func() uint64) *Broker {
+// HandoffCauses are the values of baton_broker_handoffs_total's cause: the
+// previous holder released the lock for its shutdown, because its worker
+// was stopping, or because no worker attached in time; released with no
+// cause recorded (an older broker); or its session ended without a release
+// (crash, freeze, partition, PostgreSQL restart).
+var HandoffCauses = []string{"shutdown", "worker_stopping", "worker_absent", "released", "session_ended"}
+
+// New creates and registers the broker's metrics for stream, and
+// baton_build_info for version. durableLSN is read at each scrape: the
+// last durable position (WAL byte position) the granted worker reported, 0
+// before any report.
+func New(stream, version string, durableLSN func() uint64) *Broker {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		BuildInfo("broker", version))
 	labels := prometheus.Labels{"stream": stream}
 	f := func(name, help string) prometheus.Opts {
 		return prometheus.Opts{Namespace: "baton", Subsystem: "broker", Name: name, Help: help, ConstLabels: labels}
@@ -64,8 +80,14 @@ func New(stream string, durableLSN func() uint64) *Broker {
 			Help:    "Time from starting to wait for the advisory lock to holding it.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 12),
 		}),
-		Acquisitions:      prometheus.NewCounter(prometheus.CounterOpts(f("acquisitions_total", "Advisory lock acquisitions by this broker."))),
-		Handoffs:          prometheus.NewCounter(prometheus.CounterOpts(f("handoffs_total", "Acquisitions that took the stream over from another holder (the state table named another holder or epoch)."))),
+		Acquisitions: prometheus.NewCounter(prometheus.CounterOpts(f("acquisitions_total", "Advisory lock acquisitions by this broker."))),
+		Handoffs: prometheus.NewCounterVec(prometheus.CounterOpts(f("handoffs_total",
+			"Acquisitions that took the stream over from a holder that held it while this broker waited, by how that holding ended.")), []string{"cause"}),
+		HandoffDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "baton", Subsystem: "broker", Name: "handoff_duration_seconds", ConstLabels: labels,
+			Help:    "Time from the end of the previous holding (its release, or its last heartbeat when it ended without one) to this broker's first grant after taking the stream over.",
+			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80},
+		}),
 		Grants:            prometheus.NewCounter(prometheus.CounterOpts(f("grants_total", "Leases granted to a worker."))),
 		Revocations:       prometheus.NewCounterVec(prometheus.CounterOpts(f("revocations_total", "Leases revoked, by reason.")), []string{"reason"}),
 		StoppingReleases:  prometheus.NewCounter(prometheus.CounterOpts(f("stopping_releases_total", "Locks released at once because the granted worker released saying its process is stopping (kubelet stop order)."))),
@@ -81,9 +103,34 @@ func New(stream string, durableLSN func() uint64) *Broker {
 			func() float64 { return float64(durableLSN()) }),
 	}
 	reg.MustRegister(b.LockHeld, b.Epoch, b.LeaseState, b.WorkersAttached, b.LockWait, b.Acquisitions,
-		b.Handoffs, b.Grants, b.Revocations, b.StoppingReleases, b.HeartbeatFailures, b.HeartbeatLatency, b.SessionErrors,
+		b.Handoffs, b.HandoffDuration, b.Grants, b.Revocations, b.StoppingReleases, b.HeartbeatFailures, b.HeartbeatLatency, b.SessionErrors,
 		b.WorkerDurableLSN)
+	for _, c := range HandoffCauses {
+		b.Handoffs.WithLabelValues(c)
+	}
+	for _, r := range []string{"shutdown", "lock_lost", "replaced"} {
+		b.Revocations.WithLabelValues(r)
+	}
 	return b
+}
+
+// BuildInfo is baton_build_info: 1, labelled with the program, its
+// version (set at build time), the Go version and the VCS revision the
+// binary was built from ("unknown" when not recorded).
+func BuildInfo(program, version string) prometheus.Collector {
+	revision := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "baton", Name: "build_info",
+		Help:        "1, labelled with the program (broker or worker), its version, the Go version and the VCS revision it was built from.",
+		ConstLabels: prometheus.Labels{"program": program, "version": version, "goversion": runtime.Version(), "revision": revision}})
+	g.Set(1)
+	return g
 }
 
 // Serve serves /metrics on ln until ctx is done, then shuts down.
