@@ -81,7 +81,7 @@ func TestSigtermHandsOver(t *testing.T) {
 	if err := b.AwaitHealth("readiness", serving, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	granted, _, err := wa.AwaitEvent("granted", 0, 5*time.Second)
+	granted, _, err := wa.AwaitEvent(t.Context(), "granted", 0, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,14 +108,14 @@ func TestSigtermHandsOver(t *testing.T) {
 	if err := a.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	ended, _, err := wa.AwaitEvent("ended", 0, 5*time.Second)
+	ended, _, err := wa.AwaitEvent(t.Context(), "ended", 0, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r, ok := lease.Revoked(ended.Cause); !ok || r != batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN {
 		t.Fatalf("worker a's lease ended with %v, want revoked (shutdown)", ended.Cause)
 	}
-	gb, _, err := wb.AwaitEvent("granted", 0, 5*time.Second)
+	gb, _, err := wb.AwaitEvent(t.Context(), "granted", 0, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestSigkillTakeover(t *testing.T) {
 	if err := a.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	g, _, err := wb.AwaitEvent("granted", 0, 2*time.Second)
+	g, _, err := wb.AwaitEvent(t.Context(), "granted", 0, 2*time.Second)
 	if err != nil {
 		t.Fatalf("standby not granted within 2 s of SIGKILL: %v", err)
 	}
@@ -179,7 +179,7 @@ func TestSigstopTakeover(t *testing.T) {
 	if err := b.AwaitHealth("readiness", serving, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := wa.AwaitEvent("granted", 0, 5*time.Second); err != nil {
+	if _, _, err := wa.AwaitEvent(t.Context(), "granted", 0, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	stopped := time.Now()
@@ -188,12 +188,12 @@ func TestSigstopTakeover(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = a.Signal(syscall.SIGCONT) })
 	const bound = 3*time.Second + 3*time.Second
-	g, _, err := wb.AwaitEvent("granted", 0, bound)
+	g, _, err := wb.AwaitEvent(t.Context(), "granted", 0, bound)
 	if err != nil {
 		t.Fatalf("standby not granted within %s of SIGSTOP: %v", bound, err)
 	}
 	t.Logf("SIGSTOP → grant: %s", g.At.Sub(stopped))
-	ea, _, err := wa.AwaitEvent("ended", 0, time.Second)
+	ea, _, err := wa.AwaitEvent(t.Context(), "ended", 0, time.Second)
 	if err != nil {
 		t.Fatalf("frozen broker's worker never saw its lease end: %v", err)
 	}
@@ -233,7 +233,7 @@ func TestWorkerAbsenceReleases(t *testing.T) {
 	settings := map[string]string{"BATON_WORKER_ABSENCE_TIMEOUT": "2s", "BATON_LEASE_TTL": "1s",
 		"BATON_HEARTBEAT_INTERVAL": "300ms", "BATON_LOCK_SESSION_TIMEOUT": "3s"}
 	a := startBroker(t, harness.BrokerOptions{DatabaseURL: pg.URL(), Name: "a", Settings: settings})
-	wa, err := harness.StartLeaseWorker(a.Addr, "wa", nil)
+	wa, err := harness.StartLeaseWorker(a.Addr, lease.Options{WorkerID: "wa"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +256,7 @@ func TestWorkerAbsenceReleases(t *testing.T) {
 	}
 	// A worker attaching again makes the broker take the stream again.
 	w2 := startWorker(t, a, "wa2")
-	if _, _, err := w2.AwaitEvent("granted", 0, 10*time.Second); err != nil {
+	if _, _, err := w2.AwaitEvent(t.Context(), "granted", 0, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -355,7 +355,7 @@ func TestLockWaitSurvivesCancel(t *testing.T) {
 	if err := a.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := wb.AwaitEvent("granted", 0, 5*time.Second); err != nil {
+	if _, _, err := wb.AwaitEvent(t.Context(), "granted", 0, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/batonhq/baton/tests/harness"
 	"github.com/batonhq/baton/tests/pgtest"
+	"github.com/batonhq/baton/worker/lease"
 )
 
 // bins holds the binaries built once for the whole package.
@@ -118,7 +119,7 @@ func awaitActivePod(t *testing.T, timeout time.Duration, pods ...*harness.Pod) *
 // startWorker attaches an in-process lease worker to b.
 func startWorker(t *testing.T, b *harness.Broker, id string) *harness.LeaseWorker {
 	t.Helper()
-	w, err := harness.StartLeaseWorker(b.Addr, id, nil)
+	w, err := harness.StartLeaseWorker(b.Addr, lease.Options{WorkerID: id}, nil)
 	if err != nil {
 		t.Fatalf("start worker: %v", err)
 	}

@@ -42,12 +42,12 @@ func TestPartitionTakeover(t *testing.T) {
 		t.Fatal(err)
 	}
 	const bound = 3*time.Second + 3*time.Second
-	g, _, err := wb.AwaitEvent("granted", 0, bound)
+	g, _, err := wb.AwaitEvent(t.Context(), "granted", 0, bound)
 	if err != nil {
 		t.Fatalf("standby not granted within %s of the partition: %v", bound, err)
 	}
 	t.Logf("partition → grant: %s", g.At.Sub(cut))
-	ea, _, err := wa.AwaitEvent("ended", 0, time.Second)
+	ea, _, err := wa.AwaitEvent(t.Context(), "ended", 0, time.Second)
 	if err != nil {
 		t.Fatalf("partitioned broker's worker never saw its lease end: %v", err)
 	}

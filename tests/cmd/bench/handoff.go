@@ -42,11 +42,14 @@ type lab struct {
 	dead  []*node        // closed, kept for their logs
 }
 
-// node is a broker with its attached worker.
+// node is a broker with its attached worker, which holds the lease from
+// its broker and releases it at once when the broker revokes it — like a
+// real worker that stops at once.
 type node struct {
-	name string
-	b    *harness.Broker
-	w    *worker
+	name     string
+	b        *harness.Broker
+	w        *harness.LeaseWorker
+	attached chan struct{} // closed when the broker first told the worker standby
 }
 
 func newLab(ctx context.Context, bin, dbURL string, verbose bool) (*lab, error) {
@@ -85,7 +88,13 @@ func (l *lab) start(ctx context.Context) (*node, error) {
 		l.retire(n)
 		return nil, err
 	}
-	w, err := startWorker(b.Addr, "worker-of-"+name)
+	var once sync.Once
+	n.attached = make(chan struct{})
+	w, err := harness.StartLeaseWorker(b.Addr, lease.Options{
+		WorkerID:  "worker-of-" + name,
+		StreamID:  streamID,
+		OnStandby: func(*batonv1.Standby) { once.Do(func() { close(n.attached) }) },
+	}, nil)
 	if err != nil {
 		l.retire(n)
 		return nil, err
@@ -105,7 +114,7 @@ func (l *lab) retire(n *node) {
 		return
 	}
 	if n.w != nil {
-		n.w.close()
+		n.w.Close()
 	}
 	n.b.Close()
 }
@@ -151,11 +160,9 @@ func (l *lab) startLeader(ctx context.Context) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	g, err := recv(ctx, n.w.granted, startTimeout, n.w.id+" to be granted")
-	if err != nil {
+	if _, _, err := n.w.AwaitEvent(ctx, "granted", 0, startTimeout); err != nil {
 		return nil, err
 	}
-	n.w.granted <- g
 	return n, nil
 }
 
@@ -168,14 +175,18 @@ func (l *lab) startStandby(ctx context.Context) (*node, error) {
 		return nil, err
 	}
 	err = await(ctx, startTimeout, n.name+" to wait for the stream's lock with its worker attached", func() (bool, error) {
-		select {
-		case <-n.b.Done():
+		if n.b.Exited() {
 			return false, fmt.Errorf("%s exited", n.name)
-		case <-n.w.granted:
-			return false, fmt.Errorf("%s's worker was granted while another broker holds the stream", n.name)
-		default:
 		}
-		if !n.w.attached() || !strings.Contains(n.b.Output(), "waiting for the stream's lock") {
+		if len(n.w.Events()) > 0 {
+			return false, fmt.Errorf("%s's worker was granted while another broker holds the stream", n.name)
+		}
+		select {
+		case <-n.attached:
+		default:
+			return false, nil
+		}
+		if !strings.Contains(n.b.Output(), "waiting for the stream's lock") {
 			return false, nil
 		}
 		if s, err := n.b.Health(ctx, "readiness"); err != nil || s != healthpb.HealthCheckResponse_SERVING {
@@ -214,40 +225,42 @@ type handoff struct {
 // next standby. It returns the new standby.
 func (l *lab) graceful(ctx context.Context, leader, standby *node) (handoff, *node, error) {
 	var h handoff
-	g0, err := recv(ctx, leader.w.granted, time.Second, leader.w.id+"'s grant")
+	g0, _, err := leader.w.AwaitEvent(ctx, "granted", 0, time.Second)
 	if err != nil {
 		return h, nil, err
 	}
-	leader.w.granted <- g0 // keep it for the next look
 
 	sigterm := time.Now()
 	if err := leader.b.Signal(syscall.SIGTERM); err != nil {
 		return h, nil, fmt.Errorf("SIGTERM %s: %w", leader.name, err)
 	}
-	e, err := recv(ctx, leader.w.ended, handoffTimeout, leader.w.id+"'s lease to end after SIGTERM")
+	e, _, err := leader.w.AwaitEvent(ctx, "ended", 0, handoffTimeout)
+	if err != nil {
+		return h, nil, fmt.Errorf("%s's lease to end after SIGTERM: %w", leader.w.ID, err)
+	}
+	if r, ok := lease.Revoked(e.Cause); !ok || r != batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN {
+		return h, nil, fmt.Errorf("%s's lease ended with %v, want revoked (shutdown)", leader.w.ID, e.Cause)
+	}
+	rel, err := leader.w.AwaitRelease(ctx, e.Epoch, closeTimeout)
 	if err != nil {
 		return h, nil, err
 	}
-	if r, ok := lease.Revoked(e.cause); !ok || r != batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN {
-		return h, nil, fmt.Errorf("%s's lease ended with %v, want revoked (shutdown)", leader.w.id, e.cause)
+	if rel.Err != nil {
+		return h, nil, fmt.Errorf("%s: release: %w", leader.w.ID, rel.Err)
 	}
-	if e.releaseErr != nil {
-		return h, nil, fmt.Errorf("%s: release: %w", leader.w.id, e.releaseErr)
-	}
-	g, err := recv(ctx, standby.w.granted, handoffTimeout, standby.w.id+" to be granted after SIGTERM of "+leader.name)
+	g, _, err := standby.w.AwaitEvent(ctx, "granted", 0, handoffTimeout)
 	if err != nil {
-		return h, nil, err
+		return h, nil, fmt.Errorf("%s to be granted after SIGTERM of %s: %w", standby.w.ID, leader.name, err)
 	}
-	standby.w.granted <- g
-	if g.epoch != g0.epoch+1 {
-		return h, nil, fmt.Errorf("%s granted epoch %d, want %d", standby.w.id, g.epoch, g0.epoch+1)
+	if g.Epoch != g0.Epoch+1 {
+		return h, nil, fmt.Errorf("%s granted epoch %d, want %d", standby.w.ID, g.Epoch, g0.Epoch+1)
 	}
-	if g.at.Before(e.released) {
-		return h, nil, fmt.Errorf("%s granted before %s released", standby.w.id, leader.w.id)
+	if g.At.Before(rel.At) {
+		return h, nil, fmt.Errorf("%s granted before %s released", standby.w.ID, leader.w.ID)
 	}
-	h.releaseToGrant = g.at.Sub(e.released)
-	h.sigtermToGrant = g.at.Sub(sigterm)
-	h.sigtermToRevoke = e.ended.Sub(sigterm)
+	h.releaseToGrant = g.At.Sub(rel.At)
+	h.sigtermToGrant = g.At.Sub(sigterm)
+	h.sigtermToRevoke = e.At.Sub(sigterm)
 
 	if err := awaitExit(ctx, leader); err != nil {
 		return h, nil, err
@@ -266,7 +279,7 @@ func (l *lab) graceful(ctx context.Context, leader, standby *node) (handoff, *no
 // crash SIGKILLs the leader's broker, measures until the standby's worker is
 // granted, and starts the next standby.
 func (l *lab) crash(ctx context.Context, leader, standby *node) (time.Duration, *node, error) {
-	g0, err := recv(ctx, leader.w.granted, time.Second, leader.w.id+"'s grant")
+	g0, _, err := leader.w.AwaitEvent(ctx, "granted", 0, time.Second)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -274,15 +287,14 @@ func (l *lab) crash(ctx context.Context, leader, standby *node) (time.Duration, 
 	if err := leader.b.Signal(syscall.SIGKILL); err != nil {
 		return 0, nil, fmt.Errorf("SIGKILL %s: %w", leader.name, err)
 	}
-	g, err := recv(ctx, standby.w.granted, handoffTimeout, standby.w.id+" to be granted after SIGKILL of "+leader.name)
+	g, _, err := standby.w.AwaitEvent(ctx, "granted", 0, handoffTimeout)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, fmt.Errorf("%s to be granted after SIGKILL of %s: %w", standby.w.ID, leader.name, err)
 	}
-	standby.w.granted <- g
-	if g.epoch != g0.epoch+1 {
-		return 0, nil, fmt.Errorf("%s granted epoch %d, want %d", standby.w.id, g.epoch, g0.epoch+1)
+	if g.Epoch != g0.Epoch+1 {
+		return 0, nil, fmt.Errorf("%s granted epoch %d, want %d", standby.w.ID, g.Epoch, g0.Epoch+1)
 	}
-	d := g.at.Sub(killed)
+	d := g.At.Sub(killed)
 	l.retire(leader)
 	next, err := l.startStandby(ctx)
 	if err != nil {
@@ -307,116 +319,6 @@ func awaitExit(ctx context.Context, n *node) error {
 		return fmt.Errorf("%s exited with %d (%v) after SIGTERM, want 0", n.name, code, err)
 	}
 	return nil
-}
-
-// grant is what a worker was granted, and when the Granted arrived.
-type grant struct {
-	epoch uint64
-	at    time.Time
-}
-
-// end is how a worker's lease ended.
-type end struct {
-	cause      error
-	ended      time.Time // the lease ended (the revoke arrived)
-	released   time.Time // right before Release was called (zero if not)
-	releaseErr error
-}
-
-// worker holds one lease from its broker, timestamps it, and releases it
-// when the broker revokes it — like a real worker that stops at once.
-type worker struct {
-	id      string
-	c       *lease.Client
-	cancel  context.CancelFunc
-	done    chan struct{}
-	granted chan grant // one value; readers put it back
-	ended   chan end
-	standby chan struct{} // closed when the broker first said standby
-	once    sync.Once
-}
-
-func startWorker(addr, id string) (*worker, error) {
-	w := &worker{id: id, done: make(chan struct{}), granted: make(chan grant, 1), ended: make(chan end, 1), standby: make(chan struct{})}
-	c, err := lease.New(addr, lease.Options{
-		WorkerID:  id,
-		StreamID:  streamID,
-		OnStandby: func(*batonv1.Standby) { w.once.Do(func() { close(w.standby) }) },
-	})
-	if err != nil {
-		return nil, err
-	}
-	w.c = c
-	ctx, cancel := context.WithCancel(context.Background())
-	w.cancel = cancel
-	go w.run(ctx)
-	return w, nil
-}
-
-func (w *worker) run(ctx context.Context) {
-	defer close(w.done)
-	l, err := w.c.Acquire(ctx)
-	if err != nil {
-		return
-	}
-	w.granted <- grant{epoch: l.Epoch, at: l.GrantedAt}
-	select {
-	case <-l.Done():
-	case <-ctx.Done():
-		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = l.Release(rctx, 0)
-		cancel()
-		return
-	}
-	e := end{cause: l.Err(), ended: l.EndedAt()}
-	if _, ok := lease.Revoked(e.cause); ok {
-		// Nothing to flush: release at once.
-		rctx, cancel := context.WithTimeout(ctx, closeTimeout)
-		e.released = time.Now()
-		e.releaseErr = l.Release(rctx, 0)
-		cancel()
-	}
-	w.ended <- e
-}
-
-func (w *worker) attached() bool {
-	select {
-	case <-w.standby:
-		return true
-	default:
-		return false
-	}
-}
-
-// close stops the worker and closes its client, bounded.
-func (w *worker) close() {
-	w.cancel()
-	done := make(chan struct{})
-	go func() {
-		<-w.done
-		_ = w.c.Close()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(closeTimeout):
-		fmt.Fprintf(os.Stderr, "bench: %s did not close within %s\n", w.id, closeTimeout)
-	}
-}
-
-// recv waits up to timeout for a value on ch.
-func recv[T any](ctx context.Context, ch chan T, timeout time.Duration, what string) (T, error) {
-	var zero T
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case v := <-ch:
-		return v, nil
-	case <-t.C:
-		return zero, fmt.Errorf("timed out after %s waiting for %s", timeout, what)
-	case <-ctx.Done():
-		return zero, fmt.Errorf("waiting for %s: %w", what, ctx.Err())
-	}
 }
 
 // await polls cond every pollInterval until it holds, fails, the timeout
