@@ -14,8 +14,10 @@ package httpapi
 //     reset, or answered by a worker that is not active either) waits
 //     again and is forwarded to the next active worker named, or to the
 //     same one after a short backoff: GETs are safe to repeat, and nothing
-//     was sent to the client yet. Nothing is retried once a response has
-//     begun;
+//     was sent to the client yet. So is a GET still waiting for its
+//     response headers when another worker is named active (the one it
+//     went to froze, or was partitioned away, and lost the stream).
+//     Nothing is retried once a response has begun;
 //   - MaxHold passes: 503 with Retry-After, saying what was missing.
 //
 // A request another worker forwarded here is never forwarded again (no
@@ -24,6 +26,7 @@ package httpapi
 // which tells the forwarding worker to try elsewhere.
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -106,6 +109,13 @@ func (s *Server) elsewhere(w http.ResponseWriter, r *http.Request, local func(ht
 			err := s.forward(w, r, rt.active, retryable && time.Now().Before(deadline))
 			if err == nil {
 				return // answered
+			}
+			if errors.Is(err, errSuperseded) {
+				// Another worker is active now: a fresh hold for it (the
+				// time spent waiting on the old one was no hold).
+				if d := time.Now().Add(s.MaxHold); d.After(deadline) {
+					deadline = d
+				}
 			}
 			why = fmt.Sprintf("This worker is a standby and could not reach the active worker at %s (%v)", rt.active, err)
 			if !backingOff {

@@ -311,3 +311,38 @@ func TestForwardedNotHeld(t *testing.T) {
 		t.Fatalf("refused after %s with %s %q; want at once, with it", time.Since(start), httpapi.NotActive, resp.Header.Get(httpapi.NotActive))
 	}
 }
+
+// A GET forwarded to a worker that never answers (frozen, partitioned
+// away) is not left waiting for it once another worker is named active:
+// it is forwarded there, and the first forward is abandoned.
+func TestForwardSuperseded(t *testing.T) {
+	arrived, abandoned := make(chan struct{}, 1), make(chan struct{})
+	frozen := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-r.Context().Done()
+		close(abandoned)
+	}))
+	t.Cleanup(frozen.Close)
+	s, _ := holding(t, 10*time.Second, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		_, _ = io.WriteString(w, "[]")
+	})
+	s.api.SetActive(frozen.URL)
+	res := get(s.url+"/v1/shape?table=items&offset=-1&handle=h-1&live=true", nil)
+	select {
+	case <-arrived:
+	case r := <-res:
+		t.Fatalf("answered %d %q (err %v) before the frozen worker got the request", r.code, r.body, r.err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the frozen worker got no request within 10s")
+	}
+	s.api.SetActive(s.active.URL)
+	if r := wait(t, res); r.err != nil || r.code != 200 || r.body != "[]" {
+		t.Fatalf("got %d %q %v; want the newly named active worker's 200", r.code, r.body, r.err)
+	}
+	select {
+	case <-abandoned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the forward to the frozen worker was not abandoned")
+	}
+}

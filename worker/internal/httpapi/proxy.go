@@ -15,6 +15,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -43,6 +44,10 @@ var errNoHeaders = errors.New("no response headers in time")
 
 // errNotActive is a forward answered 503 with NotActive.
 var errNotActive = errors.New("it does not serve the stream either")
+
+// errSuperseded abandons a forward that got no response headers yet when
+// another worker is named active.
+var errSuperseded = errors.New("another worker was named active before it answered")
 
 // SetActive records the base URL of the stream's active worker as the
 // broker reports it ("" when none is known); shape requests are forwarded
@@ -94,9 +99,27 @@ func (s *Server) Hold(l Lease) {
 // target could not answer and retry is false. With retry, a forward that
 // failed before any byte of a response (target unreachable, connection
 // closed before the response headers, or answered 503 NotActive) writes
-// nothing and returns why, so the caller may try again.
+// nothing and returns why, so the caller may try again; so does a forward
+// still waiting for the target's response headers when another worker is
+// named active (the target froze or was partitioned away and lost the
+// stream: it may never answer).
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, target *url.URL, retry bool) error {
 	var failed error
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	// answered is set once the target's response headers are in: from then
+	// on the forward is not abandoned.
+	var mu sync.Mutex
+	answered := false
+	if retry {
+		defer s.onSuperseded(target, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if !answered {
+				cancel(errSuperseded)
+			}
+		})()
+	}
 	p := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
@@ -109,6 +132,12 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, target *url.URL
 		FlushInterval: -1,
 		ErrorLog:      slog.NewLogLogger(s.Log.Handler(), slog.LevelWarn),
 		ModifyResponse: func(resp *http.Response) error {
+			mu.Lock()
+			answered = true
+			mu.Unlock()
+			if err := context.Cause(ctx); errors.Is(err, errSuperseded) {
+				return err // abandoned just before the headers came
+			}
 			if retry && resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(NotActive) != "" {
 				return errNotActive
 			}
@@ -121,6 +150,9 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, target *url.URL
 				failed = r.Context().Err()
 				return // the client left
 			}
+			if errors.Is(context.Cause(ctx), errSuperseded) {
+				err = errSuperseded
+			}
 			if retry && !errors.Is(err, errNoHeaders) {
 				s.Log.Debug("forward failed before a response; held for another try", "active", target.String(), "err", err)
 				failed = err
@@ -132,11 +164,34 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, target *url.URL
 			unavailable(w, fmt.Sprintf("This worker is a standby and could not reach the active worker at %s (%v); retry shortly.", target, err))
 		},
 	}
-	p.ServeHTTP(w, r)
+	p.ServeHTTP(w, r.WithContext(ctx))
 	if failed != nil && r.Context().Err() != nil {
 		return nil // nobody to answer
 	}
 	return failed
+}
+
+// onSuperseded calls fn, once, when target is no longer where shape
+// requests go: another worker is named active, or this worker holds a lease
+// (and serves, or will serve, them itself). No active worker known is not
+// enough: the broker may just be reconnecting. stop ends the watch.
+func (s *Server) onSuperseded(target *url.URL, fn func()) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		for {
+			rt := s.route()
+			if rt.reg != nil || rt.starting || (rt.active != nil && !sameURL(rt.active, target)) {
+				fn()
+				return
+			}
+			select {
+			case <-rt.changed:
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 func urlString(u *url.URL) string {
