@@ -135,6 +135,13 @@ func (h *holding) tryGrant(ctx context.Context) (time.Duration, error) {
 		h.handoff = nil
 	}
 	h.log.Info("lease granted", args...)
+	// After the grant is on its way: the brokers waiting (and the one that
+	// just let go) read the new holder now, not at their next poll.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.renewWindow())
+	if err := h.claim.Announce(actx); err != nil {
+		h.log.Debug("grant not announced; other brokers learn it at their next poll", keyEpoch, next, "err", err)
+	}
+	cancel()
 	return 0, nil
 }
 

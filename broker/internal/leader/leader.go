@@ -225,13 +225,13 @@ func handoffOf(waiting lock.Status, prev lock.Previous, acquiredAt, claimStart t
 }
 
 // watchHolder keeps the holder shown to standby workers current while
-// this broker does not hold the lock: it reads the state table on a
-// connection of its own, first after the period first, then at periods
-// doubling up to the heartbeat interval, and the Hub tells the workers
-// (with reason) again when the holder, its epoch, its worker or the
-// worker's URL changed (a new grant on another pod). A failed read is
-// retried at the next tick on a new connection. stop ends it and waits for
-// it.
+// this broker does not hold the lock: on a connection of its own it reads
+// the state table at once, then whenever a broker announces a grant of the
+// stream (lock.HolderChannel) and at least every period — first, doubling
+// up to the heartbeat interval — and the Hub tells the workers (with
+// reason) again when the holder, its epoch, its worker or the worker's URL
+// changed (a new grant on another pod). A failed connection is dialled
+// again after the period. stop ends it and waits for it.
 func (l *Loop) watchHolder(ctx context.Context, reason batonv1.StandbyReason, first time.Duration) (stop func()) {
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -244,16 +244,20 @@ func (l *Loop) watchHolder(ctx context.Context, reason batonv1.StandbyReason, fi
 			}
 		}()
 		period := min(first, l.cfg.HeartbeatInterval)
-		tick := time.NewTimer(period)
-		defer tick.Stop()
-		for {
-			select {
-			case <-wctx.Done():
+		for wait := false; ; wait = true {
+			if wait && w != nil {
+				if _, err := w.AwaitChange(wctx, period); err != nil {
+					l.log.Debug("holder watch failed", "err", err)
+					w.Close(wctx)
+					w = nil
+				}
+			} else if wait && sleep(wctx, period) != nil {
 				return
-			case <-tick.C:
+			}
+			if wctx.Err() != nil {
+				return
 			}
 			period = min(2*period, l.cfg.HeartbeatInterval)
-			tick.Reset(period)
 			if w == nil {
 				var err error
 				if w, err = lock.DialWatcher(wctx, l.cfg.Lock); err != nil {

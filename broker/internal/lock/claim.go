@@ -121,6 +121,17 @@ func (s *Session) Claim(ctx context.Context, worker Grantee) (*Claim, error) {
 // Previous is the stream's previous holding, as the claim found it.
 func (c *Claim) Previous() Previous { return c.previous }
 
+// Announce tells the other brokers' Watchers that this claim granted the
+// stream (NOTIFY on HolderChannel), so that their workers learn the new
+// holder's worker URL at once. It writes nothing; a failure only means they
+// learn it at their next poll.
+func (c *Claim) Announce(ctx context.Context) error {
+	if _, err := c.s.conn.Exec(ctx, "SELECT pg_notify($1, $2)", HolderChannel, c.s.opts.StreamID); err != nil {
+		return fmt.Errorf("announce grant: %w", err)
+	}
+	return nil
+}
+
 // Epoch is the stream's current epoch: the claim's, or its latest grant's.
 func (c *Claim) Epoch() uint64 { return c.epoch }
 

@@ -177,3 +177,49 @@ func TestClaimOwnsTheEpoch(t *testing.T) {
 		t.Fatalf("c's claim after b's session ended: previous %+v, want epoch 3, unreleased, ended at %s", p, beat.LastHeartbeat)
 	}
 }
+
+// TestWatcherHearsAnnounce: a Watcher wakes when the stream's grant is
+// announced, not for another stream's, and after its wait when nothing is;
+// it stays usable after a wait that timed out.
+func TestWatcherHearsAnnounce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	pg := pgtest.Start(t, pgtest.Options{})
+	a := session(t, ctx, pg.URL(), "a")
+	if err := a.Acquire(ctx); err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+	c, err := a.Claim(ctx, lock.Grantee{ID: "w1", URL: "http://10.0.0.1:3000"})
+	if err != nil {
+		t.Fatalf("Claim: %v", err)
+	}
+	opts := lock.Options{DatabaseURL: pg.URL(), StreamID: streamID, Holder: "baton-broker:" + streamID + ":b", SessionTimeout: 10 * time.Second}
+	w, err := lock.DialWatcher(ctx, opts)
+	if err != nil {
+		t.Fatalf("DialWatcher: %v", err)
+	}
+	defer w.Close(context.Background())
+	other, err := lock.DialWatcher(ctx, lock.Options{DatabaseURL: pg.URL(), StreamID: "other", Holder: "baton-broker:other:b", SessionTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("DialWatcher: %v", err)
+	}
+	defer other.Close(context.Background())
+
+	start := time.Now()
+	if heard, err := w.AwaitChange(ctx, 200*time.Millisecond); heard || err != nil || time.Since(start) < 200*time.Millisecond {
+		t.Fatalf("nothing announced: AwaitChange = %v, %v after %s; want false, nil after 200ms", heard, err, time.Since(start))
+	}
+	if err := c.Announce(ctx); err != nil {
+		t.Fatalf("Announce: %v", err)
+	}
+	if heard, err := w.AwaitChange(ctx, 10*time.Second); !heard || err != nil {
+		t.Fatalf("after Announce: AwaitChange = %v, %v; want true", heard, err)
+	}
+	if heard, err := other.AwaitChange(ctx, 200*time.Millisecond); heard || err != nil {
+		t.Fatalf("another stream's watcher: AwaitChange = %v, %v; want false, nil", heard, err)
+	}
+	st, err := w.Status(ctx)
+	if err != nil || st.WorkerURL != "http://10.0.0.1:3000" {
+		t.Fatalf("Status after the wait: %+v, %v; want worker url http://10.0.0.1:3000", st, err)
+	}
+}

@@ -107,9 +107,16 @@ func (s *Session) Status(ctx context.Context) (Status, error) {
 	return ReadStatus(ctx, s.conn, s.opts.StreamID)
 }
 
+// HolderChannel is the PostgreSQL notification channel on which a broker
+// announces that it granted a stream (payload: the stream id; see
+// Claim.Announce), so that the other brokers' Watchers read the new holder
+// at once instead of at their next poll.
+const HolderChannel = "baton_holder"
+
 // Watcher reads the stream's status on a connection of its own, for a broker
-// whose lock session is busy waiting for the lock. It holds no lock. A
-// Watcher is not safe for concurrent use.
+// whose lock session is busy waiting for the lock (or that holds no lock
+// session). It holds no lock; it listens on HolderChannel. A Watcher is not
+// safe for concurrent use.
 type Watcher struct {
 	conn     *pgx.Conn
 	streamID string
@@ -131,7 +138,30 @@ func DialWatcher(ctx context.Context, opts Options) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect status watcher: %w", err)
 	}
+	if _, err := conn.Exec(ctx, "LISTEN "+HolderChannel); err != nil {
+		_ = conn.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("status watcher: listen: %w", err)
+	}
 	return &Watcher{conn: conn, streamID: opts.StreamID}, nil
+}
+
+// AwaitChange blocks until a grant of the watched stream is announced on
+// HolderChannel, d passes, or ctx is done, and reports whether an
+// announcement came. An error means the connection is not usable any more.
+func (w *Watcher) AwaitChange(ctx context.Context, d time.Duration) (bool, error) {
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for {
+		n, err := w.conn.WaitForNotification(wctx)
+		switch {
+		case err != nil && wctx.Err() != nil && !w.conn.IsClosed():
+			return false, nil // d passed, or ctx is done
+		case err != nil:
+			return false, fmt.Errorf("status watcher: %w", err)
+		case n.Channel == HolderChannel && n.Payload == w.streamID:
+			return true, nil
+		}
+	}
 }
 
 // Status reads the stream's status (see ReadStatus).
