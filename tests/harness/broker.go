@@ -34,6 +34,8 @@ type BrokerOptions struct {
 // Broker is a running broker process.
 type Broker struct {
 	*Process
+	// Addr and MetricsAddr are where a client on this machine reaches the
+	// gRPC and the metrics listener.
 	Addr        string
 	MetricsAddr string
 	conn        *grpc.ClientConn
@@ -76,6 +78,7 @@ func StartBroker(o BrokerOptions) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
+	addr, maddr = LocalAddr(addr), LocalAddr(maddr)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		p.Kill()

@@ -33,9 +33,11 @@ type PodOptions struct {
 	// Advertise sets the worker's BATON_ADVERTISE_URL to its own URL, as a
 	// pod advertises http://$(POD_IP):3000.
 	Advertise bool
-	// HTTPAddr, when set, is the worker's host:port instead of a free
-	// port (e.g. to give a client the same URL across pods).
-	HTTPAddr string
+	// BrokerAddr, MetricsAddr and HTTPAddr, when set, are the broker's
+	// gRPC and metrics and the worker's HTTP listen addresses instead of
+	// free ports on 127.0.0.1 (e.g. to give a client the same URL across
+	// pods).
+	BrokerAddr, MetricsAddr, HTTPAddr string
 	// Tee, when set, receives every log line of the pod's processes,
 	// prefixed with the process's name.
 	Tee *os.File
@@ -66,7 +68,7 @@ type Pod struct {
 // It does not wait for the worker. On an error nothing is left running;
 // otherwise Close the pod.
 func StartPod(ctx context.Context, o PodOptions) (*Pod, error) {
-	p := &Pod{opts: o, httpAddr: o.HTTPAddr, starts: map[string]int{}}
+	p := &Pod{opts: o, brokerAddr: o.BrokerAddr, metricsAddr: o.MetricsAddr, httpAddr: o.HTTPAddr, starts: map[string]int{}}
 	for _, a := range []*string{&p.brokerAddr, &p.metricsAddr, &p.httpAddr} {
 		if *a != "" {
 			continue
@@ -148,7 +150,7 @@ func (p *Pod) StartWorker() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	w, err := StartWorker(WorkerOptions{
-		Bin: p.opts.WorkerBin, DatabaseURL: p.opts.DatabaseURL, BrokerAddr: p.brokerAddr, StorageDir: p.opts.StorageDir,
+		Bin: p.opts.WorkerBin, DatabaseURL: p.opts.DatabaseURL, BrokerAddr: LocalAddr(p.brokerAddr), StorageDir: p.opts.StorageDir,
 		StreamID: p.opts.StreamID, Settings: p.opts.WorkerSettings, HTTPAddr: p.httpAddr, Advertise: p.opts.Advertise,
 		Name: p.name("worker"), Tee: p.opts.Tee,
 	})
@@ -198,7 +200,7 @@ func (p *Pod) Worker() *Worker {
 }
 
 // URL is the worker's base URL, http://host:port; it stays across restarts.
-func (p *Pod) URL() string { return "http://" + p.httpAddr }
+func (p *Pod) URL() string { return "http://" + LocalAddr(p.httpAddr) }
 
 // Processes are every process the pod started, in order.
 func (p *Pod) Processes() []*Process {

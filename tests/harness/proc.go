@@ -51,6 +51,20 @@ func FreePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
+// LocalAddr is where a client on this machine reaches the listen address
+// addr: an unspecified host (":3000", "0.0.0.0:3000", "[::]:3000") is
+// 127.0.0.1.
+func LocalAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
 // Process is a running child process with captured output.
 type Process struct {
 	Name string

@@ -33,6 +33,7 @@ type WorkerOptions struct {
 // Worker is a running worker process.
 type Worker struct {
 	*Process
+	// HTTPAddr is where a client on this machine reaches the HTTP API.
 	HTTPAddr string
 }
 
@@ -56,7 +57,7 @@ func StartWorker(o WorkerOptions) (*Worker, error) {
 		env = append(env, "REPLICATION_STREAM_ID="+o.StreamID)
 	}
 	if o.Advertise {
-		env = append(env, "BATON_ADVERTISE_URL=http://"+addr)
+		env = append(env, "BATON_ADVERTISE_URL=http://"+LocalAddr(addr))
 	}
 	for k, v := range o.Settings {
 		env = append(env, k+"="+v)
@@ -69,7 +70,7 @@ func StartWorker(o WorkerOptions) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Worker{Process: p, HTTPAddr: addr}, nil
+	return &Worker{Process: p, HTTPAddr: LocalAddr(addr)}, nil
 }
 
 // Health returns the worker's /v1/health status and HTTP code.

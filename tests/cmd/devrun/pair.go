@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -25,8 +26,7 @@ type pair struct {
 	metricsAddr string
 	httpAddr    string
 	storage     string
-	broker      *harness.Process
-	worker      *harness.Process
+	pod         *harness.Pod // nil until started
 }
 
 // plan derives every pair's addresses from the first pair's: pair n adds
@@ -62,20 +62,20 @@ func shift(setting, addr string, by int) (string, error) {
 	return net.JoinHostPort(host, strconv.Itoa(n+by)), nil
 }
 
-// local is where a client on this machine reaches a listen address.
-func local(addr string) string {
-	host, port, _ := net.SplitHostPort(addr)
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
+// broker is the pair's broker process, nil until started.
+func (p *pair) broker() *harness.Process {
+	if p.pod == nil {
+		return nil
 	}
-	return net.JoinHostPort(host, port)
+	return p.pod.Broker().Process
 }
 
-func (p *pair) name(proc string) string {
-	if p.single {
-		return proc
+// worker is the pair's worker process, nil until started.
+func (p *pair) worker() *harness.Process {
+	if p.pod == nil {
+		return nil
 	}
-	return fmt.Sprintf("%s%d", proc, p.n)
+	return p.pod.Worker().Process
 }
 
 func (p *pair) title() string {
@@ -86,28 +86,25 @@ func (p *pair) title() string {
 }
 
 // start starts the broker, then the worker, as the kubelet starts a native
-// sidecar before the main container.
+// sidecar before the main container; again on the same addresses and
+// storage once both have stopped.
 func (p *pair) start(bin, url string) error {
-	b, err := harness.StartProcess(p.name("broker"), []string{filepath.Join(bin, "broker")}, []string{
-		"DATABASE_URL=" + url,
-		"BATON_BROKER_LISTEN=" + p.brokerAddr,
-		"BATON_METRICS_LISTEN=" + p.metricsAddr,
-	}, os.Stderr)
+	if p.pod != nil {
+		_, err := p.pod.Restart(context.Background())
+		return err
+	}
+	name := ""
+	if !p.single {
+		name = strconv.Itoa(p.n)
+	}
+	pod, err := harness.StartPod(context.Background(), harness.PodOptions{
+		Name: name, BrokerBin: filepath.Join(bin, "broker"), WorkerBin: filepath.Join(bin, "worker"), DatabaseURL: url,
+		StorageDir: p.storage, BrokerAddr: p.brokerAddr, MetricsAddr: p.metricsAddr, HTTPAddr: p.httpAddr, Tee: os.Stderr,
+	})
 	if err != nil {
 		return err
 	}
-	p.broker = b
-	w, err := harness.StartProcess(p.name("worker"), []string{filepath.Join(bin, "worker")}, []string{
-		"DATABASE_URL=" + url,
-		"BATON_BROKER_ADDR=" + local(p.brokerAddr),
-		"BATON_HTTP_LISTEN=" + p.httpAddr,
-		"BATON_STORAGE_DIR=" + p.storage,
-	}, os.Stderr)
-	if err != nil {
-		stopProcess(b)
-		return err
-	}
-	p.worker = w
+	p.pod = pod
 	return nil
 }
 
@@ -120,8 +117,8 @@ func (p *pair) describe() string {
 	pad := strings.Repeat(" ", len(lead))
 	return fmt.Sprintf("%sbroker (pid %d): gRPC lease + grpc.health.v1 on %s, Prometheus /metrics on %s\n"+
 		"%sworker (pid %d): shape API, /v1/health, /metrics on %s, storage %s\n",
-		lead, p.broker.PID(), p.brokerAddr, p.metricsAddr,
-		pad, p.worker.PID(), p.httpAddr, p.storage)
+		lead, p.broker().PID(), p.brokerAddr, p.metricsAddr,
+		pad, p.worker().PID(), p.httpAddr, p.storage)
 }
 
 // stop stops the pair in the kubelet's order: SIGTERM to the worker, wait,
@@ -129,7 +126,7 @@ func (p *pair) describe() string {
 // stopTimeout is killed. It returns what went wrong, if anything.
 func (p *pair) stop() []string {
 	var problems []string
-	for _, proc := range []*harness.Process{p.worker, p.broker} {
+	for _, proc := range []*harness.Process{p.worker(), p.broker()} {
 		if proc == nil {
 			continue
 		}

@@ -47,7 +47,7 @@ func (s *supervisor) run(ctx context.Context) error {
 	defer close(quit)
 	exits := make(chan exited)
 	watch := func(p *pair) {
-		for _, proc := range []*harness.Process{p.broker, p.worker} {
+		for _, proc := range []*harness.Process{p.broker(), p.worker()} {
 			go func() {
 				<-proc.Done()
 				select {
@@ -85,7 +85,7 @@ func (s *supervisor) run(ctx context.Context) error {
 		case n := <-actives:
 			s.announce(n)
 		case e := <-exits:
-			if e.proc != e.p.broker && e.proc != e.p.worker {
+			if e.proc != e.p.broker() && e.proc != e.p.worker() {
 				continue // a process of an earlier start of the pair
 			}
 			if err := s.handleExit(e, watch); err != nil {
@@ -98,9 +98,9 @@ func (s *supervisor) run(ctx context.Context) error {
 // handleExit deals with the exit of one of a pair's processes.
 func (s *supervisor) handleExit(e exited, watch func(*pair)) error {
 	status := e.proc.ExitStatus()
-	other := e.p.broker
-	if e.proc == e.p.broker {
-		other = e.p.worker
+	other := e.p.broker()
+	if e.proc == other {
+		other = e.p.worker()
 	}
 	if len(s.pairs) == 1 || status != "exit code 0" {
 		problems := s.stopAll()
@@ -129,7 +129,7 @@ func (s *supervisor) handleExit(e exited, watch func(*pair)) error {
 func (s *supervisor) names(proc *harness.Process) []string {
 	var out []string
 	for _, p := range s.pairs {
-		for _, q := range []*harness.Process{p.worker, p.broker} {
+		for _, q := range []*harness.Process{p.worker(), p.broker()} {
 			if q != nil && q != proc {
 				out = append(out, q.Name)
 			}
@@ -151,7 +151,7 @@ func (s *supervisor) announce(n int) {
 	}
 	p := s.pairs[n-1]
 	if len(s.pairs) == 1 {
-		fmt.Fprintf(s.out, "devrun: worker active: curl 'http://%s/v1/shape?table=<a table>&offset=-1'\n", local(p.httpAddr))
+		fmt.Fprintf(s.out, "devrun: worker active: curl 'http://%s/v1/shape?table=<a table>&offset=-1'\n", harness.LocalAddr(p.httpAddr))
 		return
 	}
 	took := ""
@@ -159,8 +159,8 @@ func (s *supervisor) announce(n int) {
 		took = fmt.Sprintf(" (none was for %s, to within %s)", time.Since(s.inactiveSince).Round(time.Millisecond), pollEvery)
 		s.inactiveSince = time.Time{}
 	}
-	fmt.Fprintf(s.out, "devrun: pair %d is active%s: curl 'http://%s/v1/shape?table=<a table>&offset=-1'\n", n, took, local(p.httpAddr))
-	fmt.Fprintf(s.out, "devrun: try a handoff: kill -TERM %d   (pair %d's worker; its broker follows, as the kubelet does)\n", p.worker.PID(), n)
+	fmt.Fprintf(s.out, "devrun: pair %d is active%s: curl 'http://%s/v1/shape?table=<a table>&offset=-1'\n", n, took, harness.LocalAddr(p.httpAddr))
+	fmt.Fprintf(s.out, "devrun: try a handoff: kill -TERM %d   (pair %d's worker; its broker follows, as the kubelet does)\n", p.worker().PID(), n)
 }
 
 // stopAll stops every pair in the kubelet's order, standbys first so that
@@ -189,7 +189,7 @@ func (s *supervisor) poll(quit <-chan struct{}, actives chan<- int) {
 	client := &http.Client{Timeout: time.Second}
 	addrs := make([]string, len(s.pairs))
 	for i, p := range s.pairs {
-		addrs[i] = "http://" + local(p.httpAddr) + "/v1/health"
+		addrs[i] = "http://" + harness.LocalAddr(p.httpAddr) + "/v1/health"
 	}
 	last := 0
 	t := time.NewTicker(pollEvery)
