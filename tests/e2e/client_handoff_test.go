@@ -864,16 +864,22 @@ func allStopped(pid int) (bool, error) {
 }
 
 // insideStorageWrite reports whether pid is inside a write to the worker
-// storage at dir (the stream log's or a shape log's): whether it holds a
-// flock on one of the logs' LIVE files, per /proc/locks.
+// storage at dir (the stream log's, the shape set's or a shape log's):
+// whether it holds a flock on one of their LIVE files, per /proc/locks.
 func insideStorageWrite(pid int, dir string) (bool, error) {
 	files, err := filepath.Glob(filepath.Join(dir, "default", "o.*", "LIVE"))
 	if err != nil {
 		return false, err
 	}
-	shapes, err := filepath.Glob(filepath.Join(dir, "default", "shapes", "*", "o.*", "LIVE"))
-	if err != nil {
-		return false, err
+	// The shape set's LIVE files, and the shape logs' (in the set's owner
+	// folders, or directly in shapes/ for the layout before the set).
+	var shapes []string
+	for _, pattern := range [][]string{{"o.*", "LIVE"}, {"o.*", "*", "o.*", "LIVE"}, {"*", "o.*", "LIVE"}} {
+		m, err := filepath.Glob(filepath.Join(append([]string{dir, "default", "shapes"}, pattern...)...))
+		if err != nil {
+			return false, err
+		}
+		shapes = append(shapes, m...)
 	}
 	inodes := map[uint64]bool{}
 	for _, f := range append(files, shapes...) {

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -206,12 +204,8 @@ func TestShapeIdleExpiry(t *testing.T) {
 	var m struct {
 		LastUsedAt time.Time `json:"last_used_at"`
 	}
-	b, err := os.ReadFile(filepath.Join(storage, "default", "shapes", handles["kept"], "meta.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &m); err != nil || time.Since(m.LastUsedAt) > time.Minute {
-		t.Fatalf("meta.json of the polled shape: last_used_at %s (%v); want a recent use", m.LastUsedAt, err)
+	if err := json.Unmarshal(shapeMeta(t, storage, handles["kept"]), &m); err != nil || time.Since(m.LastUsedAt) > time.Minute {
+		t.Fatalf("metadata of the polled shape: last_used_at %s (%v); want a recent use", m.LastUsedAt, err)
 	}
 	p = newPod(t, pg, harness.PodOptions{Name: "b", StorageDir: storage, WorkerSettings: settings})
 	if err := p.Worker().AwaitStatus("active", 20*time.Second); err != nil {

@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -264,17 +266,78 @@ func TestShapeClientFollowsTypes(t *testing.T) {
 	}
 }
 
+// shapeDirs returns the names (handles) of the shape folders in the
+// default stream's storage: those inside the shape set's owner folders
+// (shapes/o.<epoch>.<open>.<nonce>/<handle>), and any directly in shapes/
+// (the layout before the set), sorted.
 func shapeDirs(t *testing.T, storage string) []string {
 	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(storage, "default", "shapes"))
+	root := filepath.Join(storage, "default", "shapes")
+	ents, err := os.ReadDir(root)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
 	for _, e := range ents {
-		out = append(out, e.Name())
+		if !strings.HasPrefix(e.Name(), "o.") {
+			out = append(out, e.Name())
+			continue
+		}
+		inner, err := os.ReadDir(filepath.Join(root, e.Name()))
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		for _, f := range inner {
+			if f.IsDir() {
+				out = append(out, f.Name())
+			}
+		}
 	}
+	sort.Strings(out)
 	return out
+}
+
+// shapeMeta returns the stored metadata (JSON) of the shape handle in the
+// default stream's storage: the "meta" line of the STATE of its log's
+// newest owner (see worker/internal/storage/doc.go).
+func shapeMeta(t *testing.T, storage, handle string) []byte {
+	t.Helper()
+	root := filepath.Join(storage, "default", "shapes")
+	dirs, err := filepath.Glob(filepath.Join(root, "o.*", handle))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs = append(dirs, filepath.Join(root, handle))
+	var best []byte
+	var bestEpoch, bestOpen uint64
+	for _, d := range dirs {
+		states, _ := filepath.Glob(filepath.Join(d, "o.*", "STATE"))
+		for _, st := range states {
+			var epoch, open uint64
+			if _, err := fmt.Sscanf(filepath.Base(filepath.Dir(st)), "o.%d.%d.", &epoch, &open); err != nil {
+				continue
+			}
+			if best != nil && (epoch < bestEpoch || epoch == bestEpoch && open < bestOpen) {
+				continue
+			}
+			b, err := os.ReadFile(st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				if enc, ok := strings.CutPrefix(line, "meta "); ok {
+					if best, err = base64.StdEncoding.DecodeString(enc); err != nil {
+						t.Fatalf("%s: %v", st, err)
+					}
+					bestEpoch, bestOpen = epoch, open
+				}
+			}
+		}
+	}
+	if best == nil {
+		t.Fatalf("no stored metadata for shape %s", handle)
+	}
+	return best
 }
 
 // Bad requests each get 400 naming the field, and stored shapes stay as

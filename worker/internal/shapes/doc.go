@@ -5,10 +5,76 @@
 //
 // # Layout
 //
-// BATON_STORAGE_DIR/<stream>/shapes/<handle>/ holds one shape: meta.json
-// (definition, handle, column metadata, the snapshot's xmin/xmax/xip and
-// applied_seq, replaced atomically) and a storage.Log of records. A folder
-// without meta.json is a creation that did not finish; Open removes it.
+// BATON_STORAGE_DIR/<stream>/shapes/ is a storage.Set: owner folders
+// o.<epoch>.<open>.<nonce>/, one per Open of a registry, each with LIVE and
+// a STATE naming the shapes, and each shape's folder inside the owner
+// folder of the registry that created it. shapes/o.<...>/<handle>/ holds a
+// storage.Log of records, and the shape's metadata (Meta as JSON:
+// definition, handle, column metadata, the snapshot's xmin/xmax/xip,
+// applied_seq, seen_lsn, last use) is that log's (storage.Log.SetMeta, kept
+// in its STATE). A folder that no STATE names is a creation that did not
+// finish, or a shape removed; Open removes it.
+//
+// Storage of the layout before (shapes/<handle>/ holding meta.json beside
+// the log, written without fencing) is migrated by the first Open: the set
+// takes the folders that have a meta.json as its shapes, in place (those
+// without are creations that did not finish, removed as before), and each
+// shape's meta.json moves into its log, read once, after Open fenced that
+// log's writers; it is never read again. A worker of that version refuses
+// the storage from then on (storage's format marker: it sees a newer
+// epoch), rather than remove shape folders it does not recognise. That
+// version fenced neither meta.json nor the removal of a shape, so the
+// migration assumes none of its workers is frozen inside a removal: a shape
+// whose folder such a worker removes anyway is dropped at the next Open
+// (its clients refetch).
+//
+// # Fencing (DESIGN I5): a stale worker cannot change the shapes
+//
+// On a shared volume a worker can be frozen (SIGSTOP, a paused VM) and
+// thawed after a newer lease opened the storage; its lease has expired, but
+// a write it had started goes on. Every write under shapes/ goes through
+// storage, and so follows its rules (storage's package doc, R1 to R5):
+//
+//   - metadata (persist): the shape log synced, then SetMeta, which writes
+//     the STATE of this writer's own folder of the shape log and returns nil
+//     only if the check of ownership after it passed;
+//   - creation (store): a folder in the registry's own owner folder
+//     (Set.NewFolder), a new log there holding the snapshot, durably, then
+//     its metadata, and only then Set.Add, which publishes the shape by a
+//     STATE naming it, checked after;
+//   - removal (DELETE, idle expiry, invalidation, DropAll): the shape's log
+//     closed, then Set.Remove: a STATE without it, the check, and only then
+//     the folder removed;
+//   - truncation of the stream log: up to the applied_seq every shape's
+//     metadata had when this registry last persisted it, through the stream
+//     log's fenced TruncateBefore.
+//
+// The worker opens the stream log, then the registry: the set (which fences
+// the earlier registries' sets), then the log of every shape the set names
+// (which fences their earlier writers). Let N be a registry whose Open
+// returned. From storage's G1, G2 and S1, S2:
+//
+//   - F1: N serves exactly the shapes of every creation that returned nil
+//     before N opened the set, less every removal that did, each shape with
+//     the metadata of the last persist that returned nil before N opened its
+//     log (or a later one of N's own), and every record written before.
+//   - F2: after N's Open, every creation, removal and persist of an earlier
+//     registry fails with storage.ErrFenced (its set's check fails, and so
+//     does the check of every shape log N took over), and none of them
+//     changes what N, or any later Open, reads: its STATE files are its
+//     own, no later Open reads them, and it removes no folder (the check
+//     before removing fails). What it creates meanwhile is garbage that a
+//     later Open removes.
+//
+// So the applied_seq that drives the stream log's truncation is never set
+// back or forward under N by a stale worker, and no folder N uses is
+// removed. A write in progress when N opened may be in N's view although
+// it fails, as a record whose Sync was fenced: a persist (it synced its
+// records first, and it names stream records that the stream log N took
+// over holds: storage G1), a creation (complete before Add), or a removal
+// (its handle then answers 409 as after any removal). A persist of a shape
+// between N's Open of the set and of that shape's log passed its check
+// before N read the log, so it is as if it had come before.
 //
 // # Records and offsets
 //

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/batonhq/baton/worker/internal/shapes/where"
 	"github.com/batonhq/baton/worker/internal/storage"
 	"github.com/batonhq/baton/worker/internal/txn"
 )
@@ -83,47 +83,55 @@ type Registry struct {
 	// (Shape.floor).
 	routed atomic.Pointer[routedPos]
 	closed bool
+
+	// set is the fenced set of the shapes' folders (storage.Set).
+	set *storage.Set
+	// stop, when set by a test, is called at the points of a write where a
+	// writer may be stopped (stopPoint).
+	stop func(stopPoint)
 }
 
-// Open opens every stored shape for writing with o.Epoch, and removes
-// creations that did not finish.
+func (r *Registry) at(p stopPoint) {
+	if r.stop != nil {
+		r.stop(p)
+	}
+}
+
+// Open opens the shapes of the storage for writing with o.Epoch: it takes
+// over the set of shapes (storage.OpenSet, fencing every earlier lease's
+// registry, and removing what earlier ones created but did not finish, or
+// removed but did not delete), then opens every shape's log (fencing its
+// earlier writers). The first Open of storage of the layout before the
+// set keeps its shapes (see doc.go). Open never waits for another process.
 func Open(o Options) (*Registry, error) {
 	r := &Registry{o: o, dir: filepath.Join(o.Dir, "shapes"), byDef: map[string]*Shape{},
 		createSem: make(chan struct{}, createConcurrency), conns: make(chan *pgx.Conn, createConcurrency),
 		byHandle: map[string]*Shape{}, added: make(chan struct{})}
-	if err := os.MkdirAll(r.dir, 0o755); err != nil {
-		return nil, fmt.Errorf("shapes: %w", err)
-	}
-	ents, err := os.ReadDir(r.dir)
+	set, err := storage.OpenSet(r.dir, o.Epoch, hasLegacyMeta)
 	if err != nil {
 		return nil, fmt.Errorf("shapes: %w", err)
 	}
-	for _, e := range ents {
-		if !e.IsDir() {
-			continue
-		}
-		dir := filepath.Join(r.dir, e.Name())
-		m, err := readMeta(dir)
-		if errors.Is(err, os.ErrNotExist) {
-			o.Log.Warn("removing a shape whose creation did not finish", "dir", dir)
-			if err := os.RemoveAll(dir); err != nil {
-				r.Close()
-				return nil, fmt.Errorf("shapes: %w", err)
-			}
+	r.set = set
+	var lost []string
+	for _, dir := range set.Members() {
+		s, err := r.openShape(dir)
+		if errors.Is(err, errNoShape) {
+			lost = append(lost, dir)
 			continue
 		}
 		if err != nil {
+			r.Close()
+			return nil, fmt.Errorf("shape %s: %w", filepath.Base(dir), err)
+		}
+		r.byDef[s.meta.Definition.Key()] = s
+		r.byHandle[s.meta.Handle] = s
+	}
+	if len(lost) > 0 {
+		o.Log.Warn("removing shapes whose folder or metadata is gone", "shapes", len(lost), "dirs", lost)
+		if err := set.Remove(lost...); err != nil {
 			r.Close()
 			return nil, fmt.Errorf("shapes: %w", err)
 		}
-		s, err := openShape(dir, m, o.Epoch)
-		if err != nil {
-			r.Close()
-			return nil, fmt.Errorf("shape %s: %w", m.Handle, err)
-		}
-		s.routable, s.routed = r.routable, &r.routed
-		r.byDef[m.Definition.Key()] = s
-		r.byHandle[m.Handle] = s
 	}
 	return r, nil
 }
@@ -144,6 +152,9 @@ func (r *Registry) Close() error {
 		if err := s.log.Close(); err != nil && first == nil {
 			first = err
 		}
+	}
+	if r.set != nil {
+		r.set.Close()
 	}
 	return first
 }
@@ -196,17 +207,6 @@ func (r *Registry) createOne(ctx context.Context, d Definition) (*Shape, error) 
 	if err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		s.log.Close()
-		return nil, storage.ErrClosed
-	}
-	r.byDef[d.Key()] = s
-	r.byHandle[s.meta.Handle] = s
-	r.gen.Add(1)
-	close(r.added)
-	r.added = make(chan struct{})
 	r.o.Log.Info("shape created", "handle", s.meta.Handle, "table", d.String(), "xmin", s.meta.Xmin, "xmax", s.meta.Xmax)
 	return s, nil
 }
@@ -280,55 +280,125 @@ func (r *Registry) create(ctx context.Context, d Definition) (s *Shape, err erro
 		Definition: d, Columns: cols, PK: t.pk, AppliedSeq: applied, SeenLSN: seen, CreatedAt: time.Now().UTC(),
 		TableColumns: t.columns, TableSig: t.sig, FullIdentity: full,
 	}
-	dir := filepath.Join(r.dir, m.Handle)
-	l, err := storage.Open(dir, r.o.Epoch)
-	if err != nil {
-		return nil, err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			l.Close()
-			os.RemoveAll(dir)
-		}
-	}()
-	if err := snapshot(ctx, conn, t, m, l); err != nil {
+	return r.store(d, m, func(l *storage.Log) error {
+		err := snapshot(ctx, conn, t, m, l)
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && d.Where != "" && pgerrcode.IsDataException(pgErr.Code) {
 			// The where clause fails on a row (division by zero, a bad cast).
-			return nil, &InvalidError{Field: "where", Problem: "evaluating the where clause on the table's rows failed: " + pgErr.Message}
+			return &InvalidError{Field: "where", Problem: "evaluating the where clause on the table's rows failed: " + pgErr.Message}
 		}
+		return err
+	}, pred)
+}
+
+// store stores a new shape of d with metadata m and registers it: a folder
+// of the set's (storage.Set.NewFolder), a log filled by fill (the
+// snapshot), m in the log (SetMeta), and only then the folder added to the
+// set, which publishes it. Each step is fenced: a registry that a newer
+// lease took over fails with storage.ErrFenced, and whatever it stored is
+// garbage to the newer registry. pred is the where clause (nil for every
+// row, or to prepare later).
+func (r *Registry) store(d Definition, m *Meta, fill func(*storage.Log) error, pred *where.Predicate) (s *Shape, err error) {
+	dir, err := r.set.NewFolder(m.Handle)
+	if err != nil {
+		return nil, fmt.Errorf("new shape folder: %w", err)
+	}
+	added := false // once Add is tried, the folder may be a member: never discard it
+	l, err := storage.Open(dir, r.o.Epoch)
+	if err != nil {
+		r.set.Discard(dir)
 		return nil, err
 	}
-	if err := writeMeta(dir, m); err != nil {
-		return nil, fmt.Errorf("write shape meta: %w", err)
+	defer func() {
+		if err != nil {
+			l.Close()
+			if !added {
+				r.set.Discard(dir)
+			}
+		}
+	}()
+	if err := fill(l); err != nil {
+		return nil, err
 	}
-	s = &Shape{dir: dir, log: l, meta: *m, schema: m.schemaHeader(), changed: make(chan struct{}), routable: r.routable, routed: &r.routed,
-		upTo: m.SeenLSN, seen: m.SeenLSN, pred: pred}
+	// The snapshot is durable before the metadata names it.
+	if _, err := l.Sync(); err != nil {
+		return nil, fmt.Errorf("store snapshot: %w", err)
+	}
+	r.at(stopCreate)
+	b, err := encodeMeta(m)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.SetMeta(b); err != nil {
+		return nil, fmt.Errorf("write shape metadata: %w", err)
+	}
+	r.at(stopAdd)
+	added = true
+	if err := r.set.Add(dir); err != nil {
+		return nil, fmt.Errorf("add shape: %w", err)
+	}
+	s = &Shape{dir: dir, log: l, meta: *m, durable: *m, schema: m.schemaHeader(), changed: make(chan struct{}), routable: r.routable, routed: &r.routed,
+		upTo: m.SeenLSN, seen: m.SeenLSN, pred: pred, stopAt: r.at}
 	if err := s.loadIndex(); err != nil {
 		return nil, err
 	}
-	ok = true
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		// Stored and a member: the next Open has it.
+		return nil, storage.ErrClosed
+	}
+	r.byDef[d.Key()] = s
+	r.byHandle[s.meta.Handle] = s
+	r.gen.Add(1)
+	close(r.added)
+	r.added = make(chan struct{})
 	return s, nil
 }
 
-// Delete removes the shape: its handle is never served again.
+// Delete removes the shape: its handle is never served again. Its folder
+// is removed only once the set durably no longer names it and this
+// registry still holds the storage (storage.Set.Remove): a registry that a
+// newer lease took over gets storage.ErrFenced and removes nothing.
 func (r *Registry) Delete(s *Shape) error {
+	return r.remove([]*Shape{s})
+}
+
+// remove removes shapes (those still registered), their folders at once.
+func (r *Registry) remove(shapes []*Shape) error {
+	var gone []*Shape
 	r.mu.Lock()
-	if r.byDef[s.meta.Definition.Key()] != s {
-		r.mu.Unlock()
+	for _, s := range shapes {
+		if r.byDef[s.meta.Definition.Key()] != s {
+			continue
+		}
+		delete(r.byDef, s.meta.Definition.Key())
+		delete(r.byHandle, s.meta.Handle)
+		gone = append(gone, s)
+	}
+	if len(gone) > 0 {
+		r.gen.Add(1)
+	}
+	r.mu.Unlock()
+	if len(gone) == 0 {
 		return nil
 	}
-	delete(r.byDef, s.meta.Definition.Key())
-	r.gen.Add(1)
-	delete(r.byHandle, s.meta.Handle)
-	r.mu.Unlock()
-	s.markGone()
-	s.log.Close()
-	if err := os.RemoveAll(s.dir); err != nil {
-		return fmt.Errorf("remove shape %s: %w", s.meta.Handle, err)
+	dirs := make([]string, len(gone))
+	for i, s := range gone {
+		s.markGone()
+		s.log.Close()
+		dirs[i] = s.dir
 	}
-	r.o.Log.Info("shape removed", "handle", s.meta.Handle, "table", s.meta.Definition.String())
+	r.at(stopDelete)
+	if err := r.set.Remove(dirs...); err != nil {
+		if len(gone) == 1 {
+			return fmt.Errorf("remove shape %s: %w", gone[0].meta.Handle, err)
+		}
+		return fmt.Errorf("remove %d shapes: %w", len(gone), err)
+	}
+	for _, s := range gone {
+		r.o.Log.Info("shape removed", "handle", s.meta.Handle, "table", s.meta.Definition.String())
+	}
 	return nil
 }
 
@@ -364,10 +434,8 @@ func (r *Registry) list() ([]*Shape, <-chan struct{}) {
 // returns how many it removed.
 func (r *Registry) DropAll() (int, error) {
 	shapes, _ := r.list()
-	for i, s := range shapes {
-		if err := r.Delete(s); err != nil {
-			return i, err
-		}
+	if err := r.remove(shapes); err != nil {
+		return 0, err
 	}
 	if len(shapes) > 0 {
 		r.o.Log.Warn("replication slot created anew: every shape was dropped, clients refetch", "shapes", len(shapes))

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -41,7 +44,7 @@ type Shape struct {
 	index []entry
 	upTo  uint64 // commit LSN of the last stream transaction routed here
 	seen  uint64 // meta.SeenLSN as last persisted
-	// persistedRecords is len(index) when meta.json was last written.
+	// persistedRecords is len(index) when the metadata was last written.
 	persistedRecords int
 	changed          chan struct{}
 	gone             bool // deleted or invalidated: its handle is never served again
@@ -50,8 +53,24 @@ type Shape struct {
 	compactBase int64
 
 	use       use        // requests using it, for idle expiry (expire.go)
-	persistMu sync.Mutex // one meta.json write at a time
+	persistMu sync.Mutex // one metadata write at a time
+	// durable is the metadata as last persisted: what the next Open reads.
+	durable Meta
+	// stopAt, when the registry's test hook is set, stops a writer between
+	// the steps of a write.
+	stopAt func(stopPoint)
 }
+
+// stopPoint is a point between the steps of a registry write, where a
+// test stops the writer as a process frozen there would be.
+type stopPoint int
+
+const (
+	stopPersist stopPoint = iota // persist: the shape log synced, its metadata not written
+	stopCreate                   // creation: the shape log filled, its metadata not written
+	stopAdd                      // creation: the metadata written, the shape not a member yet
+	stopDelete                   // Delete: the shapes closed, their folders still members
+)
 
 // Handle is the shape's handle.
 func (s *Shape) Handle() string { return s.meta.Handle }
@@ -62,19 +81,64 @@ func (s *Shape) Definition() Definition { return s.meta.Definition }
 // Schema is the electric-schema header value.
 func (s *Shape) Schema() string { return s.schema }
 
-func openShape(dir string, m *Meta, epoch uint64) (*Shape, error) {
-	l, err := storage.Open(dir, epoch)
+// errNoShape: a member folder of the set holds no shape (see openShape).
+var errNoShape = errors.New("no shape in the folder")
+
+// openShape opens the shape in dir, a member of the registry's set, for
+// writing with the registry's epoch. Its metadata is the shape log's
+// (storage.Log.Meta); a shape of the layout before that has none, and its
+// meta.json, read now that the shape log's writers are fenced, is moved
+// there. It returns errNoShape when the folder is gone or holds neither
+// (its creation was cut short under that layout by a writer that did not
+// fence).
+func (r *Registry) openShape(dir string) (*Shape, error) {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, errNoShape
+	}
+	l, err := storage.Open(dir, r.o.Epoch)
 	if err != nil {
 		return nil, err
 	}
-	s := &Shape{dir: dir, log: l, meta: *m, schema: m.schemaHeader(), changed: make(chan struct{}),
-		upTo: m.SeenLSN, seen: m.SeenLSN}
+	m, err := logMeta(l, dir)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	s := &Shape{dir: dir, log: l, meta: *m, durable: *m, schema: m.schemaHeader(), changed: make(chan struct{}),
+		upTo: m.SeenLSN, seen: m.SeenLSN, routable: r.routable, routed: &r.routed, stopAt: r.at}
 	s.use.restore(m.LastUsedAt)
 	if err := s.loadIndex(); err != nil {
 		l.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// logMeta returns the metadata of the shape log l in dir, moving a legacy
+// meta.json into it.
+func logMeta(l *storage.Log, dir string) (*Meta, error) {
+	if b := l.Meta(); b != nil {
+		return decodeMeta(b)
+	}
+	m, err := readLegacyMeta(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, errNoShape
+	}
+	if err != nil {
+		return nil, err
+	}
+	b, err := encodeMeta(m)
+	if err == nil {
+		err = l.SetMeta(b)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("move %s into the shape log: %w", legacyMetaFile, err)
+	}
+	// Only read once: a writer of that layout still running may write it
+	// again, to no effect.
+	os.Remove(filepath.Join(dir, legacyMetaFile))
+	os.Remove(filepath.Join(dir, legacyMetaFile+".tmp"))
+	return m, nil
 }
 
 // loadIndex reads every record once to index its offset.
@@ -235,8 +299,10 @@ func (s *Shape) GlobalLSN() uint64 {
 	return max(s.seen, s.endLocked().TX)
 }
 
-// persist writes meta.json with how far the shape was routed, and from then
-// on advertises that position.
+// persist writes the shape's metadata, with how far it was routed, into
+// its log (storage.Log.SetMeta, fenced: it fails with storage.ErrFenced
+// once a newer lease opened the shape), and from then on advertises that
+// position.
 func (s *Shape) persist() error {
 	s.persistMu.Lock()
 	defer s.persistMu.Unlock()
@@ -251,14 +317,22 @@ func (s *Shape) persist() error {
 	records := len(s.index)
 	s.mu.Unlock()
 	// The records routed up to m.AppliedSeq were written before m was
-	// read: they are durable before meta.json says so.
+	// read: they are durable before the metadata says so.
 	if _, err := s.log.Sync(); err != nil {
 		return err
 	}
-	if err := writeMeta(s.dir, &m); err != nil {
+	if s.stopAt != nil {
+		s.stopAt(stopPersist)
+	}
+	b, err := encodeMeta(&m)
+	if err != nil {
+		return err
+	}
+	if err := s.log.SetMeta(b); err != nil {
 		return err
 	}
 	s.mu.Lock()
+	s.durable = m
 	s.seen = max(s.seen, m.SeenLSN)
 	s.persistedRecords = records
 	s.mu.Unlock()
@@ -266,7 +340,7 @@ func (s *Shape) persist() error {
 }
 
 // unpersisted reports whether records were routed into the shape, or a
-// request used it, since its meta.json was last written.
+// request used it, since its metadata was last written.
 func (s *Shape) unpersisted() bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -150,26 +150,41 @@
 // # Sets
 //
 // A Set (OpenSet) is a set of folders fenced by the same rules, the shapes
-// of a stream: its folder holds owner folders o.<epoch>.<open>.<nonce>/
-// with LIVE and a STATE naming the members,
+// of a stream. Its folder holds owner folders o.<epoch>.<open>.<nonce>/,
+// each with LIVE, a STATE naming the members as of the Open (or of the
+// last time the journal was written into it),
 //
 //	baton-set 1
 //	epoch <epoch>
+//	journal <gen>
 //	member <owner folder>/<name>   (or <name>, for a migrated member)
 //	end
 //
-// and each member's folder inside the owner folder of the Open that added
-// it. Add, Remove and Open follow R1 to R5 with members for records: Add
-// (R2: the folder is the writer's own, made by NewFolder) writes STATE
-// naming it, then checks; Remove writes STATE without the folders, checks,
+// and the journal JOURNAL.<gen> of the changes since, appended to (and
+// fdatasynced) one line per change: "+ <path> <crc>" or "- <path> <crc>",
+// crc the CRC-32C of what precedes it, in hex. A member's folder is inside
+// the owner folder of the Open that added it. The journal plays the part
+// of an owner's own segments, STATE that of STATE: a reader applies the
+// journal STATE names, up to its first line cut short (a crash in the
+// middle of a write, or a write in progress), which may only be its last.
+// Once a journal has more lines than the set has members (and than 4096),
+// the next change first writes the members into a new STATE naming a new,
+// empty journal, and removes the old one after the check: reading a set
+// costs at most twice its size, a change O(1).
+//
+// Add, Remove and Open follow R1 to R5 with members for records: Add (R2:
+// the folder is the writer's own, made by NewFolder) appends the line
+// naming it, then checks; Remove appends the lines of the folders, checks,
 // and only then removes them (R4); Open claims (R1), reads the highest
-// STATE below it, writes its own, checks (R5), and only then removes
-// garbage. So, for N an OpenSet that has returned:
+// STATE below it and then that owner's journal, writes its own STATE,
+// checks (R5), and only then removes garbage. So, for N an OpenSet that has
+// returned:
 //
 //   - S1 (nothing lost): every member added, and every removal, by a call
 //     that returned nil before N was opened is in N's members, and in
 //     those of every later Open (until removed again); a member's folder
-//     is never removed while a STATE that a later Open may read names it.
+//     is never removed while a STATE or journal that a later Open may read
+//     names it.
 //   - S2 (nothing late): after N returned, an earlier Open's Add and
 //     Remove fail with ErrFenced and change no later Open's members; it
 //     removes no folder (its check fails before); what it creates goes
@@ -177,17 +192,18 @@
 //     later Open removes as garbage.
 //   - S3 (no waiting): as G3.
 //
-// Proof: as 1 to 6 above, with "member" for "record": a STATE names
-// members rather than segments, and a later Open's members are those of
-// the STATE it builds on, changed only by its own Add and Remove. Garbage
-// (what Open removes) is what no STATE of this Open names in the folders
-// of older owners, which no later Open writes (R2) or names (it builds on
-// this STATE or a later one, and adds only folders of its own), and the
-// folders directly in the set's folder that are not members: only the
-// layout before sets made those (a binary of it is refused by the marker
-// above, and one still running is stale). The first OpenSet of a folder of
-// that layout (one folder per member, directly in it) takes the folders it
-// is told are members as they are, in place, like format-1 segments.
+// Proof: as 1 to 6 above, with "member" for "record" and the journal for
+// the owner's own files: a later Open's members are those of the STATE and
+// journal it builds on, changed only by its own Add and Remove. Garbage
+// (what Open removes) is what this Open's members do not name in the
+// folders of older owners, which no later Open writes (R2) or names (it
+// builds on this Open's STATE and journal or later ones, and adds only
+// folders of its own), and the folders directly in the set's folder that
+// are not members: only the layout before sets made those (a binary of it
+// is refused by the marker above, and one still running is stale). The
+// first OpenSet of a folder of that layout (one folder per member,
+// directly in it) takes the folders it is told are members as they are,
+// in place, like format-1 segments.
 //
 // # Recovery
 //

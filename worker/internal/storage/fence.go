@@ -106,12 +106,13 @@ func readOwners(root string) (owners []ownerID, marked bool, err error) {
 	return owners, marked, nil
 }
 
-// mark creates markerOwner's folder in root, durably.
+// mark creates markerOwner's folder in root. Its name is made durable by
+// the fsync of root that the Open then does once its STATE is written.
 func mark(root string) error {
 	if err := os.Mkdir(filepath.Join(root, markerOwner.name()), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("create format marker: %w", err)
 	}
-	return syncDir(root)
+	return nil
 }
 
 // newerThan returns an owner in owners that outranks me in epoch, or, when
@@ -204,14 +205,30 @@ func (l *Log) checkOwner() error { return checkLive(l.live, l.me) }
 // that on NFS (close-to-open consistency) the client asks the server
 // instead of trusting a cached name. It never waits for another process.
 func checkLive(live string, me ownerID) error {
-	f, err := os.Open(live)
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%w: a newer Open took over from this writer (%s)", ErrFenced, me)
-	}
+	fd, err := openLive(live, me)
 	if err != nil {
-		return fmt.Errorf("check owner: %w", err)
+		return err
 	}
-	return f.Close()
+	unix.Close(fd)
+	return nil
+}
+
+// openLive opens owner me's LIVE file live (a bare descriptor: two system
+// calls per check, on the path of every write).
+func openLive(live string, me ownerID) (int, error) {
+	for {
+		fd, err := unix.Open(live, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		switch {
+		case err == nil:
+			return fd, nil
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.ENOENT):
+			return -1, fmt.Errorf("%w: a newer Open took over from this writer (%s)", ErrFenced, me)
+		default:
+			return -1, fmt.Errorf("check owner: %w", &fs.PathError{Op: "open", Path: live, Err: err})
+		}
+	}
 }
 
 // writing marks a write in progress, from the check before it to the check
@@ -220,7 +237,7 @@ func checkLive(live string, me ownerID) error {
 // looking at it); it is there so that an operator, or a test, can see in
 // /proc/locks a process stopped in the middle of a write.
 type writing struct {
-	f    *os.File
+	fd   int
 	live string
 	me   ownerID
 }
@@ -231,23 +248,20 @@ func (l *Log) beginWrite() (writing, error) { return beginWriteAt(l.live, l.me) 
 // beginWriteAt checks that owner me still holds its LIVE file live, and
 // marks a write in progress.
 func beginWriteAt(live string, me ownerID) (writing, error) {
-	f, err := os.Open(live)
-	if errors.Is(err, fs.ErrNotExist) {
-		return writing{}, fmt.Errorf("%w: a newer Open took over from this writer (%s)", ErrFenced, me)
-	}
+	fd, err := openLive(live, me)
 	if err != nil {
-		return writing{}, fmt.Errorf("check owner: %w", err)
+		return writing{fd: -1}, err
 	}
-	_ = unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
-	return writing{f: f, live: live, me: me}, nil
+	_ = unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB)
+	return writing{fd: fd, live: live, me: me}, nil
 }
 
 // finish checks ownership again and ends the mark. Nothing written since
 // beginWrite may be published unless it returns nil.
 func (w writing) finish() error {
 	err := checkLive(w.live, w.me)
-	if w.f != nil {
-		w.f.Close()
+	if w.fd >= 0 {
+		unix.Close(w.fd) // releases the flock
 	}
 	return err
 }

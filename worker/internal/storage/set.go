@@ -3,11 +3,12 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
-	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -28,8 +29,15 @@ type Set struct {
 	mu      sync.Mutex
 	members map[string]bool // paths relative to root, with '/'
 	tried   map[string]bool // folders of this Open passed to Add
+	gen     uint64          // the journal this Open's STATE names
+	journal *os.File        // that journal, open for appending
+	entries int             // lines in it
 	closed  bool
 	err     error // sticky: a fencing or I/O error ends the writer
+
+	// journalLimit is how many lines the journal may hold before the next
+	// change first writes them into STATE (0: the default).
+	journalLimit int
 
 	// hook, when set (by tests), is called at the points of a write where
 	// a writer may be stopped for a long time.
@@ -38,6 +46,15 @@ type Set struct {
 
 // setHeader starts a Set's STATE file.
 const setHeader = "baton-set 1"
+
+// journalPrefix names an owner's journal files, JOURNAL.<gen>: the changes
+// made since its STATE was written, one line each (see the package doc).
+const journalPrefix = "JOURNAL."
+
+// defaultJournalLimit is the default Set.journalLimit; a journal also
+// goes into STATE once it has more lines than the set has members, so
+// that reading a set costs at most twice its size.
+const defaultJournalLimit = 4096
 
 // OpenSet opens the set in root, creating root if missing, as the writer
 // for epoch (at least 1), and takes it over as OpenWith takes a log over:
@@ -65,6 +82,9 @@ func OpenSet(root string, epoch uint64, legacy func(dir string) bool) (*Set, err
 	s := &Set{root: root, dir: filepath.Join(root, me.name()), me: me, tried: map[string]bool{}}
 	s.live = filepath.Join(s.dir, liveFileName)
 	if err := s.takeOver(legacy); err != nil {
+		if s.journal != nil {
+			s.journal.Close()
+		}
 		os.RemoveAll(s.dir)
 		return nil, fmt.Errorf("open set %s: %w", root, err)
 	}
@@ -72,9 +92,9 @@ func OpenSet(root string, epoch uint64, legacy func(dir string) bool) (*Set, err
 	return s, nil
 }
 
-// takeOver reads the members the previous owner's STATE names (or the
-// legacy layout's), writes them into this Open's STATE, and checks that
-// this Open still owns the set.
+// takeOver reads the members the previous owner's STATE and journal name
+// (or the legacy layout's), writes them into this Open's STATE with a new,
+// empty journal, and checks that this Open still owns the set.
 func (s *Set) takeOver(legacy func(string) bool) error {
 	members, found, err := latestSetState(s.root, s.me)
 	if err != nil {
@@ -86,7 +106,10 @@ func (s *Set) takeOver(legacy func(string) bool) error {
 		}
 	}
 	s.members = members
-	if err := s.writeState(members); err != nil {
+	if err := s.startJournal(1); err != nil {
+		return err
+	}
+	if err := s.writeState(members, 1); err != nil {
 		return err
 	}
 	if err := syncDir(s.root); err != nil {
@@ -95,8 +118,23 @@ func (s *Set) takeOver(legacy func(string) bool) error {
 	return s.check()
 }
 
-// latestSetState reads the members named by the STATE of the highest
-// owner below me that has one; found is false if none has.
+// startJournal creates this Open's empty journal gen (its name is made
+// durable by the STATE write that names it, which fsyncs the folder).
+func (s *Set) startJournal(gen uint64) error {
+	f, err := os.OpenFile(filepath.Join(s.dir, journalPrefix+strconv.FormatUint(gen, 10)), os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("create journal: %w", err)
+	}
+	if s.journal != nil {
+		s.journal.Close()
+	}
+	s.journal, s.gen, s.entries = f, gen, 0
+	return nil
+}
+
+// latestSetState reads the members of the highest owner below me that has
+// a STATE: those its STATE names, changed by its journal; found is false
+// if no owner has a STATE.
 func latestSetState(root string, me ownerID) (members map[string]bool, found bool, err error) {
 	owners, err := listOwners(root)
 	if err != nil {
@@ -107,13 +145,66 @@ func latestSetState(root string, me ownerID) (members map[string]bool, found boo
 		if !o.less(me) {
 			continue
 		}
-		members, err := readSetState(filepath.Join(root, o.name()))
+		dir := filepath.Join(root, o.name())
+		members, gen, err := readSetState(dir)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // a claim that never completed
 		}
-		return members, true, err
+		if err != nil {
+			return nil, false, err
+		}
+		// The journal is read after STATE (R5), up to its first torn line.
+		return members, true, readJournal(filepath.Join(dir, journalPrefix+strconv.FormatUint(gen, 10)), members)
 	}
 	return map[string]bool{}, false, nil
+}
+
+// journalLine is one change of the members: op '+' (added) or '-'
+// (removed), the member's path, and the CRC-32C of both, in hex.
+func journalLine(op byte, rel string) string {
+	body := string(op) + " " + rel
+	return fmt.Sprintf("%s %08x\n", body, crc32.Checksum([]byte(body), castagnoli))
+}
+
+// readJournal applies the journal at path to members. A last line cut
+// short (a write in progress, or a crash) ends it; a bad line before the
+// last is corruption.
+func readJournal(path string, members map[string]bool) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read journal: %w", err)
+	}
+	lines := strings.SplitAfter(string(b), "\n")
+	for i, line := range lines {
+		if line == "" {
+			continue
+		}
+		op, rel, ok := parseJournalLine(line)
+		if !ok {
+			if i == len(lines)-1 {
+				return nil // the torn tail
+			}
+			return fmt.Errorf("%w: %s: line %d: %q", ErrCorrupt, path, i+1, line)
+		}
+		if op == '+' {
+			members[rel] = true
+		} else {
+			delete(members, rel)
+		}
+	}
+	return nil
+}
+
+func parseJournalLine(line string) (op byte, rel string, ok bool) {
+	body, ok := strings.CutSuffix(line, "\n")
+	if !ok || len(body) < 12 || (body[0] != '+' && body[0] != '-') || body[1] != ' ' || body[len(body)-9] != ' ' {
+		return 0, "", false
+	}
+	rel = body[2 : len(body)-9]
+	if !validMemberPath(rel) || journalLine(body[0], rel) != line {
+		return 0, "", false
+	}
+	return body[0], rel, true
 }
 
 // legacyMembers lists the folders directly in root that legacy accepts.
@@ -137,45 +228,47 @@ func legacyMembers(root string, legacy func(string) bool) (map[string]bool, erro
 	return out, nil
 }
 
-func readSetState(dir string) (map[string]bool, error) {
+// readSetState reads an owner's STATE: the members, and the generation of
+// the journal that continues it.
+func readSetState(dir string) (map[string]bool, uint64, error) {
 	b, err := os.ReadFile(filepath.Join(dir, stateFileName))
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	bad := func(what string) (map[string]bool, error) {
-		return nil, fmt.Errorf("%w: %s: %s", ErrCorrupt, filepath.Join(dir, stateFileName), what)
+	bad := func(what string) (map[string]bool, uint64, error) {
+		return nil, 0, fmt.Errorf("%w: %s: %s", ErrCorrupt, filepath.Join(dir, stateFileName), what)
 	}
 	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
-	if len(lines) < 3 || lines[0] != setHeader || lines[len(lines)-1] != "end" {
+	if len(lines) < 4 || lines[0] != setHeader || lines[len(lines)-1] != "end" {
 		return bad("not a complete set state")
 	}
-	var epoch uint64
-	if _, err := fmt.Sscanf(lines[1], "epoch %d", &epoch); err != nil {
+	var epoch, gen uint64
+	if _, err := fmt.Sscanf(lines[1]+"\n"+lines[2], "epoch %d\njournal %d", &epoch, &gen); err != nil {
 		return bad(err.Error())
 	}
 	members := map[string]bool{}
-	for _, line := range lines[2 : len(lines)-1] {
+	for _, line := range lines[3 : len(lines)-1] {
 		p, ok := strings.CutPrefix(line, "member ")
 		if !ok || !validMemberPath(p) {
 			return bad(fmt.Sprintf("line %q", line))
 		}
 		members[p] = true
 	}
-	if string(encodeSetState(epoch, members)) != string(b) {
+	if string(encodeSetState(epoch, gen, members)) != string(b) {
 		return bad("not in canonical form")
 	}
-	return members, nil
+	return members, gen, nil
 }
 
-func encodeSetState(epoch uint64, members map[string]bool) []byte {
+func encodeSetState(epoch, gen uint64, members map[string]bool) []byte {
 	paths := make([]string, 0, len(members))
 	for p := range members {
 		paths = append(paths, p)
 	}
 	slices.Sort(paths)
 	var b strings.Builder
-	b.Grow(32 + len(paths)*(len("member ")+64))
-	fmt.Fprintf(&b, "%s\nepoch %d\n", setHeader, epoch)
+	b.Grow(48 + len(paths)*(len("member ")+64))
+	fmt.Fprintf(&b, "%s\nepoch %d\njournal %d\n", setHeader, epoch, gen)
 	for _, p := range paths {
 		b.WriteString("member ")
 		b.WriteString(p)
@@ -211,8 +304,8 @@ func validMemberPath(p string) bool {
 	return isOwner && validMemberName(name)
 }
 
-func (s *Set) writeState(members map[string]bool) error {
-	if err := WriteFileAtomic(s.dir, stateFileName, encodeSetState(s.me.epoch, members)); err != nil {
+func (s *Set) writeState(members map[string]bool, gen uint64) error {
+	if err := WriteFileAtomic(s.dir, stateFileName, encodeSetState(s.me.epoch, gen, members)); err != nil {
 		return fmt.Errorf("write %s: %w", stateFileName, err)
 	}
 	return nil
@@ -284,13 +377,18 @@ func (s *Set) Add(dir string) error {
 	if s.members[rel] {
 		return nil
 	}
+	if err := s.compactIfFullLocked(); err != nil {
+		return err
+	}
 	s.tried[rel] = true
-	if err := syncDir(s.dir); err != nil { // the folder's name is durable before STATE names it
+	if err := syncDir(s.dir); err != nil { // the folder's name is durable before the journal names it
 		return s.failLocked(err)
 	}
-	next := maps.Clone(s.members)
-	next[rel] = true
-	return s.commitLocked(next)
+	if err := s.appendLocked(journalLine('+', rel)); err != nil {
+		return err
+	}
+	s.members[rel] = true
+	return nil
 }
 
 // Discard removes dir, a folder NewFolder returned that was never passed
@@ -329,19 +427,27 @@ func (s *Set) Remove(dirs ...string) error {
 	if err := s.errLocked(); err != nil {
 		return err
 	}
-	next := maps.Clone(s.members)
 	var gone []string
+	var lines strings.Builder
+	seen := make(map[string]bool, len(rels))
 	for _, rel := range rels {
-		if next[rel] {
-			delete(next, rel)
+		if s.members[rel] && !seen[rel] {
+			seen[rel] = true
 			gone = append(gone, rel)
+			lines.WriteString(journalLine('-', rel))
 		}
 	}
 	if len(gone) == 0 {
 		return nil
 	}
-	if err := s.commitLocked(next); err != nil {
+	if err := s.compactIfFullLocked(); err != nil {
 		return err
+	}
+	if err := s.appendLocked(lines.String()); err != nil {
+		return err
+	}
+	for _, rel := range gone {
+		delete(s.members, rel)
 	}
 	s.at(hookRemoving)
 	var first error
@@ -355,15 +461,21 @@ func (s *Set) Remove(dirs ...string) error {
 	return first
 }
 
-// commitLocked writes next as this Open's STATE, checks ownership, and
-// only then makes it the members. The caller holds mu.
-func (s *Set) commitLocked(next map[string]bool) error {
+// appendLocked appends lines to the journal, durably, and checks that
+// this Open still owns the set: only then may the caller apply them. The
+// caller holds mu.
+func (s *Set) appendLocked(lines string) error {
 	w, err := beginWriteAt(s.live, s.me)
 	if err != nil {
 		return s.failLocked(err)
 	}
 	s.at(hookChecked)
-	err = s.writeState(next)
+	if _, err = s.journal.WriteString(lines); err == nil {
+		err = s.journal.Sync()
+	}
+	if err != nil {
+		err = fmt.Errorf("write journal: %w", err)
+	}
 	s.at(hookWritten)
 	if cerr := w.finish(); err == nil {
 		err = cerr
@@ -371,7 +483,46 @@ func (s *Set) commitLocked(next map[string]bool) error {
 	if err != nil {
 		return s.failLocked(err)
 	}
-	s.members = next
+	s.entries += strings.Count(lines, "\n")
+	return nil
+}
+
+// compactIfFullLocked writes the members into a new STATE with a new,
+// empty journal once the journal is full. The caller holds mu.
+func (s *Set) compactIfFullLocked() error {
+	limit := s.journalLimit
+	if limit == 0 {
+		limit = defaultJournalLimit
+	}
+	if s.entries < max(limit, len(s.members)) {
+		return nil
+	}
+	return s.compactLocked()
+}
+
+// compactLocked writes the members into STATE with a new, empty journal,
+// checks, and only then removes the old journal (R4). The caller holds mu.
+func (s *Set) compactLocked() error {
+	old := s.journal.Name()
+	if err := s.startJournal(s.gen + 1); err != nil {
+		return s.failLocked(err)
+	}
+	w, err := beginWriteAt(s.live, s.me)
+	if err != nil {
+		return s.failLocked(err)
+	}
+	s.at(hookChecked)
+	err = s.writeState(s.members, s.gen)
+	s.at(hookWritten)
+	if cerr := w.finish(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return s.failLocked(err)
+	}
+	s.at(hookRemoving)
+	// A removal a crash undoes leaves garbage that the next Open removes.
+	os.Remove(old)
 	return nil
 }
 
@@ -394,8 +545,11 @@ func (s *Set) Check() error {
 func (s *Set) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
 	s.closed = true
-	return nil
+	return s.journal.Close()
 }
 
 func (s *Set) errLocked() error {

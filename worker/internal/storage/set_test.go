@@ -258,6 +258,13 @@ var setOps = []setOp{
 		}
 		return func() error { return s.Remove(dirs...) }, after
 	}},
+	{"compaction", []hookPoint{hookChecked, hookWritten, hookRemoving}, func(t *testing.T, s *Set, m setModel, rng *rand.Rand, n *int) (func() error, setModel) {
+		return func() error {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.compactLocked()
+		}, m
+	}},
 }
 
 // TestSetStaleRandom runs generations of writers on one set, each stopped
@@ -282,6 +289,7 @@ func TestSetStaleRandom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cur.journalLimit = 2
 	m := setModel{}
 	n := 0
 	for epoch := uint64(1); epoch <= 40; epoch++ {
@@ -303,6 +311,7 @@ func TestSetStaleRandom(t *testing.T) {
 		op := setOps[rng.IntN(len(setOps))]
 		point := op.points[rng.IntN(len(op.points))]
 		what += fmt.Sprintf(" stopped in %s at %s", op.name, point)
+		cur.journalLimit = 1 << 30 // the stopped write is the op alone
 		run, after := op.prepare(t, cur, m, rng, &n)
 		stopped, resume := make(chan struct{}), make(chan struct{})
 		cur.hook = func(p hookPoint) {
@@ -328,6 +337,7 @@ func TestSetStaleRandom(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: OpenSet: %v", what, err)
 		}
+		next.journalLimit = 1 + rng.IntN(4) // journals often written into STATE
 		if point != hookChecked {
 			m = after // written before the newer Open
 		}
@@ -371,4 +381,86 @@ func TestSetStaleRandom(t *testing.T) {
 	defer last.Close()
 	checkSet(t, "last", last, m)
 	checkNoGarbage(t, "last", last)
+}
+
+// TestSetJournal: the changes since STATE are read back from the journal,
+// up to a last line cut short (a crash in the middle of a write); a bad
+// line before the last one is corruption; a full journal is written into
+// STATE and replaced.
+func TestSetJournal(t *testing.T) {
+	root := t.TempDir()
+	s, err := OpenSet(root, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.journalLimit = 1 << 30
+	m := setModel{}
+	for i := range 6 {
+		name := "m" + strconv.Itoa(i)
+		addMember(t, s, name, name)
+		m[name] = name
+	}
+	if err := s.Remove(memberDir(s, "m1"), memberDir(s, "m4")); err != nil {
+		t.Fatal(err)
+	}
+	delete(m, "m1")
+	delete(m, "m4")
+	journal := s.journal.Name()
+	s.Close()
+	b, err := os.ReadFile(journal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(string(b), "\n"); got != 8 {
+		t.Fatalf("journal has %d lines, want 8:\n%s", got, b)
+	}
+	// A write cut short by a crash: the last line is incomplete.
+	torn := journalLine('+', filepath.Base(filepath.Dir(journal))+"/torn")
+	if err := os.WriteFile(journal, append(b, torn[:len(torn)-3]...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = OpenSet(root, 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	checkSet(t, "after a torn journal", s, m)
+	s.journalLimit = 3
+	for i := range 10 {
+		name := "n" + strconv.Itoa(i)
+		addMember(t, s, name, name)
+		if i%3 == 0 {
+			m[name] = name
+			continue
+		}
+		if err := s.Remove(memberDir(s, name)); err != nil {
+			t.Fatal(err)
+		}
+		if s.entries > max(3, len(s.members))+1 {
+			t.Fatalf("journal of %d lines for %d members: not written into STATE", s.entries, len(s.members))
+		}
+	}
+	if s.gen == 1 {
+		t.Fatal("the journal was never written into STATE")
+	}
+	if js, _ := filepath.Glob(filepath.Join(s.dir, journalPrefix+"*")); len(js) != 1 {
+		t.Fatalf("journals %v, want the current one only", js)
+	}
+	s.Close()
+	if s, err = OpenSet(root, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	checkSet(t, "reopened", s, m)
+	s.Close()
+	// Damage before the last line is corruption, not a tail to drop.
+	older, err := filepath.Glob(filepath.Join(root, "o.3.*", journalPrefix+"1"))
+	if err != nil || len(older) != 1 {
+		t.Fatalf("journal of the third Open: %v %v", older, err)
+	}
+	bad := journalLine('+', filepath.Base(filepath.Dir(older[0]))+"/x")
+	bad = bad[:len(bad)-2] + "0\n" // a wrong CRC
+	if err := os.WriteFile(older[0], []byte(bad+journalLine('+', filepath.Base(filepath.Dir(older[0]))+"/y")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenSet(root, 4, nil); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("OpenSet over a corrupt journal = %v, want ErrCorrupt", err)
+	}
 }
