@@ -13,7 +13,7 @@ import (
 // A shape is in use while a request holds it (Use, until its done func is
 // called: a long-poll or SSE response waiting for changes counts) and was
 // used when such a request began or ended. The last use is kept in memory
-// and written to meta.json with the shape's other fields (at most once per
+// and written to the shape's metadata with its other fields (at most once per
 // usePersistEvery for use alone, and at shutdown with the router's last
 // write), so a restart neither resets idleness for good nor expires a shape
 // whose clients were active: after a start, no shape expires within
@@ -25,7 +25,7 @@ import (
 // a restart or handoff, whatever its recorded last use.
 const restartGrace = time.Minute
 
-// usePersistEvery bounds how often a shape's meta.json is written only
+// usePersistEvery bounds how often a shape's metadata is written only
 // because it was used.
 const usePersistEvery = time.Minute
 
@@ -45,7 +45,7 @@ func (u *use) lastTime() time.Time {
 	return time.Time{}
 }
 
-// restore sets the last use read from meta.json (the zero time: unknown).
+// restore sets the last use read from the metadata (the zero time: unknown).
 func (u *use) restore(t time.Time) {
 	if !t.IsZero() {
 		u.last.Store(t.UnixNano())
@@ -116,7 +116,7 @@ func expiryTick(timeout time.Duration) time.Duration {
 
 // Expire removes shapes idle for o.IdleTimeout (with Delete, then
 // Reconcile of the publication, one change at a time) until ctx ends, and
-// writes the last use of shapes in use to their meta.json at most once per
+// writes the last use of shapes in use to their metadata at most once per
 // usePersistEvery. It returns nil when ctx ends, at once when expiry is
 // disabled. A failed removal or reconciliation is logged and retried at
 // the next check. Start it when shapes begin to be served: its start is the
@@ -188,7 +188,7 @@ func (r *Registry) expireIdle(ctx context.Context, c expiryClock, now time.Time,
 	return removed
 }
 
-// persistUse writes meta.json when the shape's last use is usePersistEvery
+// persistUse writes the metadata when the shape's last use is usePersistEvery
 // past the one it holds.
 func (r *Registry) persistUse(s *Shape, last time.Time) {
 	if last.IsZero() {

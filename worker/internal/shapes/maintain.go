@@ -15,7 +15,7 @@ import (
 //
 //   - the router (router.run): the only writer of the shape logs after
 //     their snapshot, and of how far each shape was routed;
-//   - persistence (persistLoop): writes that position to meta.json;
+//   - persistence (persistLoop): writes that position to the metadata;
 //   - the schema watch (schemaLoop): removes shapes whose table changed;
 //   - truncation (truncateLoop): drops the stream log every shape passed;
 //   - compaction (compactLoop): rewrites shape logs that grew.

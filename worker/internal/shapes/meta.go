@@ -6,8 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/batonhq/baton/worker/internal/storage"
 )
 
 // Column describes one column of a shape's table, for the electric-schema
@@ -57,7 +55,7 @@ func (c Column) modifiers() (maxLength, precision, scale *int) {
 	return nil, nil, nil
 }
 
-// Meta is what meta.json holds for one shape.
+// Meta is a shape's metadata, kept in its log (storage.Log.SetMeta).
 type Meta struct {
 	Handle     string     `json:"handle"`
 	Definition Definition `json:"definition"`
@@ -170,26 +168,39 @@ func widen(xid uint32, ref uint64) uint64 {
 	return best
 }
 
-const metaFile = "meta.json"
+// encodeMeta is the metadata a shape log keeps (storage.Log.SetMeta).
+func encodeMeta(m *Meta) ([]byte, error) { return json.Marshal(m) }
 
-func readMeta(dir string) (*Meta, error) {
-	b, err := os.ReadFile(filepath.Join(dir, metaFile))
-	if err != nil {
-		return nil, err
-	}
+func decodeMeta(b []byte) (*Meta, error) {
 	var m Meta
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, metaFile), err)
+		return nil, fmt.Errorf("shape metadata: %w", err)
 	}
 	return &m, nil
 }
 
-// writeMeta replaces meta.json atomically: temporary file, fsync, rename,
-// fsync of the folder.
-func writeMeta(dir string, m *Meta) error {
-	b, err := json.MarshalIndent(m, "", "  ")
+// legacyMetaFile held a shape's metadata in the layout before it moved
+// into the shape log (where it is fenced): <handle>/meta.json, replaced
+// atomically by every write.
+const legacyMetaFile = "meta.json"
+
+// readLegacyMeta reads the meta.json of a shape of the layout before
+// fenced metadata.
+func readLegacyMeta(dir string) (*Meta, error) {
+	b, err := os.ReadFile(filepath.Join(dir, legacyMetaFile))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return storage.WriteFileAtomic(dir, metaFile, b)
+	m, err := decodeMeta(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, legacyMetaFile), err)
+	}
+	return m, nil
+}
+
+// hasLegacyMeta reports whether dir, a shape folder of the layout before
+// fenced metadata, holds a meta.json: whether its creation finished.
+func hasLegacyMeta(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, legacyMetaFile))
+	return err == nil
 }

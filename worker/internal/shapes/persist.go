@@ -10,15 +10,16 @@ import (
 )
 
 // Persistence: how far each shape was routed (applied_seq, seen_lsn) and
-// when it was last used are written to its meta.json, by the persistence
-// loop and once more when Run returns, never by the router itself.
+// when it was last used are written to its metadata (kept in its log,
+// fenced: storage.Log.SetMeta), by the persistence loop and once more when
+// Run returns, never by the router itself.
 
-// persistEvery bounds how often applied_seq is written to meta.json; a
+// persistEvery bounds how often applied_seq is written to the metadata; a
 // late write only means some transactions are routed again, and skipped.
 const persistEvery = time.Second
 
-// persistLoop writes the meta.json of every shape routed further since its
-// last write, once every persistEvery, until ctx ends. meta.json is
+// persistLoop writes the metadata of every shape routed further since its
+// last write, once every persistEvery, until ctx ends. The metadata is
 // written here, not by the router, so that its fsyncs do not delay
 // routing; a failed write ends Run.
 func (r *Registry) persistLoop(ctx context.Context) error {
@@ -26,7 +27,7 @@ func (r *Registry) persistLoop(ctx context.Context) error {
 	return every(ctx, persistEvery, func() error { return r.persistSome(last) })
 }
 
-// persistFinal writes, as the router stops, the meta.json of the shapes
+// persistFinal writes, as the router stops, the metadata of the shapes
 // that got records since theirs was written, several at once: with
 // thousands of shapes, writing every one in turn would outlast a drain.
 // The others only lose how far transactions that did not touch them were
@@ -46,14 +47,14 @@ func (r *Registry) persistFinal() {
 	_ = g.Wait()
 }
 
-// persisted is what a shape's meta.json was last written with, and when.
+// persisted is what a shape's metadata was last written with, and when.
 type persisted struct {
 	applied, upTo uint64
 	records       int
 	at            time.Time
 }
 
-// Bounds on meta.json writes: a shape that only moved on (transactions
+// Bounds on metadata writes: a shape that only moved on (transactions
 // that did not touch it) is written at most every idlePersistEvery, and
 // at most persistPerTick shapes are written per tick, those waiting
 // longest first. A late write only means transactions routed again
@@ -64,7 +65,7 @@ const (
 	persistConcurrency = 16 // their fsyncs overlap
 )
 
-// persistSome writes the meta.json of the shapes that need it, updating
+// persistSome writes the metadata of the shapes that need it, updating
 // last (and dropping shapes that are gone from it).
 func (r *Registry) persistSome(last map[*Shape]persisted) error {
 	shapes, _ := r.list()

@@ -168,7 +168,7 @@ func (rt *router) from() uint64 {
 // routeRecords applies recs to the shapes: the transactions not visible in
 // a shape's snapshot become one record each in the logs of the shapes they
 // touch. Then each touched log is written, and the records and how far the
-// shapes were routed made visible to readers; meta.json (written by the
+// shapes were routed made visible to readers; the metadata (written by the
 // persistence loop) syncs a log before it names how far it was routed.
 func (rt *router) routeRecords(ctx context.Context, recs []storage.Record) error {
 	var invalid []*Shape
@@ -267,7 +267,7 @@ type pending struct {
 // writeLogs makes the records appended to the logs of work readable. They
 // are not fsynced here: a shape log is made again from the durable stream
 // log after a crash of the machine (routing resumes from the applied_seq
-// of meta.json, which persist writes only after syncing the log), so one
+// of the metadata, which persist writes only after syncing the log), so one
 // disk flush per touched shape per batch is not needed.
 func writeLogs(work map[*Shape]*pending) error {
 	for s, p := range work {

@@ -2,9 +2,6 @@ package shapes
 
 import (
 	"context"
-	"errors"
-	"os"
-	"path/filepath"
 	"time"
 )
 
@@ -25,31 +22,21 @@ func (r *Registry) truncateLoop(ctx context.Context) error {
 }
 
 // truncateStream removes the stream log's segments that every shape has
-// durably routed past, by the applied_seq in their meta.json on disk (what
-// a restart would resume from). It skips a round while a shape is being
-// created (its starting point is not on disk yet).
+// durably routed past, by the applied_seq of their persisted metadata
+// (what a restart would resume from; no other writer can change it: see
+// doc.go). It skips a round while a shape is being created (its starting
+// point is not stored yet).
 func (r *Registry) truncateStream() (int, error) {
 	if !r.createMu.TryLock() {
 		return 0, nil
 	}
 	defer r.createMu.Unlock()
 	upTo, _ := r.o.Stream.Durable()
-	ents, err := os.ReadDir(r.dir)
-	if err != nil {
-		return 0, err
-	}
-	for _, e := range ents {
-		if !e.IsDir() {
-			continue
-		}
-		m, err := readMeta(filepath.Join(r.dir, e.Name()))
-		if errors.Is(err, os.ErrNotExist) {
-			return 0, nil // a creation that did not finish: be safe
-		}
-		if err != nil {
-			return 0, err
-		}
-		upTo = min(upTo, m.AppliedSeq)
+	shapes, _ := r.list()
+	for _, s := range shapes {
+		s.mu.RLock()
+		upTo = min(upTo, s.durable.AppliedSeq)
+		s.mu.RUnlock()
 	}
 	return r.o.Stream.TruncateBefore(upTo + 1)
 }
