@@ -289,8 +289,8 @@ func (a *analyzer) boolColumn(n *pg_query.Node, want string) bool {
 }
 
 func (a *analyzer) aexpr(e *pg_query.A_Expr) bool {
-	op, err := operatorName(e.Name)
-	if err != nil {
+	op, ok := operatorName(e.Name)
+	if !ok {
 		return false
 	}
 	var sides []*pg_query.Node

@@ -25,14 +25,25 @@ type Clause struct {
 // paramPos is the place of one $n token in the canonical text.
 type paramPos struct{ start, end, num int }
 
-const selectPrefix = "SELECT "
+// selectPrefix prints an expression alone (deparse); wherePrefix makes a
+// client's clause the WHERE of a statement, as Electric parses it.
+const (
+	selectPrefix = "SELECT "
+	wherePrefix  = "SELECT 1 WHERE "
+)
 
 // maxClauseLen bounds the text handed to the parser.
 const maxClauseLen = 64 << 10
 
-// Parse parses a where clause and checks it against the allowlist of
-// supported constructs. Parameters must be numbered $1..$n without gaps.
-// Problems are returned as *Error naming the offending construct.
+// Parse parses a where clause as the WHERE of "SELECT 1 WHERE <clause>",
+// as Electric does, and checks it against the allowlist of supported
+// constructs. Parameters must be numbered $1..$n without gaps. Problems
+// are returned as *Error naming the offending construct; their messages
+// read like Electric's: "At location N: <problem>", N counting from 0. For
+// a syntax error N is PostgreSQL's position in the whole statement (so
+// "1 x 1" gives `At location 17: syntax error at or near "x"`, exactly
+// Electric's answer); for a construct that is refused, N is its position
+// in the clause.
 func Parse(expr string) (*Clause, error) {
 	if strings.TrimSpace(expr) == "" {
 		return nil, whereErrorf("where clause is empty")
@@ -43,16 +54,15 @@ func Parse(expr string) (*Clause, error) {
 	if strings.ContainsRune(expr, 0) {
 		return nil, whereErrorf("where clause contains a NUL character")
 	}
-	tree, err := pg_query.Parse(selectPrefix + expr)
+	tree, err := pg_query.Parse(wherePrefix + expr)
 	if err != nil {
 		return nil, syntaxError(err)
 	}
-	sel, err := singleTarget(tree)
+	root, err := whereClause(tree)
 	if err != nil {
 		return nil, err
 	}
-	root := sel.TargetList[0].GetResTarget().Val
-	v := validator{params: map[int]bool{}, columns: map[string]bool{}}
+	v := validator{params: map[int]bool{}, columns: map[string]bool{}, at: -1}
 	if err := v.node(root); err != nil {
 		return nil, err
 	}
@@ -109,48 +119,40 @@ func (c *Clause) sqlShifted(off int) string {
 	return b.String()
 }
 
+// syntaxError is Electric's report of a syntax error: PostgreSQL's
+// message at the error's position in "SELECT 1 WHERE <clause>", counted
+// from 0 (Electric's parser binding turns PostgreSQL's 1-based cursor
+// position into that).
 func syntaxError(err error) error {
 	var pe *parser.Error
 	if errors.As(err, &pe) {
-		msg := pe.Message
-		if pe.Cursorpos > len(selectPrefix) {
-			msg = fmt.Sprintf("%s (at character %d)", msg, pe.Cursorpos-len(selectPrefix))
-		}
-		return whereErrorf("%s", msg)
+		return whereErrorf("At location %d: %s", max(pe.Cursorpos-1, 0), pe.Message)
 	}
 	return whereErrorf("%v", err)
 }
 
-// singleTarget requires the parse of "SELECT <expr>" to be exactly one
-// SELECT with one unnamed target and nothing else: no second statement, no
-// FROM, WHERE, ORDER BY, UNION, DISTINCT...
-func singleTarget(tree *pg_query.ParseResult) (*pg_query.SelectStmt, error) {
+// whereClause is the WHERE of the parse of "SELECT 1 WHERE <clause>",
+// which must be that statement alone: a second statement or a clause
+// after the WHERE (ORDER BY, LIMIT, GROUP BY, UNION, FOR UPDATE...) is
+// refused with Electric's messages.
+func whereClause(tree *pg_query.ParseResult) (*pg_query.Node, error) {
 	if len(tree.Stmts) != 1 {
-		return nil, whereErrorf("where clause must be a single expression, not %d statements", len(tree.Stmts))
+		return nil, whereErrorf(`unescaped ";" causing statement split`)
 	}
 	sel := tree.Stmts[0].Stmt.GetSelectStmt()
-	if sel == nil {
-		return nil, whereErrorf("where clause must be a single expression")
+	if sel == nil || sel.WhereClause == nil {
+		return nil, whereErrorf("malformed query ending with SQL clauses")
 	}
-	if sel.Op != pg_query.SetOperation_SETOP_NONE {
-		return nil, whereErrorf("where clause must be a single expression (found UNION, INTERSECT or EXCEPT)")
-	}
-	if len(sel.TargetList) == 0 {
-		return nil, whereErrorf("where clause is empty")
-	}
-	if len(sel.TargetList) > 1 {
-		return nil, whereErrorf("where clause must be a single expression, not a list")
-	}
-	rt := sel.TargetList[0].GetResTarget()
+	rest := proto.Clone(sel).(*pg_query.SelectStmt)
+	rest.TargetList, rest.WhereClause = nil, nil
 	bare := &pg_query.SelectStmt{
-		TargetList:  sel.TargetList,
 		LimitOption: pg_query.LimitOption_LIMIT_OPTION_DEFAULT,
 		Op:          pg_query.SetOperation_SETOP_NONE,
 	}
-	if rt == nil || rt.Name != "" || len(rt.Indirection) > 0 || rt.Val == nil || !proto.Equal(sel, bare) {
-		return nil, whereErrorf("where clause must be a single expression (found more than an expression: FROM, ORDER BY, UNION, an alias or similar)")
+	if len(sel.TargetList) != 1 || !proto.Equal(rest, bare) {
+		return nil, whereErrorf("malformed query ending with SQL clauses")
 	}
-	return sel, nil
+	return sel.WhereClause, nil
 }
 
 // deparse prints an expression by deparsing "SELECT <expr>".

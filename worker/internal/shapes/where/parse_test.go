@@ -72,14 +72,17 @@ func TestParseRefuses(t *testing.T) {
 		{"qualified column", "t.id = 1", `column reference "t.id" must be a plain column name`},
 		{"schema column", "public.t.id = 1", `column reference "public.t.id" must be a plain column name`},
 		{"star", "t.* IS NULL", "* is not supported"},
-		{"two statements", "true; drop table x", "not 2 statements"},
+		{"two statements", "true; drop table x", `unescaped ";" causing statement split`},
 		{"closing paren", "1) --", "syntax error"},
-		{"from", "true FROM pg_class", "more than an expression"},
-		{"union", "true UNION SELECT false", "found UNION"},
-		{"alias", "true AS x", "more than an expression"},
-		{"order by", "true ORDER BY 1", "more than an expression"},
-		{"list", "true, false", "not a list"},
-		{"distinct", "DISTINCT true", "more than an expression"},
+		{"from", "true FROM pg_class", `syntax error at or near "FROM"`},
+		{"union", "true UNION SELECT false", "malformed query ending with SQL clauses"},
+		{"alias", "true AS x", `syntax error at or near "AS"`},
+		{"order by", "true ORDER BY 1", "malformed query ending with SQL clauses"},
+		{"limit", "true LIMIT 1", "malformed query ending with SQL clauses"},
+		{"group by", "true GROUP BY 1", "malformed query ending with SQL clauses"},
+		{"for update", "true FOR UPDATE", "malformed query ending with SQL clauses"},
+		{"list", "true, false", `syntax error at or near ","`},
+		{"distinct", "DISTINCT true", `syntax error at or near "DISTINCT"`},
 		{"aggregate", "count(*) > 1", "function count() is not supported"},
 		{"window", "lower(a) OVER () = 'x'", "window functions"},
 		{"similar", "a SIMILAR TO 'x'", "SIMILAR TO is not supported"},
@@ -99,6 +102,31 @@ func TestParseRefuses(t *testing.T) {
 			var we *where.Error
 			if !errors.As(err, &we) || we.Field != "where" || !strings.Contains(we.Message, c.msg) {
 				t.Errorf("Parse(%q) = %v; want a where error containing %q", c.in, err, c.msg)
+			}
+		})
+	}
+}
+
+// Messages read like Electric's: a syntax error at PostgreSQL's position
+// in "SELECT 1 WHERE <clause>" (counted from 0), a refused construct at its
+// position in the clause.
+func TestParseErrorLocations(t *testing.T) {
+	for _, c := range []struct{ name, in, msg string }{
+		{"syntax, Electric's example", "1 x 1", `At location 17: syntax error at or near "x"`},
+		{"end of input", "id =", "At location 19: syntax error at end of input"},
+		{"unterminated string", "a = 'x", `At location 19: unterminated quoted string at or near "'x"`},
+		{"function", "frobnicate(a) > 1", "At location 0: function frobnicate() is not supported"},
+		{"nested operator", "a <-> b < 1", "At location 2: operator <-> is not supported"},
+		{"param", "a = $0", "At location 4: parameter $0 is not valid: parameters are numbered from $1"},
+		{"qualified column", "id > 1 AND t.id = 1", `At location 11: column reference "t.id" must be a plain column name without table or schema`},
+		{"now", "ts > now()", "At location 5: now() is not supported: it is not deterministic"},
+		{"cast", "a::regclass IS NULL", "At location 1: cast to type regclass is not supported"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := where.Parse(c.in)
+			var we *where.Error
+			if !errors.As(err, &we) || we.Field != "where" || we.Message != c.msg {
+				t.Errorf("Parse(%q) = %v; want the where error %q", c.in, err, c.msg)
 			}
 		})
 	}

@@ -70,6 +70,35 @@ type validator struct {
 	params  map[int]bool
 	columns map[string]bool
 	depth   int
+	// at is the location of the node being validated in the statement
+	// "SELECT 1 WHERE <clause>"; -1 when unknown.
+	at int32
+}
+
+// errorf is a problem with the node being validated, at its location in
+// the clause (Electric's "At location N: ...", N counting from 0).
+func (v *validator) errorf(format string, args ...any) *Error {
+	msg := fmt.Sprintf(format, args...)
+	if v.at >= 0 {
+		msg = fmt.Sprintf("At location %d: %s", max(int(v.at)-len(wherePrefix), 0), msg)
+	}
+	return &Error{Field: "where", Message: msg}
+}
+
+// location is where a parse node starts in the parsed text (its location
+// field), or -1 when it has none.
+func location(n *pg_query.Node) int32 {
+	m := n.ProtoReflect()
+	f := m.WhichOneof(m.Descriptor().Oneofs().ByName("node"))
+	if f == nil || f.Message() == nil {
+		return -1
+	}
+	inner := m.Get(f).Message()
+	lf := inner.Descriptor().Fields().ByName("location")
+	if lf == nil {
+		return -1
+	}
+	return int32(inner.Get(lf).Int())
 }
 
 const maxDepth = 200
@@ -88,19 +117,23 @@ func (v *validator) node(n *pg_query.Node) error {
 		return nil
 	}
 	v.depth++
-	defer func() { v.depth-- }()
+	at := v.at
+	if l := location(n); l >= 0 {
+		v.at = l
+	}
+	defer func() { v.depth--; v.at = at }()
 	if v.depth > maxDepth {
-		return whereErrorf("where clause is nested too deeply")
+		return v.errorf("where clause is nested too deeply")
 	}
 	switch x := n.Node.(type) {
 	case *pg_query.Node_AConst:
 		if sv := x.AConst.GetSval(); sv != nil && relativeTime(sv.Sval) {
-			return whereErrorf("%q is relative to the current time, so the where clause would not be deterministic; use a fixed value", sv.Sval)
+			return v.errorf("%q is relative to the current time, so the where clause would not be deterministic; use a fixed value", sv.Sval)
 		}
 		return nil
 	case *pg_query.Node_ParamRef:
 		if x.ParamRef.Number < 1 {
-			return whereErrorf("parameter $%d is not valid: parameters are numbered from $1", x.ParamRef.Number)
+			return v.errorf("parameter $%d is not valid: parameters are numbered from $1", x.ParamRef.Number)
 		}
 		v.params[int(x.ParamRef.Number)] = true
 		return nil
@@ -136,7 +169,7 @@ func (v *validator) node(n *pg_query.Node) error {
 		for _, w := range x.CaseExpr.Args {
 			cw := w.GetCaseWhen()
 			if cw == nil {
-				return whereErrorf("unsupported CASE branch")
+				return v.errorf("unsupported CASE branch")
 			}
 			if err := v.node(cw.Expr); err != nil {
 				return err
@@ -150,7 +183,7 @@ func (v *validator) node(n *pg_query.Node) error {
 		for _, ind := range x.AIndirection.Indirection {
 			ai := ind.GetAIndices()
 			if ai == nil {
-				return whereErrorf("field selection and * are not supported (only array subscripts)")
+				return v.errorf("field selection and * are not supported (only array subscripts)")
 			}
 			if err := v.node(ai.Lidx); err != nil {
 				return err
@@ -163,18 +196,18 @@ func (v *validator) node(n *pg_query.Node) error {
 	case *pg_query.Node_FuncCall:
 		return v.funcCall(x.FuncCall)
 	case *pg_query.Node_SubLink:
-		return whereErrorf("subqueries are not supported")
+		return v.errorf("subqueries are not supported")
 	case *pg_query.Node_SqlvalueFunction:
 		name := strings.ToLower(strings.TrimPrefix(x.SqlvalueFunction.Op.String(), "SVFOP_"))
 		if strings.HasSuffix(name, "_n") { // CURRENT_TIME(3) and the like
 			name = strings.TrimSuffix(name, "_n")
 		}
 		if strings.Contains(name, "user") || name == "current_role" || name == "current_catalog" || name == "current_schema" {
-			return whereErrorf("%s is not supported", name)
+			return v.errorf("%s is not supported", name)
 		}
-		return whereErrorf("%s is not supported: it is not deterministic", name)
+		return v.errorf("%s is not supported: it is not deterministic", name)
 	}
-	return whereErrorf("%s is not supported", nodeName(n))
+	return v.errorf("%s is not supported", nodeName(n))
 }
 
 // nodeName names a parse node for an error message.
@@ -188,19 +221,19 @@ func (v *validator) column(c *pg_query.ColumnRef) error {
 	var parts []string
 	for _, f := range c.Fields {
 		if f.GetAStar() != nil {
-			return whereErrorf("* is not supported in a where clause")
+			return v.errorf("* is not supported in a where clause")
 		}
 		parts = append(parts, f.GetString_().GetSval())
 	}
 	if len(parts) != 1 {
-		return whereErrorf("column reference %q must be a plain column name without table or schema", strings.Join(parts, "."))
+		return v.errorf("column reference %q must be a plain column name without table or schema", strings.Join(parts, "."))
 	}
 	v.columns[parts[0]] = true
 	return nil
 }
 
 func (v *validator) aexpr(e *pg_query.A_Expr) error {
-	op, err := operatorName(e.Name)
+	op, err := v.operatorName(e.Name)
 	if err != nil {
 		return err
 	}
@@ -209,18 +242,18 @@ func (v *validator) aexpr(e *pg_query.A_Expr) error {
 		pg_query.A_Expr_Kind_AEXPR_DISTINCT, pg_query.A_Expr_Kind_AEXPR_NOT_DISTINCT, pg_query.A_Expr_Kind_AEXPR_NULLIF,
 		pg_query.A_Expr_Kind_AEXPR_LIKE, pg_query.A_Expr_Kind_AEXPR_ILIKE:
 		if !operators[op] {
-			return whereErrorf("operator %s is not supported", op)
+			return v.errorf("operator %s is not supported", op)
 		}
 	case pg_query.A_Expr_Kind_AEXPR_IN:
 		if op != "=" && op != "<>" {
-			return whereErrorf("operator %s is not supported in IN", op)
+			return v.errorf("operator %s is not supported in IN", op)
 		}
 	case pg_query.A_Expr_Kind_AEXPR_BETWEEN, pg_query.A_Expr_Kind_AEXPR_NOT_BETWEEN,
 		pg_query.A_Expr_Kind_AEXPR_BETWEEN_SYM, pg_query.A_Expr_Kind_AEXPR_NOT_BETWEEN_SYM:
 	case pg_query.A_Expr_Kind_AEXPR_SIMILAR:
-		return whereErrorf("SIMILAR TO is not supported")
+		return v.errorf("SIMILAR TO is not supported")
 	default:
-		return whereErrorf("operator %s (%s) is not supported", op, e.Kind)
+		return v.errorf("operator %s (%s) is not supported", op, e.Kind)
 	}
 	if err := v.node(e.Lexpr); err != nil {
 		return err
@@ -233,18 +266,28 @@ func (v *validator) aexpr(e *pg_query.A_Expr) error {
 
 // operatorName is the operator of an A_Expr, optionally written
 // OPERATOR(pg_catalog.op).
-func operatorName(name []*pg_query.Node) (string, error) {
+func (v *validator) operatorName(name []*pg_query.Node) (string, error) {
+	op, ok := operatorName(name)
+	if !ok {
+		return "", v.errorf("operator %s is not supported", op)
+	}
+	return op, nil
+}
+
+// operatorName is the operator of an A_Expr (its name parts joined by "."
+// when it is not one), ok when it is a plain or pg_catalog operator.
+func operatorName(name []*pg_query.Node) (string, bool) {
 	var parts []string
 	for _, n := range name {
 		parts = append(parts, n.GetString_().GetSval())
 	}
 	switch {
 	case len(parts) == 1:
-		return parts[0], nil
+		return parts[0], true
 	case len(parts) == 2 && parts[0] == "pg_catalog":
-		return parts[1], nil
+		return parts[1], true
 	}
-	return "", whereErrorf("operator %s is not supported", strings.Join(parts, "."))
+	return strings.Join(parts, "."), false
 }
 
 func (v *validator) funcCall(f *pg_query.FuncCall) error {
@@ -256,25 +299,25 @@ func (v *validator) funcCall(f *pg_query.FuncCall) error {
 	if len(parts) == 2 && parts[0] == "pg_catalog" {
 		name = parts[1]
 	} else if len(parts) != 1 {
-		return whereErrorf("function %s() is not supported", name)
+		return v.errorf("function %s() is not supported", name)
 	}
 	if volatile[name] {
-		return whereErrorf("%s() is not supported: it is not deterministic", name)
+		return v.errorf("%s() is not supported: it is not deterministic", name)
 	}
 	if !functions[name] {
-		return whereErrorf("function %s() is not supported", name)
+		return v.errorf("function %s() is not supported", name)
 	}
 	switch {
 	case f.AggStar || f.AggDistinct || len(f.AggOrder) > 0 || f.AggFilter != nil || f.AggWithinGroup:
-		return whereErrorf("aggregate syntax in %s() is not supported", name)
+		return v.errorf("aggregate syntax in %s() is not supported", name)
 	case f.Over != nil:
-		return whereErrorf("window functions (%s() OVER) are not supported", name)
+		return v.errorf("window functions (%s() OVER) are not supported", name)
 	case f.FuncVariadic:
-		return whereErrorf("VARIADIC in %s() is not supported", name)
+		return v.errorf("VARIADIC in %s() is not supported", name)
 	}
 	for _, a := range f.Args {
 		if a.GetNamedArgExpr() != nil {
-			return whereErrorf("named arguments in %s() are not supported", name)
+			return v.errorf("named arguments in %s() are not supported", name)
 		}
 	}
 	// Resolve in pg_catalog whatever the search_path.
@@ -284,7 +327,7 @@ func (v *validator) funcCall(f *pg_query.FuncCall) error {
 
 func (v *validator) typeName(t *pg_query.TypeName) error {
 	if t == nil {
-		return whereErrorf("cast without a type")
+		return v.errorf("cast without a type")
 	}
 	var parts []string
 	for _, n := range t.Names {
@@ -295,17 +338,17 @@ func (v *validator) typeName(t *pg_query.TypeName) error {
 	if len(parts) == 2 && parts[0] == "pg_catalog" {
 		base = parts[1]
 	} else if len(parts) != 1 {
-		return whereErrorf("cast to type %s is not supported", name)
+		return v.errorf("cast to type %s is not supported", name)
 	}
 	if a, ok := typeAliases[base]; ok {
 		base = a
 	}
 	if !types[base] || t.Setof || t.PctType {
-		return whereErrorf("cast to type %s is not supported", name)
+		return v.errorf("cast to type %s is not supported", name)
 	}
 	for _, m := range t.Typmods {
 		if c := m.GetAConst(); c == nil || c.GetIval() == nil {
-			return whereErrorf("type modifier of %s is not supported", name)
+			return v.errorf("type modifier of %s is not supported", name)
 		}
 	}
 	t.Names = []*pg_query.Node{pg_query.MakeStrNode("pg_catalog"), pg_query.MakeStrNode(base)}
