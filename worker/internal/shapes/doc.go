@@ -6,14 +6,15 @@
 // # Layout
 //
 // BATON_STORAGE_DIR/<stream>/shapes/ is a storage.Set: owner folders
-// o.<epoch>.<open>.<nonce>/, one per Open of a registry, each with LIVE and
-// a STATE naming the shapes, and each shape's folder inside the owner
-// folder of the registry that created it. shapes/o.<...>/<handle>/ holds a
+// o.<epoch>.<open>.<nonce>/, one per Open of a registry, each with LIVE, a
+// STATE and a journal naming the shapes, and each shape's folder inside
+// the owner folder of the registry that created it.
+// shapes/o.<...>/<handle>/ holds a
 // storage.Log of records, and the shape's metadata (Meta as JSON:
 // definition, handle, column metadata, the snapshot's xmin/xmax/xip,
 // applied_seq, seen_lsn, last use) is that log's (storage.Log.SetMeta, kept
-// in its STATE). A folder that no STATE names is a creation that did not
-// finish, or a shape removed; Open removes it.
+// in its STATE). A folder that the set does not name is a creation that
+// did not finish, or a shape removed; Open removes it.
 //
 // Storage of the layout before (shapes/<handle>/ holding meta.json beside
 // the log, written without fencing) is migrated by the first Open: the set
@@ -41,10 +42,10 @@
 //   - creation (store): a folder in the registry's own owner folder
 //     (Set.NewFolder), a new log there holding the snapshot, durably, then
 //     its metadata, and only then Set.Add, which publishes the shape by a
-//     STATE naming it, checked after;
+//     line of its journal naming it, checked after;
 //   - removal (DELETE, idle expiry, invalidation, DropAll): the shape's log
-//     closed, then Set.Remove: a STATE without it, the check, and only then
-//     the folder removed;
+//     closed, then Set.Remove: a line of its journal removing it, the
+//     check, and only then the folder removed;
 //   - truncation of the stream log: up to the applied_seq every shape's
 //     metadata had when this registry last persisted it, through the stream
 //     log's fenced TruncateBefore.
@@ -61,10 +62,10 @@
 //   - F2: after N's Open, every creation, removal and persist of an earlier
 //     registry fails with storage.ErrFenced (its set's check fails, and so
 //     does the check of every shape log N took over), and none of them
-//     changes what N, or any later Open, reads: its STATE files are its
-//     own, no later Open reads them, and it removes no folder (the check
-//     before removing fails). What it creates meanwhile is garbage that a
-//     later Open removes.
+//     changes what N, or any later Open, reads: its STATE and journal
+//     files are its own, no later Open reads them, and it removes no
+//     folder (the check before removing fails). What it creates meanwhile
+//     is garbage that a later Open removes.
 //
 // So the applied_seq that drives the stream log's truncation is never set
 // back or forward under N by a stale worker, and no folder N uses is

@@ -18,10 +18,10 @@
 //
 //   - G1 (nothing lost): every record that an earlier writer's Sync or
 //     Write reported, and every RecordAck, SetMeta, TruncateBefore or
-//     compaction Commit that returned nil, is part of N's log, as it was; except
-//     records that a later TruncateBefore or Commit of that writer dropped
-//     or replaced, even one that then returned ErrFenced (its caller had
-//     said it no longer needs them as they were).
+//     compaction Commit that returned nil, is part of N's log, as it was;
+//     except records that a later TruncateBefore or Commit of that writer
+//     dropped or replaced, even one that then returned ErrFenced (its
+//     caller had said it no longer needs them as they were).
 //   - G2 (nothing late): nothing an earlier writer (older epoch, or an
 //     earlier Open of the same epoch) writes after N returned is ever part
 //     of the log: not read by N, by any later Open, by Read, nor by
@@ -116,9 +116,10 @@
 //
 // Metadata (SetMeta) is part of STATE, so it is fenced, taken over and
 // carried from owner to owner exactly as the acknowledgement is: G1 and
-// G2 hold for it. Every log folder also holds o.18446744073709551615.0.0000000000000000,
-// an owner folder above every epoch with neither LIVE nor STATE, which
-// this version ignores: a binary from before the "meta" line lists it as
+// G2 hold for it. Every log folder also holds the format marker
+// o.18446744073709551615.0.0000000000000000, an owner folder above every
+// epoch with neither LIVE nor STATE, which this version ignores (nor
+// does it ever remove it): a binary from before the "meta" line lists it as
 // a newer epoch and refuses the log (ErrFenced) instead of calling the
 // STATE corrupt, or, for the shapes, removing folders of a layout it does
 // not know.
