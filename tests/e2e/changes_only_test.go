@@ -28,11 +28,11 @@ func TestShapeChangesOnly(t *testing.T) {
 		t.Fatalf("changes_only snapshot has rows: %s", first.Body)
 	}
 	full := protoGet(t, base, url.Values{"table": {"items"}, "where": {"n > $1"}, "params[1]": {"2"}, "offset": {"-1"}}, nil)
-	if full.code != 200 || !strings.Contains(full.body, `"row 3"`) {
-		t.Fatalf("full GET: %d %s", full.code, full.body)
+	if full.Status != 200 || !strings.Contains(full.Text(), `"row 3"`) {
+		t.Fatalf("full GET: %d %s", full.Status, full.Text())
 	}
-	if full.h.Get("electric-handle") == first.Handle() {
-		t.Fatalf("log=changes_only and log=full share handle %q", full.h.Get("electric-handle"))
+	if full.Header.Get("electric-handle") == first.Handle() {
+		t.Fatalf("log=changes_only and log=full share handle %q", full.Header.Get("electric-handle"))
 	}
 
 	execSQL(t, pg, "UPDATE items SET note = 'moved in' WHERE id = 1", "UPDATE items SET n = 10 WHERE id = 1",

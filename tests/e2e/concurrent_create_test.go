@@ -34,11 +34,11 @@ func TestShapeConcurrentCreation(t *testing.T) {
 				r := protoGet(t, base, q, nil)
 				mu.Lock()
 				defer mu.Unlock()
-				if r.code != 200 {
-					t.Errorf("GET grp = %d: %d %s", d, r.code, r.body)
+				if r.Status != 200 {
+					t.Errorf("GET grp = %d: %d %s", d, r.Status, r.Text())
 					return
 				}
-				handles[d] = append(handles[d], r.h.Get("electric-handle"))
+				handles[d] = append(handles[d], r.Header.Get("electric-handle"))
 			}()
 		}
 	}

@@ -126,7 +126,7 @@ look:
 	for toB != nil || toA != nil {
 		select {
 		case r := <-toB:
-			t.Errorf("the starting successor answered %d %.200s (err %v); want the request held until it serves", r.r.code, r.r.body, r.err)
+			t.Errorf("the starting successor answered %d %.200s (err %v); want the request held until it serves", r.r.Status, r.r.Text(), r.err)
 			toB = nil
 		case r := <-toA:
 			t.Errorf("the stopping worker answered %d %.200s (err %v) while its successor starts; want it held, then forwarded", r.code, r.body, r.err)
@@ -147,8 +147,8 @@ look:
 	if err := b.Worker().AwaitStatus("active", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if r := protoAwait(t, toB).r; r.code != 200 || r.h.Get("electric-handle") == "" {
-		t.Fatalf("the request held by the successor: %d %v %.200s; want 200", r.code, r.h, r.body)
+	if r := protoAwait(t, toB).r; r.Status != 200 || r.Header.Get("electric-handle") == "" {
+		t.Fatalf("the request held by the successor: %d %v %.200s; want 200", r.Status, r.Header, r.Text())
 	}
 	select {
 	case r := <-toA:

@@ -94,15 +94,15 @@ func TestStandbyForwards(t *testing.T) {
 		q := url.Values{"table": {"items"}, "offset": {"-1"}}
 		viaA := protoGet(t, baseA, q, nil)
 		viaB := protoGet(t, baseB, q, nil)
-		if viaA.code != 200 || viaB.code != 200 {
-			t.Fatalf("active %d, standby %d; want 200 both", viaA.code, viaB.code)
+		if viaA.Status != 200 || viaB.Status != 200 {
+			t.Fatalf("active %d, standby %d; want 200 both", viaA.Status, viaB.Status)
 		}
 		for _, h := range []string{"electric-handle", "electric-offset", "electric-schema", "Content-Type", "Cache-Control", "ETag"} {
-			if viaA.h.Get(h) != viaB.h.Get(h) {
-				t.Errorf("%s: active %q, standby %q", h, viaA.h.Get(h), viaB.h.Get(h))
+			if viaA.Header.Get(h) != viaB.Header.Get(h) {
+				t.Errorf("%s: active %q, standby %q", h, viaA.Header.Get(h), viaB.Header.Get(h))
 			}
 		}
-		if ma, mb := messageSet(t, viaA.body), messageSet(t, viaB.body); ma != mb || ma == "" {
+		if ma, mb := messageSet(t, viaA.Text()), messageSet(t, viaB.Text()); ma != mb || ma == "" {
 			t.Errorf("messages differ:\nactive:\n%s\nstandby:\n%s", ma, mb)
 		}
 		// The official client through the standby ends with the table.
@@ -123,11 +123,11 @@ func TestStandbyForwards(t *testing.T) {
 		poll := protoGetAsync(baseB, url.Values{"table": {"items"}, "handle": {handle}, "offset": {offset}, "live": {"true"}, "cursor": {"1"}}, nil)
 		execSQL(t, pg, "INSERT INTO items VALUES (101, 'after the poll started', 1)")
 		r := protoAwait(t, poll).r
-		if r.code != 200 || r.h.Get("electric-handle") != handle {
-			t.Fatalf("long-poll through the standby: %d %v %.300s", r.code, r.h, r.body)
+		if r.Status != 200 || r.Header.Get("electric-handle") != handle {
+			t.Fatalf("long-poll through the standby: %d %v %.300s", r.Status, r.Header, r.Text())
 		}
-		if !strings.Contains(r.body, `"after the poll started"`) || !protoUpToDateHeader(r.h) {
-			t.Fatalf("long-poll through the standby: %v %.500s; want the insert and up-to-date", r.h, r.body)
+		if !strings.Contains(r.Text(), `"after the poll started"`) || !protoUpToDateHeader(r.Header) {
+			t.Fatalf("long-poll through the standby: %v %.500s; want the insert and up-to-date", r.Header, r.Text())
 		}
 	})
 
@@ -189,12 +189,12 @@ func TestStandbyForwards(t *testing.T) {
 	t.Run("409 and 400 passed through", func(t *testing.T) {
 		handle, offset := protoSync(t, baseA, "items")
 		r := protoGet(t, baseB, url.Values{"table": {"items"}, "handle": {"stale-handle"}, "offset": {offset}}, nil)
-		if r.code != 409 || r.h.Get("electric-handle") != handle || !strings.Contains(r.body, "must-refetch") {
-			t.Fatalf("stale handle through the standby: %d %v %s; want 409 must-refetch with handle %s", r.code, r.h, r.body, handle)
+		if r.Status != 409 || r.Header.Get("electric-handle") != handle || !strings.Contains(r.Text(), "must-refetch") {
+			t.Fatalf("stale handle through the standby: %d %v %s; want 409 must-refetch with handle %s", r.Status, r.Header, r.Text(), handle)
 		}
 		r = protoGet(t, baseB, url.Values{"table": {"nope"}, "offset": {"-1"}}, nil)
-		if r.code != 400 || !strings.Contains(r.body, `"table"`) {
-			t.Fatalf("unknown table through the standby: %d %s; want 400 naming table", r.code, r.body)
+		if r.Status != 400 || !strings.Contains(r.Text(), `"table"`) {
+			t.Fatalf("unknown table through the standby: %d %s; want 400 naming table", r.Status, r.Text())
 		}
 	})
 
@@ -204,12 +204,12 @@ func TestStandbyForwards(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.code != 202 {
-			t.Fatalf("DELETE through the standby: %d %s", r.code, r.body)
+		if r.Status != 202 {
+			t.Fatalf("DELETE through the standby: %d %s", r.Status, r.Text())
 		}
 		r = protoGet(t, baseA, url.Values{"table": {"items"}, "handle": {handle}, "offset": {offset}}, nil)
-		if r.code != 409 || r.h.Get("electric-handle") == handle {
-			t.Fatalf("after DELETE through the standby, the old handle at the active worker: %d %v; want 409 with a new handle", r.code, r.h)
+		if r.Status != 409 || r.Header.Get("electric-handle") == handle {
+			t.Fatalf("after DELETE through the standby, the old handle at the active worker: %d %v; want 409 with a new handle", r.Status, r.Header)
 		}
 	})
 
@@ -217,15 +217,15 @@ func TestStandbyForwards(t *testing.T) {
 		before, _ := proxiedTotal(t, baseB)
 		r := protoGet(t, baseB, url.Values{"table": {"items"}, "offset": {"-1"}}, map[string]string{"Baton-Forwarded-By": "worker@elsewhere"})
 		var msg struct{ Message string }
-		if r.code != 503 || r.h.Get("Retry-After") == "" || json.Unmarshal([]byte(r.body), &msg) != nil || !strings.Contains(msg.Message, "already forwarded") {
-			t.Fatalf("forwarded request to the standby: %d %v %s; want 503 with Retry-After saying it was already forwarded", r.code, r.h, r.body)
+		if r.Status != 503 || r.Header.Get("Retry-After") == "" || json.Unmarshal([]byte(r.Text()), &msg) != nil || !strings.Contains(msg.Message, "already forwarded") {
+			t.Fatalf("forwarded request to the standby: %d %v %s; want 503 with Retry-After saying it was already forwarded", r.Status, r.Header, r.Text())
 		}
 		if after, _ := proxiedTotal(t, baseB); after != before {
 			t.Fatalf("the standby forwarded a request that carried Baton-Forwarded-By (%d -> %d)", before, after)
 		}
 		// The active worker serves such a request itself.
-		if r := protoGet(t, baseA, url.Values{"table": {"items"}, "offset": {"-1"}}, map[string]string{"Baton-Forwarded-By": "worker@b"}); r.code != 200 {
-			t.Fatalf("forwarded request to the active worker: %d %s", r.code, r.body)
+		if r := protoGet(t, baseA, url.Values{"table": {"items"}, "offset": {"-1"}}, map[string]string{"Baton-Forwarded-By": "worker@b"}); r.Status != 200 {
+			t.Fatalf("forwarded request to the active worker: %d %s", r.Status, r.Text())
 		}
 	})
 
@@ -269,8 +269,8 @@ func TestStandbyForwards(t *testing.T) {
 		_ = a.Broker().Signal(syscall.SIGTERM)
 		before, _ := proxiedTotal(t, baseB)
 		r := protoGet(t, baseB, url.Values{"table": {"items"}, "offset": {"-1"}}, nil)
-		if r.code != 200 {
-			t.Fatalf("the new active worker: %d %s", r.code, r.body)
+		if r.Status != 200 {
+			t.Fatalf("the new active worker: %d %s", r.Status, r.Text())
 		}
 		if after, _ := proxiedTotal(t, baseB); after != before {
 			t.Fatalf("the new active worker forwarded a request (%d -> %d); want it served locally", before, after)

@@ -34,30 +34,16 @@ import (
 	"github.com/batonhq/baton/tests/pgtest"
 )
 
-// protoResp is one HTTP response of the shape API.
-type protoResp struct {
-	code int
-	h    http.Header
-	body string
-	url  string
-	// options is true for a CORS preflight, which is no shape response.
-	options bool
-}
-
 // protoFetch sends one request and reads the whole response; it may run
 // on any goroutine.
-func protoFetch(method, u string, hdr map[string]string, timeout time.Duration) (protoResp, error) {
+func protoFetch(method, u string, hdr map[string]string, timeout time.Duration) (*harness.Response, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	r, err := harness.Fetch(ctx, method, u, hdr)
-	if err != nil {
-		return protoResp{}, err
-	}
-	return protoResp{code: r.Status, h: r.Header, body: r.Text(), url: u, options: method == http.MethodOptions}, nil
+	return harness.Fetch(ctx, method, u, hdr)
 }
 
 // protoDo is protoFetch on the test's goroutine, with protoCheckAny.
-func protoDo(t *testing.T, method, u string, hdr map[string]string, timeout time.Duration) protoResp {
+func protoDo(t *testing.T, method, u string, hdr map[string]string, timeout time.Duration) *harness.Response {
 	t.Helper()
 	r, err := protoFetch(method, u, hdr, timeout)
 	if err != nil {
@@ -80,7 +66,7 @@ func protoGetAsync(base string, q url.Values, hdr map[string]string) <-chan prot
 }
 
 type protoResult struct {
-	r   protoResp
+	r   *harness.Response
 	err error
 	dur time.Duration
 }
@@ -101,24 +87,24 @@ func protoAwait(t *testing.T, ch <-chan protoResult) protoResult {
 	return protoResult{}
 }
 
-func protoGet(t *testing.T, base string, q url.Values, hdr map[string]string) protoResp {
+func protoGet(t *testing.T, base string, q url.Values, hdr map[string]string) *harness.Response {
 	t.Helper()
 	return protoDo(t, http.MethodGet, base+"/v1/shape?"+q.Encode(), hdr, 60*time.Second)
 }
 
 // protoCheckAny holds for every response of the shape API: never 204;
 // every 2xx has electric-handle and electric-offset.
-func protoCheckAny(t *testing.T, r protoResp) {
+func protoCheckAny(t *testing.T, r *harness.Response) {
 	t.Helper()
-	u := r.url
-	if r.options {
-		return
+	u := r.URL
+	if r.Method == http.MethodOptions {
+		return // a CORS preflight is no shape response
 	}
-	if r.code == http.StatusNoContent {
+	if r.Status == http.StatusNoContent {
 		t.Errorf("%s: 204; the shape API never answers 204", u)
 	}
-	if r.code >= 200 && r.code < 300 && (r.h.Get("electric-handle") == "" || r.h.Get("electric-offset") == "") {
-		t.Errorf("%s: %d without electric-handle/electric-offset: %v", u, r.code, r.h)
+	if r.Status >= 200 && r.Status < 300 && (r.Handle() == "" || r.Offset() == "") {
+		t.Errorf("%s: %d without electric-handle/electric-offset: %v", u, r.Status, r.Header)
 	}
 }
 
@@ -399,11 +385,11 @@ func TestShapeProtocolSSE(t *testing.T) {
 		}
 		next := fmt.Sprint(utd.Headers["global_last_seen_lsn"]) + "_0"
 		r := protoGet(t, base, url.Values{"table": {"quiet"}, "handle": {handle}, "offset": {next}}, nil)
-		if r.code != 200 {
-			t.Fatalf("GET from %s (the client's offset after that up-to-date): %d %.300s", next, r.code, r.body)
+		if r.Status != 200 {
+			t.Fatalf("GET from %s (the client's offset after that up-to-date): %d %.300s", next, r.Status, r.Text())
 		}
-		if msgs := messages(t, r.body); len(msgs) > 1 {
-			t.Fatalf("the SSE stream of a snapshot-only shape opens with an up-to-date whose global_last_seen_lsn is %v; the client then continues from %s (was %s), and the next request (e.g. after the 60 s SSE window) serves %d messages (%d bytes) of the snapshot again (worker/internal/httpapi/sse.go writes the up-to-date before any change, with plan.GlobalLSN = 0 while the shape has no log record; Electric sends an up-to-date only after changes, with a real LSN)", utd.Headers["global_last_seen_lsn"], next, offset, len(msgs)-1, len(r.body))
+		if msgs := messages(t, r.Text()); len(msgs) > 1 {
+			t.Fatalf("the SSE stream of a snapshot-only shape opens with an up-to-date whose global_last_seen_lsn is %v; the client then continues from %s (was %s), and the next request (e.g. after the 60 s SSE window) serves %d messages (%d bytes) of the snapshot again (worker/internal/httpapi/sse.go writes the up-to-date before any change, with plan.GlobalLSN = 0 while the shape has no log record; Electric sends an up-to-date only after changes, with a real LSN)", utd.Headers["global_last_seen_lsn"], next, offset, len(msgs)-1, len(r.Body))
 		}
 	})
 
@@ -490,7 +476,7 @@ func TestShapeProtocolSSE(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer sse.Close()
-		protoCheckAny(t, protoResp{code: sse.Status, h: sse.Header, url: sse.URL})
+		protoCheckAny(t, &harness.Response{Method: http.MethodGet, URL: sse.URL, Status: sse.Status, Header: sse.Header})
 		if sse.Status != 200 || !strings.HasPrefix(sse.Header.Get("Content-Type"), "text/event-stream") {
 			t.Fatalf("SSE request: %d %q %s; want 200 text/event-stream", sse.Status, sse.Header.Get("Content-Type"), sse.Body)
 		}
@@ -555,14 +541,14 @@ func TestShapeProtocolSSE(t *testing.T) {
 		// The client continues from <global_last_seen_lsn>_0: nothing is
 		// served again, and the next change is served once.
 		r := protoGet(t, base, url.Values{"table": {"items"}, "handle": {handle}, "offset": {last}}, nil)
-		if msgs := messages(t, r.body); r.code != 200 || len(msgs) != 1 || !msgs[0].IsUpToDate() {
-			t.Fatalf("GET from the SSE up-to-date offset %s: %d %s; want only up-to-date", last, r.code, r.body)
+		if msgs := messages(t, r.Text()); r.Status != 200 || len(msgs) != 1 || !msgs[0].IsUpToDate() {
+			t.Fatalf("GET from the SSE up-to-date offset %s: %d %s; want only up-to-date", last, r.Status, r.Text())
 		}
 		execSQL(t, pg, "INSERT INTO items VALUES (5001, 'after', 2)")
 		r = protoGet(t, base, url.Values{"table": {"items"}, "handle": {handle}, "offset": {last}, "live": {"true"}}, nil)
-		msgs := messages(t, r.body)
-		if r.code != 200 || len(msgs) != 2 || msgs[0].Headers["operation"] != "insert" || fmt.Sprint(msgs[0].Value["id"]) != "5001" {
-			t.Fatalf("live GET from the SSE up-to-date offset %s: %d %s; want the insert of 5001 and up-to-date", last, r.code, r.body)
+		msgs := messages(t, r.Text())
+		if r.Status != 200 || len(msgs) != 2 || msgs[0].Headers["operation"] != "insert" || fmt.Sprint(msgs[0].Value["id"]) != "5001" {
+			t.Fatalf("live GET from the SSE up-to-date offset %s: %d %s; want the insert of 5001 and up-to-date", last, r.Status, r.Text())
 		}
 	})
 }
@@ -692,22 +678,22 @@ func TestShapeProtocolChunking(t *testing.T) {
 		execSQL(t, pg, fmt.Sprintf("INSERT INTO big SELECT g, repeat(md5(g::text), 32) FROM generate_series(%d, %d) g", rows+1, 2*rows))
 		// A live request gets the transaction once it is in the shape.
 		q := url.Values{"table": {"big"}, "handle": {handle}, "offset": {offset}, "live": {"true"}}
-		var r protoResp
+		var r *harness.Response
 		for range 5 {
-			if r = protoGet(t, base, q, nil); r.code != 200 {
-				t.Fatalf("live GET: %d %.300s", r.code, r.body)
+			if r = protoGet(t, base, q, nil); r.Status != 200 {
+				t.Fatalf("live GET: %d %.300s", r.Status, r.Text())
 			}
-			if len(r.body) > 1000 {
+			if len(r.Body) > 1000 {
 				break
 			}
 		}
-		first := len(r.body)
-		msgs := messages(t, r.body)
+		first := len(r.Body)
+		msgs := messages(t, r.Text())
 		collect(t, msgs)
 		sizes := []int{first}
 		if !msgs[len(msgs)-1].IsUpToDate() {
 			c := harness.NewShapeClient(base, url.Values{"table": {"big"}})
-			c.Handle, c.Offset = handle, r.h.Get("electric-offset")
+			c.Handle, c.Offset = handle, r.Header.Get("electric-offset")
 			sizes = append(sizes, follow(t, c)...)
 		}
 		t.Logf("response sizes: %v", sizes)
@@ -756,46 +742,46 @@ func TestShapeProtocolOffsetNow(t *testing.T) {
 	// A live request from before the insert returns once it is in the
 	// shape; its offset is then the shape's end.
 	r := protoGet(t, base, url.Values{"table": {"items"}, "handle": {handle}, "offset": {off}, "live": {"true"}}, nil)
-	if r.code != 200 || !strings.Contains(r.body, `"four"`) {
-		t.Fatalf("live GET after the insert of 4: %d %s", r.code, r.body)
+	if r.Status != 200 || !strings.Contains(r.Text(), `"four"`) {
+		t.Fatalf("live GET after the insert of 4: %d %s", r.Status, r.Text())
 	}
-	end := r.h.Get("electric-offset")
+	end := r.Header.Get("electric-offset")
 
-	var nowResp protoResp
+	var nowResp *harness.Response
 	t.Run("response", func(t *testing.T) {
 		r := protoGet(t, base, url.Values{"table": {"items"}, "offset": {"now"}}, nil)
 		nowResp = r
-		if r.code != 200 {
-			t.Fatalf("offset=now: %d %s", r.code, r.body)
+		if r.Status != 200 {
+			t.Fatalf("offset=now: %d %s", r.Status, r.Text())
 		}
-		if r.h.Get("electric-handle") != handle || r.h.Get("electric-offset") != end {
-			t.Errorf("offset=now: handle %q offset %q; want %q %q (the shape's current end)", r.h.Get("electric-handle"), r.h.Get("electric-offset"), handle, end)
+		if r.Header.Get("electric-handle") != handle || r.Header.Get("electric-offset") != end {
+			t.Errorf("offset=now: handle %q offset %q; want %q %q (the shape's current end)", r.Header.Get("electric-handle"), r.Header.Get("electric-offset"), handle, end)
 		}
-		msgs := messages(t, r.body)
-		if len(msgs) != 1 || !msgs[0].IsUpToDate() || !protoUpToDateHeader(r.h) {
-			t.Errorf("offset=now: body %s, electric-up-to-date %v; want only up-to-date", r.body, protoUpToDateHeader(r.h))
+		msgs := messages(t, r.Text())
+		if len(msgs) != 1 || !msgs[0].IsUpToDate() || !protoUpToDateHeader(r.Header) {
+			t.Errorf("offset=now: body %s, electric-up-to-date %v; want only up-to-date", r.Text(), protoUpToDateHeader(r.Header))
 		}
-		if r.h.Get("electric-schema") == "" || r.h.Get("electric-cursor") != "" {
-			t.Errorf("offset=now is not live: schema %q, cursor %q", r.h.Get("electric-schema"), r.h.Get("electric-cursor"))
+		if r.Header.Get("electric-schema") == "" || r.Header.Get("electric-cursor") != "" {
+			t.Errorf("offset=now is not live: schema %q, cursor %q", r.Header.Get("electric-schema"), r.Header.Get("electric-cursor"))
 		}
 		// Not live and not -1: Electric's "public, max-age=#{max_age}, stale-while-revalidate=#{stale_age}".
-		if cc := r.h.Get("Cache-Control"); cc != "public, max-age=60, stale-while-revalidate=300" {
+		if cc := r.Header.Get("Cache-Control"); cc != "public, max-age=60, stale-while-revalidate=300" {
 			t.Errorf("offset=now cache-control %q", cc)
 		}
 		r2 := protoGet(t, base, url.Values{"table": {"items"}, "offset": {"now"}, "handle": {handle}}, nil)
-		if r2.code != 200 || r2.h.Get("electric-offset") != end || r2.body != r.body {
-			t.Errorf("offset=now with the handle: %d %q %s", r2.code, r2.h.Get("electric-offset"), r2.body)
+		if r2.Status != 200 || r2.Header.Get("electric-offset") != end || r2.Text() != r.Text() {
+			t.Errorf("offset=now with the handle: %d %q %s", r2.Status, r2.Header.Get("electric-offset"), r2.Text())
 		}
 		r3 := protoGet(t, base, url.Values{"table": {"items"}, "offset": {"now"}, "handle": {handle}, "live": {"true"}}, nil)
-		if !strings.Contains(r3.body, `"live"`) || r3.code != 400 {
-			t.Errorf("offset=now&live=true: %d %s; want 400 naming live", r3.code, r3.body)
+		if !strings.Contains(r3.Text(), `"live"`) || r3.Status != 400 {
+			t.Errorf("offset=now&live=true: %d %s; want 400 naming live", r3.Status, r3.Text())
 		}
 	})
 
 	t.Run("global_last_seen_lsn", func(t *testing.T) {
 		// Electric's up-to-date carries the LSN the stack has processed,
 		// never behind the shape's last change.
-		msgs := messages(t, nowResp.body)
+		msgs := messages(t, nowResp.Text())
 		if len(msgs) == 0 {
 			t.Fatal("no message")
 		}
@@ -816,11 +802,11 @@ func TestShapeProtocolOffsetNow(t *testing.T) {
 		// Electric's Params.validate_handle_with_offset drops the handle
 		// when the offset is -1 or now.
 		r := protoGet(t, base, url.Values{"table": {"items"}, "offset": {"now"}, "handle": {"stale-handle"}}, nil)
-		if r.code == 409 {
+		if r.Status == 409 {
 			t.Fatalf("offset=now with a stale handle gets 409 must-refetch; Electric ignores the handle with offset now (and -1) and answers 200 with the current handle (worker/internal/httpapi/shape.go resolve checks p.handle for every offset)")
 		}
-		if r.code != 200 || r.h.Get("electric-handle") != handle {
-			t.Fatalf("offset=now with a stale handle: %d %q %s", r.code, r.h.Get("electric-handle"), r.body)
+		if r.Status != 200 || r.Header.Get("electric-handle") != handle {
+			t.Fatalf("offset=now with a stale handle: %d %q %s", r.Status, r.Header.Get("electric-handle"), r.Text())
 		}
 	})
 
@@ -829,13 +815,13 @@ func TestShapeProtocolOffsetNow(t *testing.T) {
 		time.Sleep(200 * time.Millisecond) // let the long-poll start waiting; either way it must see only the change below
 		execSQL(t, pg, "BEGIN; INSERT INTO items VALUES (5, 'five', 5); UPDATE items SET note = 'one' WHERE id = 1; COMMIT")
 		r := protoAwait(t, done).r
-		msgs := messages(t, r.body)
+		msgs := messages(t, r.Text())
 		var got []string
 		for _, m := range msgs {
 			got = append(got, fmt.Sprintf("%v %v", m.Headers["operation"], m.Value["id"]))
 		}
-		if r.code != 200 || !reflect.DeepEqual(got, []string{"insert 5", "update 1", "<nil> <nil>"}) || !msgs[len(msgs)-1].IsUpToDate() {
-			t.Fatalf("live GET from offset=now's offset: %d %v %s; want the insert of 5, the update of 1, up-to-date", r.code, got, r.body)
+		if r.Status != 200 || !reflect.DeepEqual(got, []string{"insert 5", "update 1", "<nil> <nil>"}) || !msgs[len(msgs)-1].IsUpToDate() {
+			t.Fatalf("live GET from offset=now's offset: %d %v %s; want the insert of 5, the update of 1, up-to-date", r.Status, got, r.Text())
 		}
 	})
 
@@ -886,26 +872,26 @@ func TestShapeProtocolHeaders(t *testing.T) {
 	idleQ := url.Values{"table": {"idle"}, "handle": {idleHandle}, "offset": {idleOffset}, "live": {"true"}, "cursor": {"7"}}
 	idle := []<-chan protoResult{protoGetAsync(base, idleQ, withOrigin), protoGetAsync(base, idleQ, withOrigin)}
 
-	cors := func(t *testing.T, what string, r protoResp) {
+	cors := func(t *testing.T, what string, r *harness.Response) {
 		t.Helper()
-		if got := r.h.Get("Access-Control-Allow-Origin"); got != origin && got != "*" {
+		if got := r.Header.Get("Access-Control-Allow-Origin"); got != origin && got != "*" {
 			t.Errorf("%s: Access-Control-Allow-Origin %q", what, got)
 		}
 		exposed := map[string]bool{}
-		for _, v := range r.h.Values("Access-Control-Expose-Headers") {
+		for _, v := range r.Header.Values("Access-Control-Expose-Headers") {
 			for _, h := range strings.Split(v, ",") {
 				exposed[strings.ToLower(strings.TrimSpace(h))] = true
 			}
 		}
 		want := []string{"electric-cursor", "electric-handle", "electric-offset", "electric-schema", "electric-up-to-date", "electric-internal-known-error", "retry-after"}
-		for k := range r.h {
+		for k := range r.Header {
 			if k = strings.ToLower(k); strings.HasPrefix(k, "electric-") {
 				want = append(want, k)
 			}
 		}
 		for _, h := range want {
 			if !exposed[h] {
-				t.Errorf("%s: Access-Control-Expose-Headers %q does not expose %s", what, r.h.Values("Access-Control-Expose-Headers"), h)
+				t.Errorf("%s: Access-Control-Expose-Headers %q does not expose %s", what, r.Header.Values("Access-Control-Expose-Headers"), h)
 			}
 		}
 	}
@@ -913,26 +899,26 @@ func TestShapeProtocolHeaders(t *testing.T) {
 	var handle, offset, etag string
 	t.Run("offset -1", func(t *testing.T) {
 		r := protoGet(t, base, url.Values{"table": {"items"}, "offset": {"-1"}}, withOrigin)
-		if r.code != 200 {
-			t.Fatalf("%d %s", r.code, r.body)
+		if r.Status != 200 {
+			t.Fatalf("%d %s", r.Status, r.Text())
 		}
 		cors(t, "offset -1", r)
-		handle, offset, etag = r.h.Get("electric-handle"), r.h.Get("electric-offset"), r.h.Get("ETag")
-		if cc := r.h.Get("Cache-Control"); cc != "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746" {
+		handle, offset, etag = r.Header.Get("electric-handle"), r.Header.Get("electric-offset"), r.Header.Get("ETag")
+		if cc := r.Header.Get("Cache-Control"); cc != "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746" {
 			t.Errorf("cache-control %q", cc)
 		}
-		if protoUpToDateHeader(r.h) || strings.Contains(r.body, "up-to-date") {
-			t.Errorf("offset=-1 up to date (header %v, body %s); Electric never marks offset=-1 up to date", protoUpToDateHeader(r.h), r.body)
+		if protoUpToDateHeader(r.Header) || strings.Contains(r.Text(), "up-to-date") {
+			t.Errorf("offset=-1 up to date (header %v, body %s); Electric never marks offset=-1 up to date", protoUpToDateHeader(r.Header), r.Text())
 		}
-		if r.h.Get("electric-cursor") != "" {
-			t.Errorf("non-live response with electric-cursor %q", r.h.Get("electric-cursor"))
+		if r.Header.Get("electric-cursor") != "" {
+			t.Errorf("non-live response with electric-cursor %q", r.Header.Get("electric-cursor"))
 		}
 		if len(etag) < 3 || etag[0] != '"' || etag[len(etag)-1] != '"' {
 			t.Errorf("etag %q is not a quoted string", etag)
 		}
 		var schema map[string]map[string]any
-		if err := json.Unmarshal([]byte(r.h.Get("electric-schema")), &schema); err != nil {
-			t.Fatalf("electric-schema %q: %v", r.h.Get("electric-schema"), err)
+		if err := json.Unmarshal([]byte(r.Header.Get("electric-schema")), &schema); err != nil {
+			t.Fatalf("electric-schema %q: %v", r.Header.Get("electric-schema"), err)
 		}
 		want := map[string]map[string]any{
 			"id":   {"type": "int4", "not_null": true, "pk_index": float64(0)},
@@ -945,12 +931,12 @@ func TestShapeProtocolHeaders(t *testing.T) {
 			"big":  {"type": "int8"},
 		}
 		if len(schema) != len(want) {
-			t.Errorf("electric-schema has %d columns; want %d: %s", len(schema), len(want), r.h.Get("electric-schema"))
+			t.Errorf("electric-schema has %d columns; want %d: %s", len(schema), len(want), r.Header.Get("electric-schema"))
 		}
 		for col, w := range want {
 			for k, v := range w {
 				if schema[col][k] != v {
-					t.Errorf("electric-schema %s.%s = %v; want %v (%s)", col, k, schema[col][k], v, r.h.Get("electric-schema"))
+					t.Errorf("electric-schema %s.%s = %v; want %v (%s)", col, k, schema[col][k], v, r.Header.Get("electric-schema"))
 				}
 			}
 			if d, ok := schema[col]["dims"]; ok && w["dims"] == nil && d != float64(0) {
@@ -965,9 +951,9 @@ func TestShapeProtocolHeaders(t *testing.T) {
 				t.Fatalf("electric-schema type modifiers: vc %v, num %v; want max_length 40, precision 10, scale 2 as Electric", schema["vc"], schema["num"])
 			}
 		})
-		msgs := messages(t, r.body)
+		msgs := messages(t, r.Text())
 		if len(msgs) != 2 || msgs[0].Key != `"public"."items"/"1"` {
-			t.Errorf("offset -1 body: %s", r.body)
+			t.Errorf("offset -1 body: %s", r.Text())
 		}
 	})
 	if handle == "" {
@@ -978,51 +964,51 @@ func TestShapeProtocolHeaders(t *testing.T) {
 		execSQL(t, pg, "INSERT INTO pk2 VALUES (1, 'x/y')")
 		r := protoGet(t, base, url.Values{"table": {"pk2"}, "offset": {"-1"}}, nil)
 		var schema map[string]map[string]any
-		_ = json.Unmarshal([]byte(r.h.Get("electric-schema")), &schema)
+		_ = json.Unmarshal([]byte(r.Header.Get("electric-schema")), &schema)
 		if schema["b"]["pk_index"] != float64(0) || schema["a"]["pk_index"] != float64(1) {
-			t.Errorf("electric-schema %s; want pk_index b 0, a 1", r.h.Get("electric-schema"))
+			t.Errorf("electric-schema %s; want pk_index b 0, a 1", r.Header.Get("electric-schema"))
 		}
-		if msgs := messages(t, r.body); len(msgs) != 1 || msgs[0].Key != `"public"."pk2"/"x//y"/"1"` {
-			t.Errorf("body %s; want the key \"public\".\"pk2\"/\"x//y\"/\"1\"", r.body)
+		if msgs := messages(t, r.Text()); len(msgs) != 1 || msgs[0].Key != `"public"."pk2"/"x//y"/"1"` {
+			t.Errorf("body %s; want the key \"public\".\"pk2\"/\"x//y\"/\"1\"", r.Text())
 		}
 	})
 
 	t.Run("up to date", func(t *testing.T) {
 		r := protoGet(t, base, url.Values{"table": {"items"}, "offset": {offset}, "handle": {handle}}, withOrigin)
 		cors(t, "up to date", r)
-		msgs := messages(t, r.body)
-		if r.code != 200 || !protoUpToDateHeader(r.h) || len(msgs) == 0 || !msgs[len(msgs)-1].IsUpToDate() {
-			t.Fatalf("%d up-to-date header %v, body %s", r.code, protoUpToDateHeader(r.h), r.body)
+		msgs := messages(t, r.Text())
+		if r.Status != 200 || !protoUpToDateHeader(r.Header) || len(msgs) == 0 || !msgs[len(msgs)-1].IsUpToDate() {
+			t.Fatalf("%d up-to-date header %v, body %s", r.Status, protoUpToDateHeader(r.Header), r.Text())
 		}
-		if r.h.Get("electric-schema") == "" || r.h.Get("electric-cursor") != "" {
-			t.Errorf("non-live: schema %q, cursor %q", r.h.Get("electric-schema"), r.h.Get("electric-cursor"))
+		if r.Header.Get("electric-schema") == "" || r.Header.Get("electric-cursor") != "" {
+			t.Errorf("non-live: schema %q, cursor %q", r.Header.Get("electric-schema"), r.Header.Get("electric-cursor"))
 		}
-		if cc := r.h.Get("Cache-Control"); cc != "public, max-age=60, stale-while-revalidate=300" {
+		if cc := r.Header.Get("Cache-Control"); cc != "public, max-age=60, stale-while-revalidate=300" {
 			t.Errorf("cache-control %q", cc)
 		}
-		offset = r.h.Get("electric-offset")
+		offset = r.Header.Get("electric-offset")
 	})
 
 	t.Run("etag", func(t *testing.T) {
 		for _, inm := range []string{etag, `"other", ` + etag, strings.Trim(etag, `"`)} {
 			r := protoGet(t, base, url.Values{"table": {"items"}, "offset": {"-1"}}, map[string]string{"If-None-Match": inm, "Origin": origin})
-			if r.code != http.StatusNotModified || r.body != "" {
-				t.Errorf("If-None-Match %s: %d %.100s; want 304", inm, r.code, r.body)
+			if r.Status != http.StatusNotModified || r.Text() != "" {
+				t.Errorf("If-None-Match %s: %d %.100s; want 304", inm, r.Status, r.Text())
 			}
-			if r.h.Get("electric-handle") != handle || r.h.Get("ETag") != etag {
-				t.Errorf("304 headers %v; Electric sends the response's headers with it", r.h)
+			if r.Header.Get("electric-handle") != handle || r.Header.Get("ETag") != etag {
+				t.Errorf("304 headers %v; Electric sends the response's headers with it", r.Header)
 			}
 		}
 		r := protoGet(t, base, url.Values{"table": {"items"}, "offset": {"-1"}}, map[string]string{"If-None-Match": `"not-it"`})
-		if r.code != 200 {
-			t.Errorf("If-None-Match of another etag: %d; want 200", r.code)
+		if r.Status != 200 {
+			t.Errorf("If-None-Match of another etag: %d; want 200", r.Status)
 		}
 		q := url.Values{"table": {"items"}, "offset": {offset}, "handle": {handle}}
 		r = protoGet(t, base, q, nil)
-		if e := r.h.Get("ETag"); e == "" || e == etag {
+		if e := r.Header.Get("ETag"); e == "" || e == etag {
 			t.Errorf("etag of offset %s: %q (offset -1: %q); want its own", offset, e, etag)
-		} else if r2 := protoGet(t, base, q, map[string]string{"If-None-Match": e}); r2.code != 304 {
-			t.Errorf("If-None-Match on offset %s: %d; want 304", offset, r2.code)
+		} else if r2 := protoGet(t, base, q, map[string]string{"If-None-Match": e}); r2.Status != 304 {
+			t.Errorf("If-None-Match on offset %s: %d; want 304", offset, r2.Status)
 		}
 	})
 
@@ -1041,34 +1027,34 @@ func TestShapeProtocolHeaders(t *testing.T) {
 			}
 			r := protoAwait(t, done).r
 			cors(t, "live", r)
-			msgs := messages(t, r.body)
-			if r.code != 200 || len(msgs) != 2 || msgs[0].Headers["operation"] != "insert" || !msgs[1].IsUpToDate() || !protoUpToDateHeader(r.h) {
-				t.Fatalf("live %d: %d %s (up-to-date header %v); want the insert and up-to-date", i, r.code, r.body, protoUpToDateHeader(r.h))
+			msgs := messages(t, r.Text())
+			if r.Status != 200 || len(msgs) != 2 || msgs[0].Headers["operation"] != "insert" || !msgs[1].IsUpToDate() || !protoUpToDateHeader(r.Header) {
+				t.Fatalf("live %d: %d %s (up-to-date header %v); want the insert and up-to-date", i, r.Status, r.Text(), protoUpToDateHeader(r.Header))
 			}
-			if r.h.Get("electric-schema") != "" {
+			if r.Header.Get("electric-schema") != "" {
 				t.Errorf("live response with electric-schema (Electric sends it only when not live)")
 			}
-			if cc := r.h.Get("Cache-Control"); cc != "public, max-age=5, stale-while-revalidate=5" {
+			if cc := r.Header.Get("Cache-Control"); cc != "public, max-age=5, stale-while-revalidate=5" {
 				t.Errorf("live cache-control %q", cc)
 			}
-			next := r.h.Get("electric-cursor")
+			next := r.Header.Get("electric-cursor")
 			if _, err := strconv.ParseInt(next, 10, 64); err != nil || next == cursor {
 				t.Errorf("live %d: electric-cursor %q after cursor %q; want a new one", i, next, cursor)
 			}
-			cursor, offset = next, r.h.Get("electric-offset")
+			cursor, offset = next, r.Header.Get("electric-offset")
 		}
 	})
 
 	t.Run("errors", func(t *testing.T) {
 		r := protoGet(t, base, url.Values{"table": {"nope"}, "offset": {"-1"}}, withOrigin)
 		cors(t, "400", r)
-		if r.code != 400 || r.h.Get("Cache-Control") != "no-store" || r.h.Get("Surrogate-Control") != "no-store" {
-			t.Errorf("400: %d cache-control %q surrogate-control %q; want no-store", r.code, r.h.Get("Cache-Control"), r.h.Get("Surrogate-Control"))
+		if r.Status != 400 || r.Header.Get("Cache-Control") != "no-store" || r.Header.Get("Surrogate-Control") != "no-store" {
+			t.Errorf("400: %d cache-control %q surrogate-control %q; want no-store", r.Status, r.Header.Get("Cache-Control"), r.Header.Get("Surrogate-Control"))
 		}
 		r = protoGet(t, base, url.Values{"table": {"items"}, "offset": {offset}, "handle": {"stale"}}, withOrigin)
 		cors(t, "409", r)
-		if r.code != 409 || r.h.Get("Cache-Control") != "public, max-age=60, must-revalidate" || r.h.Get("electric-handle") != handle {
-			t.Errorf("409: %d cache-control %q handle %q", r.code, r.h.Get("Cache-Control"), r.h.Get("electric-handle"))
+		if r.Status != 409 || r.Header.Get("Cache-Control") != "public, max-age=60, must-revalidate" || r.Header.Get("electric-handle") != handle {
+			t.Errorf("409: %d cache-control %q handle %q", r.Status, r.Header.Get("Cache-Control"), r.Header.Get("electric-handle"))
 		}
 	})
 
@@ -1076,19 +1062,19 @@ func TestShapeProtocolHeaders(t *testing.T) {
 		r := protoDo(t, http.MethodOptions, base+"/v1/shape?table=items&offset=-1", map[string]string{
 			"Origin": origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "if-none-match",
 		}, 10*time.Second)
-		if r.code != 200 && r.code != 204 {
-			t.Fatalf("OPTIONS: %d %s", r.code, r.body)
+		if r.Status != 200 && r.Status != 204 {
+			t.Fatalf("OPTIONS: %d %s", r.Status, r.Text())
 		}
-		if got := r.h.Get("Access-Control-Allow-Origin"); got != origin && got != "*" {
+		if got := r.Header.Get("Access-Control-Allow-Origin"); got != origin && got != "*" {
 			t.Errorf("OPTIONS Access-Control-Allow-Origin %q", got)
 		}
-		if m := strings.ToUpper(r.h.Get("Access-Control-Allow-Methods")); !strings.Contains(m, "GET") || !strings.Contains(m, "DELETE") {
+		if m := strings.ToUpper(r.Header.Get("Access-Control-Allow-Methods")); !strings.Contains(m, "GET") || !strings.Contains(m, "DELETE") {
 			t.Errorf("OPTIONS Access-Control-Allow-Methods %q", m)
 		}
-		if !strings.Contains(strings.ToLower(r.h.Get("Access-Control-Allow-Headers")), "if-none-match") {
-			t.Errorf("OPTIONS Access-Control-Allow-Headers %q; want if-none-match allowed", r.h.Get("Access-Control-Allow-Headers"))
+		if !strings.Contains(strings.ToLower(r.Header.Get("Access-Control-Allow-Headers")), "if-none-match") {
+			t.Errorf("OPTIONS Access-Control-Allow-Headers %q; want if-none-match allowed", r.Header.Get("Access-Control-Allow-Headers"))
 		}
-		if r.h.Get("Access-Control-Max-Age") == "" {
+		if r.Header.Get("Access-Control-Max-Age") == "" {
 			t.Errorf("OPTIONS without Access-Control-Max-Age (Electric: 86400)")
 		}
 	})
@@ -1099,23 +1085,23 @@ func TestShapeProtocolHeaders(t *testing.T) {
 			x := protoAwait(t, ch)
 			r := x.r
 			cors(t, "idle live", r)
-			msgs := messages(t, r.body)
-			if r.code != 200 || len(msgs) != 1 || !msgs[0].IsUpToDate() || !protoUpToDateHeader(r.h) {
-				t.Errorf("idle long-poll: %d %s; want 200 with only up-to-date", r.code, r.body)
+			msgs := messages(t, r.Text())
+			if r.Status != 200 || len(msgs) != 1 || !msgs[0].IsUpToDate() || !protoUpToDateHeader(r.Header) {
+				t.Errorf("idle long-poll: %d %s; want 200 with only up-to-date", r.Status, r.Text())
 			}
 			if x.dur < 19*time.Second || x.dur > 30*time.Second {
 				t.Errorf("idle long-poll answered after %s; want the 20 s timeout", x.dur)
 			}
-			if c := r.h.Get("electric-cursor"); c == "" || c == "7" {
+			if c := r.Header.Get("electric-cursor"); c == "" || c == "7" {
 				t.Errorf("idle long-poll cursor %q after cursor 7; want a new one", c)
 			}
-			if r.h.Get("electric-offset") != idleOffset || r.h.Get("electric-handle") != idleHandle {
-				t.Errorf("idle long-poll offset %q handle %q; want %q %q", r.h.Get("electric-offset"), r.h.Get("electric-handle"), idleOffset, idleHandle)
+			if r.Header.Get("electric-offset") != idleOffset || r.Header.Get("electric-handle") != idleHandle {
+				t.Errorf("idle long-poll offset %q handle %q; want %q %q", r.Header.Get("electric-offset"), r.Header.Get("electric-handle"), idleOffset, idleHandle)
 			}
-			if cc := r.h.Get("Cache-Control"); cc != "public, max-age=5, stale-while-revalidate=5" {
+			if cc := r.Header.Get("Cache-Control"); cc != "public, max-age=5, stale-while-revalidate=5" {
 				t.Errorf("idle long-poll cache-control %q", cc)
 			}
-			etags = append(etags, r.h.Get("ETag"))
+			etags = append(etags, r.Header.Get("ETag"))
 		}
 		// Electric adds the time to a no-change response's etag so that a
 		// CDN cannot revalidate it.
