@@ -63,8 +63,9 @@ type Pod struct {
 	brokers []*Broker      // every broker started, to close its health client
 }
 
-// StartPod starts a pod's broker on free ports, then its worker (with
-// AwaitBroker, once the broker listens: a wait bounded, and ended by ctx).
+// StartPod starts a pod's broker on its addresses (free ports unless set),
+// then its worker (with AwaitBroker, once the broker listens: a wait
+// bounded, and ended by ctx).
 // It does not wait for the worker. On an error nothing is left running;
 // otherwise Close the pod.
 func StartPod(ctx context.Context, o PodOptions) (*Pod, error) {
