@@ -62,7 +62,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	hub := lease.NewHub(cfg.StreamID, holder, cfg.LeaseTTL)
-	m := metrics.New(cfg.StreamID, version, hub.DurableLSN)
+	m := metrics.New(cfg.StreamID, version, hub)
 	hub.SetRenewalWindow(cfg.LockSessionTimeout - cfg.LeaseTTL)
 	srv := server.New(cfg.StreamID, hub, log)
 	loop := leader.New(leader.Config{

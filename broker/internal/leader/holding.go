@@ -147,7 +147,6 @@ func (h *holding) tryGrant(ctx context.Context) (time.Duration, error) {
 
 // report publishes readiness, leadership and lease state.
 func (h *holding) report(attached int) {
-	h.metrics.WorkersAttached.Set(float64(attached))
 	g, ok := h.hub.Current()
 	h.setReady(attached > 0)
 	h.setLeader(ok && !g.Revoked)

@@ -26,11 +26,13 @@ const (
 
 // Broker holds the broker's metrics.
 type Broker struct {
-	Registry        *prometheus.Registry
-	LockHeld        prometheus.Gauge
-	Epoch           prometheus.Gauge
-	LeaseState      prometheus.Gauge
-	WorkersAttached prometheus.Gauge
+	Registry   *prometheus.Registry
+	LockHeld   prometheus.Gauge
+	Epoch      prometheus.Gauge
+	LeaseState prometheus.Gauge
+	// WorkersAttached reads, at each scrape, how many workers are attached
+	// (standing by or granted).
+	WorkersAttached prometheus.GaugeFunc
 	LockWait        prometheus.Histogram
 	Acquisitions    prometheus.Counter
 	// Handoffs counts acquisitions that took the stream over from a
@@ -57,11 +59,18 @@ type Broker struct {
 // (crash, freeze, partition, PostgreSQL restart).
 var HandoffCauses = []string{"shutdown", "worker_stopping", "worker_absent", "released", "session_ended"}
 
+// Hub is what the metrics read of the lease hub at each scrape.
+type Hub interface {
+	// DurableLSN is the last durable position (WAL byte position) the
+	// granted worker reported, 0 before any report.
+	DurableLSN() uint64
+	// Attached is the number of workers attached.
+	Attached() int
+}
+
 // New creates and registers the broker's metrics for stream, and
-// baton_build_info for version. durableLSN is read at each scrape: the
-// last durable position (WAL byte position) the granted worker reported, 0
-// before any report.
-func New(stream, version string, durableLSN func() uint64) *Broker {
+// baton_build_info for version.
+func New(stream, version string, hub Hub) *Broker {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		BuildInfo("broker", version))
@@ -70,11 +79,12 @@ func New(stream, version string, durableLSN func() uint64) *Broker {
 		return prometheus.Opts{Namespace: "baton", Subsystem: "broker", Name: name, Help: help, ConstLabels: labels}
 	}
 	b := &Broker{
-		Registry:        reg,
-		LockHeld:        prometheus.NewGauge(prometheus.GaugeOpts(f("lock_held", "1 while this broker holds the stream's advisory lock."))),
-		Epoch:           prometheus.NewGauge(prometheus.GaugeOpts(f("epoch", "Epoch of this broker's latest acquisition or grant (0 before the first)."))),
-		LeaseState:      prometheus.NewGauge(prometheus.GaugeOpts(f("lease_state", "0 no grant, 1 granted to a worker, 2 revoked and waiting for the worker's release."))),
-		WorkersAttached: prometheus.NewGauge(prometheus.GaugeOpts(f("workers_attached", "Worker lease streams attached to this broker."))),
+		Registry:   reg,
+		LockHeld:   prometheus.NewGauge(prometheus.GaugeOpts(f("lock_held", "1 while this broker holds the stream's advisory lock."))),
+		Epoch:      prometheus.NewGauge(prometheus.GaugeOpts(f("epoch", "Epoch of this broker's latest acquisition or grant (0 before the first)."))),
+		LeaseState: prometheus.NewGauge(prometheus.GaugeOpts(f("lease_state", "0 no grant, 1 granted to a worker, 2 revoked and waiting for the worker's release."))),
+		WorkersAttached: prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("workers_attached", "Worker lease streams attached to this broker.")),
+			func() float64 { return float64(hub.Attached()) }),
 		LockWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "baton", Subsystem: "broker", Name: "lock_wait_seconds", ConstLabels: labels,
 			Help:    "Time from starting to wait for the advisory lock to holding it.",
@@ -100,7 +110,7 @@ func New(stream, version string, durableLSN func() uint64) *Broker {
 		SessionErrors: prometheus.NewCounter(prometheus.CounterOpts(f("session_errors_total", "Lock-session connection attempts or sessions that failed."))),
 		WorkerDurableLSN: prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("worker_durable_lsn",
 			"Last WAL position (LSN as a byte position) the granted worker reported durable and acknowledged (lease Progress or Released); 0 before any report.")),
-			func() float64 { return float64(durableLSN()) }),
+			func() float64 { return float64(hub.DurableLSN()) }),
 	}
 	reg.MustRegister(b.LockHeld, b.Epoch, b.LeaseState, b.WorkersAttached, b.LockWait, b.Acquisitions,
 		b.Handoffs, b.HandoffDuration, b.Grants, b.Revocations, b.StoppingReleases, b.HeartbeatFailures, b.HeartbeatLatency, b.SessionErrors,

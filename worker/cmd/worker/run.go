@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	batonv1 "github.com/batonhq/baton/proto/baton/v1"
+	"github.com/batonhq/baton/proto/stream"
 	"github.com/batonhq/baton/settings"
 	"github.com/batonhq/baton/worker/internal/config"
 	"github.com/batonhq/baton/worker/internal/health"
@@ -59,9 +60,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	var tracker health.Tracker
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo(version))
 	metrics := replication.NewMetrics(cfg.StreamID)
 	reg.MustRegister(metrics.Collectors()...)
+	sampler := replication.NewSlotSampler(cfg.DatabaseURL, cfg.StreamID, stream.SlotName(cfg.StreamID), slotReadTimeout, log)
+	states := newShapeStates(cfg.StreamID)
+	httpMetrics := httpapi.NewMetrics(cfg.StreamID, "/v1/shape", "/v1/health", "/metrics")
+	reg.MustRegister(sampler, states)
+	reg.MustRegister(httpMetrics.Collectors()...)
+	histogram := func(name, help string, buckets []float64) prometheus.Histogram {
+		h := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "baton", Subsystem: "worker", Name: name,
+			Help: help, ConstLabels: prometheus.Labels{"stream": cfg.StreamID}, Buckets: buckets})
+		reg.MustRegister(h)
+		return h
+	}
+	started := histogram("start_duration_seconds", "Time from a grant to streaming from the slot (the worker's part of a handoff).",
+		[]float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30})
 	expired := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "baton", Subsystem: "worker", Name: "shapes_expired_total",
 		Help: "Shapes removed because no request used them within BATON_SHAPE_IDLE_TIMEOUT.", ConstLabels: prometheus.Labels{"stream": cfg.StreamID}})
 	reg.MustRegister(expired)
@@ -78,6 +92,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Compacted:   counter("shape_compactions_total", "Shape logs compacted to one message per row."),
 		Invalidated: counter("shapes_invalidated_total", "Shapes removed because their table was truncated, dropped, renamed or altered."),
 		WhereErrors: counter("where_errors_total", "Where clauses that raised an error on a changed row (the row is left out)."),
+		Created: histogram("snapshot_duration_seconds", "Time to create a shape: its table's description, publication and snapshot.",
+			[]float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}),
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/health", &tracker)
@@ -92,7 +108,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	api.Register(mux)
 	var unmet unmetRequirement
 	drain := httpapi.NewDrain(unmet.guard(mux))
-	srv := &http.Server{Handler: drain, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: httpMetrics.Instrument(drain), ReadHeaderTimeout: 5 * time.Second}
 
 	client, err := lease.New(cfg.BrokerAddr, lease.Options{WorkerID: id, StreamID: cfg.StreamID, AdvertiseURL: cfg.AdvertiseURL,
 		// A standby forwards shape requests to the worker its broker says
@@ -113,6 +129,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return nil
 	})
+	g.Go(func() error { return sampler.Run(gctx) })
 	leaseDone := make(chan struct{})
 	g.Go(func() error {
 		<-gctx.Done()
@@ -121,7 +138,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	g.Go(func() error {
 		defer close(leaseDone)
 		w := &worker{cfg: cfg, client: client, tracker: &tracker, api: api, metrics: metrics, expired: expired, shapeCounters: shapeCounters, log: log, unmet: &unmet,
-			prepared: prepared}
+			prepared: prepared, states: states, started: started}
 		return w.leaseLoop(gctx)
 	})
 	return g.Wait()
@@ -142,6 +159,8 @@ type worker struct {
 	log           *slog.Logger
 	unmet         *unmetRequirement // shape requests get 503 naming it
 	prepared      prometheus.Gauge  // baton_worker_standby_prepared
+	states        *shapeStates      // baton_worker_shapes
+	started       prometheus.Observer
 }
 
 func (w *worker) leaseLoop(ctx context.Context) error {
@@ -249,6 +268,8 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease, warm *warmSe
 		return replication.Result{}, fmt.Errorf("open shapes: %w", err)
 	}
 	defer reg.Close()
+	w.states.set(reg)
+	defer w.states.set(nil)
 	steps.Mark("shapes")
 	// Shapes whose table the publication may not have covered since the
 	// storage's position (another pod dropped it meanwhile) miss changes:
@@ -334,6 +355,7 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease, warm *warmSe
 		Dialing: dialing,
 		Steps:   steps,
 		OnStreaming: func() {
+			w.started.Observe(time.Since(l.GrantedAt).Seconds())
 			tracker.Set(health.Active, l)
 			api.Serve(reg, l)
 			startExpiry.Do(expire)

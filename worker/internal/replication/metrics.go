@@ -1,6 +1,11 @@
 package replication
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the replication loop's Prometheus metrics. Create them with
 // NewMetrics and register Collectors on the worker's registry.
@@ -15,6 +20,33 @@ type Metrics struct {
 	// missing after this storage streamed from them, and created anew;
 	// every shape is refetched after one.
 	SlotRecreations prometheus.Counter
+	// LagBytes and LagSeconds are computed at each scrape from lag.
+	LagBytes   prometheus.GaugeFunc
+	LagSeconds prometheus.GaugeFunc
+
+	lag lag
+}
+
+// lag is how far the stream being consumed is behind the server, updated
+// by the run as it reads and makes transactions durable, read by scrapes.
+// Zero values: no stream (no lag).
+type lag struct {
+	// serverEnd is the newest WAL position the server sent (a keepalive's
+	// WAL end, a message's position).
+	serverEnd atomic.Uint64
+	// accounted is the position up to which every change is durable or
+	// known to need nothing (a keepalive's WAL end with nothing pending):
+	// what may be acknowledged.
+	accounted atomic.Uint64
+	// commitNanos is the commit time (Unix nanoseconds, the server's
+	// clock) of the last durable transaction; 0 before the first one of
+	// the run, when startNanos (when the run began streaming) stands in.
+	commitNanos atomic.Int64
+	startNanos  atomic.Int64
+	// delayNanos is how old the last durable transaction was when it
+	// became durable; a keepalive accounted for (the server had nothing
+	// more to send) sets it to 0.
+	delayNanos atomic.Int64
 }
 
 // NewMetrics creates the metrics for stream.
@@ -26,7 +58,7 @@ func NewMetrics(stream string) *Metrics {
 	c := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "baton", Subsystem: "worker", Name: name, Help: help, ConstLabels: l})
 	}
-	return &Metrics{
+	m := &Metrics{
 		DurableLSN:   g("durable_lsn", "End LSN of the last transaction durable in storage."),
 		AckedLSN:     g("acked_lsn", "Last flush position acknowledged to PostgreSQL."),
 		Transactions: c("transactions_total", "Committed transactions stored."),
@@ -36,9 +68,89 @@ func NewMetrics(stream string) *Metrics {
 		SlotRecreations: c("slot_recreations_total",
 			"Replication slots found invalidated (wal_status lost) or dropped, and created anew; every shape is refetched after one."),
 	}
+	m.LagBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "baton", Subsystem: "worker", Name: "replication_lag_bytes",
+		Help: "WAL the server has sent (the newest keepalive WAL end or message position) beyond what the worker made durable or passed over; 0 when not replicating.", ConstLabels: l},
+		func() float64 { return float64(m.lag.bytes()) })
+	m.LagSeconds = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "baton", Subsystem: "worker", Name: "replication_lag_seconds",
+		Help: "While the worker is behind what the server sent: now minus the commit time of the last durable transaction (before one: the stream's start); otherwise how old that transaction was when it became durable, 0 once the server had nothing more to send or when not replicating.", ConstLabels: l},
+		func() float64 { return m.lag.seconds(time.Now()).Seconds() })
+	return m
 }
 
 // Collectors lists the metrics for registration.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.DurableLSN, m.AckedLSN, m.Transactions, m.Changes, m.Syncs, m.Epoch, m.SlotRecreations}
+	return []prometheus.Collector{m.DurableLSN, m.AckedLSN, m.Transactions, m.Changes, m.Syncs, m.Epoch, m.SlotRecreations,
+		m.LagBytes, m.LagSeconds}
+}
+
+// start begins measuring the lag of a stream starting at pos.
+func (l *lag) start(pos uint64) {
+	l.commitNanos.Store(0)
+	l.delayNanos.Store(0)
+	l.startNanos.Store(time.Now().UnixNano())
+	l.accounted.Store(pos)
+	l.serverEnd.Store(pos)
+}
+
+// stop ends measuring: no stream, no lag.
+func (l *lag) stop() {
+	l.serverEnd.Store(0)
+	l.accounted.Store(0)
+	l.delayNanos.Store(0)
+}
+
+// sent records a position the server sent.
+func (l *lag) sent(pos uint64) {
+	for {
+		cur := l.serverEnd.Load()
+		if pos <= cur || l.serverEnd.CompareAndSwap(cur, pos) {
+			return
+		}
+	}
+}
+
+// durable records the accounted position after a sync; commit is the
+// commit time of the last transaction made durable (zero: none new).
+func (l *lag) durable(pos uint64, commit time.Time) {
+	if !commit.IsZero() {
+		l.commitNanos.Store(commit.UnixNano())
+		l.delayNanos.Store(max(int64(time.Since(commit)), 0))
+	}
+	l.raise(pos)
+}
+
+// caughtUp records a keepalive's WAL end accounted for: the server had
+// nothing more to send.
+func (l *lag) caughtUp(pos uint64) {
+	l.delayNanos.Store(0)
+	l.raise(pos)
+}
+
+// raise raises the accounted position to pos.
+func (l *lag) raise(pos uint64) {
+	for {
+		cur := l.accounted.Load()
+		if pos <= cur || l.accounted.CompareAndSwap(cur, pos) {
+			return
+		}
+	}
+}
+
+func (l *lag) bytes() uint64 {
+	end, acc := l.serverEnd.Load(), l.accounted.Load()
+	if end <= acc {
+		return 0
+	}
+	return end - acc
+}
+
+func (l *lag) seconds(now time.Time) time.Duration {
+	if l.bytes() == 0 {
+		return time.Duration(l.delayNanos.Load())
+	}
+	at := l.commitNanos.Load()
+	if at == 0 {
+		at = l.startNanos.Load()
+	}
+	return max(now.Sub(time.Unix(0, at)), 0)
 }

@@ -248,6 +248,10 @@ func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 	s := &streamer{o: o, l: l, sink: sink, repl: repl, dec: newDecoder()}
 	s.acked.Store(uint64(confirmed))
 	s.ackable.Store(uint64(confirmed))
+	if o.Metrics != nil {
+		o.Metrics.lag.start(uint64(confirmed))
+		defer o.Metrics.lag.stop()
+	}
 	runErr := s.run(ctx, work)
 	res.Durable, res.Acked = s.durable.Load(), s.acked.Load()
 	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -305,9 +309,12 @@ type streamer struct {
 	// finalAck is the acknowledgement a graceful stop sent last (0: none).
 	finalAck uint64
 
-	dirty     bool   // appended since the last Sync
-	kaLSN     uint64 // a keepalive's WAL end waiting for durability
-	kaPending bool
+	dirty bool // appended since the last Sync
+	// lastCommit is the commit time of the last transaction appended
+	// since the last Sync (zero: none).
+	lastCommit time.Time
+	kaLSN      uint64 // a keepalive's WAL end waiting for durability
+	kaPending  bool
 }
 
 func (s *streamer) run(ctx, work context.Context) error {
@@ -431,12 +438,14 @@ func (s *streamer) read(ctx context.Context, out chan<- item) error {
 					return fmt.Errorf("parse keepalive: %w", err)
 				}
 				it = item{keepalive: true, walEnd: uint64(k.ServerWALEnd), replyRequested: k.ReplyRequested}
+				s.sent(it.walEnd)
 			case pglogrepl.XLogDataByteID:
 				x, err := pglogrepl.ParseXLogData(m.Data[1:])
 				if err != nil {
 					return fmt.Errorf("parse xlogdata: %w", err)
 				}
 				it = item{start: uint64(x.WALStart), data: append([]byte(nil), x.WALData...)}
+				s.sent(max(it.start, uint64(x.ServerWALEnd)))
 			default:
 				continue
 			}
@@ -482,6 +491,7 @@ func (s *streamer) handle(it item, poke chan struct{}) error {
 	}
 	s.o.Decoded.Put(seq, tx)
 	s.dirty = true
+	s.lastCommit = tx.CommitTime
 	if m := s.o.Metrics; m != nil {
 		m.Transactions.Inc()
 		m.Changes.Add(float64(len(tx.Changes)))
@@ -492,8 +502,18 @@ func (s *streamer) handle(it item, poke chan struct{}) error {
 func (s *streamer) promoteKeepalive() {
 	if s.kaPending && s.kaLSN > s.ackable.Load() {
 		s.ackable.Store(s.kaLSN)
+		if m := s.o.Metrics; m != nil {
+			m.lag.caughtUp(s.kaLSN)
+		}
 	}
 	s.kaPending = false
+}
+
+// sent records, for the lag, a position the server sent.
+func (s *streamer) sent(pos uint64) {
+	if m := s.o.Metrics; m != nil {
+		m.lag.sent(pos)
+	}
 }
 
 // sync makes appended transactions durable and raises the ackable position.
@@ -506,13 +526,15 @@ func (s *streamer) sync(poke chan struct{}) error {
 	if d > s.durable.Load() {
 		s.durable.Store(d)
 	}
-	if m := s.o.Metrics; m != nil {
-		m.Syncs.Inc()
-		m.DurableLSN.Set(float64(s.durable.Load()))
-	}
 	if d > s.ackable.Load() {
 		s.ackable.Store(d)
 	}
+	if m := s.o.Metrics; m != nil {
+		m.Syncs.Inc()
+		m.DurableLSN.Set(float64(s.durable.Load()))
+		m.lag.durable(s.ackable.Load(), s.lastCommit)
+	}
+	s.lastCommit = time.Time{}
 	s.promoteKeepalive()
 	_ = poke
 	return nil

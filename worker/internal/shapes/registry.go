@@ -48,7 +48,13 @@ type Counters struct {
 	Invalidated Counter
 	// WhereErrors: where clauses that raised an error on a changed row.
 	WhereErrors Counter
+	// Created observes, in seconds, how long each shape that was created
+	// took: the table's description, the publication, the snapshot.
+	Created Observer
 }
+
+// Observer observes values (a prometheus.Histogram fits).
+type Observer interface{ Observe(float64) }
 
 func inc(c Counter) {
 	if c != nil {
@@ -65,8 +71,10 @@ type Registry struct {
 	// createMu is shared by creations (up to createConcurrency at once, one
 	// per definition) and held alone by what changes the publication or
 	// the stream log under them (Reconcile, stream truncation).
-	createMu  sync.RWMutex
-	creating  singleflight.Group
+	createMu sync.RWMutex
+	creating singleflight.Group
+	// creatingN counts the creations under way (Count).
+	creatingN atomic.Int32
 	createSem chan struct{}
 	// conns are idle connections of creations, kept between them; one is
 	// dropped after a failure that is not the request's fault.
@@ -203,9 +211,15 @@ func (r *Registry) createOne(ctx context.Context, d Definition) (*Shape, error) 
 	defer func() { <-r.createSem }()
 	r.createMu.RLock()
 	defer r.createMu.RUnlock()
+	r.creatingN.Add(1)
+	start := time.Now()
 	s, err := r.create(ctx, d)
+	r.creatingN.Add(-1)
 	if err != nil {
 		return nil, err
+	}
+	if o := r.o.Counters.Created; o != nil {
+		o.Observe(time.Since(start).Seconds())
 	}
 	r.o.Log.Info("shape created", "handle", s.meta.Handle, "table", d.String(), "xmin", s.meta.Xmin, "xmax", s.meta.Xmax)
 	return s, nil
