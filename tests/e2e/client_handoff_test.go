@@ -620,23 +620,19 @@ type healthProbe struct {
 
 func startHealthProbe(addr string, once int) *healthProbe {
 	h := &healthProbe{stop: make(chan struct{}), done: make(chan struct{}), seen: map[string]int{}}
-	c := http.Client{Timeout: 10 * time.Second}
 	ask := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
 		h.inFlight.Add(1)
-		resp, err := c.Get("http://" + addr + "/v1/health")
+		status, code, _ := harness.Health(ctx, "http://"+addr)
 		h.inFlight.Add(-1)
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		if err != nil {
+		if code == 0 {
 			h.errs++
 			return
 		}
-		defer resp.Body.Close()
-		var body struct {
-			Status string `json:"status"`
-		}
-		_ = json.NewDecoder(resp.Body).Decode(&body)
-		h.seen[fmt.Sprintf("%s %d", body.Status, resp.StatusCode)]++
+		h.seen[fmt.Sprintf("%s %d", status, code)]++
 	}
 	var wg sync.WaitGroup
 	for range once {

@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/batonhq/baton/tests/harness"
 	"github.com/batonhq/baton/tests/k8s"
 	"github.com/batonhq/baton/tests/pgtest"
 	"github.com/batonhq/baton/tests/podrunner"
@@ -347,7 +347,6 @@ type activation struct {
 
 func startHealthWatch(d *podrunner.Deployment) *healthWatch {
 	h := &healthWatch{stop: make(chan struct{}), done: make(chan struct{})}
-	client := http.Client{Timeout: 500 * time.Millisecond}
 	go func() {
 		defer close(h.done)
 		active := map[string]bool{}
@@ -362,15 +361,9 @@ func startHealthWatch(d *podrunner.Deployment) *healthWatch {
 				if err != nil || p.Container("worker").Process() == nil {
 					continue
 				}
-				status := ""
-				if resp, err := client.Get("http://" + addr + "/v1/health"); err == nil {
-					var body struct {
-						Status string `json:"status"`
-					}
-					_ = json.NewDecoder(resp.Body).Decode(&body)
-					resp.Body.Close()
-					status = body.Status
-				}
+				ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+				status, _, _ := harness.Health(ctx, "http://"+addr)
+				cancel()
 				now := status == "active"
 				if now && !active[p.Name()] {
 					h.mu.Lock()

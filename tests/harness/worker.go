@@ -2,6 +2,7 @@ package harness
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -73,21 +74,29 @@ func StartWorker(o WorkerOptions) (*Worker, error) {
 	return &Worker{Process: p, HTTPAddr: LocalAddr(addr)}, nil
 }
 
-// Health returns the worker's /v1/health status and HTTP code.
+// Health returns the worker's /v1/health status and HTTP code, asked
+// within 2 s.
 func (w *Worker) Health() (string, int, error) {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + w.HTTPAddr + "/v1/health")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return Health(ctx, "http://"+w.HTTPAddr)
+}
+
+// Health asks GET <base>/v1/health and returns the status its body names
+// and the HTTP code; code is 0 when no answer came (err says why), and
+// err is set with the code when the body is not a health answer.
+func Health(ctx context.Context, base string) (status string, code int, err error) {
+	r, err := Fetch(ctx, http.MethodGet, base+"/v1/health", nil)
 	if err != nil {
 		return "", 0, err
 	}
-	defer resp.Body.Close()
 	var body struct {
 		Status string `json:"status"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return "", resp.StatusCode, fmt.Errorf("decode health: %w", err)
+	if err := json.Unmarshal(r.Body, &body); err != nil {
+		return "", r.Status, fmt.Errorf("decode health: %w", err)
 	}
-	return body.Status, resp.StatusCode, nil
+	return body.Status, r.Status, nil
 }
 
 // AwaitStatus waits until /v1/health says status; it fails if the worker
@@ -117,13 +126,13 @@ func (w *Worker) awaitStatus(ctx context.Context, status string, timeout, every 
 // Metric returns the value of the first sample of the metric name in the
 // worker's /metrics (ok false when it has none).
 func (w *Worker) Metric(name string) (v float64, ok bool, err error) {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + w.HTTPAddr + "/metrics")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	r, err := Fetch(ctx, http.MethodGet, "http://"+w.HTTPAddr+"/metrics", nil)
 	if err != nil {
 		return 0, false, err
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(bytes.NewReader(r.Body))
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		line := sc.Text()

@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -186,10 +184,9 @@ func (s *supervisor) stopAll() []string {
 // poll reads every worker's /v1/health and sends the number of the active
 // pair (0 for none) whenever it changes, until quit is closed.
 func (s *supervisor) poll(quit <-chan struct{}, actives chan<- int) {
-	client := &http.Client{Timeout: time.Second}
-	addrs := make([]string, len(s.pairs))
+	bases := make([]string, len(s.pairs))
 	for i, p := range s.pairs {
-		addrs[i] = "http://" + harness.LocalAddr(p.httpAddr) + "/v1/health"
+		bases[i] = "http://" + harness.LocalAddr(p.httpAddr)
 	}
 	last := 0
 	t := time.NewTicker(pollEvery)
@@ -201,8 +198,11 @@ func (s *supervisor) poll(quit <-chan struct{}, actives chan<- int) {
 		case <-t.C:
 		}
 		active := 0
-		for i, a := range addrs {
-			if healthStatus(client, a) == "active" {
+		for i, base := range bases {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			status, _, _ := harness.Health(ctx, base)
+			cancel()
+			if strings.ToLower(status) == "active" {
 				active = i + 1
 				break
 			}
@@ -217,19 +217,4 @@ func (s *supervisor) poll(quit <-chan struct{}, actives chan<- int) {
 			return
 		}
 	}
-}
-
-func healthStatus(c *http.Client, url string) string {
-	resp, err := c.Get(url)
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Status string `json:"status"`
-	}
-	if json.NewDecoder(resp.Body).Decode(&body) != nil {
-		return ""
-	}
-	return strings.ToLower(body.Status)
 }
