@@ -8,8 +8,14 @@
 // print as one line before exiting with code 2. The validators (DatabaseURL,
 // Addr, LogFormat) check the settings both binaries share and return plain
 // problems ("required, e.g. ..."), which the caller turns into an *Error
-// naming its setting. NewLogger builds the logger BATON_LOG_FORMAT names.
+// naming its setting.
+//
+// NewLogger builds the logger BATON_LOG_FORMAT names: every line carries
+// the stream and, while the process holds it, the epoch (Epoch); durations
+// are Go durations in both formats. RouteGRPCLog sends grpc-go's own
+// logging through it.
 //
 // The package lives in a module of its own, outside proto (the lease
-// contract other languages implement), because it depends on pgx.
+// contract other languages implement), because it depends on pgx and
+// grpc-go's logging.
 package settings

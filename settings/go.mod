@@ -2,7 +2,10 @@ module github.com/batonhq/baton/settings
 
 go 1.26.0
 
-require github.com/jackc/pgx/v5 v5.12.0
+require (
+	github.com/jackc/pgx/v5 v5.12.0
+	google.golang.org/grpc v1.85.0
+)
 
 require (
 	github.com/jackc/pgpassfile v1.0.0 // indirect

@@ -3,8 +3,6 @@ package settings
 import (
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/url"
 	"strings"
@@ -57,13 +55,4 @@ func LogFormat(format string) error {
 		return fmt.Errorf("must be text or json, got %q", format)
 	}
 	return nil
-}
-
-// NewLogger is the process's logger: slog's text or JSON handler on w.
-func NewLogger(format string, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }

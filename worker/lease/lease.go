@@ -90,6 +90,10 @@ type Options struct {
 	// OnStandby, when set, is called (from the client's receive goroutine)
 	// with every standby message; it must not block.
 	OnStandby func(*batonv1.Standby)
+	// OnBroker, when set, is called (from Acquire) with why a lease stream
+	// could not be opened when the broker is unreachable, and with nil when
+	// a stream opened after that; it must not block.
+	OnBroker func(err error)
 	// DialOptions are appended to the client's defaults (insecure transport
 	// to the co-located broker, keepalives).
 	DialOptions []grpc.DialOption
@@ -106,6 +110,8 @@ type Client struct {
 
 	mu   sync.Mutex
 	sess *session
+	// unreachable: OnBroker was last told the broker is unreachable.
+	unreachable bool
 }
 
 // New creates a client for the broker at addr (host:port). It does not
@@ -208,8 +214,16 @@ func (c *Client) session(ctx context.Context) (*session, error) {
 	sctx, cancel := context.WithCancel(c.base)
 	// Give up opening the stream when the caller does.
 	stop := context.AfterFunc(ctx, cancel)
-	stream, err := batonv1.NewLeaseServiceClient(c.conn).Lease(sctx, grpc.WaitForReady(true))
+	// The first attempt fails fast when the broker cannot be reached, to
+	// say why; then the stream waits for the connection.
+	client := batonv1.NewLeaseServiceClient(c.conn)
+	stream, err := client.Lease(sctx)
+	if status.Code(err) == codes.Unavailable && sctx.Err() == nil {
+		c.reachable(err)
+		stream, err = client.Lease(sctx, grpc.WaitForReady(true))
+	}
 	if err == nil {
+		c.reachable(nil)
 		err = stream.Send(&batonv1.WorkerMessage{Msg: &batonv1.WorkerMessage_Hello{Hello: &batonv1.Hello{
 			WorkerId: c.opts.WorkerID, StreamId: c.opts.StreamID, AdvertiseUrl: c.opts.AdvertiseURL,
 		}}})
@@ -225,6 +239,16 @@ func (c *Client) session(ctx context.Context) (*session, error) {
 	go s.receive()
 	c.sess = s
 	return s, nil
+}
+
+// reachable reports to OnBroker that the broker is unreachable (err), or
+// reachable again (nil) after that; c.mu is held.
+func (c *Client) reachable(err error) {
+	if c.opts.OnBroker == nil || (err == nil && !c.unreachable) {
+		return
+	}
+	c.unreachable = err != nil
+	c.opts.OnBroker(err)
 }
 
 func (c *Client) drop(s *session) {

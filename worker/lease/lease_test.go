@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -481,5 +483,61 @@ func TestReasonString(t *testing.T) {
 	}
 	if _, ok := lease.Revoked(errors.New("x")); ok {
 		t.Fatal("Revoked(plain error) = true")
+	}
+}
+
+// TestOnBrokerUnreachable: a broker that cannot be reached is reported at
+// once with why, and reached again when it comes up.
+func TestOnBrokerUnreachable(t *testing.T) {
+	f := startFake(t)
+	var up atomic.Bool
+	reports := make(chan error, 16)
+	c, err := lease.New("passthrough:///bufnet", lease.Options{
+		OnBroker: func(err error) { reports <- err },
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			if !up.Load() {
+				return nil, errors.New("connect: connection refused")
+			}
+			return f.ln.DialContext(ctx)
+		})},
+	})
+	if err != nil {
+		t.Fatalf("lease.New: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	acquired := make(chan *lease.Lease, 1)
+	go func() {
+		l, err := c.Acquire(t.Context())
+		if err != nil {
+			t.Errorf("Acquire: %v", err)
+		}
+		acquired <- l
+	}()
+	report := func() error {
+		t.Helper()
+		select {
+		case err := <-reports:
+			return err
+		case <-time.After(waitFor):
+			t.Fatal("no report")
+			return nil
+		}
+	}
+	if err := report(); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("first report %v, want the dial's error", err)
+	}
+	up.Store(true)
+	if err := report(); err != nil {
+		t.Fatalf("report once the broker is up: %v, want nil", err)
+	}
+	s := f.stream(t)
+	s.out <- granted(1, time.Minute)
+	if l := <-acquired; l == nil || l.Epoch != 1 {
+		t.Fatalf("lease %+v", l)
+	}
+	select {
+	case err := <-reports:
+		t.Fatalf("report %v with the broker reachable all along", err)
+	default:
 	}
 }

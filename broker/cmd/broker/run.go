@@ -44,7 +44,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := settings.NewLogger(cfg.LogFormat, stderr)
+	var epoch settings.Epoch // while holding the stream, every log line carries it
+	log := settings.NewLogger(cfg.LogFormat, stderr, cfg.StreamID, &epoch)
+	settings.RouteGRPCLog(log)
 	host, err := os.Hostname()
 	if err != nil {
 		return fmt.Errorf("host name: %w", err)
@@ -76,9 +78,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		LeaseTTL:          cfg.LeaseTTL,
 		AbsenceTimeout:    cfg.WorkerAbsenceTimeout,
 		DrainTimeout:      cfg.DrainTimeout,
+		LogEpoch:          &epoch,
 	}, hub, srv.Health, m, log)
 
-	log.Info("broker starting", "version", version, "stream", cfg.StreamID, "holder", holder,
+	log.Info("broker starting", "version", version, "holder", holder,
 		"grpc", grpcLn.Addr().String(), "metrics", metricsLn.Addr().String(),
 		"lock_session_timeout", cfg.LockSessionTimeout, "heartbeat_interval", cfg.HeartbeatInterval,
 		"lease_ttl", cfg.LeaseTTL)

@@ -123,6 +123,7 @@ func (h *holding) tryGrant(ctx context.Context) (time.Duration, error) {
 		return 0, nil // retry with a fresh epoch on the next pass
 	}
 	h.metrics.Epoch.Set(float64(next))
+	h.setLogEpoch(next)
 	if !h.hub.Grant(w, next) {
 		return 0, nil // the worker left meanwhile; the next grant bumps again
 	}

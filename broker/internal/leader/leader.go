@@ -45,6 +45,10 @@ type Config struct {
 	LeaseTTL          time.Duration
 	AbsenceTimeout    time.Duration
 	DrainTimeout      time.Duration
+	// LogEpoch, when set, is told the epoch while the loop holds the
+	// stream (the claim's, then each grant's) and 0 when it lets go, for
+	// the log lines to carry it.
+	LogEpoch interface{ Set(epoch uint64) }
 }
 
 // Loop is the leader loop. Create it with New and call Run once.
@@ -143,7 +147,7 @@ func (l *Loop) session(ctx context.Context, bo *backoff) error {
 	l.hub.SetStandby(lease.Standby{Reason: batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT, Holder: holderOf(st)})
 	l.setReady(true)
 	if st.Held {
-		l.log.Info("waiting for the stream's lock", "holder", st.Holder, keyEpoch, st.Epoch,
+		l.log.Info("waiting for the stream's lock", "holder", st.Holder, "holder_epoch", st.Epoch,
 			"holder_pid", st.HeldByPID, "last_heartbeat", st.LastHeartbeat)
 	} else {
 		l.log.Info("waiting for the stream's lock (free)", keyPID, s.PID())
@@ -175,6 +179,8 @@ func (l *Loop) session(ctx context.Context, bo *backoff) error {
 		claimedFor = nil // too slow to grant on: record the grant again
 	}
 	bo.reset()
+	l.setLogEpoch(claim.Epoch())
+	defer l.setLogEpoch(0)
 	l.metrics.Acquisitions.Inc()
 	l.metrics.LockHeld.Set(1)
 	l.metrics.Epoch.Set(float64(claim.Epoch()))
@@ -305,6 +311,12 @@ func (l *Loop) awaitWorker(ctx context.Context) error {
 	}
 	l.log.Info("worker attached; waiting for the lock again")
 	return nil
+}
+
+func (l *Loop) setLogEpoch(e uint64) {
+	if l.cfg.LogEpoch != nil {
+		l.cfg.LogEpoch.Set(e)
+	}
 }
 
 func (l *Loop) setReady(v bool) {

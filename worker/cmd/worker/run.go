@@ -50,7 +50,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := settings.NewLogger(cfg.LogFormat, stderr)
+	var epoch settings.Epoch // while leased, every log line carries it
+	log := settings.NewLogger(cfg.LogFormat, stderr, cfg.StreamID, &epoch)
+	settings.RouteGRPCLog(log)
 	host, _ := os.Hostname()
 	id := fmt.Sprintf("worker@%s:%d", host, os.Getpid())
 
@@ -110,7 +112,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	drain := httpapi.NewDrain(unmet.guard(mux))
 	srv := &http.Server{Handler: httpMetrics.Instrument(drain), ReadHeaderTimeout: 5 * time.Second}
 
+	broker := &brokerWatch{addr: cfg.BrokerAddr, log: log}
 	client, err := lease.New(cfg.BrokerAddr, lease.Options{WorkerID: id, StreamID: cfg.StreamID, AdvertiseURL: cfg.AdvertiseURL,
+		OnBroker: broker.report,
 		// A standby forwards shape requests to the worker its broker says
 		// is active.
 		OnStandby: func(sb *batonv1.Standby) { api.SetActive(sb.GetHolder().GetWorkerUrl()) },
@@ -119,7 +123,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer client.Close()
-	log.Info("worker starting", "version", version, "stream", cfg.StreamID, "broker", cfg.BrokerAddr,
+	log.Info("worker starting", "version", version, "broker", cfg.BrokerAddr,
 		"http", ln.Addr().String(), "advertise", cfg.AdvertiseURL, "storage", cfg.StorageDir)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -130,6 +134,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	})
 	g.Go(func() error { return sampler.Run(gctx) })
+	g.Go(func() error { return broker.Run(gctx) })
 	leaseDone := make(chan struct{})
 	g.Go(func() error {
 		<-gctx.Done()
@@ -138,7 +143,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	g.Go(func() error {
 		defer close(leaseDone)
 		w := &worker{cfg: cfg, client: client, tracker: &tracker, api: api, metrics: metrics, expired: expired, shapeCounters: shapeCounters, log: log, unmet: &unmet,
-			prepared: prepared, states: states, started: started}
+			prepared: prepared, states: states, started: started, epoch: &epoch}
 		return w.leaseLoop(gctx)
 	})
 	return g.Wait()
@@ -161,6 +166,7 @@ type worker struct {
 	prepared      prometheus.Gauge  // baton_worker_standby_prepared
 	states        *shapeStates      // baton_worker_shapes
 	started       prometheus.Observer
+	epoch         *settings.Epoch // the epoch log lines carry
 }
 
 func (w *worker) leaseLoop(ctx context.Context) error {
@@ -177,6 +183,7 @@ func (w *worker) leaseLoop(ctx context.Context) error {
 			}
 			return err
 		}
+		w.epoch.Set(l.Epoch)
 		log.Info("lease granted", "epoch", l.Epoch, "slot", l.Slot, "publication", l.Publication, "ttl", l.TTL)
 		w.metrics.Epoch.Set(float64(l.Epoch))
 		w.api.Hold(l)
@@ -195,6 +202,7 @@ func (w *worker) leaseLoop(ctx context.Context) error {
 		err = release(rctx, durable)
 		cancel()
 		log.Info("lease released", "epoch", l.Epoch, "cause", context.Cause(l.Ctx()), "send_err", err)
+		w.epoch.Set(0)
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -209,7 +209,10 @@ func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 		if !res.SlotCreated {
 			reason = fmt.Sprintf("the slot is confirmed up to %s, beyond what this storage holds or acknowledged (another consumer with other storage advanced it)", confirmed)
 		}
-		o.Log.Warn("storage cannot prove continuity with the slot; rebuilding what depends on it", "slot", o.Slot, "reason", reason)
+		// Expected with storage of its own per pod after another pod
+		// streamed, and on a first start: not a warning (a slot that was
+		// lost or dropped says so above, as an error).
+		o.Log.Info("storage cannot prove continuity with the slot; rebuilding what depends on it", "slot", o.Slot, "reason", reason)
 		if o.OnDiscontinuity != nil {
 			if err := o.OnDiscontinuity(reason); err != nil {
 				return res, fmt.Errorf("handle discontinuity: %w", err)

@@ -172,7 +172,8 @@ func (r *Registry) CheckCoverage(ctx context.Context, conn *pgx.Conn, position u
 	}
 	for t, w := range tables {
 		cov.Tables = append(cov.Tables, t)
-		r.o.Log.Warn("shapes dropped: the publication did not cover their table since this storage's position; their clients refetch",
+		// Expected after another pod with storage of its own streamed.
+		r.o.Log.Info("shapes dropped: the publication did not cover their table since this storage's position; their clients refetch",
 			"table", t, "reason", w)
 	}
 	sort.Strings(cov.Tables)
