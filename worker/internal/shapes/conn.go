@@ -3,6 +3,7 @@ package shapes
 import (
 	"context"
 	"fmt"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 
@@ -26,4 +27,11 @@ func connect(ctx context.Context, url, app string) (*pgx.Conn, error) {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	return conn, nil
+}
+
+// dial opens a connection of the registry's for role ("shapes" or
+// "where"): application_name baton-worker-<role>:<stream>:<epoch>, and the
+// output settings of connect.
+func (r *Registry) dial(ctx context.Context, role string) (*pgx.Conn, error) {
+	return connect(ctx, r.o.DatabaseURL, "baton-worker-"+role+":"+r.o.StreamID+":"+strconv.FormatUint(r.o.Epoch, 10))
 }

@@ -68,9 +68,6 @@ func (s *Shape) Use() (done func()) {
 	}
 }
 
-// Counter counts events (a prometheus.Counter fits).
-type Counter interface{ Inc() }
-
 // ExpiryOptions configure Registry.Expire.
 type ExpiryOptions struct {
 	// IdleTimeout is how long a shape may go without a request before it

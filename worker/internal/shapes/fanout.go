@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -42,7 +41,7 @@ type tableShapes struct {
 
 func newFanout(r *Registry) *fanout {
 	dial := func(ctx context.Context) (*pgx.Conn, error) {
-		return connect(ctx, r.o.DatabaseURL, "baton-worker-where:"+r.o.StreamID+":"+strconv.FormatUint(r.o.Epoch, 10))
+		return r.dial(ctx, "where")
 	}
 	return &fanout{r: r, ev: where.NewEvaluator(dial), tables: map[string]*tableShapes{}, ids: map[*Shape]int{}}
 }
@@ -256,7 +255,7 @@ func (f *fanout) evalError(ts *tableShapes) func(id int, err error) {
 // first that its table is still the one it was made from.
 func (f *fanout) prepare(ctx context.Context, s *Shape) (*where.Predicate, error) {
 	if f.conn == nil || f.conn.IsClosed() {
-		c, err := connect(ctx, f.r.o.DatabaseURL, "baton-worker-shapes:"+f.r.o.StreamID+":"+strconv.FormatUint(f.r.o.Epoch, 10))
+		c, err := f.r.dial(ctx, "shapes")
 		if err != nil {
 			return nil, err
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgerrcode"
@@ -27,7 +26,7 @@ var ErrSuperseded = errors.New("a newer epoch owns the stream")
 func (r *Registry) Reconcile(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	conn, err := connect(ctx, r.o.DatabaseURL, "baton-worker-shapes:"+r.o.StreamID+":"+strconv.FormatUint(r.o.Epoch, 10))
+	conn, err := r.dial(ctx, "shapes")
 	if err != nil {
 		return err
 	}

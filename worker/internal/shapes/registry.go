@@ -39,6 +39,9 @@ type Options struct {
 	Counters Counters
 }
 
+// Counter counts events (a prometheus.Counter fits).
+type Counter interface{ Inc() }
+
 // Counters count events of the shapes (prometheus.Counter fits).
 type Counters struct {
 	// Compacted: shape logs compacted.
@@ -234,7 +237,7 @@ func (r *Registry) createConn(ctx context.Context) (*pgx.Conn, error) {
 				return c, nil
 			}
 		default:
-			return connect(ctx, r.o.DatabaseURL, "baton-worker-shapes:"+r.o.StreamID+":"+strconv.FormatUint(r.o.Epoch, 10))
+			return r.dial(ctx, "shapes")
 		}
 	}
 }

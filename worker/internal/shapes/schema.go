@@ -3,7 +3,6 @@ package shapes
 import (
 	"context"
 	"errors"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -51,7 +50,7 @@ func (w *schemaWatch) check(ctx context.Context) error {
 		return nil
 	}
 	if w.conn == nil || w.conn.IsClosed() {
-		c, err := connect(ctx, w.r.o.DatabaseURL, "baton-worker-shapes:"+w.r.o.StreamID+":"+strconv.FormatUint(w.r.o.Epoch, 10))
+		c, err := w.r.dial(ctx, "shapes")
 		if err != nil {
 			return err
 		}
