@@ -119,3 +119,51 @@ func (r *Registry) persistSome(last map[*Shape]persisted) error {
 	}
 	return nil
 }
+
+// persist writes the shape's metadata, with how far it was routed, into
+// its log (storage.Log.SetMeta, fenced: it fails with storage.ErrFenced
+// once a newer lease opened the shape), and from then on advertises that
+// position.
+func (s *Shape) persist() error {
+	s.persistMu.Lock()
+	defer s.persistMu.Unlock()
+	s.mu.Lock()
+	fl := s.floor()
+	s.meta.SeenLSN = max(s.meta.SeenLSN, s.upToLocked(fl))
+	s.meta.AppliedSeq = max(s.meta.AppliedSeq, fl.seq)
+	if last := s.use.lastTime(); last.After(s.meta.LastUsedAt) {
+		s.meta.LastUsedAt = last
+	}
+	m := s.meta
+	records := len(s.index)
+	s.mu.Unlock()
+	// The records routed up to m.AppliedSeq were written before m was
+	// read: they are durable before the metadata says so.
+	if _, err := s.log.Sync(); err != nil {
+		return err
+	}
+	if s.stopAt != nil {
+		s.stopAt(stopPersist)
+	}
+	b, err := encodeMeta(&m)
+	if err != nil {
+		return err
+	}
+	if err := s.log.SetMeta(b); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.durable = m
+	s.seen = max(s.seen, m.SeenLSN)
+	s.persistedRecords = records
+	s.mu.Unlock()
+	return nil
+}
+
+// unpersisted reports whether records were routed into the shape, or a
+// request used it, since its metadata was last written.
+func (s *Shape) unpersisted() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.index) != s.persistedRecords || s.use.lastTime().After(s.meta.LastUsedAt)
+}
