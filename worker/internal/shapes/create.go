@@ -123,8 +123,8 @@ func (r *Registry) create(ctx context.Context, d Definition) (s *Shape, err erro
 	// Every transaction in the stream log up to here committed before the
 	// table was published: visible in the snapshot, or without changes
 	// to it.
-	applied, _ := r.o.Stream.Durable()
-	seen, err := r.seenFloor(applied)
+	routed, _ := r.o.Stream.Durable()
+	seen, err := r.initialSeenLSN(routed)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +136,7 @@ func (r *Registry) create(ctx context.Context, d Definition) (s *Shape, err erro
 	}
 	m := &Meta{
 		Handle:     d.id() + "-" + strconv.FormatInt(time.Now().UnixMicro(), 10),
-		Definition: d, Columns: cols, PK: t.pk, AppliedSeq: applied, SeenLSN: seen, CreatedAt: time.Now().UTC(),
+		Definition: d, Columns: cols, PK: t.pk, RoutedSeq: routed, SeenLSN: seen, CreatedAt: time.Now().UTC(),
 		TableColumns: t.columns, TableSig: t.sig, FullIdentity: full,
 	}
 	return r.store(d, m, func(l *storage.Log) error {
@@ -196,8 +196,8 @@ func (r *Registry) store(d Definition, m *Meta, fill func(*storage.Log) error, p
 	if err := r.set.Add(dir); err != nil {
 		return nil, fmt.Errorf("add shape: %w", err)
 	}
-	s = &Shape{dir: dir, log: l, meta: *m, durable: *m, schema: m.schemaHeader(), changed: make(chan struct{}), routable: r.routable, routed: &r.routed,
-		upTo: m.SeenLSN, seen: m.SeenLSN, pred: pred, stopAt: r.at}
+	s = &Shape{dir: dir, log: l, meta: *m, durable: *m, schema: m.schemaHeader(), changed: make(chan struct{}), streamEnd: r.streamEnd, sharedFloor: &r.floor,
+		routedLSN: m.SeenLSN, pred: pred, stopAt: r.at}
 	if err := s.loadIndex(); err != nil {
 		return nil, err
 	}
@@ -215,23 +215,24 @@ func (r *Registry) store(d Definition, m *Meta, fill func(*storage.Log) error, p
 	return s, nil
 }
 
-// seenFloor is a commit LSN up to which every transaction is already handled
-// for a shape created now: it is in the stream log at or before seq applied
-// (so visible in the snapshot or without changes to the table), or below the
-// stream's recorded acknowledgement.
-func (r *Registry) seenFloor(applied uint64) (uint64, error) {
-	var floor uint64
-	if applied > 0 {
-		recs, err := r.o.Stream.Read(applied, 1)
+// initialSeenLSN is the SeenLSN of a shape created now, routed from stream
+// record seq on: a commit LSN up to which every transaction is already
+// handled, as it is in the stream log at or before seq (so visible in the
+// snapshot or without changes to the table), or below the stream's
+// recorded acknowledgement.
+func (r *Registry) initialSeenLSN(seq uint64) (uint64, error) {
+	var seen uint64
+	if seq > 0 {
+		recs, err := r.o.Stream.Read(seq, 1)
 		if err != nil {
 			return 0, fmt.Errorf("read stream log: %w", err)
 		}
 		if len(recs) > 0 {
-			floor = recs[0].CommitLSN
+			seen = recs[0].CommitLSN
 		}
 	}
 	if a := r.o.Stream.Acked(); a > 0 {
-		floor = max(floor, a-1)
+		seen = max(seen, a-1)
 	}
-	return floor, nil
+	return seen, nil
 }

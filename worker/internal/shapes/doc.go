@@ -3,6 +3,51 @@
 // epoch-fenced log of the changes that followed it, in the message format of
 // ElectricSQL's HTTP API v1.
 //
+// # Roles
+//
+//   - The catalog (Registry, registry.go) opens the stored shapes, looks
+//     them up, lists and deletes them. Creation (create.go) adds one: its
+//     table described and checked (table.go), added to the publication
+//     (publication.go), its snapshot taken (snapshot.go), then stored.
+//   - The router (router.go) is the one writer of the shape logs after
+//     their snapshot: it finds the shapes each stored transaction's changes
+//     go to (fanout.go, match.go) and appends them as messages (message.go,
+//     encode.go).
+//   - Upkeep runs beside it, each duty a named loop in Run's errgroup
+//     (maintain.go): persistence of how far each shape was routed
+//     (persist.go), the schema watch (schema.go), truncation of the stream
+//     log (truncate.go), compaction of shape logs (compact.go). Idle expiry
+//     (expire.go) runs apart, from when shapes are served.
+//   - Serving (serve.go) plans a response from a shape's index of records
+//     and reads them; coverage.go checks, at a lease's start, that the
+//     publication covered every stored shape's table.
+//
+// # Positions
+//
+// Positions in the stream log are seqs of its records and commit LSNs of
+// their transactions (a streamPos is both); an Offset is a position in a
+// shape log (see "Records and offsets").
+//
+//   - Routed seq (Meta.RoutedSeq, stored as applied_seq): every stream
+//     transaction up to it has been routed to the shape; only the router
+//     moves it (Shape.advance). The shape's routedLSN is the commit LSN of
+//     the last of them.
+//   - Floor (Registry.floor, router.floor): how far the router has routed
+//     every caught-up shape. A shape is caught up (Shape.caught) once its
+//     routed seq reached the floor; from then on the router moves only the
+//     floor, not the shape, so a shape's position is the larger of its own
+//     and the floor (Shape.routedSeq, Shape.routedLSNLocked). The others
+//     are behind (router.behind), routed one by one.
+//   - Seen LSN (Meta.SeenLSN, seen_lsn): every transaction with a commit
+//     LSN at or below it is in the snapshot or in the shape log. persist
+//     raises it to the routed LSN and writes the metadata; only the
+//     persisted value (Shape.durable, whose RoutedSeq also bounds the
+//     stream log's truncation) is advertised as global_last_seen_lsn.
+//   - Stream end (Shape.streamEnd): the end LSN of the stream log's
+//     durable records; every transaction up to it will be routed.
+//   - The snapshot (Meta Xmin, Xmax, Xip, SnapshotLSN) tells the
+//     transactions whose changes it already holds (Meta.visible).
+//
 // # Layout
 //
 // BATON_STORAGE_DIR/<stream>/shapes/ is a storage.Set: owner folders

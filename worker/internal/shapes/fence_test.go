@@ -74,7 +74,7 @@ func (m regModel) clone() regModel {
 func snapshotOf(s *Shape) shapeModel {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	m := shapeModel{applied: s.durable.AppliedSeq, seen: s.durable.SeenLSN}
+	m := shapeModel{applied: s.durable.RoutedSeq, seen: s.durable.SeenLSN}
 	for _, e := range s.index {
 		m.records = append(m.records, e.off.TX)
 	}
@@ -129,7 +129,7 @@ func (e *regEnv) newShape(r *Registry, rng *rand.Rand) (*Shape, error) {
 	d := Definition{Schema: "public", Table: "t" + strconv.Itoa(e.n)}
 	applied, _ := r.o.Stream.Durable()
 	m := &Meta{Handle: d.id() + "-" + strconv.Itoa(e.n), Definition: d, PK: []string{"id"},
-		Columns: []Column{{Name: "id", Type: "int8"}}, AppliedSeq: applied, SeenLSN: e.lsn, CreatedAt: time.Now().UTC()}
+		Columns: []Column{{Name: "id", Type: "int8"}}, RoutedSeq: applied, SeenLSN: e.lsn, CreatedAt: time.Now().UTC()}
 	chunks := 1 + rng.IntN(3)
 	return r.store(d, m, func(l *storage.Log) error {
 		for j := range chunks {
@@ -208,7 +208,7 @@ var regOps = []regOp{
 		}
 		after := m.clone()
 		sm := snapshotOf(s)
-		sm.applied, sm.seen = s.ownApplied(), e.lsn
+		sm.applied, sm.seen = s.ownRoutedSeq(), e.lsn
 		after[s.meta.Handle] = sm
 		// Written, not persisted: a newer Open reads the records, not the
 		// metadata.
@@ -371,7 +371,7 @@ func (e *regEnv) stopAndTakeOver(t *testing.T, what string, cur *Registry, m reg
 	}
 	for _, s := range mustList(cur) {
 		s.mu.Lock()
-		s.meta.AppliedSeq += 1000 // what a confused stale writer would persist
+		s.meta.RoutedSeq += 1000 // what a confused stale writer would persist
 		s.mu.Unlock()
 		if err := s.persist(); !errors.Is(err, storage.ErrFenced) {
 			t.Fatalf("%s: a later persist = %v, want ErrFenced", what, err)
@@ -466,7 +466,7 @@ func TestRegistryUpgrade(t *testing.T) {
 	for i := range 3 {
 		d := Definition{Schema: "public", Table: "old" + strconv.Itoa(i)}
 		meta := &Meta{Handle: d.id() + "-1733600000000" + strconv.Itoa(i), Definition: d, PK: []string{"id"},
-			Columns: []Column{{Name: "id", Type: "int8"}}, AppliedSeq: uint64(5 + i), SeenLSN: uint64(150 + 10*i), CreatedAt: time.Now().UTC()}
+			Columns: []Column{{Name: "id", Type: "int8"}}, RoutedSeq: uint64(5 + i), SeenLSN: uint64(150 + 10*i), CreatedAt: time.Now().UTC()}
 		sdir := filepath.Join(shapesDir, meta.Handle)
 		l, err := storage.Open(sdir, 3)
 		if err != nil {
@@ -491,7 +491,7 @@ func TestRegistryUpgrade(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(sdir, "meta.json"), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		m[meta.Handle] = shapeModel{applied: meta.AppliedSeq, seen: meta.SeenLSN, records: lsns}
+		m[meta.Handle] = shapeModel{applied: meta.RoutedSeq, seen: meta.SeenLSN, records: lsns}
 	}
 	unfinished := filepath.Join(shapesDir, "0123456789ab-1733600000999")
 	if l, err := storage.Open(unfinished, 3); err != nil {

@@ -76,10 +76,10 @@ type Meta struct {
 	// SnapshotLSN is pg_current_wal_insert_lsn() read right after the
 	// snapshot was taken (0 for shapes made before it was recorded).
 	SnapshotLSN uint64 `json:"snapshot_lsn,omitempty"`
-	// AppliedSeq is the stream log seq up to which every transaction has
-	// been routed to this shape (possibly persisted late: routing again is
-	// idempotent).
-	AppliedSeq uint64 `json:"applied_seq"`
+	// RoutedSeq (stored as applied_seq) is the stream log seq up to which
+	// every transaction has been routed to this shape (possibly persisted
+	// late: routing again is idempotent).
+	RoutedSeq uint64 `json:"applied_seq"`
 	// SeenLSN: every transaction with a commit LSN at or below it is in the
 	// snapshot or routed into the log. It is what responses advertise as
 	// global_last_seen_lsn (a client may resume from "<SeenLSN>_0"), so

@@ -49,9 +49,9 @@ func (r *Registry) persistFinal() {
 
 // persisted is what a shape's metadata was last written with, and when.
 type persisted struct {
-	applied, upTo uint64
-	records       int
-	at            time.Time
+	routedSeq, routedLSN uint64
+	records              int
+	at                   time.Time
 }
 
 // Bounds on metadata writes: a shape that only moved on (transactions
@@ -81,10 +81,10 @@ func (r *Registry) persistSome(last map[*Shape]persisted) error {
 		live[s] = true
 		fl := s.floor()
 		s.mu.RLock()
-		st := persisted{applied: max(s.meta.AppliedSeq, fl.seq), upTo: s.upToLocked(fl), records: len(s.index), at: now}
+		st := persisted{routedSeq: max(s.meta.RoutedSeq, fl.seq), routedLSN: s.routedLSNLocked(fl), records: len(s.index), at: now}
 		s.mu.RUnlock()
 		prev, ok := last[s]
-		if ok && prev.applied == st.applied && prev.upTo == st.upTo && prev.records == st.records {
+		if ok && prev.routedSeq == st.routedSeq && prev.routedLSN == st.routedLSN && prev.records == st.records {
 			continue
 		}
 		if ok && prev.records == st.records && now.Sub(prev.at) < idlePersistEvery {
@@ -129,15 +129,15 @@ func (s *Shape) persist() error {
 	defer s.persistMu.Unlock()
 	s.mu.Lock()
 	fl := s.floor()
-	s.meta.SeenLSN = max(s.meta.SeenLSN, s.upToLocked(fl))
-	s.meta.AppliedSeq = max(s.meta.AppliedSeq, fl.seq)
+	s.meta.SeenLSN = max(s.meta.SeenLSN, s.routedLSNLocked(fl))
+	s.meta.RoutedSeq = max(s.meta.RoutedSeq, fl.seq)
 	if last := s.use.lastTime(); last.After(s.meta.LastUsedAt) {
 		s.meta.LastUsedAt = last
 	}
 	m := s.meta
 	records := len(s.index)
 	s.mu.Unlock()
-	// The records routed up to m.AppliedSeq were written before m was
+	// The records routed up to m.RoutedSeq were written before m was
 	// read: they are durable before the metadata says so.
 	if _, err := s.log.Sync(); err != nil {
 		return err
@@ -154,7 +154,6 @@ func (s *Shape) persist() error {
 	}
 	s.mu.Lock()
 	s.durable = m
-	s.seen = max(s.seen, m.SeenLSN)
 	s.persistedRecords = records
 	s.mu.Unlock()
 	return nil

@@ -10,9 +10,9 @@ import (
 // while the router catches up) is "nothing new yet"; past the stream log it
 // is out of bounds.
 func TestPlanBeyondRoutedOffset(t *testing.T) {
-	s := &Shape{changed: make(chan struct{}), upTo: 100,
-		index:    []entry{{seq: 1, off: Offset{TX: 0, Op: 0}}, {seq: 2, off: Offset{TX: 90, Op: 1}}},
-		routable: func() uint64 { return 200 }}
+	s := &Shape{changed: make(chan struct{}), routedLSN: 100,
+		index:     []entry{{seq: 1, off: Offset{TX: 0, Op: 0}}, {seq: 2, off: Offset{TX: 90, Op: 1}}},
+		streamEnd: func() uint64 { return 200 }}
 	p, err := s.Plan(Offset{TX: 150, Op: 3}, 1<<20)
 	if err != nil || !p.Empty() || !p.UpToDate || p.Last != (Offset{TX: 150, Op: 3}) {
 		t.Fatalf("Plan(150_3) = %+v, %v; want an empty, up-to-date plan at 150_3", p, err)

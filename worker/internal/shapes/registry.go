@@ -60,8 +60,9 @@ func inc(c Counter) {
 	}
 }
 
-// Registry holds the shapes of one stream for one lease: their logs are
-// opened with the lease's epoch, so a successor fences them.
+// Registry is the catalog of the shapes of one stream for one lease: their
+// logs are opened with the lease's epoch, so a successor fences them. Its
+// methods are safe for concurrent use; Run drives the router and upkeep.
 type Registry struct {
 	o   Options
 	dir string
@@ -85,9 +86,9 @@ type Registry struct {
 	// gen counts shapes added and removed: the router looks the shapes
 	// over again only when it moved.
 	gen atomic.Uint64
-	// routed is how far the router routed every shape it caught up
-	// (Shape.floor).
-	routed atomic.Pointer[routedPos]
+	// floor is how far the router routed every shape it caught up
+	// (Shape.floor); kept here across the router's restarts.
+	floor  atomic.Pointer[streamPos]
 	closed bool
 
 	// set is the fenced set of the shapes' folders (storage.Set).
@@ -219,8 +220,8 @@ func (r *Registry) remove(shapes []*Shape) error {
 	return nil
 }
 
-// routable is the end LSN of the stream log's durable records.
-func (r *Registry) routable() uint64 {
+// streamEnd is the end LSN of the stream log's durable records.
+func (r *Registry) streamEnd() uint64 {
 	if r.o.Stream == nil {
 		return 0
 	}

@@ -25,20 +25,20 @@ type router struct {
 	// was one.
 	gen    uint64
 	synced bool
-	// pos is how far every caught-up shape is routed (stored as
-	// Registry.routed for readers, see Shape.floor); behind are the shapes
+	// floor is how far every caught-up shape is routed (stored as
+	// Registry.floor for readers, see Shape.floor); behind are the shapes
 	// that are not (new ones, and all of them when the router starts),
-	// routed one by one until they reach pos; nCaught is the number of the
-	// others.
-	pos     routedPos
+	// routed one by one until they reach the floor; nCaught is the number
+	// of the others.
+	floor   streamPos
 	behind  map[*Shape]bool
 	nCaught int
 }
 
 func newRouter(r *Registry) *router {
 	rt := &router{r: r, fan: newFanout(r), behind: map[*Shape]bool{}}
-	if p := r.routed.Load(); p != nil {
-		rt.pos = *p // a restarted router: caught-up shapes stay so
+	if p := r.floor.Load(); p != nil {
+		rt.floor = *p // a restarted router: caught-up shapes stay so
 	}
 	return rt
 }
@@ -157,10 +157,10 @@ func (rt *router) waitStream(ctx context.Context, seq uint64, added <-chan struc
 func (rt *router) from() uint64 {
 	from := uint64(math.MaxUint64)
 	if rt.nCaught > 0 || len(rt.behind) == 0 {
-		from = rt.pos.seq
+		from = rt.floor.seq
 	}
 	for s := range rt.behind {
-		from = min(from, s.applied())
+		from = min(from, s.routedSeq())
 	}
 	return from
 }
@@ -177,7 +177,7 @@ func (rt *router) routeRecords(ctx context.Context, recs []storage.Record) error
 	startOf := func(s *Shape) uint64 {
 		a, ok := start[s]
 		if !ok {
-			a = s.applied()
+			a = s.routedSeq()
 			start[s] = a
 		}
 		return a
@@ -243,13 +243,13 @@ func (rt *router) routeRecords(ctx context.Context, recs []storage.Record) error
 	for s := range rt.behind {
 		s.advance(nil, lastLSN, last.Seq)
 	}
-	if last.Seq > rt.pos.seq {
-		rt.pos = routedPos{seq: last.Seq, lsn: max(rt.pos.lsn, lastLSN)}
-		p := rt.pos
-		rt.r.routed.Store(&p)
+	if last.Seq > rt.floor.seq {
+		rt.floor = streamPos{seq: last.Seq, lsn: max(rt.floor.lsn, lastLSN)}
+		p := rt.floor
+		rt.r.floor.Store(&p)
 	}
 	for s := range rt.behind {
-		if s.ownApplied() >= rt.pos.seq {
+		if s.ownRoutedSeq() >= rt.floor.seq {
 			s.caught.Store(true)
 			delete(rt.behind, s)
 			rt.nCaught++

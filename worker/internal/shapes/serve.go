@@ -43,17 +43,17 @@ func (s *Shape) Plan(from Offset, maxBytes int) (*Plan, error) {
 		return nil, ErrGone
 	}
 	end := s.endLocked()
-	if !from.BeforeAll && end.Less(from) && from.TX > s.upToLocked(fl) {
+	if !from.BeforeAll && end.Less(from) && from.TX > s.routedLSNLocked(fl) {
 		// An offset the stream log holds but the router has not reached
 		// for this shape (after a machine crash, a shape log is made
 		// again from there): nothing new yet, not a bad offset.
-		if s.routable == nil || from.TX > s.routable() {
+		if s.streamEnd == nil || from.TX > s.streamEnd() {
 			return nil, ErrOutOfBounds
 		}
-		return &Plan{From: from, Last: from, UpToDate: true, GlobalLSN: max(s.seen, end.TX)}, nil
+		return &Plan{From: from, Last: from, UpToDate: true, GlobalLSN: max(s.durable.SeenLSN, end.TX)}, nil
 	}
 	i := sort.Search(len(s.index), func(i int) bool { return s.index[i].off.after(from) })
-	p := &Plan{From: from, Last: from, GlobalLSN: max(s.seen, end.TX)}
+	p := &Plan{From: from, Last: from, GlobalLSN: max(s.durable.SeenLSN, end.TX)}
 	total := 0
 	for ; i < len(s.index); i++ {
 		e := s.index[i]
@@ -76,7 +76,7 @@ func (s *Shape) Plan(from Offset, maxBytes int) (*Plan, error) {
 func (s *Shape) GlobalLSN() uint64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return max(s.seen, s.endLocked().TX)
+	return max(s.durable.SeenLSN, s.endLocked().TX)
 }
 
 // End is the offset of the shape's last record.

@@ -28,20 +28,21 @@ type Shape struct {
 	// pred is the shape's where clause, bound to its params; nil for every
 	// row, or until the router prepares it for a shape opened from disk.
 	pred *where.Predicate
-	// routable is the end LSN of the stream log (nil in tests): every
-	// transaction up to it will be routed here.
-	routable func() uint64
-	// routed and caught: once the router has caught the shape up with the
-	// position it routed every caught-up shape to, the shape is routed as
-	// far as that position without being told each batch (see floor).
-	routed *atomic.Pointer[routedPos]
-	caught atomic.Bool
+	// streamEnd is the end LSN of the stream log's durable records (nil in
+	// tests): every transaction up to it will be routed here.
+	streamEnd func() uint64
+	// sharedFloor and caught: once the router has caught the shape up with
+	// its floor (Registry.floor), the shape is routed as far as the floor
+	// without being told each batch (see floor).
+	sharedFloor *atomic.Pointer[streamPos]
+	caught      atomic.Bool
 
 	mu    sync.RWMutex
 	meta  Meta
 	index []entry
-	upTo  uint64 // commit LSN of the last stream transaction routed here
-	seen  uint64 // meta.SeenLSN as last persisted
+	// routedLSN is the commit LSN of the last stream transaction routed
+	// here (the floor's may be higher: see routedLSNLocked).
+	routedLSN uint64
 	// persistedRecords is len(index) when the metadata was last written.
 	persistedRecords int
 	changed          chan struct{}
@@ -52,7 +53,8 @@ type Shape struct {
 
 	use       use        // requests using it, for idle expiry (expire.go)
 	persistMu sync.Mutex // one metadata write at a time
-	// durable is the metadata as last persisted: what the next Open reads.
+	// durable is the metadata as last persisted: what the next Open reads,
+	// and, as durable.SeenLSN, what responses advertise.
 	durable Meta
 	// stopAt, when the registry's test hook is set, stops a writer between
 	// the steps of a write.
@@ -103,7 +105,7 @@ func (r *Registry) openShape(dir string) (*Shape, error) {
 		return nil, err
 	}
 	s := &Shape{dir: dir, log: l, meta: *m, durable: *m, schema: m.schemaHeader(), changed: make(chan struct{}),
-		upTo: m.SeenLSN, seen: m.SeenLSN, routable: r.routable, routed: &r.routed, stopAt: r.at}
+		routedLSN: m.SeenLSN, streamEnd: r.streamEnd, sharedFloor: &r.floor, stopAt: r.at}
 	s.use.restore(m.LastUsedAt)
 	if err := s.loadIndex(); err != nil {
 		l.Close()
@@ -153,8 +155,8 @@ func (s *Shape) loadIndex() error {
 		for _, r := range recs {
 			op, _ := splitPayload(r.Payload)
 			s.index = append(s.index, entry{seq: r.Seq, off: Offset{TX: r.CommitLSN, Op: op}, size: len(r.Payload) - 8})
-			if r.CommitLSN > s.upTo {
-				s.upTo = r.CommitLSN
+			if r.CommitLSN > s.routedLSN {
+				s.routedLSN = r.CommitLSN
 			}
 			next = r.Seq + 1
 		}
@@ -162,18 +164,19 @@ func (s *Shape) loadIndex() error {
 }
 
 // advance adds routed records to the index that readers plan from, moves
-// the shape's own routing positions (applied, upTo) and wakes live
-// requests. A shape already routed up to applied is left as it is.
-func (s *Shape) advance(entries []entry, upTo, applied uint64) {
+// the shape's own routed positions to stream record seq, whose transaction
+// committed at lsn, and wakes live requests. A shape already routed up to
+// seq is left as it is.
+func (s *Shape) advance(entries []entry, lsn, seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if applied <= s.meta.AppliedSeq {
+	if seq <= s.meta.RoutedSeq {
 		return // routed here before (created after these records)
 	}
-	s.meta.AppliedSeq = applied
+	s.meta.RoutedSeq = seq
 	s.index = append(s.index, entries...)
-	if upTo > s.upTo {
-		s.upTo = upTo
+	if lsn > s.routedLSN {
+		s.routedLSN = lsn
 	}
 	if len(entries) > 0 {
 		close(s.changed)
@@ -181,39 +184,39 @@ func (s *Shape) advance(entries []entry, upTo, applied uint64) {
 	}
 }
 
-// routedPos is a stream log seq and the commit LSN of its transaction.
-type routedPos struct{ seq, lsn uint64 }
+// streamPos is a stream log seq and the commit LSN of its transaction.
+type streamPos struct{ seq, lsn uint64 }
 
-// floor is the router's position for caught-up shapes, when s is one.
-func (s *Shape) floor() routedPos {
-	if s.routed == nil || !s.caught.Load() {
-		return routedPos{}
+// floor is the router's floor when s is caught up, else zero.
+func (s *Shape) floor() streamPos {
+	if s.sharedFloor == nil || !s.caught.Load() {
+		return streamPos{}
 	}
-	if p := s.routed.Load(); p != nil {
+	if p := s.sharedFloor.Load(); p != nil {
 		return *p
 	}
-	return routedPos{}
+	return streamPos{}
 }
 
-// applied is the stream log seq up to which every transaction has been
-// routed to the shape; only the router moves it.
-func (s *Shape) applied() uint64 {
+// routedSeq is the stream log seq up to which every transaction has been
+// routed to the shape, the floor included; only the router moves it.
+func (s *Shape) routedSeq() uint64 {
 	f := s.floor()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return max(s.meta.AppliedSeq, f.seq)
+	return max(s.meta.RoutedSeq, f.seq)
 }
 
-// ownApplied is meta.AppliedSeq, without the router's floor.
-func (s *Shape) ownApplied() uint64 {
+// ownRoutedSeq is meta.RoutedSeq, without the floor.
+func (s *Shape) ownRoutedSeq() uint64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.meta.AppliedSeq
+	return s.meta.RoutedSeq
 }
 
-// upToLocked is the commit LSN of the last transaction routed here.
-// The caller holds s.mu.
-func (s *Shape) upToLocked(f routedPos) uint64 { return max(s.upTo, f.lsn) }
+// routedLSNLocked is the commit LSN of the last transaction routed here,
+// given the floor f. The caller holds s.mu.
+func (s *Shape) routedLSNLocked(f streamPos) uint64 { return max(s.routedLSN, f.lsn) }
 
 // markGone ends the shape for readers.
 func (s *Shape) markGone() {

@@ -35,7 +35,7 @@ func (r *Registry) truncateStream() (int, error) {
 	shapes, _ := r.list()
 	for _, s := range shapes {
 		s.mu.RLock()
-		upTo = min(upTo, s.durable.AppliedSeq)
+		upTo = min(upTo, s.durable.RoutedSeq)
 		s.mu.RUnlock()
 	}
 	return r.o.Stream.TruncateBefore(upTo + 1)
