@@ -699,7 +699,7 @@ func TestShapeProtocolChunking(t *testing.T) {
 		t.Logf("response sizes: %v", sizes)
 		checkSeen(t, 2*rows)
 		if first > maxChunk {
-			t.Skipf("bug: a %d-row transaction (%d bytes) is served in one response; Electric chunks a transaction's log entries at 10 MiB (worker/internal/shapes/shape.go Plan serves whole records, one record per transaction)", rows, first)
+			t.Skipf("bug: a %d-row transaction (%d bytes) is served in one response; Electric chunks a transaction's log entries at 10 MiB (worker/internal/shapes/serve.go Plan serves whole records, one record per transaction)", rows, first)
 		}
 	})
 
