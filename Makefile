@@ -7,7 +7,7 @@ MAKEFLAGS += --no-builtin-rules --warn-undefined-variables
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 BIN := $(CURDIR)/bin
-MODULES := ./proto/... ./settings/... ./broker/... ./worker/... ./tests/...
+MODULES := ./proto/... ./settings/... ./status/... ./broker/... ./worker/... ./tests/...
 # Generators are pinned in tools/go.mod and run outside the workspace.
 TOOL := GOWORK=off go tool -modfile=$(CURDIR)/tools/go.mod
 TEST_TIMEOUT ?= 20m
@@ -62,7 +62,7 @@ checkgenerate: generate ## Fail if the committed generated code differs from a f
 
 .PHONY: lint
 lint: ## gofmt, go vet and buf lint
-	@out=$$(gofmt -l proto settings broker worker tests); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l proto settings status broker worker tests); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet $(MODULES)
 	cd proto && $(TOOL) buf lint
 

@@ -7,11 +7,13 @@ WORKDIR /src
 # Modules first, so that the download is cached across source changes.
 COPY proto/go.mod proto/go.sum proto/
 COPY settings/go.mod settings/go.sum settings/
+COPY status/go.mod status/go.sum status/
 COPY worker/go.mod worker/go.sum worker/
 COPY broker/go.mod broker/go.sum broker/
 RUN cd broker && GOWORK=off go mod download
 COPY proto proto
 COPY settings settings
+COPY status status
 COPY worker worker
 COPY broker broker
 ARG VERSION=dev

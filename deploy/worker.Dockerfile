@@ -9,10 +9,12 @@ WORKDIR /src
 # Modules first, so that the download is cached across source changes.
 COPY proto/go.mod proto/go.sum proto/
 COPY settings/go.mod settings/go.sum settings/
+COPY status/go.mod status/go.sum status/
 COPY worker/go.mod worker/go.sum worker/
 RUN cd worker && GOWORK=off go mod download
 COPY proto proto
 COPY settings settings
+COPY status status
 COPY worker worker
 ARG VERSION=dev
 RUN cd worker && GOWORK=off CGO_ENABLED=1 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/worker ./cmd/worker

@@ -126,3 +126,19 @@ func TestIsError(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpWriter: -help prints the header, then the flags, and is the
+// flag package's help request.
+func TestHelpWriter(t *testing.T) {
+	var buf bytes.Buffer
+	b := settings.NewBinder("tool sub", func(string) string { return "" })
+	var v string
+	b.String(&v, "SOME_SETTING", "what it does")
+	err := b.Parse([]string{"--help"}, settings.HelpWriter(&buf, "Usage:\n  tool sub [flags]\n\n"))
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("Parse(--help) = %v, want flag.ErrHelp", err)
+	}
+	if out := buf.String(); !strings.HasPrefix(out, "Usage:\n  tool sub [flags]\n\n") || !strings.Contains(out, "-some-setting") {
+		t.Fatalf("help output:\n%s", out)
+	}
+}

@@ -13,8 +13,8 @@ import (
 // syntax, DATABASE_URL left out), without connecting anywhere. An invalid
 // configuration returns the *config.Error (exit code 2). Manifest checks use
 // it to prove the settings a Deployment gives the broker are accepted.
-func runConfig(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, err := config.Parse(args, getenv, stderr)
+func runConfig(args []string, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := config.Parse(args, getenv, help(stdout, "broker config"))
 	if err != nil {
 		return err
 	}

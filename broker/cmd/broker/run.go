@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -24,23 +23,23 @@ import (
 // version is stamped at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-var flagErrHelp = flag.ErrHelp
-
 // run is the whole broker: it returns when ctx is done (after a graceful
 // handoff) or on a fatal error.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
 		case "status":
-			return runStatus(ctx, args[1:], getenv, stdout, stderr)
+			return runStatus(ctx, args[1:], getenv, stdout)
 		case "config":
-			return runConfig(args[1:], getenv, stdout, stderr)
+			return runConfig(args[1:], getenv, stdout)
 		case "version", "--version", "-version":
 			fmt.Fprintln(stdout, "broker", version)
 			return nil
+		case "help":
+			args = []string{"-help"}
 		}
 	}
-	cfg, err := config.Parse(args, getenv, stderr)
+	cfg, err := config.Parse(args, getenv, help(stdout, "broker"))
 	if err != nil {
 		return err
 	}
@@ -109,6 +108,3 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("broker stopped")
 	return nil
 }
-
-// errNotHeld is returned by `broker status` when nobody holds the stream.
-var errNotHeld = errors.New("stream not held")

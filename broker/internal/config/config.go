@@ -122,30 +122,3 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
-
-// StatusConfig is the configuration of `broker status`.
-type StatusConfig struct {
-	DatabaseURL string
-	StreamID    string
-	JSON        bool
-}
-
-// ParseStatus reads the settings of `broker status` (DATABASE_URL,
-// REPLICATION_STREAM_ID, and -json).
-func ParseStatus(args []string, getenv func(string) string, out io.Writer) (StatusConfig, error) {
-	c := StatusConfig{StreamID: stream.DefaultID}
-	b := settings.NewBinder("broker status", getenv)
-	b.String(&c.DatabaseURL, "DATABASE_URL", "PostgreSQL connection URL")
-	b.String(&c.StreamID, "REPLICATION_STREAM_ID", "stream id")
-	b.Bool(&c.JSON, "json", "print JSON instead of text")
-	if err := b.Parse(args, out); err != nil {
-		return c, err
-	}
-	if err := settings.DatabaseURL(c.DatabaseURL); err != nil {
-		return c, &Error{Setting: "DATABASE_URL", Problem: err.Error()}
-	}
-	if err := stream.Validate(c.StreamID); err != nil {
-		return c, &Error{Setting: "REPLICATION_STREAM_ID", Problem: err.Error()}
-	}
-	return c, nil
-}

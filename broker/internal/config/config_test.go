@@ -270,37 +270,6 @@ func TestIsConfigError(t *testing.T) {
 	}
 }
 
-func TestParseStatus(t *testing.T) {
-	tests := []struct {
-		name    string
-		env     map[string]string
-		args    []string
-		want    config.StatusConfig
-		setting string // non-empty: an error naming it is expected
-	}{
-		{name: "defaults", want: config.StatusConfig{DatabaseURL: testURL, StreamID: "default"}},
-		{name: "flags", args: []string{"-json", "--replication-stream-id=orders"}, want: config.StatusConfig{DatabaseURL: testURL, StreamID: "orders", JSON: true}},
-		{name: "env stream", env: map[string]string{"REPLICATION_STREAM_ID": "s1"}, want: config.StatusConfig{DatabaseURL: testURL, StreamID: "s1"}},
-		{name: "missing url", env: map[string]string{"DATABASE_URL": ""}, setting: "DATABASE_URL"},
-		{name: "bad stream", args: []string{"--replication-stream-id=Bad"}, setting: "REPLICATION_STREAM_ID"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := config.ParseStatus(tt.args, env(tt.env), io.Discard)
-			if tt.setting != "" {
-				assertConfigError(t, err, tt.setting)
-				return
-			}
-			if err != nil {
-				t.Fatalf("ParseStatus: %v", err)
-			}
-			if got != tt.want {
-				t.Fatalf("ParseStatus = %+v, want %+v", got, tt.want)
-			}
-		})
-	}
-}
-
 func assertConfigError(t *testing.T, err error, setting string) {
 	t.Helper()
 	var ce *config.Error

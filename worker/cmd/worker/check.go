@@ -19,8 +19,8 @@ const checkTimeout = 10 * time.Second
 // one summary line. An unmet requirement is returned as a
 // *replication.RequirementError (exit code 2, one line naming what to
 // change).
-func runCheck(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, err := config.Parse(args, getenv, stderr)
+func runCheck(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := config.Parse(args, getenv, help(stdout, "worker check"))
 	if err != nil {
 		return err
 	}

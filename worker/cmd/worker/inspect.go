@@ -17,12 +17,12 @@ import (
 // runInspect prints the stored transactions of a stream, one JSON object a
 // line, without opening the storage for writing (safe beside a running
 // worker).
-func runInspect(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func runInspect(args []string, getenv func(string) string, stdout io.Writer) error {
 	dir, id := config.Default().StorageDir, stream.DefaultID
 	b := settings.NewBinder("worker inspect", getenv)
 	b.String(&dir, "BATON_STORAGE_DIR", "storage folder")
 	b.String(&id, "REPLICATION_STREAM_ID", "stream id")
-	if err := b.Parse(args, stderr); err != nil {
+	if err := b.Parse(args, help(stdout, "worker inspect")); err != nil {
 		return err
 	}
 	if err := stream.Validate(id); err != nil {

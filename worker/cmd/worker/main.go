@@ -1,6 +1,7 @@
 // Command worker is Baton's reference worker: it waits for the lease from
 // the broker in its pod, and only while holding it consumes the stream's
-// replication slot into durable local storage.
+// replication slot into durable local storage. `worker help` lists its
+// commands.
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/batonhq/baton/status"
 	"github.com/batonhq/baton/worker/internal/config"
 	"github.com/batonhq/baton/worker/internal/replication"
 )
@@ -21,15 +23,15 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, flag.ErrHelp):
 		os.Exit(0)
+	case errors.Is(err, status.ErrNotHeld):
+		os.Exit(3)
 	case replication.IsRequirement(err):
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		os.Exit(2)
 	case config.IsConfigError(err):
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "worker: configuration error:", err)
-		}
+		fmt.Fprintln(os.Stderr, "worker: configuration error:", err)
 		os.Exit(2)
 	default:
 		fmt.Fprintln(os.Stderr, "worker:", err)

@@ -41,12 +41,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			fmt.Fprintln(stdout, "worker", version)
 			return nil
 		case "inspect":
-			return runInspect(args[1:], getenv, stdout, stderr)
+			return runInspect(args[1:], getenv, stdout)
 		case "check":
-			return runCheck(ctx, args[1:], getenv, stdout, stderr)
+			return runCheck(ctx, args[1:], getenv, stdout)
+		case "status":
+			return runStatus(ctx, args[1:], getenv, stdout)
+		case "help":
+			args = []string{"-help"}
 		}
 	}
-	cfg, err := config.Parse(args, getenv, stderr)
+	cfg, err := config.Parse(args, getenv, help(stdout, "worker"))
 	if err != nil {
 		return err
 	}
