@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -73,14 +75,69 @@ func (b *Binder) String(p *string, env, usage string, aliases ...string) {
 // duration is an *Error naming env, whether it came from the environment
 // or a flag; example shows valid values in that error (e.g. "10s, 500ms").
 func (b *Binder) Duration(p *time.Duration, env, usage, example string, aliases ...string) {
-	parse := func(s string) *Error {
+	b.value(env, fmt.Sprintf("%s (env %s, default %s)", usage, env, *p), false, func(s string) *Error {
 		v, err := time.ParseDuration(s)
 		if err != nil {
 			return &Error{Setting: env, Problem: fmt.Sprintf("%q is not a duration (e.g. %s)", s, example)}
 		}
 		*p = v
 		return nil
+	}, aliases...)
+}
+
+// Switch binds *p to the environment variable env and its flag, a boolean
+// flag (--name alone is true, --name=false false). A value other than
+// true or false (or 1, 0, t, f in any case, as strconv.ParseBool reads
+// them) is an *Error naming env.
+func (b *Binder) Switch(p *bool, env, usage string) {
+	b.value(env, fmt.Sprintf("%s (env %s, default %t)", usage, env, *p), true, func(s string) *Error {
+		v, err := strconv.ParseBool(s)
+		if err != nil {
+			return &Error{Setting: env, Problem: fmt.Sprintf("%q is not true or false", s)}
+		}
+		*p = v
+		return nil
+	})
+}
+
+// Bytes binds *p, a number of bytes, like String binds a string: a whole
+// number, optionally followed by KiB, MiB or GiB (10485760, 10MiB). A value
+// that is not one is an *Error naming env; so is a negative one.
+func (b *Binder) Bytes(p *int64, env, usage string) {
+	b.value(env, fmt.Sprintf("%s (env %s, default %d)", usage, env, *p), false, func(s string) *Error {
+		v, err := ParseBytes(s)
+		if err != nil {
+			return &Error{Setting: env, Problem: err.Error()}
+		}
+		*p = v
+		return nil
+	})
+}
+
+// ParseBytes reads a number of bytes: a whole number, optionally followed
+// by KiB, MiB or GiB.
+func ParseBytes(s string) (int64, error) {
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if n, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(n), u.mult
+			break
+		}
 	}
+	v, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || v < 0 || v > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is not a number of bytes (e.g. 10485760 or 10MiB)", s)
+	}
+	return v * mult, nil
+}
+
+// value binds a setting read by parse from env and from its flag (and
+// aliases); the first value that does not parse is kept to be reported by
+// Parse. boolFlag makes the flag a switch (--name alone is "true").
+func (b *Binder) value(env, usage string, boolFlag bool, parse func(string) *Error, aliases ...string) {
 	if raw := b.getenv(env); raw != "" {
 		if e := parse(raw); e != nil && b.envErr == nil {
 			b.envErr = e
@@ -96,7 +153,11 @@ func (b *Binder) Duration(p *time.Duration, env, usage, example string, aliases 
 		}
 		return e
 	}
-	b.fs.Func(FlagName(env), fmt.Sprintf("%s (env %s, default %s)", usage, env, *p), set)
+	if boolFlag {
+		b.fs.BoolFunc(FlagName(env), usage, set)
+	} else {
+		b.fs.Func(FlagName(env), usage, set)
+	}
 	for _, a := range aliases {
 		b.fs.Func(a, "same as -"+FlagName(env), set)
 	}

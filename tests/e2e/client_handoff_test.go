@@ -169,8 +169,9 @@ func startTrace(t *testing.T, base, table string) *clientTrace {
 }
 
 // startTraceWhere is startTrace for the shape of table's rows matching
-// where (the whole table when where is empty).
-func startTraceWhere(t *testing.T, base, table, where string) *clientTrace {
+// where (the whole table when where is empty); env are extra environment
+// variables of the client (BATON_SECRET=...).
+func startTraceWhere(t *testing.T, base, table, where string, env ...string) *clientTrace {
 	t.Helper()
 	needClient(t)
 	c := &clientTrace{dumps: make(chan []itemRow, 1), exit: make(chan struct{}), wake: make(chan struct{})}
@@ -180,6 +181,9 @@ func startTraceWhere(t *testing.T, base, table, where string) *clientTrace {
 	}
 	c.cmd = exec.Command("node", args...)
 	c.cmd.Dir = tsDir
+	if len(env) > 0 {
+		c.cmd.Env = append(os.Environ(), env...)
+	}
 	c.cmd.Stderr = &syncWriter{w: &c.stderr, mu: &c.mu}
 	stdin, err := c.cmd.StdinPipe()
 	if err != nil {

@@ -97,11 +97,24 @@ func TestWorkerInvalidSettingsExit2(t *testing.T) {
 		{"advertise url not expanded", map[string]string{"DATABASE_URL": url, "BATON_ADVERTISE_URL": "http://$(POD_IP):3000"}, nil, "BATON_ADVERTISE_URL"},
 		{"advertise url without host", map[string]string{"DATABASE_URL": url, "BATON_ADVERTISE_URL": "http://:3000"}, nil, "BATON_ADVERTISE_URL"},
 		{"advertise url flag", map[string]string{"DATABASE_URL": url}, []string{"--baton-advertise-url", "ftp://10.1.2.3"}, "BATON_ADVERTISE_URL"},
+		{"neither secret nor insecure", map[string]string{"DATABASE_URL": url}, nil, "BATON_SECRET"},
+		{"insecure false", map[string]string{"DATABASE_URL": url, "BATON_INSECURE": "false"}, nil, "BATON_SECRET"},
+		{"secret and insecure", map[string]string{"DATABASE_URL": url, "BATON_SECRET": "s", "BATON_INSECURE": "true"}, nil, "BATON_INSECURE"},
+		{"insecure not a boolean", map[string]string{"DATABASE_URL": url, "BATON_INSECURE": "yes"}, nil, "BATON_INSECURE"},
+		{"insecure flag", map[string]string{"DATABASE_URL": url, "BATON_SECRET": "s"}, []string{"--baton-insecure"}, "BATON_INSECURE"},
+		{"allow shape deletion", map[string]string{"DATABASE_URL": url, "BATON_SECRET": "s", "BATON_ALLOW_SHAPE_DELETION": "sure"}, nil, "BATON_ALLOW_SHAPE_DELETION"},
+		{"chunk threshold", map[string]string{"DATABASE_URL": url, "BATON_SECRET": "s", "BATON_SHAPE_CHUNK_BYTES_THRESHOLD": "10MB"}, nil, "BATON_SHAPE_CHUNK_BYTES_THRESHOLD"},
+		{"zero chunk threshold", map[string]string{"DATABASE_URL": url, "BATON_SECRET": "s", "BATON_SHAPE_CHUNK_BYTES_THRESHOLD": "0"}, nil, "BATON_SHAPE_CHUNK_BYTES_THRESHOLD"},
+		{"cache max age", map[string]string{"DATABASE_URL": url, "BATON_SECRET": "s", "BATON_CACHE_MAX_AGE": "60"}, nil, "BATON_CACHE_MAX_AGE"},
+		{"cache max age fraction", map[string]string{"DATABASE_URL": url, "BATON_SECRET": "s", "BATON_CACHE_MAX_AGE": "1.5s"}, nil, "BATON_CACHE_MAX_AGE"},
+		{"negative cache stale age", map[string]string{"DATABASE_URL": url, "BATON_SECRET": "s"}, []string{"--baton-cache-stale-age=-1s"}, "BATON_CACHE_STALE_AGE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			env := []string{"DATABASE_URL=", "REPLICATION_STREAM_ID=", "BATON_BROKER_ADDR=", "BATON_HTTP_LISTEN=",
-				"BATON_STORAGE_DIR=", "BATON_LOG_FORMAT=", "BATON_SHAPE_IDLE_TIMEOUT=", "BATON_ADVERTISE_URL="}
+				"BATON_STORAGE_DIR=", "BATON_LOG_FORMAT=", "BATON_SHAPE_IDLE_TIMEOUT=", "BATON_ADVERTISE_URL=",
+				"BATON_SECRET=", "BATON_INSECURE=", "BATON_ALLOW_SHAPE_DELETION=", "BATON_SHAPE_CHUNK_BYTES_THRESHOLD=",
+				"BATON_CACHE_MAX_AGE=", "BATON_CACHE_STALE_AGE="}
 			for k, v := range tt.env {
 				env = append(env, k+"="+v)
 			}

@@ -47,7 +47,7 @@ func testPodRollingUpdate(t *testing.T, kustomization string, shared bool) {
 
 	var clients []*clientTrace
 	for range followers {
-		clients = append(clients, startTrace(t, svc.URL("http"), "items"))
+		clients = append(clients, startTraceWhere(t, svc.URL("http"), "items", "", "BATON_SECRET="+manifestSecret))
 	}
 	for i, cl := range clients {
 		cl.await(t, 60*time.Second, fmt.Sprintf("client %d: the empty table, up to date", i), func(ev []traceEvent) bool {
@@ -176,6 +176,10 @@ func testPodRollingUpdate(t *testing.T, kustomization string, shared bool) {
 	}
 }
 
+// manifestSecret is the shape API's secret of the manifests' workers (the
+// Secret baton-api); clients send it.
+const manifestSecret = "rollout-secret"
+
 // startManifests renders a kustomization of deploy/kubernetes and runs its
 // Service and Deployment baton with the test's DATABASE_URL as the Secret
 // baton-database; it returns once the rollout is done.
@@ -195,7 +199,7 @@ func startManifests(t *testing.T, pg *pgtest.Cluster, kustomization string) (*po
 	}
 	c, err := podrunner.New(podrunner.Options{
 		Images:  podrunner.BatonImages(bins["broker"], bins["worker"]),
-		Secrets: map[string]map[string]string{"baton-database": {"DATABASE_URL": pg.URL()}},
+		Secrets: map[string]map[string]string{"baton-database": {"DATABASE_URL": pg.URL()}, "baton-api": {"BATON_SECRET": manifestSecret}},
 		Dir:     t.TempDir(),
 		Logf:    t.Logf,
 	})

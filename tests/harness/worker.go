@@ -63,6 +63,7 @@ func StartWorker(o WorkerOptions) (*Worker, error) {
 	for k, v := range o.Settings {
 		env = append(env, k+"="+v)
 	}
+	env = append(env, devSettings(o.Settings)...)
 	name := o.Name
 	if name == "" {
 		name = "worker@" + addr
@@ -72,6 +73,26 @@ func StartWorker(o WorkerOptions) (*Worker, error) {
 		return nil, err
 	}
 	return &Worker{Process: p, HTTPAddr: LocalAddr(addr)}, nil
+}
+
+// devSettings are the settings a worker started with settings (over this
+// process's environment) gets from StartWorker, as Electric's
+// integration-testing mode has them: BATON_INSECURE=true unless
+// BATON_SECRET or BATON_INSECURE is set (a worker serves shapes only with
+// one of them), and BATON_ALLOW_SHAPE_DELETION=true unless it is set.
+func devSettings(settings map[string]string) []string {
+	set := func(k string) bool {
+		_, ok := settings[k]
+		return ok || os.Getenv(k) != ""
+	}
+	var env []string
+	if !set("BATON_SECRET") && !set("BATON_INSECURE") {
+		env = append(env, "BATON_INSECURE=true")
+	}
+	if !set("BATON_ALLOW_SHAPE_DELETION") {
+		env = append(env, "BATON_ALLOW_SHAPE_DELETION=true")
+	}
+	return env
 }
 
 // Health returns the worker's /v1/health status and HTTP code, asked

@@ -13,9 +13,13 @@ if (!base || !table || !['follow', 'once'].includes(mode)) {
   process.exit(2)
 }
 
+// BATON_SECRET, when set, is sent as the secret parameter (as a server-side
+// proxy in front of Electric adds ELECTRIC_SECRET).
+const secret = process.env.BATON_SECRET ? { secret: process.env.BATON_SECRET } : {}
+
 const stream = new ShapeStream({
   url: `${base}/v1/shape`,
-  params: { table },
+  params: { table, ...secret },
   subscribe: mode === 'follow',
   onError: (err) => {
     console.error(`shape error: ${err?.status ?? ''} ${err?.message ?? err}`)

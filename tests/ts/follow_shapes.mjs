@@ -49,8 +49,12 @@ function compare(a, b) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
+// BATON_SECRET, when set, is sent as the secret parameter (as a server-side
+// proxy in front of Electric adds ELECTRIC_SECRET).
+const secret = process.env.BATON_SECRET ? { secret: process.env.BATON_SECRET } : {}
+
 function follow(spec) {
-  const params = { table: spec.table }
+  const params = { table: spec.table, ...secret }
   if (spec.where !== undefined && spec.where !== null) params.where = spec.where
   if (spec.params !== undefined && spec.params !== null) params.params = spec.params
   if (spec.columns !== undefined && spec.columns !== null) params.columns = spec.columns

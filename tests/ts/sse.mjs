@@ -50,9 +50,13 @@ const fetchClient = async (input, init) => {
   return res
 }
 
+// BATON_SECRET, when set, is sent as the secret parameter (as a server-side
+// proxy in front of Electric adds ELECTRIC_SECRET).
+const secret = process.env.BATON_SECRET ? { secret: process.env.BATON_SECRET } : {}
+
 const stream = new ShapeStream({
   url: `${base}/v1/shape`,
-  params: { table },
+  params: { table, ...secret },
   subscribe: !flags.includes('once'),
   liveSse: flags.includes('sse'),
   ...(flags.includes('now') ? { offset: 'now' } : {}),

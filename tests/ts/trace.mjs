@@ -18,7 +18,11 @@ if (!base || !table) {
   console.error('usage: node trace.mjs <base url> <table> [where]')
   process.exit(2)
 }
-const params = { table }
+// BATON_SECRET, when set, is sent as the secret parameter (as a server-side
+// proxy in front of Electric adds ELECTRIC_SECRET).
+const secret = process.env.BATON_SECRET ? { secret: process.env.BATON_SECRET } : {}
+
+const params = { table, ...secret }
 if (where) params.where = where
 
 const stream = new ShapeStream({

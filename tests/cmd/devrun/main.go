@@ -137,6 +137,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	fmt.Fprintln(stdout, "devrun:", summary)
+	// The workers get BATON_INSECURE=true unless the environment sets
+	// BATON_SECRET or BATON_INSECURE, and BATON_ALLOW_SHAPE_DELETION=true
+	// unless it sets that (harness.StartWorker).
+	switch {
+	case getenv("BATON_SECRET") != "":
+		fmt.Fprintln(stdout, "devrun: BATON_SECRET from the environment: every shape request must carry secret=<BATON_SECRET>")
+	case getenv("BATON_INSECURE") == "":
+		fmt.Fprintln(stdout, "devrun: BATON_INSECURE=true: the shape API serves anyone, without a secret (export BATON_SECRET=... to require one)")
+	}
+	if getenv("BATON_ALLOW_SHAPE_DELETION") == "" {
+		fmt.Fprintln(stdout, "devrun: BATON_ALLOW_SHAPE_DELETION=true: DELETE /v1/shape removes shapes")
+	}
 
 	base := s.storage
 	if base == "" && getenv("DATABASE_URL") == "" {

@@ -51,6 +51,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	cfg, err := config.Parse(args, getenv, help(stdout, "worker"))
+	if err == nil {
+		err = cfg.Access()
+	}
 	if err != nil {
 		return err
 	}
@@ -106,6 +109,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	api := httpapi.New(log)
 	api.Self, api.ID = cfg.AdvertiseURL, id
+	api.Secret, api.AllowDeletion = cfg.Secret, cfg.AllowShapeDeletion
+	api.ChunkBytes, api.CacheMaxAge, api.CacheStaleAge = int(cfg.ShapeChunkBytes), cfg.CacheMaxAge, cfg.CacheStaleAge
+	if cfg.Insecure {
+		log.Warn("BATON_INSECURE=true: the shape API serves anyone, without a secret; set BATON_SECRET outside development")
+	}
 	proxied := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "baton", Subsystem: "worker", Name: "proxied_requests_total",
 		Help: "Shape requests a standby forwarded to the active worker, by the status code its client got.", ConstLabels: prometheus.Labels{"stream": cfg.StreamID}},
 		[]string{"code"})

@@ -30,7 +30,27 @@ type Config struct {
 	// workers forward shape requests to it while this worker is active);
 	// empty: not advertised.
 	AdvertiseURL string
+	// Secret must be carried by every shape request (secret=...); empty
+	// only with Insecure.
+	Secret string
+	// Insecure serves shapes to anyone, without a secret.
+	Insecure bool
+	// AllowShapeDeletion lets DELETE /v1/shape remove shapes.
+	AllowShapeDeletion bool
+	// ShapeChunkBytes is the size at which a shape response ends (at the
+	// next message boundary), Electric's chunk size threshold.
+	ShapeChunkBytes int64
+	// CacheMaxAge and CacheStaleAge are the max-age and
+	// stale-while-revalidate of a shape response that is not live and not
+	// the initial one (whole seconds).
+	CacheMaxAge, CacheStaleAge time.Duration
 }
+
+// Bounds of ShapeChunkBytes.
+const (
+	minChunkBytes = 1
+	maxChunkBytes = 1 << 30
+)
 
 // Default returns the defaults of DESIGN §4 (no database URL).
 func Default() Config {
@@ -42,6 +62,10 @@ func Default() Config {
 		LogFormat:  "text",
 
 		ShapeIdleTimeout: 24 * time.Hour,
+		// Electric's defaults.
+		ShapeChunkBytes: 10 << 20,
+		CacheMaxAge:     60 * time.Second,
+		CacheStaleAge:   300 * time.Second,
 	}
 }
 
@@ -65,6 +89,12 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	b.String(&c.AdvertiseURL, "BATON_ADVERTISE_URL", "base URL at which the stream's other pods reach this worker's HTTP API, e.g. http://10.1.2.3:3000 (empty: not advertised)")
 	b.Duration(&c.ShapeIdleTimeout, "BATON_SHAPE_IDLE_TIMEOUT", "a shape no request used for this long is removed; 0 disables expiry",
 		"24h, 30m, 0 to disable", "shape-idle-timeout")
+	b.String(&c.Secret, "BATON_SECRET", "secret every shape request must carry as its secret query parameter (as Electric's client sends it); required unless BATON_INSECURE=true")
+	b.Switch(&c.Insecure, "BATON_INSECURE", "serve shapes to anyone, without BATON_SECRET (development only)")
+	b.Switch(&c.AllowShapeDeletion, "BATON_ALLOW_SHAPE_DELETION", "let DELETE /v1/shape remove shapes (else 405)")
+	b.Bytes(&c.ShapeChunkBytes, "BATON_SHAPE_CHUNK_BYTES_THRESHOLD", "size in bytes at which a shape response ends, at the next message (10485760, 10MiB)")
+	b.Duration(&c.CacheMaxAge, "BATON_CACHE_MAX_AGE", "Cache-Control max-age of shape responses that are neither live nor initial", "60s, 0s")
+	b.Duration(&c.CacheStaleAge, "BATON_CACHE_STALE_AGE", "Cache-Control stale-while-revalidate of those responses", "300s, 0s")
 	if err := b.Parse(args, out); err != nil {
 		return c, err
 	}
@@ -94,8 +124,32 @@ func (c Config) Validate() error {
 	if err := advertiseURL(c.AdvertiseURL); err != nil {
 		return &Error{Setting: "BATON_ADVERTISE_URL", Problem: err.Error()}
 	}
+	if c.ShapeChunkBytes < minChunkBytes || c.ShapeChunkBytes > maxChunkBytes {
+		return &Error{Setting: "BATON_SHAPE_CHUNK_BYTES_THRESHOLD", Problem: fmt.Sprintf("must be from %d to %d bytes, got %d", minChunkBytes, maxChunkBytes, c.ShapeChunkBytes)}
+	}
+	for _, a := range []struct {
+		env string
+		d   time.Duration
+	}{{"BATON_CACHE_MAX_AGE", c.CacheMaxAge}, {"BATON_CACHE_STALE_AGE", c.CacheStaleAge}} {
+		if a.d < 0 || a.d%time.Second != 0 {
+			return &Error{Setting: a.env, Problem: fmt.Sprintf("must be whole seconds, not negative (Cache-Control counts seconds), got %s", a.d)}
+		}
+	}
 	if c.ShapeIdleTimeout < 0 {
 		return &Error{Setting: "BATON_SHAPE_IDLE_TIMEOUT", Problem: fmt.Sprintf("must not be negative (0 disables expiry), got %s", c.ShapeIdleTimeout)}
+	}
+	return nil
+}
+
+// Access checks that serving shapes is protected as configured: a
+// BATON_SECRET, or BATON_INSECURE=true, and not both. The worker checks it
+// before serving; commands that serve nothing (check) do not need it.
+func (c Config) Access() error {
+	switch {
+	case c.Secret == "" && !c.Insecure:
+		return &Error{Setting: "BATON_SECRET", Problem: "required: the secret every shape request must carry (secret=...); or set BATON_INSECURE=true to serve shapes to anyone (development only)"}
+	case c.Secret != "" && c.Insecure:
+		return &Error{Setting: "BATON_INSECURE", Problem: "must not be true while BATON_SECRET is set: choose one"}
 	}
 	return nil
 }

@@ -33,7 +33,7 @@ func parseBool(v string) (bool, bool) {
 }
 
 // parseParams validates q the way Electric does; errors map each bad field
-// to its problems. Unknown parameters are ignored.
+// to its problems. Unknown parameters are ignored, but for subset__*.
 func parseParams(q url.Values) (params, map[string][]string) {
 	var p params
 	errs := map[string][]string{}
@@ -76,6 +76,14 @@ func parseParams(q url.Values) (params, map[string][]string) {
 	}
 	if p.sse && !p.live {
 		add("live_sse", "can't be true unless live is also true")
+	}
+	// Subset snapshots (Electric's subset__where, subset__limit, ...) are
+	// not served yet: refused by name rather than answered with the whole
+	// shape.
+	for k := range q {
+		if strings.HasPrefix(k, "subset__") {
+			add(k, "subset snapshots are not supported by this server yet")
+		}
 	}
 	p.def = parseDefinition(q, add)
 	if len(errs) > 0 {
@@ -128,6 +136,8 @@ func parseDefinition(q url.Values, add func(field, msg string)) (def shapes.Defi
 		add("table", "can't be blank")
 	} else if d, err := shapes.ParseTable(q.Get("table")); err != nil {
 		add("table", err.Error())
+	} else if why := refusedSchema(d.Schema); why != "" {
+		add("table", why)
 	} else {
 		def = d
 	}

@@ -38,6 +38,8 @@ func startStandby(t *testing.T, active http.HandlerFunc) *standby {
 	s.api.Self, s.api.ID = "http://standby.test:3000", "worker@standby"
 	// Answered at once, as without holding (hold_test.go holds).
 	s.api.MaxHold = 0
+	// DELETE is forwarded (secret_test.go refuses it).
+	s.api.AllowDeletion = true
 	s.api.Proxied = func(code int) {
 		s.mu.Lock()
 		defer s.mu.Unlock()

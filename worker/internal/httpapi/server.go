@@ -20,6 +20,8 @@ package httpapi
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -32,8 +34,10 @@ import (
 
 // Defaults of Electric's API.
 const (
-	DefaultLongPoll = 20 * time.Second
-	chunkBytes      = 10 << 20
+	DefaultLongPoll      = 20 * time.Second
+	DefaultChunkBytes    = 10 << 20
+	DefaultCacheMaxAge   = 60 * time.Second
+	DefaultCacheStaleAge = 300 * time.Second
 )
 
 // DefaultMaxHold is how long a shape request waits, at most, for a worker
@@ -61,6 +65,21 @@ type Server struct {
 	// MaxHold bounds how long a shape request waits for a worker that
 	// serves the stream (see the package comment); 0: not at all.
 	MaxHold time.Duration
+	// Secret, when not empty, must be carried by every shape request as
+	// its secret (or the older api_secret) query parameter; a request
+	// without it is answered 401 before it is held or forwarded.
+	Secret string
+	// AllowDeletion lets DELETE /v1/shape remove shapes; without it a
+	// DELETE is answered 405 (Electric's allow_shape_deletion).
+	AllowDeletion bool
+	// ChunkBytes is the size at which a response ends, at the next
+	// message (Electric's chunk_bytes_threshold).
+	ChunkBytes int
+	// CacheMaxAge and CacheStaleAge are the max-age and
+	// stale-while-revalidate (whole seconds) of a shape response that is
+	// neither live nor from offset -1, as Electric's cache_max_age and
+	// cache_stale_age.
+	CacheMaxAge, CacheStaleAge time.Duration
 
 	transport http.RoundTripper
 
@@ -90,7 +109,8 @@ type Lease interface {
 // New returns a Server with no registry and no active worker to forward
 // to (shape requests are held, then answered 503).
 func New(log *slog.Logger) *Server {
-	s := &Server{LongPoll: DefaultLongPoll, MaxHold: DefaultMaxHold, Log: log, changed: make(chan struct{})}
+	s := &Server{LongPoll: DefaultLongPoll, MaxHold: DefaultMaxHold, Log: log, changed: make(chan struct{}),
+		ChunkBytes: DefaultChunkBytes, CacheMaxAge: DefaultCacheMaxAge, CacheStaleAge: DefaultCacheStaleAge}
 	s.transport = newTransport(func() time.Duration { return s.LongPoll + s.MaxHold })
 	return s
 }
@@ -170,6 +190,23 @@ func (s *Server) options(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
+// internalError answers 500 without the error's text, which may tell a
+// client about the worker's insides: it is logged with a request id, which
+// the answer gives (body and X-Request-Id) so the two can be matched.
+func (s *Server) internalError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	id := newRequestID()
+	s.Log.Error(what, "err", err, "request_id", id, "method", r.Method, "query", r.URL.RawQuery)
+	w.Header().Set("X-Request-Id", id)
+	errorJSON(w, http.StatusInternalServerError, errorBody{Message: "Internal server error; the worker logged it with request id " + id, RequestID: id})
+}
+
+// newRequestID is 20 random hexadecimal digits.
+func newRequestID() string {
+	var b [10]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // errorJSON writes an error response that must never be cached.
 func errorJSON(w http.ResponseWriter, status int, body any) {
 	h := w.Header()
@@ -181,8 +218,9 @@ func errorJSON(w http.ResponseWriter, status int, body any) {
 }
 
 type errorBody struct {
-	Message string              `json:"message"`
-	Errors  map[string][]string `json:"errors,omitempty"`
+	Message   string              `json:"message"`
+	Errors    map[string][]string `json:"errors,omitempty"`
+	RequestID string              `json:"request_id,omitempty"`
 }
 
 func invalid(w http.ResponseWriter, errs map[string][]string) {
@@ -196,11 +234,14 @@ func unavailable(w http.ResponseWriter, why string) {
 }
 
 // mustRefetch answers 409: the handle is stale; handle is the current one.
+// As Electric, it is cached briefly (it redirects every client of a gone
+// shape), for a second only without a handle to go to.
 func mustRefetch(w http.ResponseWriter, handle string) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "public, max-age=60, must-revalidate")
+	h.Set("Cache-Control", "public, max-age=1, must-revalidate")
 	if handle != "" {
+		h.Set("Cache-Control", "public, max-age=60, must-revalidate")
 		h.Set("electric-handle", handle)
 	}
 	w.WriteHeader(http.StatusConflict)

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -29,6 +28,9 @@ func nextCursor(interval time.Duration, prev string) string {
 }
 
 func (s *Server) getShape(w http.ResponseWriter, r *http.Request) {
+	if !s.authorized(w, r) {
+		return
+	}
 	reg := s.current()
 	if reg == nil {
 		s.elsewhere(w, r, s.serveShape)
@@ -58,7 +60,7 @@ func (s *Server) serveShape(w http.ResponseWriter, r *http.Request, reg *shapes.
 		s.respond(w, r, p, sh, &shapes.Plan{From: end, Last: end, UpToDate: true, GlobalLSN: sh.GlobalLSN()}, false)
 		return
 	}
-	plan, err := sh.Plan(p.offset, chunkBytes)
+	plan, err := sh.Plan(p.offset, s.ChunkBytes)
 	if err != nil {
 		s.planErr(w, r, reg, p, err)
 		return
@@ -92,7 +94,7 @@ func (s *Server) serveShape(w http.ResponseWriter, r *http.Request, reg *shapes.
 			return
 		}
 		if newer {
-			if plan, err = sh.Plan(p.offset, chunkBytes); err != nil {
+			if plan, err = sh.Plan(p.offset, s.ChunkBytes); err != nil {
 				s.planErr(w, r, reg, p, err)
 				return
 			}
@@ -140,8 +142,7 @@ func (s *Server) createErr(w http.ResponseWriter, r *http.Request, err error) {
 		// is served now.
 		s.elsewhere(w, r, s.serveShape)
 	default:
-		s.Log.Error("shape request failed", "err", err, "query", r.URL.RawQuery)
-		errorJSON(w, http.StatusInternalServerError, errorBody{Message: "Unable to create the shape: " + err.Error()})
+		s.internalError(w, r, "shape request failed", err)
 	}
 }
 
@@ -174,8 +175,7 @@ func (s *Server) planErr(w http.ResponseWriter, r *http.Request, reg *shapes.Reg
 		}
 		mustRefetch(w, sh.Handle())
 	default:
-		s.Log.Error("shape read failed", "err", err, "query", r.URL.RawQuery)
-		errorJSON(w, http.StatusInternalServerError, errorBody{Message: "Unable to read the shape log: " + err.Error()})
+		s.internalError(w, r, "shape read failed", err)
 	}
 }
 
@@ -197,7 +197,8 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, p params, sh *s
 	case p.live:
 		h.Set("Cache-Control", "public, max-age=5, stale-while-revalidate=5")
 	default:
-		h.Set("Cache-Control", "public, max-age=60, stale-while-revalidate=300")
+		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(int(s.CacheMaxAge/time.Second))+
+			", stale-while-revalidate="+strconv.Itoa(int(s.CacheStaleAge/time.Second)))
 	}
 	if p.live {
 		h.Set("electric-cursor", nextCursor(s.LongPoll, p.cursor))
@@ -257,6 +258,9 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, p params, sh *s
 }
 
 func (s *Server) deleteShape(w http.ResponseWriter, r *http.Request) {
+	if !s.authorized(w, r) || !s.deletionAllowed(w, r) {
+		return
+	}
 	reg := s.current()
 	if reg == nil {
 		s.elsewhere(w, r, s.serveDelete)
@@ -266,24 +270,36 @@ func (s *Server) deleteShape(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveDelete answers a DELETE from reg, the registry this worker serves.
+// As Electric's: with a table, the shape is the one of the definition
+// (table, where, params, columns, replica, log) and a handle, when given,
+// must be its current one (else 400); with a handle alone, the shape is
+// the one of that handle.
 func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, reg *shapes.Registry) {
 	cors(w, r)
-	// The shape is the one of the definition (table, where, params,
-	// columns, replica, log); a handle, when given, must be its current one.
 	q := r.URL.Query()
-	errs := map[string][]string{}
-	d := parseDefinition(q, func(f, msg string) { errs[f] = append(errs[f], msg) })
-	if len(errs) > 0 {
-		invalid(w, errs)
-		return
+	handle := q.Get("handle")
+	var sh *shapes.Shape
+	if q.Get("table") == "" && handle != "" {
+		sh = reg.LookupHandle(handle)
+	} else {
+		errs := map[string][]string{}
+		d := parseDefinition(q, func(f, msg string) { errs[f] = append(errs[f], msg) })
+		if len(errs) > 0 {
+			invalid(w, errs)
+			return
+		}
+		sh = reg.Lookup(d)
+		if sh != nil && handle != "" && handle != sh.Handle() {
+			errorJSON(w, http.StatusBadRequest, errorBody{Message: definitionMismatch})
+			return
+		}
 	}
-	sh := reg.Lookup(d)
-	if sh == nil || (q.Get("handle") != "" && q.Get("handle") != sh.Handle()) {
-		errorJSON(w, http.StatusNotFound, errorBody{Message: "Shape not found"})
+	if sh == nil {
+		errorJSON(w, http.StatusNotFound, errorBody{Message: "No existing shape found"})
 		return
 	}
 	if err := reg.Delete(sh); err != nil {
-		errorJSON(w, http.StatusInternalServerError, errorBody{Message: fmt.Sprint(err)})
+		s.internalError(w, r, "shape not deleted", err)
 		return
 	}
 	if err := reg.Reconcile(r.Context()); err != nil {
@@ -292,3 +308,8 @@ func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, reg *shapes
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusAccepted)
 }
+
+// definitionMismatch is Electric's answer to a handle that is not the
+// current one of the definition given with it.
+const definitionMismatch = "The specified shape definition and handle do not match. " +
+	"Please ensure the shape definition is correct or omit the shape handle from the request to obtain a new one."

@@ -64,7 +64,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, reg *shapes.Re
 				return
 			}
 		}
-		if plan, err = sh.Plan(from, chunkBytes); err != nil {
+		if plan, err = sh.Plan(from, s.ChunkBytes); err != nil {
 			return
 		}
 	}

@@ -174,6 +174,13 @@ func (r *Registry) Lookup(d Definition) *Shape {
 	return r.byDef[d.Key()]
 }
 
+// LookupHandle returns the shape whose handle is h, or nil.
+func (r *Registry) LookupHandle(h string) *Shape {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byHandle[h]
+}
+
 // Delete removes the shape: its handle is never served again. Its folder
 // is removed only once the set durably no longer names it and this
 // registry still holds the storage (storage.Set.Remove): a registry that a
