@@ -4,6 +4,7 @@ package e2e_test
 // tables no shape may read, Electric's where-clause errors.
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -292,4 +293,84 @@ func checkChunksAndCaching(t *testing.T, pg *pgtest.Cluster, c *rowClient) {
 	if responses < 3 {
 		t.Errorf("40 rows of 300 bytes in %d responses; want 4 KiB ones", responses)
 	}
+}
+
+// Over server-sent events a client that is caught up when it connects gets
+// no up-to-date until there is a change, as from Electric: only
+// ": keep-alive" comments (Electric's every 21 s of silence); then the
+// change and an up-to-date. The official client following over SSE meanwhile
+// gets the change too.
+func TestShapeSSEWaitsForChanges(t *testing.T) {
+	needClient(t)
+	pg := pgtest.Start(t, pgtest.Options{})
+	execSQL(t, pg, "CREATE TABLE items (id int PRIMARY KEY, note text, n int)", "INSERT INTO items VALUES (1, 'a', 1), (2, 'b', 2)")
+	base := newActivePod(t, pg, "a", t.TempDir()).URL()
+	client := startProtoScript(t, base, "items", "sse")
+	client.awaitRows(t, protoTable(t, pg, "items"), 30*time.Second)
+
+	c := newRowClient(base, url.Values{"table": {"items"}})
+	c.upToDate(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	q := c.Query(true)
+	q.Set("live_sse", "true")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/shape?"+q.Encode(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("SSE request: %d %v", resp.StatusCode, resp.Header)
+	}
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if sc.Text() != "" {
+				lines <- sc.Text()
+			}
+		}
+	}()
+	next := func(what string) string {
+		t.Helper()
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("the SSE stream ended waiting for %s", what)
+			}
+			return l
+		case <-time.After(40 * time.Second):
+			t.Fatalf("no %s on the SSE stream within 40 s", what)
+		}
+		return ""
+	}
+	opened := time.Now()
+	if l := next("keep-alive comment"); l != ": keep-alive" {
+		t.Fatalf("a caught-up client got %q after %s; want only a keep-alive comment until a change", l, time.Since(opened).Round(time.Millisecond))
+	}
+	t.Logf("first keep-alive after %s", time.Since(opened).Round(time.Millisecond))
+	execSQL(t, pg, "INSERT INTO items VALUES (3, 'c', 3)")
+	var got []harness.Message
+	for len(got) < 2 {
+		l := next("the change and an up-to-date")
+		data, ok := strings.CutPrefix(l, "data: ")
+		if !ok {
+			continue // another keep-alive
+		}
+		var m harness.Message
+		if err := json.Unmarshal([]byte(data), &m); err != nil {
+			t.Fatalf("event %q: %v", l, err)
+		}
+		got = append(got, m)
+	}
+	if got[0].Headers["operation"] != "insert" || !got[1].IsUpToDate() {
+		t.Fatalf("events after the insert: %+v; want the insert, then an up-to-date", got)
+	}
+	client.awaitRows(t, protoTable(t, pg, "items"), 30*time.Second)
+	client.checkMessages(t)
 }

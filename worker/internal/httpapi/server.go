@@ -80,6 +80,9 @@ type Server struct {
 	// neither live nor from offset -1, as Electric's cache_max_age and
 	// cache_stale_age.
 	CacheMaxAge, CacheStaleAge time.Duration
+	// SSEKeepAlive is how long an SSE response stays silent before a
+	// keep-alive comment.
+	SSEKeepAlive time.Duration
 
 	transport http.RoundTripper
 
@@ -110,7 +113,7 @@ type Lease interface {
 // to (shape requests are held, then answered 503).
 func New(log *slog.Logger) *Server {
 	s := &Server{LongPoll: DefaultLongPoll, MaxHold: DefaultMaxHold, Log: log, changed: make(chan struct{}),
-		ChunkBytes: DefaultChunkBytes, CacheMaxAge: DefaultCacheMaxAge, CacheStaleAge: DefaultCacheStaleAge}
+		ChunkBytes: DefaultChunkBytes, CacheMaxAge: DefaultCacheMaxAge, CacheStaleAge: DefaultCacheStaleAge, SSEKeepAlive: DefaultSSEKeepAlive}
 	s.transport = newTransport(func() time.Duration { return s.LongPoll + s.MaxHold })
 	return s
 }

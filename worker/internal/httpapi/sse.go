@@ -12,9 +12,16 @@ import (
 // sseWindow is how long one server-sent-events response stays open.
 const sseWindow = 60 * time.Second
 
-// serveSSE answers live_sse=true as Electric does: one event per message,
-// an up-to-date event whenever caught up, new changes as they are routed,
-// until the window ends.
+// DefaultSSEKeepAlive is Electric's keepalive_interval: how long an SSE
+// response may stay silent before a comment keeps it open through proxies.
+const DefaultSSEKeepAlive = 21 * time.Second
+
+// serveSSE answers live_sse=true as Electric does: one event per message
+// and an up-to-date event once caught up, then new changes as they are
+// routed, each batch ending with an up-to-date, until the window ends. A
+// client that is caught up when it connects gets nothing but ": keep-alive"
+// comments (every SSEKeepAlive of silence) until there is a change: no
+// up-to-date without new changes.
 func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, reg *shapes.Registry, p params, sh *shapes.Shape, plan *shapes.Plan) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
@@ -52,21 +59,40 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, reg *shapes.Re
 		if err != nil {
 			return // the client reconnects from its last up-to-date
 		}
-		if plan.UpToDate {
+		if plan.UpToDate && !plan.Empty() {
 			if _, err := w.Write([]byte("data: " + upToDate(plan.GlobalLSN) + "\n\n")); err != nil {
 				return
 			}
 		}
 		fl.Flush()
 		from := plan.Last
-		if plan.UpToDate {
-			if newer, err := sh.Wait(ctx, from); err != nil || !newer {
-				return
-			}
+		if plan.UpToDate && !s.awaitChanges(ctx, w, fl, sh, from) {
+			return
 		}
 		if plan, err = sh.Plan(from, s.ChunkBytes); err != nil {
 			return
 		}
+	}
+}
+
+// awaitChanges waits until sh has records after from, writing a
+// keep-alive comment after each SSEKeepAlive without one. It returns false
+// when ctx ends first, the shape is gone or the client is.
+func (s *Server) awaitChanges(ctx context.Context, w http.ResponseWriter, fl http.Flusher, sh *shapes.Shape, from shapes.Offset) bool {
+	for {
+		wait, cancel := context.WithTimeout(ctx, s.SSEKeepAlive)
+		newer, err := sh.Wait(wait, from)
+		cancel()
+		switch {
+		case err != nil || ctx.Err() != nil:
+			return false
+		case newer:
+			return true
+		}
+		if _, err := w.Write([]byte(": keep-alive\n\n")); err != nil {
+			return false
+		}
+		fl.Flush()
 	}
 }
 
