@@ -138,7 +138,7 @@ func (s *Server) elsewhere(w http.ResponseWriter, r *http.Request, local func(ht
 		}
 		if !held {
 			held = true
-			s.Log.Debug("shape request held", "why", why, "max_hold", s.MaxHold, "query", r.URL.RawQuery)
+			s.Log.Debug("shape request held", "why", why, "max_hold", s.MaxHold, "query", redactQuery(r.URL.RawQuery))
 		}
 		t := time.NewTimer(wait)
 		select {

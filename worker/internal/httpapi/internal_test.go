@@ -17,7 +17,7 @@ func TestInternalErrorHidesTheError(t *testing.T) {
 	var logs bytes.Buffer
 	s := New(slog.New(slog.NewJSONHandler(&logs, nil)))
 	w := httptest.NewRecorder()
-	r := httptest.NewRequest("GET", "/v1/shape?table=items&offset=-1", nil)
+	r := httptest.NewRequest("GET", "/v1/shape?table=items&offset=-1&secret=hunter3", nil)
 	const inside = `connect to 10.1.2.3:5432 as "baton" (password hunter2): connection refused`
 	s.internalError(w, r, "shape request failed", errors.New(inside))
 
@@ -28,7 +28,7 @@ func TestInternalErrorHidesTheError(t *testing.T) {
 	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || w.Code != http.StatusInternalServerError {
 		t.Fatalf("%d %q: %v; want 500 with a JSON body", w.Code, w.Body, err)
 	}
-	for _, leak := range []string{"10.1.2.3", "hunter2", "refused"} {
+	for _, leak := range []string{"10.1.2.3", "hunter2", "refused", "hunter3"} {
 		if strings.Contains(w.Body.String(), leak) {
 			t.Errorf("the 500 body %q gives %q away", w.Body, leak)
 		}
@@ -44,5 +44,8 @@ func TestInternalErrorHidesTheError(t *testing.T) {
 	}
 	if err := json.Unmarshal(logs.Bytes(), &logged); err != nil || logged.Err != inside || logged.RequestID != id {
 		t.Errorf("logged %q; want the error under request_id %s", logs.String(), id)
+	}
+	if strings.Contains(logs.String(), "hunter3") || !strings.Contains(logs.String(), "secret=REDACTED") {
+		t.Errorf("logged %q; want the query's secret redacted", logs.String())
 	}
 }

@@ -7,6 +7,7 @@ package httpapi
 import (
 	"crypto/subtle"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -59,3 +60,21 @@ func refusedSchema(schema string) string {
 }
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// redactQuery is a raw query for a log line: the secret's value (secret,
+// api_secret) replaced.
+func redactQuery(raw string) string {
+	if !strings.Contains(raw, "secret") {
+		return raw
+	}
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		return "(unreadable query)"
+	}
+	for _, k := range []string{"secret", "api_secret"} {
+		if _, ok := q[k]; ok {
+			q[k] = []string{"REDACTED"}
+		}
+	}
+	return q.Encode()
+}

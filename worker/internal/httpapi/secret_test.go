@@ -1,10 +1,14 @@
 package httpapi_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"log/slog"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // With a secret, a shape request that does not carry it is answered 401
@@ -82,5 +86,27 @@ func TestDeleteRefusedUnlessAllowed(t *testing.T) {
 	s.api.AllowDeletion = true
 	if resp, body := do(t, "DELETE", s.url+"/v1/shape?handle=h-1", nil); resp.StatusCode != http.StatusAccepted || reached.Load() != 1 {
 		t.Fatalf("with AllowDeletion: %d %q, forwarded %d times; want the active worker's 202", resp.StatusCode, body, reached.Load())
+	}
+}
+
+// The secret never reaches a log line (a held request's query is logged)
+// or the answer of a failed forward.
+func TestSecretNotLogged(t *testing.T) {
+	s := startStandby(t, func(w http.ResponseWriter, r *http.Request) {})
+	var logs bytes.Buffer
+	s.api.Log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s.api.Secret = "s3cret"
+	s.api.MaxHold = 200 * time.Millisecond
+	s.active.Close() // unreachable: the request is held, retried, then 503
+	s.api.SetActive(s.active.URL)
+	resp, body := do(t, "GET", s.url+"/v1/shape?table=items&offset=-1&secret=s3cret", nil)
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("%d %q; want 503", resp.StatusCode, body)
+	}
+	if strings.Contains(logs.String(), "s3cret") || strings.Contains(body, "s3cret") {
+		t.Errorf("the secret is in the log or the answer:\n%s\n%s", logs.String(), body)
+	}
+	if !strings.Contains(logs.String(), "secret=REDACTED") {
+		t.Errorf("log %q; want the held request's query, its secret redacted", logs.String())
 	}
 }

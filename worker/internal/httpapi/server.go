@@ -198,7 +198,7 @@ func (s *Server) options(w http.ResponseWriter, r *http.Request) {
 // the answer gives (body and X-Request-Id) so the two can be matched.
 func (s *Server) internalError(w http.ResponseWriter, r *http.Request, what string, err error) {
 	id := newRequestID()
-	s.Log.Error(what, "err", err, "request_id", id, "method", r.Method, "query", r.URL.RawQuery)
+	s.Log.Error(what, "err", err, "request_id", id, "method", r.Method, "query", redactQuery(r.URL.RawQuery))
 	w.Header().Set("X-Request-Id", id)
 	errorJSON(w, http.StatusInternalServerError, errorBody{Message: "Internal server error; the worker logged it with request id " + id, RequestID: id})
 }
