@@ -32,8 +32,9 @@ run-pair: build ## Run two broker + worker pairs on one database, to try a hando
 	$(BIN)/devrun -bin $(BIN) -pairs 2
 
 .PHONY: test
-test: ## Run every test (unit, end-to-end and fault tests against a real PostgreSQL)
+test: ## Run every test (unit, end-to-end and fault tests against a real PostgreSQL; the alert rules and dashboard)
 	go test -count=1 -timeout $(TEST_TIMEOUT) $(MODULES)
+	cd deploy/monitoring && GOWORK=off go test -count=1 ./...
 
 # `make faults`: the randomized fault test, long. Each storage mode (per-pod
 # and shared) takes FAULT_COUNT faults; FAULT_SEED replays a run's draws.
@@ -62,7 +63,7 @@ checkgenerate: generate ## Fail if the committed generated code differs from a f
 
 .PHONY: lint
 lint: ## gofmt, go vet and buf lint
-	@out=$$(gofmt -l proto settings status broker worker tests); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l proto settings status broker worker tests deploy/monitoring); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet $(MODULES)
 	cd proto && $(TOOL) buf lint
 

@@ -197,6 +197,7 @@ func TestMetricsMove(t *testing.T) {
 	})
 
 	s.checkREADME(t)
+	s.checkMonitoring(t)
 }
 
 // metrics is one scrape: its text and its families by name.
@@ -381,6 +382,34 @@ func (s *scraper) checkREADME(t *testing.T) {
 	for name := range s.types {
 		if !documented[name] {
 			t.Errorf("%s is not in the README's table of metrics", name)
+		}
+	}
+}
+
+// checkMonitoring checks that the alert rules and the dashboard in
+// deploy/monitoring name only metrics some process exported (their
+// PromQL is parsed by deploy/monitoring's own test).
+func (s *scraper) checkMonitoring(t *testing.T) {
+	t.Helper()
+	for _, f := range []string{"../../deploy/monitoring/alerts.yaml", "../../deploy/monitoring/dashboard.json"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := regexp.MustCompile(`\bbaton_[a-z_]+`).FindAllString(string(b), -1)
+		if len(names) < 10 {
+			t.Fatalf("%s names %d metrics", f, len(names))
+		}
+		for _, n := range names {
+			_, ok := s.types[n]
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				if base, cut := strings.CutSuffix(n, suffix); cut && !ok {
+					ok = s.types[base] == dto.MetricType_HISTOGRAM
+				}
+			}
+			if !ok {
+				t.Errorf("%s names %s, which no process exported", f, n)
+			}
 		}
 	}
 }
