@@ -40,6 +40,8 @@ type Sink interface {
 
 // Lease is what the stream needs of the worker's lease.
 type Lease interface {
+	// Ctx ends when the lease does (lease.Lease.Ctx).
+	Ctx() context.Context
 	Done() <-chan struct{}
 	Err() error
 	// Valid is true while the lease is held on the worker's monotonic
@@ -121,7 +123,7 @@ func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 	// work ends with the lease or the shutdown.
 	work, stopWork := context.WithCancel(ctx)
 	defer stopWork()
-	stopOnLease := context.AfterFunc(leaseCtx(l), stopWork)
+	stopOnLease := context.AfterFunc(l.Ctx(), stopWork)
 	defer stopOnLease()
 
 	// The replication connection opens while the admin session prepares
@@ -274,16 +276,6 @@ func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 		o.Log.Warn("could not end own walsender", "err", err)
 	}
 	return res, runErr
-}
-
-// leaseCtx turns the lease's done channel into a context.
-func leaseCtx(l Lease) context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		<-l.Done()
-		cancel()
-	}()
-	return ctx
 }
 
 // graceful reports whether the stop may drain and acknowledge: a shutdown
