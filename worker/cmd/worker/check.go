@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/batonhq/baton/proto/stream"
 	"github.com/batonhq/baton/worker/internal/config"
+	"github.com/batonhq/baton/worker/internal/lifecycle"
 	"github.com/batonhq/baton/worker/internal/replication"
 )
-
-// checkTimeout bounds `worker check` and each check at the start of a lease.
-const checkTimeout = 10 * time.Second
 
 // runCheck is `worker check`: it checks that PostgreSQL at DATABASE_URL
 // meets what the worker needs (replication.CheckRequirements) and prints
@@ -24,7 +21,7 @@ func runCheck(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	r, err := replication.CheckDatabase(ctx, cfg.DatabaseURL, stream.SlotName(cfg.StreamID), stream.PublicationName(cfg.StreamID), checkTimeout)
+	r, err := replication.CheckDatabase(ctx, cfg.DatabaseURL, stream.SlotName(cfg.StreamID), stream.PublicationName(cfg.StreamID), lifecycle.CheckTimeout)
 	if err != nil {
 		return err
 	}

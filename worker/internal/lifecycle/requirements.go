@@ -1,4 +1,4 @@
-package main
+package lifecycle
 
 import (
 	"context"
@@ -18,20 +18,25 @@ import (
 // the lease is held.
 const recheckEvery = 5 * time.Second
 
-// awaitRequirements is called when replication under l failed: it checks
-// whether PostgreSQL misses one of the worker's requirements (so the
-// failure costs nothing on the way to streaming). If none is missing (or
+// CheckTimeout bounds `worker check` and each check of the requirements
+// under the lease.
+const CheckTimeout = 10 * time.Second
+
+// awaitRequirements is called when replication under l failed (ctx is the
+// lease's, leaseContext): it checks whether PostgreSQL misses one of the
+// worker's requirements (so the failure costs nothing on the way to
+// streaming). If none is missing (or
 // the check itself failed) it returns false at once and the failure is
 // reported as usual. Otherwise the worker keeps the lease, reports waiting,
 // answers shape requests 503 naming the requirement, logs one ERROR line
 // (again only when the problem changes) and checks again every
-// recheckEvery; it returns true once the requirement is met, or the lease
-// ended or ctx is done.
+// recheckEvery; it returns true once the requirement is met, or ctx is
+// done.
 func (w *worker) awaitRequirements(ctx context.Context, l *lease.Lease) bool {
 	defer w.unmet.set("")
 	last := ""
 	for {
-		_, err := replication.CheckDatabase(ctx, w.cfg.DatabaseURL, l.Slot, l.Publication, checkTimeout)
+		_, err := replication.CheckDatabase(ctx, w.cfg.DatabaseURL, l.Slot, l.Publication, CheckTimeout)
 		var re *replication.RequirementError
 		if !errors.As(err, &re) {
 			if last != "" {
@@ -45,12 +50,11 @@ func (w *worker) awaitRequirements(ctx context.Context, l *lease.Lease) bool {
 		}
 		w.tracker.Set(health.Waiting, nil)
 		w.unmet.set(re.Problem)
+		t := time.NewTimer(recheckEvery)
 		select {
-		case <-time.After(recheckEvery):
-		case <-l.Done():
+		case <-t.C:
 		case <-ctx.Done():
-		}
-		if l.Err() != nil || ctx.Err() != nil {
+			t.Stop()
 			return true
 		}
 	}

@@ -1,4 +1,4 @@
-package main
+package lifecycle
 
 import (
 	"context"
@@ -37,7 +37,7 @@ const (
 // warmPing, discarding their results. It writes nothing and touches no
 // slot; its application_name says standby until take hands it to a lease,
 // which names it with the epoch first. One idle backend per standby
-// worker is its cost.
+// worker is its cost. Create it with newWarmSession; run keeps it.
 type warmSession struct {
 	url, streamID string
 	log           *slog.Logger
@@ -45,20 +45,18 @@ type warmSession struct {
 	prepared prometheus.Gauge
 
 	stop chan struct{} // closed by take
-	done chan struct{} // closed when the keeper returned
-	conn *pgx.Conn     // the keeper's; take's once done is closed
+	done chan struct{} // closed when run returned
+	conn *pgx.Conn     // run's; take's once done is closed
 }
 
-// startWarm opens a warm session and keeps it (warm-up every warmPing, a
-// new dial after a failure) until take or ctx is done. prepared reports
-// whether it is ready.
-func startWarm(ctx context.Context, url, streamID string, log *slog.Logger, prepared prometheus.Gauge) *warmSession {
-	w := &warmSession{url: url, streamID: streamID, log: log, prepared: prepared, stop: make(chan struct{}), done: make(chan struct{})}
-	go w.keep(ctx)
-	return w
+func newWarmSession(url, streamID string, log *slog.Logger, prepared prometheus.Gauge) *warmSession {
+	return &warmSession{url: url, streamID: streamID, log: log, prepared: prepared, stop: make(chan struct{}), done: make(chan struct{})}
 }
 
-func (w *warmSession) keep(ctx context.Context) {
+// run opens the session and keeps it (warm-up every warmPing, a new dial
+// after a failure) until take or ctx is done (then it closes it).
+// prepared reports whether it is ready. It returns nil.
+func (w *warmSession) run(ctx context.Context) error {
 	defer close(w.done)
 	defer w.prepared.Set(0)
 	for {
@@ -79,11 +77,11 @@ func (w *warmSession) keep(ctx context.Context) {
 		select {
 		case <-w.stop:
 			t.Stop()
-			return
+			return nil
 		case <-ctx.Done():
 			t.Stop()
 			w.close()
-			return
+			return nil
 		case <-t.C:
 		}
 	}
@@ -115,10 +113,15 @@ func (w *warmSession) close() {
 	}
 }
 
-// take stops the keeper (waiting for a dial or ping in progress) and
-// returns the session, or nil when there is none. The caller owns it.
+// take stops run (waiting for a dial or ping in progress) and returns the
+// session, or nil when there is none (or it was taken). The caller owns
+// it. Call it from one goroutine only, after run was started.
 func (w *warmSession) take() *pgx.Conn {
-	close(w.stop)
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
 	<-w.done
 	c := w.conn
 	w.conn = nil
