@@ -25,7 +25,9 @@ const createConcurrency = 4
 
 // GetOrCreate returns the shape of d, creating it (publication, snapshot)
 // when there is none. Concurrent requests for one definition share one
-// creation; different definitions are created side by side.
+// creation; different definitions are created side by side. A creation
+// still in progress when Close is called stops: it returns
+// storage.ErrClosed.
 func (r *Registry) GetOrCreate(ctx context.Context, d Definition) (*Shape, error) {
 	for {
 		if s := r.Lookup(d); s != nil {
@@ -33,6 +35,9 @@ func (r *Registry) GetOrCreate(ctx context.Context, d Definition) (*Shape, error
 		}
 		v, err, _ := r.creating.Do(d.Key(), func() (any, error) { return r.createOne(ctx, d) })
 		if err != nil && errors.Is(err, context.Canceled) && ctx.Err() == nil {
+			if r.life.Err() != nil {
+				return nil, storage.ErrClosed
+			}
 			continue // the request that led the creation went away: try again
 		}
 		if err != nil {
@@ -43,8 +48,11 @@ func (r *Registry) GetOrCreate(ctx context.Context, d Definition) (*Shape, error
 }
 
 // createOne creates the shape of d (unless one appeared meanwhile) and
-// registers it.
+// registers it. Close stops it.
 func (r *Registry) createOne(ctx context.Context, d Definition) (*Shape, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(r.life, cancel)()
 	if s := r.Lookup(d); s != nil {
 		return s, nil
 	}

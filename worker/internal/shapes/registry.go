@@ -90,6 +90,11 @@ type Registry struct {
 	// (Shape.floor); kept here across the router's restarts.
 	floor  atomic.Pointer[streamPos]
 	closed bool
+	// life ends when Close is called (end): creations in progress stop
+	// then, instead of holding up the end of the lease until their
+	// snapshot is taken.
+	life context.Context
+	end  context.CancelFunc
 
 	// set is the fenced set of the shapes' folders (storage.Set).
 	set *storage.Set
@@ -114,6 +119,7 @@ func Open(o Options) (*Registry, error) {
 	r := &Registry{o: o, dir: filepath.Join(o.Dir, "shapes"), byDef: map[string]*Shape{},
 		createSem: make(chan struct{}, createConcurrency), conns: make(chan *pgx.Conn, createConcurrency),
 		byHandle: map[string]*Shape{}, added: make(chan struct{})}
+	r.life, r.end = context.WithCancel(context.Background())
 	set, err := storage.OpenSet(r.dir, o.Epoch, hasLegacyMeta)
 	if err != nil {
 		return nil, fmt.Errorf("shapes: %w", err)
@@ -143,9 +149,11 @@ func Open(o Options) (*Registry, error) {
 	return r, nil
 }
 
-// Close closes every shape log (Run persisted how far each was routed
-// before it returned).
+// Close stops the creations in progress (GetOrCreate returns
+// storage.ErrClosed), waits for them, and closes every shape log (Run
+// persisted how far each was routed before it returned).
 func (r *Registry) Close() error {
+	r.end()
 	r.createMu.Lock()
 	for len(r.conns) > 0 {
 		(<-r.conns).Close(context.Background())
