@@ -25,9 +25,13 @@ func TestLogs(t *testing.T) {
 	if _, err := conn.Exec(t.Context(), `CREATE TABLE items (id bigserial PRIMARY KEY, pad text NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
+	// Deployed as in production: JSON logs, a secret (BATON_INSECURE, the
+	// tests' default, warns by design).
 	json := map[string]string{"BATON_LOG_FORMAT": "json"}
+	workerSettings := map[string]string{"BATON_LOG_FORMAT": "json", "BATON_SECRET": "s3cret"}
+	shape := url.Values{"table": {"items"}, "secret": {"s3cret"}}
 	pod := func(name, storage string) *harness.Pod {
-		return newPod(t, pg, harness.PodOptions{Name: name, StorageDir: storage, BrokerSettings: json, WorkerSettings: json,
+		return newPod(t, pg, harness.PodOptions{Name: name, StorageDir: storage, BrokerSettings: json, WorkerSettings: workerSettings,
 			Advertise: true, AwaitBroker: true})
 	}
 	storageA := t.TempDir()
@@ -39,7 +43,7 @@ func TestLogs(t *testing.T) {
 	if err := b.Worker().AwaitStatus("waiting", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	c := harness.NewShapeClient(a.URL(), url.Values{"table": {"items"}})
+	c := harness.NewShapeClient(a.URL(), shape)
 	if _, err := c.CatchUp(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +75,7 @@ func TestLogs(t *testing.T) {
 	}
 	// Its storage cannot prove continuity with the slot pod b advanced:
 	// the shape is new.
-	c = harness.NewShapeClient(a.URL(), url.Values{"table": {"items"}})
+	c = harness.NewShapeClient(a.URL(), shape)
 	if _, err := c.CatchUp(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +101,7 @@ func TestLogs(t *testing.T) {
 
 	// A worker whose broker is not there.
 	lone, err := harness.StartWorker(harness.WorkerOptions{Bin: bins["worker"], DatabaseURL: pg.URL(), BrokerAddr: "127.0.0.1:1",
-		StorageDir: t.TempDir(), Name: "worker-alone", Settings: json})
+		StorageDir: t.TempDir(), Name: "worker-alone", Settings: workerSettings})
 	if err != nil {
 		t.Fatal(err)
 	}
