@@ -558,10 +558,30 @@ func TestShapeGapAfterOtherStorageRefetches(t *testing.T) {
 	if code, _, body := get(t, baseB, url.Values{"table": {"items"}, "offset": {"-1"}}); code != 200 {
 		t.Fatalf("GET on b: %d %s", code, body)
 	}
-	execSQL(t, pg, "INSERT INTO items VALUES (2, 'only b saw this')")
+	// The target is a position inside the insert's transaction: the slot
+	// passes it only once B acknowledged the transaction (WAL written
+	// after it, such as the brokers' heartbeats, does not count).
 	conn := connect(t, pg)
+	tx, err := conn.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
 	var target string
-	if err := conn.QueryRow(context.Background(), "SELECT pg_current_wal_lsn()::text").Scan(&target); err != nil {
+	if _, err := tx.Exec(context.Background(), "INSERT INTO items VALUES (2, 'only b saw this')"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.QueryRow(context.Background(), "SELECT pg_current_wal_lsn()::text").Scan(&target); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// B has the change before it stops (under load it may still be on its
+	// way when SIGTERM arrives; the stop acknowledges only what B has).
+	if err := harness.Await(30*time.Second, "b serves the insert", func() (bool, error) {
+		rows := clientOnce(t, baseB, "items")
+		return len(rows) == 2, nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	terminate(t, b) // a graceful stop acknowledges everything durable
