@@ -127,7 +127,7 @@ func Read(ctx context.Context, q Querier, streamID string) (Stream, error) {
 	if err != nil {
 		return st, fmt.Errorf("read server position: %w", err)
 	}
-	if st.WAL, err = parseLSN(wal); err != nil {
+	if st.WAL, err = ParseLSN(wal); err != nil {
 		return st, fmt.Errorf("read server position: %w", err)
 	}
 	if err := readLock(ctx, q, &st); err != nil {
@@ -208,7 +208,7 @@ func readHolding(ctx context.Context, q Querier, st *Stream) error {
 		}
 	}
 	if durable != nil {
-		if h.DurableLSN, err = parseLSN(*durable); err != nil {
+		if h.DurableLSN, err = ParseLSN(*durable); err != nil {
 			return fmt.Errorf("read state table: durable_lsn: %w", err)
 		}
 	}
@@ -252,7 +252,7 @@ func readSlot(ctx context.Context, q Querier, st *Stream) error {
 	}
 	for dst, src := range map[*uint64]*string{&s.RestartLSN: restart, &s.ConfirmedLSN: confirmed} {
 		if src != nil {
-			if *dst, err = parseLSN(*src); err != nil {
+			if *dst, err = ParseLSN(*src); err != nil {
 				return fmt.Errorf("read slot: %w", err)
 			}
 		}
@@ -267,7 +267,7 @@ func readSlot(ctx context.Context, q Querier, st *Stream) error {
 		w := &Walsender{State: *state, ReplyTime: reply}
 		for dst, src := range map[*uint64]*string{&w.SentLSN: sent, &w.FlushLSN: flush} {
 			if src != nil {
-				if *dst, err = parseLSN(*src); err != nil {
+				if *dst, err = ParseLSN(*src); err != nil {
 					return fmt.Errorf("read walsender: %w", err)
 				}
 			}
@@ -333,8 +333,8 @@ func FormatLSN(lsn uint64) string {
 	return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn))
 }
 
-// parseLSN reads a WAL position in pg_lsn's text form.
-func parseLSN(s string) (uint64, error) {
+// ParseLSN reads a WAL position in pg_lsn's text form.
+func ParseLSN(s string) (uint64, error) {
 	hi, lo, ok := strings.Cut(s, "/")
 	if ok {
 		h, err1 := strconv.ParseUint(hi, 16, 32)

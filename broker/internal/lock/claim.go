@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	lsntext "github.com/batonhq/baton/status"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -226,7 +227,7 @@ func (c *Claim) Release(ctx context.Context, durable uint64, cause string) error
 	}
 	durableSQL := "durable_lsn"
 	if durable != 0 {
-		durableSQL = "'" + FormatLSN(durable) + "'"
+		durableSQL = "'" + lsntext.FormatLSN(durable) + "'"
 	}
 	// Multi-statement simple query; every value is an integer, an LSN, a
 	// validated stream id ([a-z0-9_]) or a cause ([a-z_], checked above),
@@ -251,5 +252,5 @@ func lsnParam(durable uint64) any {
 	if durable == 0 {
 		return nil
 	}
-	return FormatLSN(durable)
+	return lsntext.FormatLSN(durable)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/batonhq/baton/proto/stream"
+	lsntext "github.com/batonhq/baton/status"
 )
 
 // Querier is what ReadStatus needs of a connection.
@@ -95,7 +96,7 @@ func ReadStatus(ctx context.Context, q Querier, streamID string) (Status, error)
 		st.ReleaseCause = *cause
 	}
 	if durable != nil {
-		if st.DurableLSN, err = ParseLSN(*durable); err != nil {
+		if st.DurableLSN, err = lsntext.ParseLSN(*durable); err != nil {
 			return st, fmt.Errorf("read state table: durable_lsn: %w", err)
 		}
 	}

@@ -22,7 +22,7 @@ import (
 	batonv1 "github.com/batonhq/baton/proto/baton/v1"
 
 	"github.com/batonhq/baton/broker/internal/lease"
-	"github.com/batonhq/baton/broker/internal/lock"
+	lsntext "github.com/batonhq/baton/status"
 )
 
 // Server serves the lease service and health on one gRPC listener.
@@ -163,7 +163,7 @@ func (s *Server) receive(stream batonv1.LeaseService_LeaseServer, w *lease.Worke
 			}
 			if s.hub.Released(w, r.GetEpoch(), r.GetReason()) {
 				s.log.Info("worker released the lease", "worker", w.ID, "epoch", r.GetEpoch(),
-					"durable_lsn", lock.FormatLSN(r.GetDurableLsn()), "reason", releaseReason(r.GetReason()))
+					"durable_lsn", lsntext.FormatLSN(r.GetDurableLsn()), "reason", releaseReason(r.GetReason()))
 			}
 		case *batonv1.WorkerMessage_Hello:
 			return status.Error(codes.InvalidArgument, "hello sent twice")

@@ -1,9 +1,9 @@
-package lock_test
+package status_test
 
 import (
 	"testing"
 
-	"github.com/batonhq/baton/broker/internal/lock"
+	"github.com/batonhq/baton/status"
 )
 
 func TestLSNText(t *testing.T) {
@@ -16,15 +16,15 @@ func TestLSNText(t *testing.T) {
 		{0x1_0000000A, "1/A"},
 		{0xFFFFFFFF_FFFFFFFF, "FFFFFFFF/FFFFFFFF"},
 	} {
-		if got := lock.FormatLSN(tt.lsn); got != tt.text {
+		if got := status.FormatLSN(tt.lsn); got != tt.text {
 			t.Errorf("FormatLSN(%d) = %q, want %q", tt.lsn, got, tt.text)
 		}
-		if got, err := lock.ParseLSN(tt.text); err != nil || got != tt.lsn {
+		if got, err := status.ParseLSN(tt.text); err != nil || got != tt.lsn {
 			t.Errorf("ParseLSN(%q) = %d, %v; want %d", tt.text, got, err, tt.lsn)
 		}
 	}
 	for _, bad := range []string{"", "16B3748", "0/", "x/1", "1/100000000", "0/-1"} {
-		if _, err := lock.ParseLSN(bad); err == nil {
+		if _, err := status.ParseLSN(bad); err == nil {
 			t.Errorf("ParseLSN(%q) succeeded", bad)
 		}
 	}
