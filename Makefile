@@ -62,10 +62,14 @@ checkgenerate: generate ## Fail if the committed generated code differs from a f
 		echo "generated code is stale: run 'make generate' and commit"; exit 1; fi
 
 .PHONY: lint
-lint: ## gofmt, go vet and buf lint
+lint: breaking ## gofmt, go vet, buf lint and buf breaking
 	@out=$$(gofmt -l proto settings status broker worker tests deploy/monitoring); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet $(MODULES)
 	cd proto && $(TOOL) buf lint
+
+.PHONY: breaking
+breaking: ## Fail if lease.proto breaks the last released one (proto/released; no network)
+	cd proto && $(TOOL) buf breaking --against released
 
 # The manifests (deploy/kubernetes/base/kustomization.yaml, images:) name
 # baton-broker:dev and baton-worker:dev; tests/manifests checks they agree.

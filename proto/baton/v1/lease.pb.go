@@ -1,7 +1,23 @@
 // The Baton lease protocol: the contract between a broker (the sidecar that
 // holds the PostgreSQL advisory lock of a replication stream) and the worker
 // that consumes the stream. Any language with gRPC can implement a worker
-// from this file alone.
+// from this file alone: it states every obligation of both sides, numbered
+// (W1..W12 for a worker, B1..B7 for a broker) so that tests and other
+// documents can name them.
+//
+// Protocol version
+//
+// This file describes protocol version 2 (Hello.protocol_version). Version 1
+// is the protocol as it was before Hello carried a version; a Hello without
+// the field (0) is taken as version 1 and served as before: an empty
+// stream_id means "whatever the broker serves" and an empty worker_id is
+// logged as "unnamed-worker". Everything else below holds for both versions
+// (the fields version 2 added are ignored by version-1 workers). A broker
+// refuses a version it does not support with FAILED_PRECONDITION, naming the
+// versions it supports ("supported protocol versions: 1, 2"). The package
+// name baton.v1 changes only with an incompatible wire format; `buf
+// breaking` checks every change of this file against the last released one
+// (proto/released/).
 //
 // Life of a lease
 //
@@ -20,11 +36,15 @@
 //     consuming the stream on its own, without waiting for the broker: the
 //     broker may be frozen or partitioned, and a successor may be granted
 //     soon after.
-//  5. Revoked ends the grant at once (reason: shutdown, lock_lost, replaced).
-//     The worker stops reading, makes what it received durable, acknowledges
-//     it to PostgreSQL, closes its replication connection and then sends
-//     Released. The broker keeps the lock until Released arrives (or its drain
-//     timeout passes), so a graceful handoff never overlaps.
+//  5. Revoked ends the grant (reason: shutdown, lock_lost, replaced) and says
+//     how long the worker may take to finish (drain_timeout). The worker
+//     stops reading at once; within the drain timeout it makes what it
+//     received durable, acknowledges it to PostgreSQL, closes its
+//     replication connection and then sends Released. With no drain time
+//     (lock_lost, replaced) it closes its replication connection at once,
+//     acknowledging nothing more. On shutdown the broker keeps the lock
+//     until Released arrives (or its drain timeout passes), so a graceful
+//     handoff never overlaps.
 //  6. A worker that wants to stop on its own sends Released while holding a
 //     grant, saying why (ReleaseReason). A worker whose process is stopping
 //     (SIGTERM: Kubernetes stops a native sidecar's main container first)
@@ -47,6 +67,106 @@
 // dropping) without Released counts as a release for the broker, except
 // that it will not grant again until the previous grant's TTL has passed
 // since its last renewal.
+//
+// What a worker must do
+//
+//  W1. Hello first. Open the Lease stream to the broker of its own pod
+//      (BATON_BROKER_ADDR, default 127.0.0.1:7070) and send Hello first and
+//      once, with protocol_version 2, a non-empty worker_id and stream_id =
+//      REPLICATION_STREAM_ID.
+//  W2. Nothing before Granted. Open no replication connection (no walsender:
+//      no START_REPLICATION, no CREATE_REPLICATION_SLOT) and change neither
+//      the slot nor the publication while it holds no valid lease: before
+//      Granted, after the lease expired or was revoked, after Released.
+//      Ordinary sessions that only read are allowed while waiting.
+//  W3. The epoch in application_name. Its replication connection's
+//      application_name is "baton-worker:<stream id>:<epoch>", with the
+//      epoch of the Granted it acts under in decimal, so that PostgreSQL's
+//      own views (pg_stat_replication, pg_stat_activity) show which grant
+//      consumes the stream. Before START_REPLICATION, if the slot is still
+//      active for another backend (a dead or frozen predecessor's
+//      walsender), it may end that backend with pg_terminate_backend, but
+//      only when that backend's application_name carries an older epoch (or
+//      none): a successor's walsender is never ended.
+//  W4. Stop within the TTL on its own clock. The lease is valid until
+//      (receipt of the last Granted or Renewed for its epoch + that
+//      message's ttl), on the worker's monotonic clock. When that passes
+//      without a renewal, the worker stops at once, without waiting for the
+//      broker: it reads nothing more, acknowledges nothing more and closes
+//      its replication connection. It checks validity on that clock before
+//      every acknowledgement and every write a successor may read (a process
+//      resumed after a freeze must not act on a timer that has not fired
+//      yet).
+//  W5. Acknowledge only what is durable. The flush position of its standby
+//      status updates (and so the slot's confirmed_flush_lsn) never passes
+//      what is durable in its storage. It answers the walsender's keepalive
+//      requests and sends a status update at least every
+//      min(wal_sender_timeout/3, 10 s).
+//  W6. Revoked. On Revoked for its epoch it stops reading at once. Until its
+//      drain deadline (receipt + Revoked.drain_timeout, see there) it may
+//      make durable what it already received, acknowledge that, close its
+//      replication connection, end its walsender (W7) and send Released
+//      (W8). When the deadline passes first, or there is none (lock_lost,
+//      replaced), it acknowledges nothing more and closes its replication
+//      connection at once. A second Revoked for the same epoch with a
+//      shorter deadline (the lock failed during a drain) replaces the first.
+//  W7. End its walsender before Released. Released promises that nothing of
+//      the worker consumes the stream any more: its replication connection
+//      is closed and its walsender gone from pg_stat_replication (after
+//      closing, it checks, and ends its own walsender with
+//      pg_terminate_backend from an ordinary session if a proxy kept it
+//      alive). A graceful stop also waits until the slot's
+//      confirmed_flush_lsn shows its final acknowledgement before ending the
+//      walsender, so its successor does not stream again what it stored.
+//  W8. Released. Send Released with the grant's epoch and the last durable
+//      LSN when it stops with a grant (revoked, or on its own), with
+//      RELEASE_REASON_STOPPING when its process is stopping. Then half-close
+//      the stream (a new stream is needed to be granted again).
+//  W9. Epochs. Act only under the epoch of the latest Granted: ignore
+//      Renewed and Revoked for other epochs; after a lease ended, consume
+//      nothing until a new Granted (whose epoch is higher).
+//  W10. Progress (optional). Report the durable, acknowledged position with
+//      Progress under the current epoch when it advances.
+//  W11. Ignore what it does not know: unknown BrokerMessage kinds, unknown
+//      fields, unknown enum values (an unknown StandbyReason means wait; an
+//      unknown RevokeReason is handled by its drain_timeout).
+//  W12. Keepalive. gRPC (HTTP/2) keepalive pings to the broker, if any, at
+//      most one per second (client keepalive time >= 1 s; gRPC's own advice
+//      is 10 s or more), with or without a stream open. The broker tolerates
+//      pings down to every 500 ms so that timer jitter never counts against
+//      a worker at 1 s; a worker that pings more often is sent GOAWAY
+//      ENHANCE_YOUR_CALM ("too_many_pings") and loses its stream and so its
+//      grant. Keepalive is not needed to notice a frozen broker: the TTL
+//      (W4) does that.
+//
+// What a broker does
+//
+//  B1. It answers every Hello with Standby or Granted, and refuses a bad
+//      stream with a gRPC status: INVALID_ARGUMENT when the first message is
+//      not Hello, Hello comes twice, stream_id names another stream, or (from
+//      version 2) worker_id or stream_id is empty; FAILED_PRECONDITION for an
+//      unsupported protocol_version; UNAVAILABLE while it shuts down.
+//  B2. It grants only while it holds the stream's advisory lock, to at most
+//      one stream at a time, with an epoch greater than every earlier grant
+//      of the stream (stored in PostgreSQL); after a grant that ended without
+//      Released, not before that grant's TTL has passed since its last
+//      renewal.
+//  B3. It renews at least every ttl/3 while its lock session is healthy, and
+//      only renewals it can stand behind: every lease ends (receipt + ttl)
+//      before PostgreSQL could end its lock session. It sends no Renewed
+//      for a revoked grant.
+//  B4. Revoked carries drain_timeout: BATON_DRAIN_TIMEOUT less a delivery
+//      margin on shutdown, during which it keeps the lock and its lock
+//      session alive; 0 for lock_lost and replaced. When its lock session
+//      fails during a drain it sends a second Revoked (lock_lost, 0).
+//  B5. On Released(STOPPING) it unlocks at once; on any other Released it
+//      keeps the lock for a worker that attaches within
+//      BATON_WORKER_ABSENCE_TIMEOUT.
+//  B6. It ignores WorkerMessage kinds and fields it does not know (a newer
+//      worker's), so the protocol can grow compatibly.
+//  B7. It pings an idle connection after 2 s and closes it when the ping is
+//      not answered within 2 s (a frozen worker's stream ends, which counts
+//      as the end of its grant, B2).
 
 // Code generated by protoc-gen-go. DO NOT EDIT.
 // versions:
@@ -200,14 +320,16 @@ type RevokeReason int32
 
 const (
 	RevokeReason_REVOKE_REASON_UNSPECIFIED RevokeReason = 0
-	// The broker is stopping (SIGTERM): release after draining; the broker
-	// waits for Released before it unlocks.
+	// The broker is stopping (SIGTERM): release after draining, within
+	// Revoked.drain_timeout; the broker waits for Released (at most that long)
+	// before it unlocks.
 	RevokeReason_REVOKE_REASON_SHUTDOWN RevokeReason = 1
 	// The broker's lock session failed (heartbeat error, connection lost,
-	// PostgreSQL restart): the lock may already belong to someone else.
+	// PostgreSQL restart): the lock may already belong to someone else. Stop
+	// at once (drain_timeout 0).
 	RevokeReason_REVOKE_REASON_LOCK_LOST RevokeReason = 2
 	// The state table shows a newer epoch than this grant's: another broker
-	// has taken the stream.
+	// has taken the stream. Stop at once (drain_timeout 0).
 	RevokeReason_REVOKE_REASON_REPLACED RevokeReason = 3
 )
 
@@ -363,10 +485,14 @@ func (*WorkerMessage_Released) isWorkerMessage_Msg() {}
 type Hello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Free-form identity of the worker process, for logs and the holder
-	// column of the state table (e.g. "worker@pod-7d9c").
+	// column of the state table (e.g. "worker@pod-7d9c"). Required from
+	// protocol version 2 (INVALID_ARGUMENT when empty); a version-1 worker
+	// without one is logged as "unnamed-worker".
 	WorkerId string `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
-	// The stream the worker wants to consume. Must equal the broker's
-	// REPLICATION_STREAM_ID; empty means "whatever the broker serves".
+	// The stream the worker wants to consume: its REPLICATION_STREAM_ID. Must
+	// equal the broker's (INVALID_ARGUMENT otherwise, naming both). Required
+	// from protocol version 2; for a version-1 worker, empty means "whatever
+	// the broker serves".
 	StreamId string `protobuf:"bytes,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
 	// Base URL at which this worker serves its API to the other pods of the
 	// stream (e.g. "http://10.1.2.3:3000"); empty when it serves nothing to
@@ -374,9 +500,18 @@ type Hello struct {
 	// holder in the state table and other workers see it in
 	// Standby.holder.worker_url, so that a standby worker can forward the
 	// requests it receives to the active one.
-	AdvertiseUrl  string `protobuf:"bytes,3,opt,name=advertise_url,json=advertiseUrl,proto3" json:"advertise_url,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AdvertiseUrl string `protobuf:"bytes,3,opt,name=advertise_url,json=advertiseUrl,proto3" json:"advertise_url,omitempty"`
+	// The version of this protocol the worker implements: 2 for the contract
+	// in this file. 0 (a worker that predates the field) is taken as 1. A
+	// broker that does not support the version ends the stream with
+	// FAILED_PRECONDITION and a message naming the versions it supports
+	// ("supported protocol versions: 1, 2"); a worker that implements several
+	// may open a new stream with one of those. Brokers of this file support
+	// 1 and 2 and behave the same for both, apart from the checks of
+	// worker_id and stream_id.
+	ProtocolVersion uint32 `protobuf:"varint,4,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -428,6 +563,13 @@ func (x *Hello) GetAdvertiseUrl() string {
 		return x.AdvertiseUrl
 	}
 	return ""
+}
+
+func (x *Hello) GetProtocolVersion() uint32 {
+	if x != nil {
+		return x.ProtocolVersion
+	}
+	return 0
 }
 
 // Progress reports what the worker has made durable.
@@ -976,15 +1118,43 @@ func (x *Renewed) GetTtl() *durationpb.Duration {
 	return nil
 }
 
-// Revoked ends the current grant immediately.
+// Revoked ends the current grant: the worker stops reading at once (W6).
+// No Renewed follows for that epoch.
 type Revoked struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Epoch of the grant being revoked.
+	// Epoch of the grant being revoked; a Revoked for another epoch must be
+	// ignored.
 	Epoch uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// Why.
 	Reason RevokeReason `protobuf:"varint,2,opt,name=reason,proto3,enum=baton.v1.RevokeReason" json:"reason,omitempty"`
 	// Human-readable detail for logs.
-	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// How long, from receipt and on the worker's monotonic clock, the worker
+	// may take to finish with the stream: make durable what it received,
+	// acknowledge it, close its replication connection, end its walsender and
+	// send Released. Past this drain deadline the broker stops waiting and a
+	// successor may be granted, so the worker acknowledges nothing more and
+	// closes its replication connection, finished or not.
+	//
+	// Brokers send it with every Revoked (protocol version 2):
+	//   - REVOKE_REASON_SHUTDOWN: BATON_DRAIN_TIMEOUT less a margin for
+	//     delivery (e.g. 18 s for the default 20 s); the broker keeps the lock
+	//     and its lock session alive until Released or then.
+	//   - REVOKE_REASON_LOCK_LOST, REVOKE_REASON_REPLACED: 0. The lock may
+	//     already belong to another broker: stop at once, acknowledge nothing
+	//     more. Sending Released afterwards is allowed (the stream is then
+	//     never granted again) but not required (the stream stays a candidate
+	//     for a new Granted with a higher epoch).
+	//
+	// A second Revoked for the same epoch with drain_timeout 0 may follow a
+	// shutdown Revoked when the lock session fails during the drain: the
+	// shorter deadline wins.
+	//
+	// Absent (a broker that predates the field): for REVOKE_REASON_SHUTDOWN
+	// the drain deadline is the lease's own expiry (receipt of the last
+	// Granted or Renewed + its ttl), which every broker waits for; for any
+	// other reason it is 0.
+	DrainTimeout  *durationpb.Duration `protobuf:"bytes,4,opt,name=drain_timeout,json=drainTimeout,proto3" json:"drain_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1040,6 +1210,13 @@ func (x *Revoked) GetMessage() string {
 	return ""
 }
 
+func (x *Revoked) GetDrainTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.DrainTimeout
+	}
+	return nil
+}
+
 var File_baton_v1_lease_proto protoreflect.FileDescriptor
 
 const file_baton_v1_lease_proto_rawDesc = "" +
@@ -1049,11 +1226,12 @@ const file_baton_v1_lease_proto_rawDesc = "" +
 	"\x05hello\x18\x01 \x01(\v2\x0f.baton.v1.HelloH\x00R\x05hello\x120\n" +
 	"\bprogress\x18\x02 \x01(\v2\x12.baton.v1.ProgressH\x00R\bprogress\x120\n" +
 	"\breleased\x18\x03 \x01(\v2\x12.baton.v1.ReleasedH\x00R\breleasedB\x05\n" +
-	"\x03msg\"f\n" +
+	"\x03msg\"\x91\x01\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1b\n" +
 	"\tstream_id\x18\x02 \x01(\tR\bstreamId\x12#\n" +
-	"\radvertise_url\x18\x03 \x01(\tR\fadvertiseUrl\"A\n" +
+	"\radvertise_url\x18\x03 \x01(\tR\fadvertiseUrl\x12)\n" +
+	"\x10protocol_version\x18\x04 \x01(\rR\x0fprotocolVersion\"A\n" +
 	"\bProgress\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1f\n" +
 	"\vdurable_lsn\x18\x02 \x01(\x04R\n" +
@@ -1092,11 +1270,12 @@ const file_baton_v1_lease_proto_rawDesc = "" +
 	"\x06holder\x18\x06 \x01(\tR\x06holder\"L\n" +
 	"\aRenewed\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12+\n" +
-	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"i\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\xa9\x01\n" +
 	"\aRevoked\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12.\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x16.baton.v1.RevokeReasonR\x06reason\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage*L\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12>\n" +
+	"\rdrain_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\fdrainTimeout*L\n" +
 	"\rReleaseReason\x12\x1e\n" +
 	"\x1aRELEASE_REASON_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17RELEASE_REASON_STOPPING\x10\x01*\xd2\x01\n" +
@@ -1162,13 +1341,14 @@ var file_baton_v1_lease_proto_depIdxs = []int32{
 	14, // 12: baton.v1.Granted.ttl:type_name -> google.protobuf.Duration
 	14, // 13: baton.v1.Renewed.ttl:type_name -> google.protobuf.Duration
 	2,  // 14: baton.v1.Revoked.reason:type_name -> baton.v1.RevokeReason
-	3,  // 15: baton.v1.LeaseService.Lease:input_type -> baton.v1.WorkerMessage
-	7,  // 16: baton.v1.LeaseService.Lease:output_type -> baton.v1.BrokerMessage
-	16, // [16:17] is the sub-list for method output_type
-	15, // [15:16] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	14, // 15: baton.v1.Revoked.drain_timeout:type_name -> google.protobuf.Duration
+	3,  // 16: baton.v1.LeaseService.Lease:input_type -> baton.v1.WorkerMessage
+	7,  // 17: baton.v1.LeaseService.Lease:output_type -> baton.v1.BrokerMessage
+	17, // [17:18] is the sub-list for method output_type
+	16, // [16:17] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_baton_v1_lease_proto_init() }

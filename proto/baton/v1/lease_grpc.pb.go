@@ -1,7 +1,23 @@
 // The Baton lease protocol: the contract between a broker (the sidecar that
 // holds the PostgreSQL advisory lock of a replication stream) and the worker
 // that consumes the stream. Any language with gRPC can implement a worker
-// from this file alone.
+// from this file alone: it states every obligation of both sides, numbered
+// (W1..W12 for a worker, B1..B7 for a broker) so that tests and other
+// documents can name them.
+//
+// Protocol version
+//
+// This file describes protocol version 2 (Hello.protocol_version). Version 1
+// is the protocol as it was before Hello carried a version; a Hello without
+// the field (0) is taken as version 1 and served as before: an empty
+// stream_id means "whatever the broker serves" and an empty worker_id is
+// logged as "unnamed-worker". Everything else below holds for both versions
+// (the fields version 2 added are ignored by version-1 workers). A broker
+// refuses a version it does not support with FAILED_PRECONDITION, naming the
+// versions it supports ("supported protocol versions: 1, 2"). The package
+// name baton.v1 changes only with an incompatible wire format; `buf
+// breaking` checks every change of this file against the last released one
+// (proto/released/).
 //
 // Life of a lease
 //
@@ -20,11 +36,15 @@
 //     consuming the stream on its own, without waiting for the broker: the
 //     broker may be frozen or partitioned, and a successor may be granted
 //     soon after.
-//  5. Revoked ends the grant at once (reason: shutdown, lock_lost, replaced).
-//     The worker stops reading, makes what it received durable, acknowledges
-//     it to PostgreSQL, closes its replication connection and then sends
-//     Released. The broker keeps the lock until Released arrives (or its drain
-//     timeout passes), so a graceful handoff never overlaps.
+//  5. Revoked ends the grant (reason: shutdown, lock_lost, replaced) and says
+//     how long the worker may take to finish (drain_timeout). The worker
+//     stops reading at once; within the drain timeout it makes what it
+//     received durable, acknowledges it to PostgreSQL, closes its
+//     replication connection and then sends Released. With no drain time
+//     (lock_lost, replaced) it closes its replication connection at once,
+//     acknowledging nothing more. On shutdown the broker keeps the lock
+//     until Released arrives (or its drain timeout passes), so a graceful
+//     handoff never overlaps.
 //  6. A worker that wants to stop on its own sends Released while holding a
 //     grant, saying why (ReleaseReason). A worker whose process is stopping
 //     (SIGTERM: Kubernetes stops a native sidecar's main container first)
@@ -47,6 +67,106 @@
 // dropping) without Released counts as a release for the broker, except
 // that it will not grant again until the previous grant's TTL has passed
 // since its last renewal.
+//
+// What a worker must do
+//
+//  W1. Hello first. Open the Lease stream to the broker of its own pod
+//      (BATON_BROKER_ADDR, default 127.0.0.1:7070) and send Hello first and
+//      once, with protocol_version 2, a non-empty worker_id and stream_id =
+//      REPLICATION_STREAM_ID.
+//  W2. Nothing before Granted. Open no replication connection (no walsender:
+//      no START_REPLICATION, no CREATE_REPLICATION_SLOT) and change neither
+//      the slot nor the publication while it holds no valid lease: before
+//      Granted, after the lease expired or was revoked, after Released.
+//      Ordinary sessions that only read are allowed while waiting.
+//  W3. The epoch in application_name. Its replication connection's
+//      application_name is "baton-worker:<stream id>:<epoch>", with the
+//      epoch of the Granted it acts under in decimal, so that PostgreSQL's
+//      own views (pg_stat_replication, pg_stat_activity) show which grant
+//      consumes the stream. Before START_REPLICATION, if the slot is still
+//      active for another backend (a dead or frozen predecessor's
+//      walsender), it may end that backend with pg_terminate_backend, but
+//      only when that backend's application_name carries an older epoch (or
+//      none): a successor's walsender is never ended.
+//  W4. Stop within the TTL on its own clock. The lease is valid until
+//      (receipt of the last Granted or Renewed for its epoch + that
+//      message's ttl), on the worker's monotonic clock. When that passes
+//      without a renewal, the worker stops at once, without waiting for the
+//      broker: it reads nothing more, acknowledges nothing more and closes
+//      its replication connection. It checks validity on that clock before
+//      every acknowledgement and every write a successor may read (a process
+//      resumed after a freeze must not act on a timer that has not fired
+//      yet).
+//  W5. Acknowledge only what is durable. The flush position of its standby
+//      status updates (and so the slot's confirmed_flush_lsn) never passes
+//      what is durable in its storage. It answers the walsender's keepalive
+//      requests and sends a status update at least every
+//      min(wal_sender_timeout/3, 10 s).
+//  W6. Revoked. On Revoked for its epoch it stops reading at once. Until its
+//      drain deadline (receipt + Revoked.drain_timeout, see there) it may
+//      make durable what it already received, acknowledge that, close its
+//      replication connection, end its walsender (W7) and send Released
+//      (W8). When the deadline passes first, or there is none (lock_lost,
+//      replaced), it acknowledges nothing more and closes its replication
+//      connection at once. A second Revoked for the same epoch with a
+//      shorter deadline (the lock failed during a drain) replaces the first.
+//  W7. End its walsender before Released. Released promises that nothing of
+//      the worker consumes the stream any more: its replication connection
+//      is closed and its walsender gone from pg_stat_replication (after
+//      closing, it checks, and ends its own walsender with
+//      pg_terminate_backend from an ordinary session if a proxy kept it
+//      alive). A graceful stop also waits until the slot's
+//      confirmed_flush_lsn shows its final acknowledgement before ending the
+//      walsender, so its successor does not stream again what it stored.
+//  W8. Released. Send Released with the grant's epoch and the last durable
+//      LSN when it stops with a grant (revoked, or on its own), with
+//      RELEASE_REASON_STOPPING when its process is stopping. Then half-close
+//      the stream (a new stream is needed to be granted again).
+//  W9. Epochs. Act only under the epoch of the latest Granted: ignore
+//      Renewed and Revoked for other epochs; after a lease ended, consume
+//      nothing until a new Granted (whose epoch is higher).
+//  W10. Progress (optional). Report the durable, acknowledged position with
+//      Progress under the current epoch when it advances.
+//  W11. Ignore what it does not know: unknown BrokerMessage kinds, unknown
+//      fields, unknown enum values (an unknown StandbyReason means wait; an
+//      unknown RevokeReason is handled by its drain_timeout).
+//  W12. Keepalive. gRPC (HTTP/2) keepalive pings to the broker, if any, at
+//      most one per second (client keepalive time >= 1 s; gRPC's own advice
+//      is 10 s or more), with or without a stream open. The broker tolerates
+//      pings down to every 500 ms so that timer jitter never counts against
+//      a worker at 1 s; a worker that pings more often is sent GOAWAY
+//      ENHANCE_YOUR_CALM ("too_many_pings") and loses its stream and so its
+//      grant. Keepalive is not needed to notice a frozen broker: the TTL
+//      (W4) does that.
+//
+// What a broker does
+//
+//  B1. It answers every Hello with Standby or Granted, and refuses a bad
+//      stream with a gRPC status: INVALID_ARGUMENT when the first message is
+//      not Hello, Hello comes twice, stream_id names another stream, or (from
+//      version 2) worker_id or stream_id is empty; FAILED_PRECONDITION for an
+//      unsupported protocol_version; UNAVAILABLE while it shuts down.
+//  B2. It grants only while it holds the stream's advisory lock, to at most
+//      one stream at a time, with an epoch greater than every earlier grant
+//      of the stream (stored in PostgreSQL); after a grant that ended without
+//      Released, not before that grant's TTL has passed since its last
+//      renewal.
+//  B3. It renews at least every ttl/3 while its lock session is healthy, and
+//      only renewals it can stand behind: every lease ends (receipt + ttl)
+//      before PostgreSQL could end its lock session. It sends no Renewed
+//      for a revoked grant.
+//  B4. Revoked carries drain_timeout: BATON_DRAIN_TIMEOUT less a delivery
+//      margin on shutdown, during which it keeps the lock and its lock
+//      session alive; 0 for lock_lost and replaced. When its lock session
+//      fails during a drain it sends a second Revoked (lock_lost, 0).
+//  B5. On Released(STOPPING) it unlocks at once; on any other Released it
+//      keeps the lock for a worker that attaches within
+//      BATON_WORKER_ABSENCE_TIMEOUT.
+//  B6. It ignores WorkerMessage kinds and fields it does not know (a newer
+//      worker's), so the protocol can grow compatibly.
+//  B7. It pings an idle connection after 2 s and closes it when the ping is
+//      not answered within 2 s (a frozen worker's stream ends, which counts
+//      as the end of its grant, B2).
 
 // Code generated by protoc-gen-go-grpc. DO NOT EDIT.
 // versions:
@@ -84,9 +204,12 @@ type LeaseServiceClient interface {
 	// keeps the stream open for renewals. A broker grants to at most one
 	// stream at a time; any other stream is told Standby.
 	//
-	// Errors: INVALID_ARGUMENT when the first message is not Hello or names a
-	// different stream than the broker serves; UNAVAILABLE while the broker
-	// shuts down.
+	// Errors (B1): INVALID_ARGUMENT when the first message is not Hello, Hello
+	// comes twice, Hello names a different stream than the broker serves, or
+	// (protocol version 2 and later) leaves worker_id or stream_id empty;
+	// FAILED_PRECONDITION when the broker does not support Hello's
+	// protocol_version (the message names the versions it supports);
+	// UNAVAILABLE while the broker shuts down.
 	Lease(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WorkerMessage, BrokerMessage], error)
 }
 
@@ -123,9 +246,12 @@ type LeaseServiceServer interface {
 	// keeps the stream open for renewals. A broker grants to at most one
 	// stream at a time; any other stream is told Standby.
 	//
-	// Errors: INVALID_ARGUMENT when the first message is not Hello or names a
-	// different stream than the broker serves; UNAVAILABLE while the broker
-	// shuts down.
+	// Errors (B1): INVALID_ARGUMENT when the first message is not Hello, Hello
+	// comes twice, Hello names a different stream than the broker serves, or
+	// (protocol version 2 and later) leaves worker_id or stream_id empty;
+	// FAILED_PRECONDITION when the broker does not support Hello's
+	// protocol_version (the message names the versions it supports);
+	// UNAVAILABLE while the broker shuts down.
 	Lease(grpc.BidiStreamingServer[WorkerMessage, BrokerMessage]) error
 	mustEmbedUnimplementedLeaseServiceServer()
 }
