@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +24,15 @@ import (
 
 	"github.com/batonhq/baton/broker/internal/lease"
 	lsntext "github.com/batonhq/baton/status"
+)
+
+// Protocol versions this broker supports (Hello.protocol_version). A Hello
+// without a version (0) is version 1, from a worker that predates the
+// field. Both are served alike, except that version 2 requires worker_id and
+// stream_id.
+const (
+	minProtocol = 1
+	maxProtocol = 2
 )
 
 // Server serves the lease service and health on one gRPC listener.
@@ -97,8 +107,8 @@ func (s *Server) Lease(stream batonv1.LeaseService_LeaseServer) error {
 	if hello == nil {
 		return status.Error(codes.InvalidArgument, "the first message must be hello")
 	}
-	if hello.GetStreamId() != "" && hello.GetStreamId() != s.streamID {
-		return status.Errorf(codes.InvalidArgument, "this broker serves stream %q, not %q", s.streamID, hello.GetStreamId())
+	if err := s.checkHello(hello); err != nil {
+		return err
 	}
 	id := hello.GetWorkerId()
 	if id == "" {
@@ -168,9 +178,43 @@ func (s *Server) receive(stream batonv1.LeaseService_LeaseServer, w *lease.Worke
 		case *batonv1.WorkerMessage_Hello:
 			return status.Error(codes.InvalidArgument, "hello sent twice")
 		default:
-			return status.Error(codes.InvalidArgument, "unknown message")
+			// A kind this broker does not know (a newer worker's): ignored,
+			// so that the protocol can grow compatibly.
 		}
 	}
+}
+
+// checkHello refuses a Hello this broker cannot serve.
+func (s *Server) checkHello(h *batonv1.Hello) error {
+	v := h.GetProtocolVersion()
+	if v == 0 {
+		v = 1 // a worker that predates the field
+	}
+	if v < minProtocol || v > maxProtocol {
+		return status.Errorf(codes.FailedPrecondition,
+			"protocol version %d is not supported by this broker; supported protocol versions: %s", v, supportedVersions())
+	}
+	if v >= 2 {
+		if h.GetWorkerId() == "" {
+			return status.Error(codes.InvalidArgument, "hello: worker_id is empty (required from protocol version 2)")
+		}
+		if h.GetStreamId() == "" {
+			return status.Errorf(codes.InvalidArgument, "hello: stream_id is empty (required from protocol version 2); this broker serves stream %q", s.streamID)
+		}
+	}
+	if h.GetStreamId() != "" && h.GetStreamId() != s.streamID {
+		return status.Errorf(codes.InvalidArgument, "this broker serves stream %q, not %q", s.streamID, h.GetStreamId())
+	}
+	return nil
+}
+
+// supportedVersions lists the supported protocol versions: "1, 2".
+func supportedVersions() string {
+	vs := make([]string, 0, maxProtocol-minProtocol+1)
+	for v := minProtocol; v <= maxProtocol; v++ {
+		vs = append(vs, strconv.Itoa(v))
+	}
+	return strings.Join(vs, ", ")
 }
 
 // releaseReason is the lower-case name of a release reason: unspecified,
