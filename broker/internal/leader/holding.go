@@ -190,7 +190,7 @@ func (h *holding) lost(err error) error {
 	if _, ok := h.hub.Current(); ok {
 		h.metrics.Revocations.WithLabelValues(reasonLabel(reason)).Inc()
 	}
-	h.hub.Revoke(reason, err.Error())
+	h.hub.Revoke(reason, 0, err.Error())
 	h.setLeader(false)
 	h.log.Error("lock lost; lease revoked", keyEpoch, h.claim.Epoch(), "reason", reasonLabel(reason), "err", err)
 	return err
@@ -205,7 +205,7 @@ func (h *holding) drain(ctx context.Context) error {
 	h.hub.SetStandby(lease.Standby{Reason: batonv1.StandbyReason_STANDBY_REASON_SHUTTING_DOWN})
 	deadline := time.Now().Add(h.cfg.DrainTimeout)
 	if g, ok := h.hub.Current(); ok {
-		h.hub.Revoke(batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN, "broker shutting down")
+		h.hub.Revoke(batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN, drainSent(h.cfg.DrainTimeout), "broker shutting down")
 		h.metrics.Revocations.WithLabelValues(reasonLabel(batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN)).Inc()
 		h.setLeader(false)
 		h.metrics.LeaseState.Set(metrics.LeaseRevoking)
@@ -232,6 +232,14 @@ func (h *holding) drain(ctx context.Context) error {
 	}
 	h.log.Info("lock released", keyEpoch, h.claim.Epoch())
 	return errShutdown
+}
+
+// drainSent is the drain time told to the worker in a shutdown's Revoked:
+// the drain timeout less a margin for delivery (the worker counts from
+// receipt, this broker from before sending), so that a worker that uses
+// all of it has released before the broker stops waiting.
+func drainSent(timeout time.Duration) time.Duration {
+	return max(timeout-max(100*time.Millisecond, timeout/10), 0)
 }
 
 // releaseAbsent lets go of the lock after the worker absence timeout.

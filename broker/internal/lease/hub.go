@@ -76,6 +76,8 @@ type Grant struct {
 	// Revoked is set once Revoked was queued; the grant lasts until the
 	// worker releases or detaches.
 	Revoked bool
+	// RevokedFor is the reason of the last Revoked queued.
+	RevokedFor batonv1.RevokeReason
 }
 
 // Standby is what workers without a grant are told.
@@ -315,24 +317,34 @@ func (h *Hub) RenewFrom(epoch uint64, heartbeatStart time.Time) {
 	h.sendLocked(g.Worker, m)
 }
 
-// Revoke queues Revoked for the current grant (once). The grant stays
-// current until the worker releases or detaches; when the lock is already
-// lost (reason other than shutdown) it ends at once, and no new grant is
-// made until the revoked one has expired on the worker's clock.
-func (h *Hub) Revoke(reason batonv1.RevokeReason, message string) {
+// Revoke queues Revoked for the current grant, telling the worker it may
+// drain for drain (Revoked.drain_timeout; always 0 unless reason is
+// shutdown: the lock may already be someone else's). A grant is revoked
+// once, except that a lock lost during a shutdown's drain is told too, with
+// no drain time, so the draining worker stops at once (lease.proto B4).
+//
+// A grant revoked for shutdown stays current until the worker releases or
+// detaches; for any other reason it ends at once, and no new grant is made
+// until the revoked one has expired on the worker's clock.
+func (h *Hub) Revoke(reason batonv1.RevokeReason, drain time.Duration, message string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	g := h.grant
 	if g == nil {
 		return
 	}
-	if !g.Revoked {
+	shutdown := reason == batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN
+	if !shutdown {
+		drain = 0
+	}
+	if !g.Revoked || (!shutdown && g.RevokedFor == batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN) {
 		g.Revoked = true
+		g.RevokedFor = reason
 		h.sendLocked(g.Worker, &batonv1.BrokerMessage{Msg: &batonv1.BrokerMessage_Revoked{Revoked: &batonv1.Revoked{
-			Epoch: g.Epoch, Reason: reason, Message: message,
+			Epoch: g.Epoch, Reason: reason, Message: message, DrainTimeout: durationpb.New(max(drain, 0)),
 		}}})
 	}
-	if reason != batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN {
+	if !shutdown {
 		h.endGrantLocked(false)
 	}
 }

@@ -191,7 +191,7 @@ func TestRenew(t *testing.T) {
 		t.Fatalf("LastRenewal went back: %v < %v", g1.LastRenewal, g0.LastRenewal)
 	}
 
-	h.Revoke(batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN, "bye")
+	h.Revoke(batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN, time.Second, "bye")
 	next(t, w) // Revoked
 	h.RenewFrom(3, time.Now())
 	none(t, w)
@@ -307,10 +307,13 @@ func TestRevokeShutdownKeepsGrantUntilRelease(t *testing.T) {
 	h.Grant(w, 4)
 	drain(w)
 
-	h.Revoke(batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN, "broker shutting down")
+	h.Revoke(batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN, 18*time.Second, "broker shutting down")
 	r := next(t, w).GetRevoked()
 	if r == nil || r.GetEpoch() != 4 || r.GetReason() != batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN || r.GetMessage() != "broker shutting down" {
 		t.Fatalf("Revoked = %v", r)
+	}
+	if r.GetDrainTimeout() == nil || r.GetDrainTimeout().AsDuration() != 18*time.Second {
+		t.Fatalf("Revoked.drain_timeout = %v, want 18s", r.GetDrainTimeout())
 	}
 	g, ok := h.Current()
 	if !ok || !g.Revoked {
@@ -320,7 +323,7 @@ func TestRevokeShutdownKeepsGrantUntilRelease(t *testing.T) {
 		t.Fatal("Candidate while a revoked grant is still current")
 	}
 	// Revoked is sent once.
-	h.Revoke(batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN, "again")
+	h.Revoke(batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN, time.Second, "again")
 	none(t, w)
 
 	if !h.Released(w, 4, batonv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED) {
@@ -346,9 +349,15 @@ func TestRevokeLockLostEndsAtOnce(t *testing.T) {
 			drain(w)
 			g, _ := h.Current()
 
-			h.Revoke(reason, "heartbeat failed")
-			if r := next(t, w).GetRevoked(); r == nil || r.GetReason() != reason || r.GetEpoch() != 4 {
+			h.Revoke(reason, time.Second, "heartbeat failed")
+			r := next(t, w).GetRevoked()
+			if r == nil || r.GetReason() != reason || r.GetEpoch() != 4 {
 				t.Fatalf("Revoked = %v", r)
+			}
+			// No drain: the lock may be someone else's already. Sent as an
+			// explicit 0 (absent means "an older broker").
+			if r.GetDrainTimeout() == nil || r.GetDrainTimeout().AsDuration() != 0 {
+				t.Fatalf("Revoked.drain_timeout = %v, want 0", r.GetDrainTimeout())
 			}
 			if _, ok := h.Current(); ok {
 				t.Fatal("grant current after a lock-lost revoke")
@@ -372,11 +381,43 @@ func TestRevokeLockLostEndsAtOnce(t *testing.T) {
 	}
 }
 
+// TestLockLostDuringDrain: a lock lost while a shutdown's drain waits for
+// the worker is told to it with a second Revoked without drain time, so the
+// draining worker stops at once (lease.proto B4, W6); the grant ends.
+func TestLockLostDuringDrain(t *testing.T) {
+	for _, reason := range []batonv1.RevokeReason{
+		batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST,
+		batonv1.RevokeReason_REVOKE_REASON_REPLACED,
+	} {
+		t.Run(reason.String(), func(t *testing.T) {
+			h := newHub(t)
+			w := h.Attach("w", "")
+			h.Grant(w, 6)
+			drain(w)
+			h.Revoke(batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN, 18*time.Second, "broker shutting down")
+			if r := next(t, w).GetRevoked(); r.GetReason() != batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN {
+				t.Fatalf("first Revoked = %v", r)
+			}
+			h.Revoke(reason, 18*time.Second, "heartbeat failed")
+			r := next(t, w).GetRevoked()
+			if r == nil || r.GetEpoch() != 6 || r.GetReason() != reason || r.GetDrainTimeout().AsDuration() != 0 || r.GetDrainTimeout() == nil {
+				t.Fatalf("second Revoked = %v, want %v with drain_timeout 0", r, reason)
+			}
+			if _, ok := h.Current(); ok {
+				t.Fatal("grant current after the lock was lost")
+			}
+			// Told once.
+			h.Revoke(reason, 0, "again")
+			none(t, w)
+		})
+	}
+}
+
 func TestRevokeWithoutGrant(t *testing.T) {
 	h := newHub(t)
 	w := h.Attach("w", "")
 	drain(w)
-	h.Revoke(batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST, "x")
+	h.Revoke(batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST, 0, "x")
 	none(t, w)
 	if !h.NotBefore().IsZero() {
 		t.Fatal("Revoke without a grant moved NotBefore")

@@ -264,7 +264,7 @@ func TestRevoke(t *testing.T) {
 			b := startBroker(t, 5*time.Second)
 			c := b.client(t, wlease.Options{WorkerID: "w"})
 			l := b.grant(t, c, 3)
-			b.hub.Revoke(tt.reason, "test says "+tt.name)
+			b.hub.Revoke(tt.reason, time.Second, "test says "+tt.name)
 
 			err := ended(t, l)
 			var re *wlease.RevokedError
