@@ -34,6 +34,17 @@ type shapeSpec struct {
 	Columns []string `json:"columns,omitempty"`
 	Replica string   `json:"replica,omitempty"`
 	Key     string   `json:"key,omitempty"`
+	// Messages: the follower also keeps the shape's change messages
+	// (multiFollower.messages).
+	Messages bool `json:"messages,omitempty"`
+}
+
+// clientMessage is a change message as the TypeScript client parsed it.
+type clientMessage struct {
+	Key       string         `json:"key"`
+	Operation string         `json:"operation"`
+	Value     map[string]any `json:"value"`
+	OldValue  map[string]any `json:"old_value,omitempty"`
 }
 
 // positional returns the spec's params as $1, $2, ... values.
@@ -84,6 +95,7 @@ type multiFollower struct {
 	rows   map[string][]map[string]any // last rows printed per shape
 	prints map[string]int
 	errs   map[string]string // last error per shape
+	msgs   map[string][]clientMessage
 	stderr strings.Builder
 	wake   chan struct{}
 }
@@ -95,7 +107,7 @@ func startMultiFollower(t *testing.T, base string, specs []shapeSpec) *multiFoll
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &multiFollower{rows: map[string][]map[string]any{}, prints: map[string]int{}, errs: map[string]string{}, wake: make(chan struct{})}
+	f := &multiFollower{rows: map[string][]map[string]any{}, prints: map[string]int{}, errs: map[string]string{}, msgs: map[string][]clientMessage{}, wake: make(chan struct{})}
 	var out io.Reader
 	f.cmd, out = startNode(t, &f.mu, &f.stderr, strings.NewReader(string(js)), "follow_shapes.mjs", base)
 	go func() {
@@ -106,12 +118,15 @@ func startMultiFollower(t *testing.T, base string, specs []shapeSpec) *multiFoll
 				Name  string           `json:"name"`
 				Rows  []map[string]any `json:"rows"`
 				Error *string          `json:"error"`
+				Msg   *clientMessage   `json:"msg"`
 			}
 			if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
 				continue
 			}
 			f.mu.Lock()
-			if line.Error != nil {
+			if line.Msg != nil {
+				f.msgs[line.Name] = append(f.msgs[line.Name], *line.Msg)
+			} else if line.Error != nil {
 				f.errs[line.Name] = *line.Error
 			} else {
 				f.rows[line.Name] = line.Rows

@@ -5,10 +5,13 @@
 //   node follow_shapes.mjs <base url> < specs.json
 //
 // specs: [{name, table, where?, params? (array or object), columns? (array),
-//          replica?, key? (column to sort by, default "id")}]
+//          replica?, key? (column to sort by, default "id"), messages?}]
 //
 // Each time a shape is up to date it prints one JSON line
 //   {"name": <spec name>, "rows": [...]}     rows sorted by the key column
+// with messages: true, before it, one line per change message the stream
+// delivered, as the client parsed it
+//   {"name": <spec name>, "msg": {"key", "operation", "value", "old_value"?}}
 // and on every error one line
 //   {"name": <spec name>, "error": "<status> <message>"}
 // int8 values (BigInt) are printed as strings, and so are the float values
@@ -73,6 +76,14 @@ function follow(spec) {
       return {}
     },
   })
+  if (spec.messages) {
+    stream.subscribe((msgs) => {
+      for (const m of msgs) {
+        if (m.headers?.operation === undefined) continue
+        emit({ name: spec.name, msg: { key: m.key, operation: m.headers.operation, value: m.value, old_value: m.old_value } })
+      }
+    })
+  }
   const shape = new Shape(stream)
   const print = () => {
     const rows = [...shape.currentRows].sort((a, b) => compare(a[key], b[key]))

@@ -122,11 +122,13 @@ func (r *Registry) create(ctx context.Context, d Definition) (s *Shape, err erro
 	if err != nil {
 		return nil, err
 	}
+	// Every served table gets REPLICA IDENTITY FULL, as Electric sets it:
+	// updates are then told with the changed columns only (the old row to
+	// diff against), and a where clause is decided on both rows. full says
+	// whether the shape cannot be told without it (see needsFullIdentity).
 	full := needsFullIdentity(d, t)
-	if full {
-		if err := fullIdentity(ctx, conn, d, t); err != nil {
-			return nil, err
-		}
+	if err := fullIdentity(ctx, conn, d, t); err != nil {
+		return nil, err
 	}
 	// Every transaction in the stream log up to here committed before the
 	// table was published: visible in the snapshot, or without changes

@@ -142,7 +142,12 @@
 // the table was published), then (4) takes the snapshot in one REPEATABLE
 // READ transaction with pg_current_snapshot(). The router then applies, from
 // stream record S+1 on, exactly the transactions not visible in that
-// snapshot. Tables without a primary key are refused (400).
+// snapshot. The table's REPLICA IDENTITY FULL is set before step (1); its
+// ALTER TABLE waits for every transaction holding a lock on the table, so
+// a change logged without the whole old row committed before the snapshot
+// and is in it. Should the identity be set back later, a shape that needs
+// the old row is invalidated (Meta.FullIdentity); the others tell updates
+// with whole rows, which is still right.
 //
 // # Continuity across leases (DESIGN I2): what is proven, and from what
 //

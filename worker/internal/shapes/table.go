@@ -193,15 +193,22 @@ func selectColumns(d Definition, t *table) ([]Column, error) {
 // replica=full's old values, and for tables whose key is every column.
 // A table whose replica identity is NOTHING (updates and deletes would
 // fail once it is published) or an index other than what Baton keys rows
-// by (deletes would not carry the primary key) needs it too.
+// by (deletes would not carry the primary key) needs it too. Every shape
+// sets it (fullIdentity); for the others it only makes updates smaller
+// (the changed columns instead of the whole row), so they are not
+// invalidated when it is taken away (Meta.FullIdentity).
 func needsFullIdentity(d Definition, t *table) bool {
 	return d.Where != "" || d.Replica == "full" || t.noPK || t.replident == "n" || t.replident == "i"
 }
 
-// fullIdentity sets REPLICA IDENTITY FULL on the table, as Electric does,
-// so that updates and deletes carry the whole old row. The ALTER waits at
-// most a few seconds for its lock, so that it never queues the table's
-// users behind a long transaction.
+// fullIdentity sets REPLICA IDENTITY FULL on the table, as Electric does
+// on every table it serves, so that updates and deletes carry the whole
+// old row: an update is then told with the changed columns only, and a
+// where clause is decided on the old row as on the new. The ALTER waits
+// at most a few seconds for its lock, so that it never queues the table's
+// users behind a long transaction; a table it cannot alter (locked, or
+// not owned by the worker's role) is a 400 that says how to set it by
+// hand, after which no ALTER is needed.
 func fullIdentity(ctx context.Context, conn *pgx.Conn, d Definition, t *table) error {
 	if t.replident == "f" {
 		return nil
@@ -219,7 +226,7 @@ func fullIdentity(ctx context.Context, conn *pgx.Conn, d Definition, t *table) e
 			why = "the table stayed locked by other transactions"
 		}
 		return &InvalidError{Field: "table", Problem: fmt.Sprintf(
-			"this shape needs REPLICA IDENTITY FULL on %s (where clause, replica=full or no primary key) and setting it failed: %s (%s); run ALTER TABLE %s REPLICA IDENTITY FULL",
+			"shapes need REPLICA IDENTITY FULL on their table (as Electric sets it: updates carry the changed columns, where clauses see the old row) and setting it on %s failed: %s (%s); run ALTER TABLE %s REPLICA IDENTITY FULL",
 			d, pgErr.Message, why, d.TableSQL())}
 	}
 	return fmt.Errorf("set replica identity full on %s: %w", d, err)
