@@ -201,6 +201,28 @@ func runRandomFaults(t *testing.T, k faultKnobs, mode uint64, shared bool) {
 		t.Logf("%s: equal to PostgreSQL after %d refetches", f.name, refetches)
 	}
 	t.Logf("%d pods, %d faults in %s; writer: %s; responses relayed %v", n, len(r.faults), time.Since(start).Round(time.Second), stats, proxy.counts())
+	// A 500 is an internal error the worker logged with its request id;
+	// put those lines in the report, so a 500 seen in a run has its cause.
+	for _, line := range internalErrors(t, logFile.Name()) {
+		t.Logf("internal error: %s", line)
+	}
+}
+
+// internalErrors is the log lines, in the run's log, of requests a worker
+// answered with 500 (those it logged with a request id).
+func internalErrors(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "request_id=") {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 // awaitUpToDateWith is clientTrace.await returning an error instead of
