@@ -1,0 +1,87 @@
+/**
+ * The worker's lifecycle: settings, the health endpoint, then one lease
+ * after another until stopped. The replication connection exists only
+ * inside deliver(), that is between Granted and Released.
+ */
+import type { Server } from "node:http";
+
+import { deliver } from "./deliver.js";
+import { Health } from "./health.js";
+import { LeaseClient, LeaseEnded, type Standby, StandbyReason } from "./lease/index.js";
+import { Logger } from "./log.js";
+import { formatLsn } from "./lsn.js";
+import { parse, usage } from "./settings.js";
+
+/** Runs the worker until stop aborts; rejects with a SettingError on a bad setting. */
+export async function run(args: string[], env: NodeJS.ProcessEnv, stop: AbortSignal, stdout: NodeJS.WritableStream): Promise<void> {
+  const s = parse(args, env);
+  if (s === "help") {
+    stdout.write(usage());
+    return;
+  }
+  let log = new Logger(s.logFormat, { stream: s.streamId });
+  const health = new Health();
+  let server: Server;
+  try {
+    server = await health.listen(s.httpListen.host, s.httpListen.port);
+  } catch (e) {
+    throw new Error(`listen on BATON_HTTP_LISTEN: ${(e as Error).message}`);
+  }
+  log.info("worker started", { broker: s.brokerAddr, output: s.outputFile, worker_id: s.workerId });
+
+  let lastStandby = "";
+  const client = new LeaseClient(s.brokerAddr, {
+    workerId: s.workerId,
+    streamId: s.streamId,
+    onStandby: (sb: Standby) => {
+      const key = `${sb.reason}:${sb.holder?.holder ?? ""}:${sb.holder?.epoch ?? ""}`;
+      if (key === lastStandby) return;
+      lastStandby = key;
+      log.info("standing by", { reason: (StandbyReason[sb.reason] ?? String(sb.reason)).toLowerCase(), holder: sb.holder?.holder ?? "", holder_epoch: sb.holder?.epoch ?? 0n });
+    },
+    onBroker: (err) => (err ? log.warn("broker unreachable", { err }) : log.info("broker reached")),
+  });
+  try {
+    for (;;) {
+      let lease;
+      try {
+        lease = await client.acquire(stop);
+      } catch (e) {
+        if (stop.aborted) break;
+        throw e;
+      }
+      log = log.with({ epoch: lease.epoch });
+      log.info("lease granted", { ttl_ms: lease.ttlMs, slot: lease.slot, publication: lease.publication, holder: lease.holder });
+      let durable = 0n;
+      let failed: unknown;
+      try {
+        durable = await deliver(lease, s, stop, log, health);
+      } catch (e) {
+        failed = e;
+        log.error("delivery failed", { err: e as Error });
+      }
+      const why = lease.err();
+      await lease.release(durable, { stopping: stop.aborted });
+      log.info("lease released", { durable_lsn: formatLsn(durable), stopping: stop.aborted, ended: why instanceof LeaseEnded ? why.message : "released" });
+      log = new Logger(s.logFormat, { stream: s.streamId });
+      health.status = "waiting";
+      health.epoch = undefined;
+      if (stop.aborted) break;
+      if (failed) await sleep(1000, stop).catch(() => {});
+    }
+  } finally {
+    await client.close();
+    await new Promise((r) => server.close(r));
+  }
+  log.info("worker stopped");
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(t);
+      reject(signal.reason);
+    }, { once: true });
+  });
+}
