@@ -17,9 +17,19 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## Build bin/broker and bin/worker
+build: ## Build bin/broker and bin/worker (and the Node worker, workers/node/dist, once its npm ci ran)
 	go build -ldflags "$(LDFLAGS)" -o $(BIN)/broker ./broker/cmd/broker
 	@if ls worker/cmd/worker/*.go >/dev/null 2>&1; then go build -ldflags "$(LDFLAGS)" -o $(BIN)/worker ./worker/cmd/worker; fi
+	@if [ -d workers/node/node_modules ]; then $(MAKE) --no-print-directory build-node; else echo "workers/node: no node_modules (cd workers/node && npm ci), Node worker not built"; fi
+
+# The Node worker's modules come from its committed package-lock.json.
+NODE_WORKER := workers/node
+NODE_MODULES_HINT := run 'cd $(NODE_WORKER) && npm ci' first
+
+.PHONY: build-node
+build-node: ## Build the Node worker (workers/node/dist; needs npm ci there)
+	@[ -d $(NODE_WORKER)/node_modules ] || { echo "$(NODE_WORKER): no node_modules: $(NODE_MODULES_HINT)"; exit 1; }
+	cd $(NODE_WORKER) && npm run --silent build
 
 .PHONY: run
 run: build ## Run broker + worker against DATABASE_URL, or a throwaway local PostgreSQL; Ctrl-C stops
@@ -52,13 +62,15 @@ bench: build ## Run the benchmarks and print them next to their baselines
 	go run ./tests/cmd/bench -bin $(BIN)
 
 .PHONY: generate
-generate: ## Regenerate proto/*.pb.go from proto/baton/v1/*.proto (no network)
+generate: ## Regenerate proto/*.pb.go and workers/node/src/gen from proto/baton/v1/*.proto (no network)
 	cd proto && $(TOOL) buf generate
+	@[ -d $(NODE_WORKER)/node_modules ] || { echo "$(NODE_WORKER): no node_modules: $(NODE_MODULES_HINT)"; exit 1; }
+	cd proto && $(TOOL) buf generate --template buf.gen.node.yaml
 
 .PHONY: checkgenerate
 checkgenerate: generate ## Fail if the committed generated code differs from a fresh generation
-	@if [ -n "$$(git status --porcelain -- proto)" ]; then \
-		git status --porcelain -- proto; git diff -- proto | head -50; \
+	@if [ -n "$$(git status --porcelain -- proto $(NODE_WORKER)/src/gen)" ]; then \
+		git status --porcelain -- proto $(NODE_WORKER)/src/gen; git diff -- proto $(NODE_WORKER)/src/gen | head -50; \
 		echo "generated code is stale: run 'make generate' and commit"; exit 1; fi
 
 .PHONY: lint
