@@ -36,7 +36,7 @@ import { performance } from "node:perf_hooks";
 import pg from "pg";
 
 import type { Health } from "./health.js";
-import { type Lease, LeaseEnded, RevokeReason, revokeReasonName } from "./lease/index.js";
+import { type Lease, LeaseEnded } from "./lease/index.js";
 import type { Logger } from "./log.js";
 import { formatLsn, maxLsn } from "./lsn.js";
 import { type Change, Decoder } from "./pgoutput.js";
@@ -90,8 +90,6 @@ class Run {
   private writeErr: Error | undefined;
   private repl!: ReplicationConnection;
   private durable: bigint;
-  /** performance.now() until which a revoked (shutdown) lease may still write. */
-  private drainUntil = 0;
   private stopped = false;
 
   constructor(
@@ -127,12 +125,6 @@ class Run {
       this.repl.done.then(() => resolve("stream"), () => resolve("stream"));
     });
     const why = this.lease.err();
-    const drain = ended === "stop" || (why?.kind === "revoked" && why.revokeReason === RevokeReason.SHUTDOWN);
-    if (why?.kind === "revoked" && why.revokeReason === RevokeReason.SHUTDOWN) {
-      // The broker keeps the lock until Released (or its drain timeout):
-      // writing stays safe for a TTL from the revocation.
-      this.drainUntil = performance.now() + this.lease.ttlMs;
-    }
     if (ended === "stream") {
       const err = await this.repl.done.then(() => new Error("the server ended replication"), (e: Error) => e);
       this.stopped = true;
@@ -140,22 +132,15 @@ class Run {
       await this.writing;
       throw this.writeErr ?? err;
     }
-    if (drain) {
+    // Drain on our own stop (the lease is still valid) or when the broker
+    // gave drain time (Revoked: shutdown); else stop at once (W4, W6).
+    if (this.lease.mayDrain()) {
       this.health.status = "stopping";
-      this.log.info("draining", { reason: ended === "stop" ? "stopping" : `revoked: ${revokeReasonName(why!.revokeReason)}` });
-      this.repl.pause();
-      this.cur = undefined; // an open transaction is resent to whoever streams next
-      this.kick();
-      while (this.writing) await this.writing;
-      if (this.writeErr) throw this.writeErr;
-      this.repl.setDurable(this.durable);
-      if (!(await awaitConfirmed(admin, this.lease.slot, this.durable, 2000))) {
-        this.log.warn("the slot's confirmed position did not reach the durable position", { lsn: formatLsn(this.durable) });
-      }
-      await this.repl.close(2000);
-      if (!(await endOwnWalsender(admin, this.lease.slot, this.app, 2000))) {
-        this.log.warn("own walsender still holds the slot", { slot: this.lease.slot });
-      }
+      this.log.info("draining", {
+        reason: why ? why.message : "stopping",
+        drain_ms: Math.round(this.lease.drainDeadline() - performance.now()),
+      });
+      await this.drain(admin);
     } else {
       this.log.warn("lease lost: stopping at once", { reason: why?.message ?? "unknown" });
       this.stopped = true;
@@ -166,6 +151,39 @@ class Run {
     }
     this.health.status = "waiting";
     return this.durable;
+  }
+
+  /**
+   * Stops reading, writes and acknowledges what is queued, waits for the
+   * slot to confirm it, ends streaming and its own walsender: all by the
+   * drain deadline, past which it drops the connection at once (W6, W7).
+   */
+  private async drain(admin: pg.Client): Promise<void> {
+    this.repl.pause();
+    this.cur = undefined; // an open transaction is resent to whoever streams next
+    const left = () => Math.max(0, this.lease.drainDeadline() - performance.now());
+    const cutoff = setTimeout(() => {
+      if (this.lease.mayDrain()) return;
+      this.log.warn("drain deadline passed: stopping at once", {});
+      this.stopped = true;
+      this.repl.destroy();
+    }, left() + 1);
+    try {
+      this.kick();
+      while (this.writing) await this.writing;
+      if (this.writeErr) throw this.writeErr;
+      if (this.stopped) return;
+      if (!(await awaitConfirmed(admin, this.lease.slot, this.durable, Math.min(2000, left())))) {
+        this.log.warn("the slot's confirmed position did not reach the durable position", { lsn: formatLsn(this.durable) });
+      }
+      if (this.stopped) return;
+      await this.repl.close(Math.min(2000, left()));
+      if (!(await endOwnWalsender(admin, this.lease.slot, this.app, Math.max(500, Math.min(2000, left()))))) {
+        this.log.warn("own walsender still holds the slot", { slot: this.lease.slot });
+      }
+    } finally {
+      clearTimeout(cutoff);
+    }
   }
 
   private onData(payload: Buffer): void {
@@ -202,8 +220,9 @@ class Run {
     }
   }
 
+  /** Whether writing and acknowledging is allowed now, on the lease's clock (W4, W6). */
   private mayWrite(): boolean {
-    return !this.stopped && (this.lease.valid() || performance.now() < this.drainUntil);
+    return !this.stopped && this.lease.mayDrain();
   }
 
   /** Starts the writer when something is queued and it is idle. */
@@ -236,7 +255,7 @@ class Run {
     if (lsn <= this.durable) return;
     this.durable = lsn;
     this.health.durable = lsn;
-    if (this.stopped) return;
+    if (!this.mayWrite()) return;
     this.repl.setDurable(lsn);
     this.lease.progress(lsn);
   }

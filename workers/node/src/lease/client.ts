@@ -1,6 +1,7 @@
 import { performance } from "node:perf_hooks";
 
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import type { Duration } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 
 import {
@@ -18,8 +19,8 @@ import { Lease, LeaseEnded } from "./lease.js";
 export interface LeaseClientOptions {
   /** Names this worker in the broker's logs and state table (Hello.worker_id). */
   workerId: string;
-  /** When set, must equal the broker's stream (Hello.stream_id). */
-  streamId?: string;
+  /** The stream (Hello.stream_id, REPLICATION_STREAM_ID): must equal the broker's. */
+  streamId: string;
   /** Base URL at which this worker serves the other pods (Hello.advertise_url). */
   advertiseUrl?: string;
   /** Called with every Standby message; must not throw. */
@@ -51,6 +52,12 @@ export class ClientClosed extends Error {
     super("lease client closed");
   }
 }
+
+/**
+ * The version of the lease protocol this client implements
+ * (Hello.protocol_version): 2, the contract of lease.proto W1-W12.
+ */
+export const PROTOCOL_VERSION = 2;
 
 const leaseMethod = `/${LeaseService.typeName}/${LeaseService.method.lease.name}`;
 const serialize = (m: WorkerMessage): Buffer => Buffer.from(toBinary(WorkerMessageSchema, m));
@@ -141,7 +148,10 @@ export class LeaseClient {
     n.send(create(WorkerMessageSchema, {
       msg: {
         case: "hello",
-        value: { workerId: this.opts.workerId, streamId: this.opts.streamId ?? "", advertiseUrl: this.opts.advertiseUrl ?? "" },
+        value: {
+          workerId: this.opts.workerId, streamId: this.opts.streamId, advertiseUrl: this.opts.advertiseUrl ?? "",
+          protocolVersion: PROTOCOL_VERSION,
+        },
       },
     }));
     this.session = n;
@@ -163,6 +173,7 @@ export class LeaseClient {
 class Session {
   ended = false;
   spent = false;
+  private halfClosed = false;
   everReceived = false;
   status: grpc.StatusObject | undefined;
   private cur: Lease | undefined;
@@ -228,13 +239,16 @@ class Session {
         clearTimeout(t);
         resolve();
       });
+      // This stream is not granted again (W8): half-close it, so that the
+      // broker ends it once it has read the Released.
+      this.halfClose();
     });
   };
 
   /** Half-closes, waits up to timeoutMs for the broker to end the stream, then cancels it. */
   async closeSend(timeoutMs: number): Promise<void> {
     if (!this.ended) {
-      this.call.end();
+      this.halfClose();
       await new Promise<void>((resolve) => {
         const t = setTimeout(done, timeoutMs);
         const self = this;
@@ -249,6 +263,12 @@ class Session {
     this.call.cancel();
   }
 
+  private halfClose(): void {
+    if (this.ended || this.halfClosed) return;
+    this.halfClosed = true;
+    this.call.end();
+  }
+
   private receive(m: BrokerMessage): void {
     const now = performance.now();
     this.everReceived = true;
@@ -258,7 +278,7 @@ class Session {
         break;
       case "granted": {
         const g = m.msg.value;
-        const ttl = g.ttl ? Number(g.ttl.seconds) * 1000 + g.ttl.nanos / 1e6 : 0;
+        const ttl = g.ttl ? durationMs(g.ttl) : 0;
         const l = new Lease(this, {
           epoch: g.epoch, ttlMs: ttl, streamId: g.streamId, slot: g.slotName, publication: g.publicationName, holder: g.holder,
         }, now);
@@ -271,13 +291,13 @@ class Session {
       case "renewed":
         if (this.cur && this.cur.epoch === m.msg.value.epoch) {
           const t = m.msg.value.ttl;
-          this.cur.renew(now, t ? Number(t.seconds) * 1000 + t.nanos / 1e6 : 0);
+          this.cur.renew(now, t ? durationMs(t) : 0);
         }
         break;
       case "revoked": {
         const r = m.msg.value;
         if (this.cur && this.cur.epoch === r.epoch) {
-          this.cur.end(new LeaseEnded("revoked", `lease revoked: ${r.message}`, r.reason));
+          this.cur.revoke(now, r.reason, r.message, r.drainTimeout ? durationMs(r.drainTimeout) : undefined);
         }
         break;
       }
@@ -300,6 +320,10 @@ class Session {
   private wake(): void {
     for (const w of [...this.waiters]) w();
   }
+}
+
+function durationMs(d: Duration): number {
+  return Number(d.seconds) * 1000 + d.nanos / 1e6;
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

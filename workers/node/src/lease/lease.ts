@@ -70,6 +70,8 @@ export class Lease {
   private deadlineAt: number;
   private timer: NodeJS.Timeout | undefined;
   private endedAt = 0;
+  /** performance.now() until which an ended lease may still drain (W6). */
+  private drainAt = 0;
 
   /** @internal Created by LeaseClient when a Granted arrives. */
   constructor(private readonly session: LeaseSession, g: Grant, now: number) {
@@ -114,6 +116,27 @@ export class Lease {
     return this.deadlineAt;
   }
 
+  /**
+   * Until when (performance.now() clock) the worker may finish with the
+   * stream after the lease ended: make durable what it received,
+   * acknowledge it, close its replication connection and release. Only a
+   * Revoked gives drain time (Revoked.drain_timeout from its receipt; a
+   * broker that predates the field: the lease's own expiry for shutdown,
+   * none otherwise); every other end gives none. While the lease is valid
+   * it is the lease's deadline.
+   */
+  drainDeadline(): number {
+    return this.endedAt === 0 ? this.deadlineAt : this.drainAt;
+  }
+
+  /**
+   * Whether the worker may still write and acknowledge: the lease is valid,
+   * or it was revoked and its drain deadline has not passed (W4, W6).
+   */
+  mayDrain(): boolean {
+    return this.valid() || performance.now() < this.drainAt;
+  }
+
   /** Tells the broker the last durable position (informational). */
   progress(durableLsn: bigint): void {
     if (this.endedAt === 0) this.session.sendProgress(this.epoch, durableLsn);
@@ -144,6 +167,27 @@ export class Lease {
     }
     this.deadlineAt = now + ttlMs;
     this.arm();
+  }
+
+  /**
+   * @internal A Revoked for this epoch arrived at now, with drainMs of
+   * drain time (undefined: the broker predates the field). A second
+   * Revoked can only shorten the drain deadline.
+   */
+  revoke(now: number, reason: RevokeReason, message: string, drainMs: number | undefined): void {
+    let until = now;
+    if (drainMs !== undefined) until = now + drainMs;
+    else if (reason === RevokeReason.SHUTDOWN) until = this.deadlineAt;
+    if (this.endedAt === 0) {
+      if (now >= this.deadlineAt) {
+        this.end(new LeaseEnded("expired", "lease expired: no renewal within the TTL"));
+        return;
+      }
+      this.drainAt = until;
+      this.end(new LeaseEnded("revoked", `lease revoked (${revokeReasonName(reason)}): ${message}`, reason));
+    } else if (until < this.drainAt) {
+      this.drainAt = until;
+    }
   }
 
   /** @internal Ends the lease with reason (the first reason wins). */

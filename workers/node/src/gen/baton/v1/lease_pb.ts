@@ -1,7 +1,23 @@
 // The Baton lease protocol: the contract between a broker (the sidecar that
 // holds the PostgreSQL advisory lock of a replication stream) and the worker
 // that consumes the stream. Any language with gRPC can implement a worker
-// from this file alone.
+// from this file alone: it states every obligation of both sides, numbered
+// (W1..W12 for a worker, B1..B7 for a broker) so that tests and other
+// documents can name them.
+//
+// Protocol version
+//
+// This file describes protocol version 2 (Hello.protocol_version). Version 1
+// is the protocol as it was before Hello carried a version; a Hello without
+// the field (0) is taken as version 1 and served as before: an empty
+// stream_id means "whatever the broker serves" and an empty worker_id is
+// logged as "unnamed-worker". Everything else below holds for both versions
+// (the fields version 2 added are ignored by version-1 workers). A broker
+// refuses a version it does not support with FAILED_PRECONDITION, naming the
+// versions it supports ("supported protocol versions: 1, 2"). The package
+// name baton.v1 changes only with an incompatible wire format; `buf
+// breaking` checks every change of this file against the last released one
+// (proto/released/).
 //
 // Life of a lease
 //
@@ -20,11 +36,15 @@
 //     consuming the stream on its own, without waiting for the broker: the
 //     broker may be frozen or partitioned, and a successor may be granted
 //     soon after.
-//  5. Revoked ends the grant at once (reason: shutdown, lock_lost, replaced).
-//     The worker stops reading, makes what it received durable, acknowledges
-//     it to PostgreSQL, closes its replication connection and then sends
-//     Released. The broker keeps the lock until Released arrives (or its drain
-//     timeout passes), so a graceful handoff never overlaps.
+//  5. Revoked ends the grant (reason: shutdown, lock_lost, replaced) and says
+//     how long the worker may take to finish (drain_timeout). The worker
+//     stops reading at once; within the drain timeout it makes what it
+//     received durable, acknowledges it to PostgreSQL, closes its
+//     replication connection and then sends Released. With no drain time
+//     (lock_lost, replaced) it closes its replication connection at once,
+//     acknowledging nothing more. On shutdown the broker keeps the lock
+//     until Released arrives (or its drain timeout passes), so a graceful
+//     handoff never overlaps.
 //  6. A worker that wants to stop on its own sends Released while holding a
 //     grant, saying why (ReleaseReason). A worker whose process is stopping
 //     (SIGTERM: Kubernetes stops a native sidecar's main container first)
@@ -47,6 +67,106 @@
 // dropping) without Released counts as a release for the broker, except
 // that it will not grant again until the previous grant's TTL has passed
 // since its last renewal.
+//
+// What a worker must do
+//
+//  W1. Hello first. Open the Lease stream to the broker of its own pod
+//      (BATON_BROKER_ADDR, default 127.0.0.1:7070) and send Hello first and
+//      once, with protocol_version 2, a non-empty worker_id and stream_id =
+//      REPLICATION_STREAM_ID.
+//  W2. Nothing before Granted. Open no replication connection (no walsender:
+//      no START_REPLICATION, no CREATE_REPLICATION_SLOT) and change neither
+//      the slot nor the publication while it holds no valid lease: before
+//      Granted, after the lease expired or was revoked, after Released.
+//      Ordinary sessions that only read are allowed while waiting.
+//  W3. The epoch in application_name. Its replication connection's
+//      application_name is "baton-worker:<stream id>:<epoch>", with the
+//      epoch of the Granted it acts under in decimal, so that PostgreSQL's
+//      own views (pg_stat_replication, pg_stat_activity) show which grant
+//      consumes the stream. Before START_REPLICATION, if the slot is still
+//      active for another backend (a dead or frozen predecessor's
+//      walsender), it may end that backend with pg_terminate_backend, but
+//      only when that backend's application_name carries an older epoch (or
+//      none): a successor's walsender is never ended.
+//  W4. Stop within the TTL on its own clock. The lease is valid until
+//      (receipt of the last Granted or Renewed for its epoch + that
+//      message's ttl), on the worker's monotonic clock. When that passes
+//      without a renewal, the worker stops at once, without waiting for the
+//      broker: it reads nothing more, acknowledges nothing more and closes
+//      its replication connection. It checks validity on that clock before
+//      every acknowledgement and every write a successor may read (a process
+//      resumed after a freeze must not act on a timer that has not fired
+//      yet).
+//  W5. Acknowledge only what is durable. The flush position of its standby
+//      status updates (and so the slot's confirmed_flush_lsn) never passes
+//      what is durable in its storage. It answers the walsender's keepalive
+//      requests and sends a status update at least every
+//      min(wal_sender_timeout/3, 10 s).
+//  W6. Revoked. On Revoked for its epoch it stops reading at once. Until its
+//      drain deadline (receipt + Revoked.drain_timeout, see there) it may
+//      make durable what it already received, acknowledge that, close its
+//      replication connection, end its walsender (W7) and send Released
+//      (W8). When the deadline passes first, or there is none (lock_lost,
+//      replaced), it acknowledges nothing more and closes its replication
+//      connection at once. A second Revoked for the same epoch with a
+//      shorter deadline (the lock failed during a drain) replaces the first.
+//  W7. End its walsender before Released. Released promises that nothing of
+//      the worker consumes the stream any more: its replication connection
+//      is closed and its walsender gone from pg_stat_replication (after
+//      closing, it checks, and ends its own walsender with
+//      pg_terminate_backend from an ordinary session if a proxy kept it
+//      alive). A graceful stop also waits until the slot's
+//      confirmed_flush_lsn shows its final acknowledgement before ending the
+//      walsender, so its successor does not stream again what it stored.
+//  W8. Released. Send Released with the grant's epoch and the last durable
+//      LSN when it stops with a grant (revoked, or on its own), with
+//      RELEASE_REASON_STOPPING when its process is stopping. Then half-close
+//      the stream (a new stream is needed to be granted again).
+//  W9. Epochs. Act only under the epoch of the latest Granted: ignore
+//      Renewed and Revoked for other epochs; after a lease ended, consume
+//      nothing until a new Granted (whose epoch is higher).
+//  W10. Progress (optional). Report the durable, acknowledged position with
+//      Progress under the current epoch when it advances.
+//  W11. Ignore what it does not know: unknown BrokerMessage kinds, unknown
+//      fields, unknown enum values (an unknown StandbyReason means wait; an
+//      unknown RevokeReason is handled by its drain_timeout).
+//  W12. Keepalive. gRPC (HTTP/2) keepalive pings to the broker, if any, at
+//      most one per second (client keepalive time >= 1 s; gRPC's own advice
+//      is 10 s or more), with or without a stream open. The broker tolerates
+//      pings down to every 500 ms so that timer jitter never counts against
+//      a worker at 1 s; a worker that pings more often is sent GOAWAY
+//      ENHANCE_YOUR_CALM ("too_many_pings") and loses its stream and so its
+//      grant. Keepalive is not needed to notice a frozen broker: the TTL
+//      (W4) does that.
+//
+// What a broker does
+//
+//  B1. It answers every Hello with Standby or Granted, and refuses a bad
+//      stream with a gRPC status: INVALID_ARGUMENT when the first message is
+//      not Hello, Hello comes twice, stream_id names another stream, or (from
+//      version 2) worker_id or stream_id is empty; FAILED_PRECONDITION for an
+//      unsupported protocol_version; UNAVAILABLE while it shuts down.
+//  B2. It grants only while it holds the stream's advisory lock, to at most
+//      one stream at a time, with an epoch greater than every earlier grant
+//      of the stream (stored in PostgreSQL); after a grant that ended without
+//      Released, not before that grant's TTL has passed since its last
+//      renewal.
+//  B3. It renews at least every ttl/3 while its lock session is healthy, and
+//      only renewals it can stand behind: every lease ends (receipt + ttl)
+//      before PostgreSQL could end its lock session. It sends no Renewed
+//      for a revoked grant.
+//  B4. Revoked carries drain_timeout: BATON_DRAIN_TIMEOUT less a delivery
+//      margin on shutdown, during which it keeps the lock and its lock
+//      session alive; 0 for lock_lost and replaced. When its lock session
+//      fails during a drain it sends a second Revoked (lock_lost, 0).
+//  B5. On Released(STOPPING) it unlocks at once; on any other Released it
+//      keeps the lock for a worker that attaches within
+//      BATON_WORKER_ABSENCE_TIMEOUT.
+//  B6. It ignores WorkerMessage kinds and fields it does not know (a newer
+//      worker's), so the protocol can grow compatibly.
+//  B7. It pings an idle connection after 2 s and closes it when the ping is
+//      not answered within 2 s (a frozen worker's stream ends, which counts
+//      as the end of its grant, B2).
 
 // @generated by protoc-gen-es v2.13.0 with parameter "target=ts,import_extension=js"
 // @generated from file baton/v1/lease.proto (package baton.v1, syntax proto3)
@@ -62,7 +182,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file baton/v1/lease.proto.
  */
 export const file_baton_v1_lease: GenFile = /*@__PURE__*/
-  fileDesc("ChRiYXRvbi92MS9sZWFzZS5wcm90bxIIYmF0b24udjEiiAEKDVdvcmtlck1lc3NhZ2USIAoFaGVsbG8YASABKAsyDy5iYXRvbi52MS5IZWxsb0gAEiYKCHByb2dyZXNzGAIgASgLMhIuYmF0b24udjEuUHJvZ3Jlc3NIABImCghyZWxlYXNlZBgDIAEoCzISLmJhdG9uLnYxLlJlbGVhc2VkSABCBQoDbXNnIkQKBUhlbGxvEhEKCXdvcmtlcl9pZBgBIAEoCRIRCglzdHJlYW1faWQYAiABKAkSFQoNYWR2ZXJ0aXNlX3VybBgDIAEoCSIuCghQcm9ncmVzcxINCgVlcG9jaBgBIAEoBBITCgtkdXJhYmxlX2xzbhgCIAEoBCJXCghSZWxlYXNlZBINCgVlcG9jaBgBIAEoBBITCgtkdXJhYmxlX2xzbhgCIAEoBBInCgZyZWFzb24YAyABKA4yFy5iYXRvbi52MS5SZWxlYXNlUmVhc29uIq4BCg1Ccm9rZXJNZXNzYWdlEiQKB3N0YW5kYnkYASABKAsyES5iYXRvbi52MS5TdGFuZGJ5SAASJAoHZ3JhbnRlZBgCIAEoCzIRLmJhdG9uLnYxLkdyYW50ZWRIABIkCgdyZW5ld2VkGAMgASgLMhEuYmF0b24udjEuUmVuZXdlZEgAEiQKB3Jldm9rZWQYBCABKAsyES5iYXRvbi52MS5SZXZva2VkSABCBQoDbXNnIlQKB1N0YW5kYnkSJwoGcmVhc29uGAEgASgOMhcuYmF0b24udjEuU3RhbmRieVJlYXNvbhIgCgZob2xkZXIYAiABKAsyEC5iYXRvbi52MS5Ib2xkZXIixQEKBkhvbGRlchIOCgZob2xkZXIYASABKAkSDQoFZXBvY2gYAiABKAQSLwoLYWNxdWlyZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3RfaGVhcnRiZWF0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtiYWNrZW5kX3BpZBgFIAEoBRIOCgZ3b3JrZXIYBiABKAkSEgoKd29ya2VyX3VybBgHIAEoCSKQAQoHR3JhbnRlZBINCgVlcG9jaBgBIAEoBBImCgN0dGwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJc3RyZWFtX2lkGAMgASgJEhEKCXNsb3RfbmFtZRgEIAEoCRIYChBwdWJsaWNhdGlvbl9uYW1lGAUgASgJEg4KBmhvbGRlchgGIAEoCSJACgdSZW5ld2VkEg0KBWVwb2NoGAEgASgEEiYKA3R0bBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJRCgdSZXZva2VkEg0KBWVwb2NoGAEgASgEEiYKBnJlYXNvbhgCIAEoDjIWLmJhdG9uLnYxLlJldm9rZVJlYXNvbhIPCgdtZXNzYWdlGAMgASgJKkwKDVJlbGVhc2VSZWFzb24SHgoaUkVMRUFTRV9SRUFTT05fVU5TUEVDSUZJRUQQABIbChdSRUxFQVNFX1JFQVNPTl9TVE9QUElORxABKtIBCg1TdGFuZGJ5UmVhc29uEh4KGlNUQU5EQllfUkVBU09OX1VOU1BFQ0lGSUVEEAASHQoZU1RBTkRCWV9SRUFTT05fQ09OTkVDVElORxABEhwKGFNUQU5EQllfUkVBU09OX0xPQ0tfV0FJVBACEh8KG1NUQU5EQllfUkVBU09OX09USEVSX1dPUktFUhADEiEKHVNUQU5EQllfUkVBU09OX1BSRVZJT1VTX0dSQU5UEAQSIAocU1RBTkRCWV9SRUFTT05fU0hVVFRJTkdfRE9XThAFKoIBCgxSZXZva2VSZWFzb24SHQoZUkVWT0tFX1JFQVNPTl9VTlNQRUNJRklFRBAAEhoKFlJFVk9LRV9SRUFTT05fU0hVVERPV04QARIbChdSRVZPS0VfUkVBU09OX0xPQ0tfTE9TVBACEhoKFlJFVk9LRV9SRUFTT05fUkVQTEFDRUQQAzJNCgxMZWFzZVNlcnZpY2USPQoFTGVhc2USFy5iYXRvbi52MS5Xb3JrZXJNZXNzYWdlGhcuYmF0b24udjEuQnJva2VyTWVzc2FnZSgBMAFCMVovZ2l0aHViLmNvbS9iYXRvbmhxL2JhdG9uL3Byb3RvL2JhdG9uL3YxO2JhdG9udjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChRiYXRvbi92MS9sZWFzZS5wcm90bxIIYmF0b24udjEiiAEKDVdvcmtlck1lc3NhZ2USIAoFaGVsbG8YASABKAsyDy5iYXRvbi52MS5IZWxsb0gAEiYKCHByb2dyZXNzGAIgASgLMhIuYmF0b24udjEuUHJvZ3Jlc3NIABImCghyZWxlYXNlZBgDIAEoCzISLmJhdG9uLnYxLlJlbGVhc2VkSABCBQoDbXNnIl4KBUhlbGxvEhEKCXdvcmtlcl9pZBgBIAEoCRIRCglzdHJlYW1faWQYAiABKAkSFQoNYWR2ZXJ0aXNlX3VybBgDIAEoCRIYChBwcm90b2NvbF92ZXJzaW9uGAQgASgNIi4KCFByb2dyZXNzEg0KBWVwb2NoGAEgASgEEhMKC2R1cmFibGVfbHNuGAIgASgEIlcKCFJlbGVhc2VkEg0KBWVwb2NoGAEgASgEEhMKC2R1cmFibGVfbHNuGAIgASgEEicKBnJlYXNvbhgDIAEoDjIXLmJhdG9uLnYxLlJlbGVhc2VSZWFzb24irgEKDUJyb2tlck1lc3NhZ2USJAoHc3RhbmRieRgBIAEoCzIRLmJhdG9uLnYxLlN0YW5kYnlIABIkCgdncmFudGVkGAIgASgLMhEuYmF0b24udjEuR3JhbnRlZEgAEiQKB3JlbmV3ZWQYAyABKAsyES5iYXRvbi52MS5SZW5ld2VkSAASJAoHcmV2b2tlZBgEIAEoCzIRLmJhdG9uLnYxLlJldm9rZWRIAEIFCgNtc2ciVAoHU3RhbmRieRInCgZyZWFzb24YASABKA4yFy5iYXRvbi52MS5TdGFuZGJ5UmVhc29uEiAKBmhvbGRlchgCIAEoCzIQLmJhdG9uLnYxLkhvbGRlciLFAQoGSG9sZGVyEg4KBmhvbGRlchgBIAEoCRINCgVlcG9jaBgCIAEoBBIvCgthY3F1aXJlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9oZWFydGJlYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2JhY2tlbmRfcGlkGAUgASgFEg4KBndvcmtlchgGIAEoCRISCgp3b3JrZXJfdXJsGAcgASgJIpABCgdHcmFudGVkEg0KBWVwb2NoGAEgASgEEiYKA3R0bBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIRCglzdHJlYW1faWQYAyABKAkSEQoJc2xvdF9uYW1lGAQgASgJEhgKEHB1YmxpY2F0aW9uX25hbWUYBSABKAkSDgoGaG9sZGVyGAYgASgJIkAKB1JlbmV3ZWQSDQoFZXBvY2gYASABKAQSJgoDdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoMBCgdSZXZva2VkEg0KBWVwb2NoGAEgASgEEiYKBnJlYXNvbhgCIAEoDjIWLmJhdG9uLnYxLlJldm9rZVJlYXNvbhIPCgdtZXNzYWdlGAMgASgJEjAKDWRyYWluX3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24qTAoNUmVsZWFzZVJlYXNvbhIeChpSRUxFQVNFX1JFQVNPTl9VTlNQRUNJRklFRBAAEhsKF1JFTEVBU0VfUkVBU09OX1NUT1BQSU5HEAEq0gEKDVN0YW5kYnlSZWFzb24SHgoaU1RBTkRCWV9SRUFTT05fVU5TUEVDSUZJRUQQABIdChlTVEFOREJZX1JFQVNPTl9DT05ORUNUSU5HEAESHAoYU1RBTkRCWV9SRUFTT05fTE9DS19XQUlUEAISHwobU1RBTkRCWV9SRUFTT05fT1RIRVJfV09SS0VSEAMSIQodU1RBTkRCWV9SRUFTT05fUFJFVklPVVNfR1JBTlQQBBIgChxTVEFOREJZX1JFQVNPTl9TSFVUVElOR19ET1dOEAUqggEKDFJldm9rZVJlYXNvbhIdChlSRVZPS0VfUkVBU09OX1VOU1BFQ0lGSUVEEAASGgoWUkVWT0tFX1JFQVNPTl9TSFVURE9XThABEhsKF1JFVk9LRV9SRUFTT05fTE9DS19MT1NUEAISGgoWUkVWT0tFX1JFQVNPTl9SRVBMQUNFRBADMk0KDExlYXNlU2VydmljZRI9CgVMZWFzZRIXLmJhdG9uLnYxLldvcmtlck1lc3NhZ2UaFy5iYXRvbi52MS5Ccm9rZXJNZXNzYWdlKAEwAUIxWi9naXRodWIuY29tL2JhdG9uaHEvYmF0b24vcHJvdG8vYmF0b24vdjE7YmF0b252MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * WorkerMessage is everything a worker sends on the Lease stream.
@@ -118,15 +238,19 @@ export const WorkerMessageSchema: GenMessage<WorkerMessage> = /*@__PURE__*/
 export type Hello = Message<"baton.v1.Hello"> & {
   /**
    * Free-form identity of the worker process, for logs and the holder
-   * column of the state table (e.g. "worker@pod-7d9c").
+   * column of the state table (e.g. "worker@pod-7d9c"). Required from
+   * protocol version 2 (INVALID_ARGUMENT when empty); a version-1 worker
+   * without one is logged as "unnamed-worker".
    *
    * @generated from field: string worker_id = 1;
    */
   workerId: string;
 
   /**
-   * The stream the worker wants to consume. Must equal the broker's
-   * REPLICATION_STREAM_ID; empty means "whatever the broker serves".
+   * The stream the worker wants to consume: its REPLICATION_STREAM_ID. Must
+   * equal the broker's (INVALID_ARGUMENT otherwise, naming both). Required
+   * from protocol version 2; for a version-1 worker, empty means "whatever
+   * the broker serves".
    *
    * @generated from field: string stream_id = 2;
    */
@@ -143,6 +267,20 @@ export type Hello = Message<"baton.v1.Hello"> & {
    * @generated from field: string advertise_url = 3;
    */
   advertiseUrl: string;
+
+  /**
+   * The version of this protocol the worker implements: 2 for the contract
+   * in this file. 0 (a worker that predates the field) is taken as 1. A
+   * broker that does not support the version ends the stream with
+   * FAILED_PRECONDITION and a message naming the versions it supports
+   * ("supported protocol versions: 1, 2"); a worker that implements several
+   * may open a new stream with one of those. Brokers of this file support
+   * 1 and 2 and behave the same for both, apart from the checks of
+   * worker_id and stream_id.
+   *
+   * @generated from field: uint32 protocol_version = 4;
+   */
+  protocolVersion: number;
 };
 
 /**
@@ -445,13 +583,15 @@ export const RenewedSchema: GenMessage<Renewed> = /*@__PURE__*/
   messageDesc(file_baton_v1_lease, 8);
 
 /**
- * Revoked ends the current grant immediately.
+ * Revoked ends the current grant: the worker stops reading at once (W6).
+ * No Renewed follows for that epoch.
  *
  * @generated from message baton.v1.Revoked
  */
 export type Revoked = Message<"baton.v1.Revoked"> & {
   /**
-   * Epoch of the grant being revoked.
+   * Epoch of the grant being revoked; a Revoked for another epoch must be
+   * ignored.
    *
    * @generated from field: uint64 epoch = 1;
    */
@@ -470,6 +610,36 @@ export type Revoked = Message<"baton.v1.Revoked"> & {
    * @generated from field: string message = 3;
    */
   message: string;
+
+  /**
+   * How long, from receipt and on the worker's monotonic clock, the worker
+   * may take to finish with the stream: make durable what it received,
+   * acknowledge it, close its replication connection, end its walsender and
+   * send Released. Past this drain deadline the broker stops waiting and a
+   * successor may be granted, so the worker acknowledges nothing more and
+   * closes its replication connection, finished or not.
+   *
+   * Brokers send it with every Revoked (protocol version 2):
+   *  - REVOKE_REASON_SHUTDOWN: BATON_DRAIN_TIMEOUT less a margin for
+   *    delivery (e.g. 18 s for the default 20 s); the broker keeps the lock
+   *    and its lock session alive until Released or then.
+   *  - REVOKE_REASON_LOCK_LOST, REVOKE_REASON_REPLACED: 0. The lock may
+   *    already belong to another broker: stop at once, acknowledge nothing
+   *    more. Sending Released afterwards is allowed (the stream is then
+   *    never granted again) but not required (the stream stays a candidate
+   *    for a new Granted with a higher epoch).
+   * A second Revoked for the same epoch with drain_timeout 0 may follow a
+   * shutdown Revoked when the lock session fails during the drain: the
+   * shorter deadline wins.
+   *
+   * Absent (a broker that predates the field): for REVOKE_REASON_SHUTDOWN
+   * the drain deadline is the lease's own expiry (receipt of the last
+   * Granted or Renewed + its ttl), which every broker waits for; for any
+   * other reason it is 0.
+   *
+   * @generated from field: google.protobuf.Duration drain_timeout = 4;
+   */
+  drainTimeout?: Duration | undefined;
 };
 
 /**
@@ -580,8 +750,9 @@ export enum RevokeReason {
   UNSPECIFIED = 0,
 
   /**
-   * The broker is stopping (SIGTERM): release after draining; the broker
-   * waits for Released before it unlocks.
+   * The broker is stopping (SIGTERM): release after draining, within
+   * Revoked.drain_timeout; the broker waits for Released (at most that long)
+   * before it unlocks.
    *
    * @generated from enum value: REVOKE_REASON_SHUTDOWN = 1;
    */
@@ -589,7 +760,8 @@ export enum RevokeReason {
 
   /**
    * The broker's lock session failed (heartbeat error, connection lost,
-   * PostgreSQL restart): the lock may already belong to someone else.
+   * PostgreSQL restart): the lock may already belong to someone else. Stop
+   * at once (drain_timeout 0).
    *
    * @generated from enum value: REVOKE_REASON_LOCK_LOST = 2;
    */
@@ -597,7 +769,7 @@ export enum RevokeReason {
 
   /**
    * The state table shows a newer epoch than this grant's: another broker
-   * has taken the stream.
+   * has taken the stream. Stop at once (drain_timeout 0).
    *
    * @generated from enum value: REVOKE_REASON_REPLACED = 3;
    */
@@ -623,9 +795,12 @@ export const LeaseService: GenService<{
    * keeps the stream open for renewals. A broker grants to at most one
    * stream at a time; any other stream is told Standby.
    *
-   * Errors: INVALID_ARGUMENT when the first message is not Hello or names a
-   * different stream than the broker serves; UNAVAILABLE while the broker
-   * shuts down.
+   * Errors (B1): INVALID_ARGUMENT when the first message is not Hello, Hello
+   * comes twice, Hello names a different stream than the broker serves, or
+   * (protocol version 2 and later) leaves worker_id or stream_id empty;
+   * FAILED_PRECONDITION when the broker does not support Hello's
+   * protocol_version (the message names the versions it supports);
+   * UNAVAILABLE while the broker shuts down.
    *
    * @generated from rpc baton.v1.LeaseService.Lease
    */
