@@ -18,7 +18,8 @@ import (
 )
 
 // The stream passes between two Node workers under writes — a graceful
-// stop (SIGTERM to the worker), a crash of the worker alone (SIGKILL; its
+// stop (SIGTERM to the worker), a broker's shutdown (SIGTERM to the broker:
+// Revoked with drain time, the worker drains and releases), a crash of the worker alone (SIGKILL; its
 // container restarts in the same pod) and a crash of the whole pod
 // (SIGKILL to worker and broker) — and the shared output file holds every
 // committed transaction exactly once, whole, in commit order: nothing
@@ -74,6 +75,20 @@ func TestHandoffUnderWrites(t *testing.T) {
 	active = next
 	progress("after the graceful handoff")
 
+	t.Logf("SIGTERM to the broker of pod %s: Revoked with drain time", active.Name())
+	if err := active.Broker().Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := active.Broker().AwaitExit(25 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	next = awaitActive(t, 20*time.Second, other(active))
+	if _, err := active.Restart(t.Context()); err != nil { // the broker restarts; its worker attaches again
+		t.Fatal(err)
+	}
+	active = next
+	progress("after the broker's shutdown")
+
 	t.Logf("SIGKILL to the worker of pod %s; its container restarts", active.Name())
 	active.Worker().Kill()
 	if err := active.StartWorker(); err != nil {
@@ -122,8 +137,8 @@ func TestHandoffUnderWrites(t *testing.T) {
 		}
 		epochs[tx.epoch] = true
 	}
-	if len(epochs) < 4 {
-		t.Errorf("the file has transactions of %d epochs, want at least 4 (one per holder)", len(epochs))
+	if len(epochs) < 5 {
+		t.Errorf("the file has transactions of %d epochs, want at least 5 (one per holder)", len(epochs))
 	}
 	held, err := sampler.finish()
 	if err != nil {

@@ -4,7 +4,7 @@
 package nodeworker_test
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -104,37 +104,44 @@ type txn struct {
 
 // readOutput parses the file into transactions, checking that every
 // transaction is whole (lines i = 0..n-1 in order) and that commit LSNs
-// strictly increase from one transaction to the next.
+// strictly increase from one transaction to the next. A worker may be
+// appending while it reads: a last line without its newline, and a last
+// transaction with fewer than n lines, are not counted.
 func readOutput(path string) ([]txn, error) {
-	f, err := os.Open(path)
+	b, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	b = b[:bytes.LastIndexByte(b, '\n')+1]
 	var out []txn
 	var prev uint64
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<24)
-	for n := 1; sc.Scan(); n++ {
+	whole := true
+	for n, text := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if text == "" {
+			continue
+		}
 		var l line
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			return nil, fmt.Errorf("line %d: %w: %s", n, err, sc.Text())
+		if err := json.Unmarshal([]byte(text), &l); err != nil {
+			return nil, fmt.Errorf("line %d: %w: %s", n+1, err, text)
 		}
 		if l.I == 0 {
+			if !whole {
+				return nil, fmt.Errorf("line %d: transaction %s starts before %s ended", n+1, l.LSN, out[len(out)-1].lsn)
+			}
 			lsn, err := parseLSN(l.LSN)
 			if err != nil {
-				return nil, fmt.Errorf("line %d: %w", n, err)
+				return nil, fmt.Errorf("line %d: %w", n+1, err)
 			}
 			if len(out) > 0 && lsn <= prev {
-				return nil, fmt.Errorf("line %d: transaction %s (epoch %d) after %s: commit LSNs must increase", n, l.LSN, l.Epoch, out[len(out)-1].lsn)
+				return nil, fmt.Errorf("line %d: transaction %s (epoch %d) after %s: commit LSNs must increase", n+1, l.LSN, l.Epoch, out[len(out)-1].lsn)
 			}
 			prev = lsn
 			out = append(out, txn{lsn: l.LSN, epoch: l.Epoch})
 		} else if len(out) == 0 || out[len(out)-1].lsn != l.LSN || len(out[len(out)-1].ids) != l.I {
-			return nil, fmt.Errorf("line %d: change %d of %d of %s out of place", n, l.I, l.N, l.LSN)
+			return nil, fmt.Errorf("line %d: change %d of %d of %s out of place", n+1, l.I, l.N, l.LSN)
 		}
 		cur := &out[len(out)-1]
 		if l.Op == "insert" && l.Table == "items" {
@@ -142,9 +149,10 @@ func readOutput(path string) ([]txn, error) {
 		} else {
 			cur.ids = append(cur.ids, l.Op+":"+l.Table)
 		}
+		whole = l.I == l.N-1
 	}
-	if err := sc.Err(); err != nil {
-		return nil, err
+	if !whole {
+		out = out[:len(out)-1]
 	}
 	return out, nil
 }
