@@ -179,9 +179,8 @@ func TestShapeSecret(t *testing.T) {
 // DELETE /v1/shape?handle=H without a table removes that shape, as
 // Electric's server does; a handle that is not the definition's is 400,
 // an unknown one 404. Without BATON_ALLOW_SHAPE_DELETION a DELETE is 405.
-// Shapes of Baton's own schema and of the system catalogs are 400, and so
-// is a subset snapshot (not served yet), naming its parameter. Where
-// errors are Electric's. A worker started without a secret says so once
+// Shapes of Baton's own schema and of the system catalogs are 400,
+// naming the parameter. Where errors are Electric's. A worker started without a secret says so once
 // (BATON_INSECURE=true, as the harness starts it).
 func TestShapeDeleteAndRefusals(t *testing.T) {
 	pg := pgtest.Start(t, pgtest.Options{})
@@ -219,8 +218,6 @@ func TestShapeDeleteAndRefusals(t *testing.T) {
 		{"pg_catalog quoted", "table", "system catalog", url.Values{"table": {`"pg_catalog"."pg_class"`}}},
 		{"information_schema", "table", "system catalog", url.Values{"table": {"information_schema.tables"}}},
 		{"pg_toast", "table", "system catalog", url.Values{"table": {"pg_toast.pg_toast_1255"}}},
-		{"subset where", "subset__where", "subset", url.Values{"table": {"items"}, "subset__where": {"id = 1"}}},
-		{"subset limit", "subset__limit", "subset", url.Values{"table": {"items"}, "subset__limit": {"1"}}},
 		{"where syntax", "where", `At location 17: syntax error at or near "x"`, url.Values{"table": {"items"}, "where": {"1 x 1"}}},
 	} {
 		c.q.Set("offset", "-1")

@@ -33,7 +33,8 @@ func parseBool(v string) (bool, bool) {
 }
 
 // parseParams validates q the way Electric does; errors map each bad field
-// to its problems. Unknown parameters are ignored, but for subset__*.
+// to its problems. Unknown parameters are ignored; subset__* are a subset
+// snapshot's (subset.go).
 func parseParams(q url.Values) (params, map[string][]string) {
 	var p params
 	errs := map[string][]string{}
@@ -76,14 +77,6 @@ func parseParams(q url.Values) (params, map[string][]string) {
 	}
 	if p.sse && !p.live {
 		add("live_sse", "can't be true unless live is also true")
-	}
-	// Subset snapshots (Electric's subset__where, subset__limit, ...) are
-	// not served yet: refused by name rather than answered with the whole
-	// shape.
-	for k := range q {
-		if strings.HasPrefix(k, "subset__") {
-			add(k, "subset snapshots are not supported by this server yet")
-		}
 	}
 	p.def = parseDefinition(q, add)
 	if len(errs) > 0 {

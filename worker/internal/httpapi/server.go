@@ -48,7 +48,7 @@ const (
 const DefaultMaxHold = 10 * time.Second
 
 // exposed are the response headers a browser client must be able to read.
-const exposed = "electric-cursor, electric-handle, electric-offset, electric-schema, electric-up-to-date, electric-internal-known-error, retry-after, etag"
+const exposed = "electric-cursor, electric-handle, electric-offset, electric-schema, electric-up-to-date, electric-internal-known-error, electric-snapshot, retry-after, etag"
 
 // Server serves /v1/shape.
 type Server struct {
@@ -168,6 +168,7 @@ func (s *Server) current() *shapes.Registry {
 // Register adds the shape routes to mux.
 func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/shape", s.getShape)
+	mux.HandleFunc("POST /v1/shape", s.postShape)
 	mux.HandleFunc("DELETE /v1/shape", s.deleteShape)
 	mux.HandleFunc("OPTIONS /v1/shape", s.options)
 }
@@ -180,7 +181,7 @@ func cors(w http.ResponseWriter, r *http.Request) {
 	}
 	h.Set("Access-Control-Allow-Origin", origin)
 	h.Set("Access-Control-Expose-Headers", exposed)
-	h.Set("Access-Control-Allow-Methods", "GET, HEAD, DELETE, OPTIONS")
+	h.Set("Access-Control-Allow-Methods", "GET, POST, HEAD, DELETE, OPTIONS")
 	h.Add("Vary", "Origin")
 }
 

@@ -42,9 +42,14 @@ func (s *Server) getShape(w http.ResponseWriter, r *http.Request) {
 // serveShape answers a GET from reg, the registry this worker serves.
 func (s *Server) serveShape(w http.ResponseWriter, r *http.Request, reg *shapes.Registry) {
 	cors(w, r)
-	p, errs := parseParams(r.URL.Query())
+	q := r.URL.Query()
+	p, errs := parseParams(q)
 	if errs != nil {
 		invalid(w, errs)
+		return
+	}
+	if sub := subsetFromQuery(q); sub != nil {
+		s.serveSubset(w, r, reg, p, sub)
 		return
 	}
 	sh, ok := s.resolve(w, r, reg, p)

@@ -149,6 +149,51 @@
 // the old row is invalidated (Meta.FullIdentity); the others tell updates
 // with whole rows, which is still right.
 //
+// # Subset snapshots: merged with the log, nothing lost or doubled
+//
+// A subset snapshot (QuerySubset, subset.go) is not stored: the rows of
+// the shape that match the subset are read in one REPEATABLE READ
+// transaction, which first reads pg_current_snapshot() (xmin, xmax, xip:
+// the transaction's snapshot, taken by that statement) and then
+// pg_current_wal_insert_lsn() (database_lsn). The client (Electric's
+// ShapeStream.requestSnapshot) injects the rows, goes on reading the shape
+// log from the response's electric-offset, and drops a change of the log
+// when its row is one of the snapshot's and its transaction (txids) is
+// visible in the snapshot; it stops checking once a change's lsn or an
+// up-to-date's global_last_seen_lsn reaches database_lsn, or a change's
+// xid reaches xmax.
+//
+//   - Nothing doubled: a transaction visible in the snapshot committed
+//     before the snapshot was taken, so its commit record, and with it the
+//     commit LSN that is every message's lsn, is below database_lsn (read
+//     after); in the log it comes before any transaction with an xid at or
+//     above xmax (one that began after the snapshot, so committed after
+//     it). So the client is still checking when such a change of one of
+//     the snapshot's rows arrives, and drops it. Every transaction with a
+//     commit LSN up to global_last_seen_lsn is in the log before the
+//     up-to-date that advertises it, so stopping there drops nothing late.
+//   - Nothing lost: a change the snapshot does not show belongs to a
+//     transaction it does not show, which the client keeps. It is in the
+//     log after electric-offset: for a request at a real offset (or -1),
+//     electric-offset is the request's own, so the client skips nothing
+//     it had not read (Electric answers the end of the chunk after it,
+//     which skips the changes in between). For offset=now (a client that
+//     has read nothing yet), it is the log's end read before the snapshot
+//     was taken: every transaction in the log up to there was routed, so
+//     committed, before the snapshot, and is in it. That holds as long as
+//     PostgreSQL shows a committed transaction to new snapshots before the
+//     worker has received, stored and routed it; a commit held back after
+//     its WAL flush (a synchronous standby that does not answer) is the
+//     one case where a client starting from offset=now could miss that
+//     transaction's changes (Electric's server has the same window).
+//   - Rows outside the subset: a visible change to a row that is not in
+//     the snapshot is not dropped (the client keeps changes to rows it
+//     does not hold from this snapshot, as with Electric's server).
+//
+// The query runs on a connection of the registry's, canceled when the
+// request ends or the registry is closed (its lease ended), like a
+// snapshot at creation; at most subsetConcurrency run at once.
+//
 // # Continuity across leases (DESIGN I2): what is proven, and from what
 //
 // A worker keeps its stored shapes (same handles) only when it can prove

@@ -75,6 +75,8 @@ type Registry struct {
 	// creatingN counts the creations under way (Count).
 	creatingN atomic.Int32
 	createSem chan struct{}
+	// subsetSem bounds the subset snapshots read at once (subset.go).
+	subsetSem chan struct{}
 	// conns are idle connections of creations, kept between them; one is
 	// dropped after a failure that is not the request's fault.
 	conns chan *pgx.Conn
@@ -117,7 +119,7 @@ func (r *Registry) at(p stopPoint) {
 // set keeps its shapes (see doc.go). Open never waits for another process.
 func Open(o Options) (*Registry, error) {
 	r := &Registry{o: o, dir: filepath.Join(o.Dir, "shapes"), byDef: map[string]*Shape{},
-		createSem: make(chan struct{}, createConcurrency), conns: make(chan *pgx.Conn, createConcurrency),
+		createSem: make(chan struct{}, createConcurrency), subsetSem: make(chan struct{}, subsetConcurrency), conns: make(chan *pgx.Conn, createConcurrency),
 		byHandle: map[string]*Shape{}, added: make(chan struct{})}
 	r.life, r.end = context.WithCancel(context.Background())
 	set, err := storage.OpenSet(r.dir, o.Epoch, hasLegacyMeta)

@@ -101,6 +101,10 @@ func (c *Clause) Columns() []string { return slices.Clone(c.columns) }
 // NumParams is the number of parameters the clause takes.
 func (c *Clause) NumParams() int { return c.nparams }
 
+// SQLShifted is SQL with every $k renumbered $(k+off), for a statement
+// whose parameters $1..$off are another clause's.
+func (c *Clause) SQLShifted(off int) string { return c.sqlShifted(off) }
+
 // sqlShifted is SQL with every $k renumbered $(k+off).
 func (c *Clause) sqlShifted(off int) string {
 	if off == 0 || len(c.params) == 0 {

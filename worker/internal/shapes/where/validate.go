@@ -73,16 +73,23 @@ type validator struct {
 	// at is the location of the node being validated in the statement
 	// "SELECT 1 WHERE <clause>"; -1 when unknown.
 	at int32
+	// field and prefix, when set, are those of another clause than a
+	// where clause (an order by: "order_by", orderByPrefix).
+	field, prefix string
 }
 
 // errorf is a problem with the node being validated, at its location in
 // the clause (Electric's "At location N: ...", N counting from 0).
 func (v *validator) errorf(format string, args ...any) *Error {
 	msg := fmt.Sprintf(format, args...)
-	if v.at >= 0 {
-		msg = fmt.Sprintf("At location %d: %s", max(int(v.at)-len(wherePrefix), 0), msg)
+	field, prefix := "where", wherePrefix
+	if v.field != "" {
+		field, prefix = v.field, v.prefix
 	}
-	return &Error{Field: "where", Message: msg}
+	if v.at >= 0 {
+		msg = fmt.Sprintf("At location %d: %s", max(int(v.at)-len(prefix), 0), msg)
+	}
+	return &Error{Field: field, Message: msg}
 }
 
 // location is where a parse node starts in the parsed text (its location
