@@ -98,7 +98,7 @@ func (w *worker) holdLease(ctx context.Context, l *lease.Lease, warm *warmSessio
 		w.tracker.Set(health.Starting, l)
 		res, err := w.replicateOnce(lctx, l, warm)
 		warm = nil
-		durable = max(durable, res.Durable)
+		durable = max(durable, res.Durable, res.Acked) // Acked is recorded durably
 		if err == nil || ended() {
 			return durable
 		}

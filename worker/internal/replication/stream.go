@@ -90,7 +90,8 @@ type Options struct {
 type Result struct {
 	// Durable is the end LSN of the last durable transaction.
 	Durable uint64
-	// Acked is the last flush position acknowledged to PostgreSQL.
+	// Acked is the last flush position acknowledged to PostgreSQL; it is
+	// durably recorded (Sink.RecordAck) when beyond Durable.
 	Acked uint64
 	// SlotCreated is true when this run created the slot (no continuity
 	// with earlier storage can be proven).
@@ -574,7 +575,11 @@ func (s *streamer) status(ctx context.Context, poke <-chan struct{}) error {
 		if m := s.o.Metrics; m != nil {
 			m.AckedLSN.Set(float64(ack))
 		}
-		if d := s.durable.Load(); d != reported {
+		// The durable position the broker hears of: the last durable
+		// transaction's end or, beyond it, the acknowledgement just
+		// recorded (RecordAck: nothing of the publication's tables lies
+		// between), so that the slot never passes what was reported.
+		if d := max(s.durable.Load(), s.acked.Load()); d != reported {
 			reported = d
 			_ = s.l.Progress(d)
 		}
