@@ -1,0 +1,597 @@
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	batonv1 "github.com/batonhq/baton/proto/baton/v1"
+	"github.com/batonhq/baton/proto/stream"
+	"github.com/batonhq/baton/tests/harness"
+)
+
+// grant is a Granted one pod's proxy forwarded.
+type grant struct {
+	pod   *pod
+	epoch uint64
+	at    time.Time
+	index int // in the pod's proxy events
+}
+
+func (k *kit) awaitGrant(ctx context.Context, p *pod, from int, timeout time.Duration) (grant, error) {
+	e, i, err := p.proxy.awaitGranted(ctx, from, timeout)
+	if err != nil {
+		if werr := p.workerExited(); werr != nil {
+			return grant{}, fmt.Errorf("%w; %w", err, werr)
+		}
+		return grant{}, err
+	}
+	return grant{pod: p, epoch: e.Broker.GetGranted().GetEpoch(), at: e.At, index: i}, nil
+}
+
+// scenario runs the pods through the lease's life: first grant, standby,
+// a frozen broker (handoff a to b), a broker's shutdown (handoff b to a),
+// a lost lock, a killed worker; and checks each obligation on the way.
+func (k *kit) scenario(ctx context.Context) error {
+	a, b := k.pods[0], k.pods[1]
+	slot := stream.SlotName(StreamID)
+
+	// 1. Pod a starts while the kit holds the stream's lock: its worker
+	// waits, then is granted.
+	lock, err := k.pg.Connect(ctx)
+	if err != nil {
+		return &setupError{err}
+	}
+	defer lock.Close(context.WithoutCancel(ctx))
+	if _, err := lock.Exec(ctx, "SELECT pg_advisory_lock($1, $2)", stream.LockNamespace, stream.LockKey(StreamID)); err != nil {
+		return &setupError{fmt.Errorf("take the stream's lock: %w", err)}
+	}
+	if err := a.startBroker(); err != nil {
+		return &setupError{err}
+	}
+	if err := a.startWorker(); err != nil {
+		return &setupError{err}
+	}
+	start := time.Now()
+	if _, _, err := a.proxy.await(ctx, 0, startTimeout, "Standby", func(e Event) bool { return e.Broker.GetStandby() != nil }); err != nil {
+		return k.stepFailed(a, "no-replication-before-granted/a", err)
+	}
+	if err := sleep(ctx, standbyWindow); err != nil {
+		return err
+	}
+	if _, err := lock.Exec(ctx, "SELECT pg_advisory_unlock($1, $2)", stream.LockNamespace, stream.LockKey(StreamID)); err != nil {
+		return &setupError{err}
+	}
+	ga, err := k.awaitGrant(ctx, a, 0, startTimeout)
+	if err != nil {
+		return k.stepFailed(a, "no-replication-before-granted/a", err)
+	}
+	k.checkNoReplication("no-replication-before-granted/a", start, ga.at, 0)
+	if err := k.checkEpochInApp(ctx, "epoch-in-application-name/a", ga); err != nil {
+		return err
+	}
+
+	// 2. Pod b starts while a holds the stream: its worker waits.
+	if err := b.startBroker(); err != nil {
+		return &setupError{err}
+	}
+	if err := b.startWorker(); err != nil {
+		return &setupError{err}
+	}
+	start = time.Now()
+	if _, _, err := b.proxy.await(ctx, 0, startTimeout, "Standby", func(e Event) bool { return e.Broker.GetStandby() != nil }); err != nil {
+		return k.stepFailed(b, "no-replication-before-granted/b", err)
+	}
+	// a reports a durable position meanwhile.
+	_, _, perr := a.proxy.await(ctx, ga.index, progressTimeout, "Progress with a durable position", func(e Event) bool {
+		return e.Worker.GetProgress().GetDurableLsn() > 0
+	})
+	if time.Since(start) < standbyWindow {
+		if err := sleep(ctx, standbyWindow-time.Since(start)); err != nil {
+			return err
+		}
+	}
+	k.checkNoReplication("no-replication-before-granted/b", start, time.Now(), ga.epoch)
+	if perr != nil {
+		k.fail("progress-reported/a", "%v", perr)
+	} else {
+		k.pass("progress-reported/a", "durable %s reported under epoch %d", fmtLSN(a.durable(time.Now())), ga.epoch)
+	}
+
+	// 3. Pod a's broker freezes: a's worker must stop within the TTL of
+	// the last renewal, before b is granted.
+	if err := a.broker.Signal(syscall.SIGSTOP); err != nil {
+		return &setupError{err}
+	}
+	frozen := time.Now()
+	last := ga.at
+	for _, e := range a.proxy.Events() {
+		if e.Broker.GetRenewed() != nil || e.Broker.GetGranted() != nil {
+			last = e.At
+		}
+	}
+	gb, err := k.awaitGrant(ctx, b, 0, sessionTimeout+20*time.Second)
+	if err != nil {
+		_ = a.broker.Signal(syscall.SIGCONT)
+		return k.stepFailed(b, "stops-within-ttl/a", err)
+	}
+	if err := sleep(ctx, 300*time.Millisecond); err != nil { // samples after the grant
+		return err
+	}
+	k.checkStopped(ga.epoch, frozen, last, gb)
+	k.checkHandoff("handoff-frozen/a-to-b", a, gb)
+	if err := a.broker.Signal(syscall.SIGCONT); err != nil {
+		return &setupError{err}
+	}
+	if err := k.checkEpochInApp(ctx, "epoch-in-application-name/b", gb); err != nil {
+		return err
+	}
+
+	// 4. Pod b's broker stops (SIGTERM): Revoked shutdown; b's worker
+	// drains and releases; a is granted.
+	nb := len(b.proxy.Events())
+	na := len(a.proxy.Events())
+	if _, _, err := b.proxy.await(ctx, gb.index, progressTimeout, "Progress with a durable position", func(e Event) bool {
+		return e.Worker.GetProgress().GetDurableLsn() > 0
+	}); err != nil {
+		k.fail("revoked-shutdown-drains/b", "before the shutdown: %v", err)
+	}
+	if err := b.broker.Signal(syscall.SIGTERM); err != nil {
+		return &setupError{err}
+	}
+	k.checkShutdownRelease(ctx, b, gb, nb)
+	ga2, err := k.awaitGrant(ctx, a, na, drainTimeout+startTimeout)
+	if err != nil {
+		return k.stepFailed(a, "handoff-graceful/b-to-a", err)
+	}
+	k.checkHandoff("handoff-graceful/b-to-a", b, ga2)
+	if _, err := b.broker.Wait(drainTimeout + 5*time.Second); err != nil {
+		return &setupError{err}
+	}
+	b.broker.Close()
+	if err := b.startBroker(); err != nil {
+		return &setupError{err}
+	}
+
+	// 5. a's broker loses its lock session; the kit holds the lock a
+	// while, then lets the brokers have it again.
+	if err := k.awaitSlotHeldBy(ctx, ga2, startTimeout); err != nil {
+		k.fail("lock-lost-stops", "before the lock was lost: %v", err)
+		return err
+	}
+	na, nb = len(a.proxy.Events()), len(b.proxy.Events())
+	if err := k.stealLock(ctx, lock); err != nil {
+		return &setupError{err}
+	}
+	rv, _, err := a.proxy.await(ctx, na, 10*time.Second, "Revoked", func(e Event) bool { return e.Broker.GetRevoked() != nil })
+	if err != nil {
+		_, _ = lock.Exec(ctx, "SELECT pg_advisory_unlock_all()")
+		k.fail("lock-lost-stops", "%v", err)
+		return err
+	}
+	if err := sleep(ctx, 2*leaseTTL); err != nil {
+		return err
+	}
+	if _, err := lock.Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
+		return &setupError{err}
+	}
+	g, err := k.awaitEither(ctx, na, nb, startTimeout)
+	if err != nil {
+		k.fail("lock-lost-stops", "no grant after the lock came back: %v", err)
+		return err
+	}
+	k.checkLockLost(rv, ga2.epoch, g)
+
+	// 6. The holder's worker is killed and started again on its storage.
+	if err := k.checkKill(ctx, g); err != nil {
+		return err
+	}
+
+	// 7. Over the whole run.
+	k.checkSlotNeverPassesDurable()
+	k.checkKeepalive()
+	_ = slot
+	return nil
+}
+
+// stepFailed fails check with err (and how the worker ended, if it did)
+// and returns err to end the run.
+func (k *kit) stepFailed(p *pod, check string, err error) error {
+	if werr := p.workerExited(); werr != nil && !strings.Contains(err.Error(), werr.Error()) {
+		err = fmt.Errorf("%w; %w", err, werr)
+	}
+	k.fail(check, "%v", err)
+	return err
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// checkNoReplication: from from until to, no replication connection other
+// than one of the holder's epoch (0: none at all) was seen.
+func (k *kit) checkNoReplication(name string, from, to time.Time, holder uint64) {
+	samples := k.obs.Samples(from, to)
+	for _, s := range samples {
+		for _, w := range s.Walsenders {
+			if e, ok := WorkerEpoch(w.App, StreamID); holder != 0 && ok && e == holder {
+				continue
+			}
+			k.fail(name, "replication connection %q (pid %d) seen %s after the worker started, before it was granted", w.App, w.PID, s.At.Sub(from).Round(time.Millisecond))
+			return
+		}
+	}
+	if len(samples) == 0 {
+		k.fail(name, "no sample of PostgreSQL's views in the window")
+		return
+	}
+	k.pass(name, "no replication connection in %d samples over %s before the grant", len(samples), to.Sub(from).Round(time.Millisecond))
+}
+
+// checkEpochInApp waits until the slot's consumer is a walsender and checks
+// its application_name carries g's epoch.
+func (k *kit) checkEpochInApp(ctx context.Context, name string, g grant) error {
+	want := fmt.Sprintf("baton-worker:%s:%d", StreamID, g.epoch)
+	var seen []string
+	err := harness.AwaitContext(ctx, startTimeout, sampleEvery, "the slot's consumer", func() (bool, error) {
+		ss := k.obs.Samples(g.at, time.Now())
+		if len(ss) == 0 {
+			return false, nil
+		}
+		s := ss[len(ss)-1]
+		for _, w := range s.Walsenders {
+			if w.PID == s.SlotPID {
+				if !slices.Contains(seen, w.App) {
+					seen = append(seen, w.App)
+				}
+				return w.App == want, nil
+			}
+		}
+		return false, g.pod.workerExited()
+	})
+	if err != nil {
+		k.fail(name, "no walsender of the slot named %q within %s of the grant (seen %q): %v", want, startTimeout, seen, err)
+		return err
+	}
+	k.pass(name, "the slot's walsender is %q", want)
+	return nil
+}
+
+// awaitSlotHeldBy waits until the slot's consumer carries g's epoch.
+func (k *kit) awaitSlotHeldBy(ctx context.Context, g grant, timeout time.Duration) error {
+	want := fmt.Sprintf("baton-worker:%s:%d", StreamID, g.epoch)
+	return harness.AwaitContext(ctx, timeout, sampleEvery, want+" consuming the slot", func() (bool, error) {
+		ss := k.obs.Samples(g.at, time.Now())
+		if len(ss) == 0 {
+			return false, nil
+		}
+		s := ss[len(ss)-1]
+		for _, w := range s.Walsenders {
+			if w.PID == s.SlotPID && w.App == want {
+				return true, nil
+			}
+		}
+		return false, g.pod.workerExited()
+	})
+}
+
+// walsendersOf are the walsenders of samples carrying epoch.
+func walsenderOf(s Sample, epoch uint64) (Walsender, bool) {
+	for _, w := range s.Walsenders {
+		if e, ok := WorkerEpoch(w.App, StreamID); ok && e == epoch {
+			return w, true
+		}
+	}
+	return Walsender{}, false
+}
+
+// checkStopped: after the broker froze, the walsender of epoch was gone
+// within the TTL of the last renewal, and before the successor's grant.
+func (k *kit) checkStopped(epoch uint64, frozen, last time.Time, succ grant) {
+	deadline := last.Add(leaseTTL + stopTolerance)
+	var lastSeen time.Time
+	for _, s := range k.obs.Samples(frozen, time.Now()) {
+		if _, ok := walsenderOf(s, epoch); ok {
+			lastSeen = s.At
+		}
+	}
+	switch {
+	case lastSeen.IsZero():
+		k.pass("stops-within-ttl/a", "no walsender of epoch %d after the broker froze", epoch)
+	case lastSeen.After(deadline):
+		k.fail("stops-within-ttl/a", "the walsender of epoch %d was still there %s after the last renewal (TTL %s)", epoch, lastSeen.Sub(last).Round(time.Millisecond), leaseTTL)
+	default:
+		k.pass("stops-within-ttl/a", "the walsender of epoch %d last seen %s after the last renewal (TTL %s)", epoch, lastSeen.Sub(last).Round(time.Millisecond), leaseTTL)
+	}
+	if !lastSeen.IsZero() && !lastSeen.Before(succ.at) {
+		k.fail("stops-before-successor-granted/a", "the walsender of epoch %d was still there %s after pod %s was granted epoch %d", epoch, lastSeen.Sub(succ.at).Round(time.Millisecond), succ.pod.name, succ.epoch)
+	} else {
+		k.pass("stops-before-successor-granted/a", "gone before pod %s was granted epoch %d (%s after the last renewal)", succ.pod.name, succ.epoch, succ.at.Sub(last).Round(time.Millisecond))
+	}
+}
+
+// checkHandoff: when the successor was granted, the slot's confirmed
+// position had not passed what the predecessor reported durable.
+func (k *kit) checkHandoff(name string, pred *pod, succ grant) {
+	ss := k.obs.Samples(time.Time{}, succ.at)
+	if len(ss) == 0 {
+		k.fail(name, "no sample before the grant")
+		return
+	}
+	c := ss[len(ss)-1].Confirmed
+	d := pred.durable(succ.at)
+	k.check(name, c <= d, "pod %s starts at the slot's confirmed %s; pod %s reported durable %s", succ.pod.name, fmtLSN(c), pred.name, fmtLSN(d))
+}
+
+// checkShutdownRelease: after SIGTERM to b's broker, Revoked(shutdown)
+// reached the worker, and when its Released arrived the walsender was
+// gone and the slot confirmed at least what it reported durable.
+func (k *kit) checkShutdownRelease(ctx context.Context, p *pod, g grant, from int) {
+	name := "revoked-shutdown-drains/" + p.name
+	if k.done[name] {
+		return
+	}
+	rv, _, err := p.proxy.await(ctx, from, 10*time.Second, "Revoked", func(e Event) bool { return e.Broker.GetRevoked() != nil })
+	if err != nil {
+		k.fail(name, "%v", err)
+		return
+	}
+	if r := rv.Broker.GetRevoked().GetReason(); r != batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN {
+		k.fail(name, "Revoked with reason %s, want shutdown", r)
+		return
+	}
+	rl, _, err := p.proxy.await(ctx, from, drainTimeout, "Released", func(e Event) bool { return e.Worker.GetReleased() != nil })
+	if err != nil {
+		k.fail(name, "%v after Revoked(shutdown)", err)
+		return
+	}
+	if len(p.released) == 0 {
+		k.fail(name, "Released passed without a view of PostgreSQL")
+		return
+	}
+	v := p.released[len(p.released)-1]
+	if v.Err != nil {
+		k.fail(name, "reading PostgreSQL at Released: %v", v.Err)
+		return
+	}
+	if e := v.Released.GetEpoch(); e != g.epoch {
+		k.fail(name, "Released names epoch %d, the grant was %d", e, g.epoch)
+		return
+	}
+	if w, ok := walsenderOf(v.Sample, g.epoch); ok {
+		k.fail(name, "walsender %q (pid %d) still there when Released arrived", w.App, w.PID)
+		return
+	}
+	if v.Sample.SlotPID != 0 {
+		k.fail(name, "the slot still active for pid %d when Released arrived", v.Sample.SlotPID)
+		return
+	}
+	d := p.durable(rl.At)
+	if v.Sample.Confirmed < d {
+		k.fail(name, "the slot confirmed %s when Released arrived, below the durable %s the worker reported", fmtLSN(v.Sample.Confirmed), fmtLSN(d))
+		return
+	}
+	k.pass(name, "Released %s after Revoked(shutdown); walsender gone, slot inactive, confirmed %s >= reported durable %s",
+		rl.At.Sub(rv.At).Round(time.Millisecond), fmtLSN(v.Sample.Confirmed), fmtLSN(d))
+}
+
+// stealLock ends the lock session of the broker holding the stream's lock
+// and takes the lock on conn before any broker takes it again.
+func (k *kit) stealLock(ctx context.Context, conn *pgx.Conn) error {
+	return harness.AwaitContext(ctx, 20*time.Second, 5*time.Millisecond, "the kit to take the stream's lock", func() (bool, error) {
+		var got bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, $2)", stream.LockNamespace, stream.LockKey(StreamID)).Scan(&got); err != nil {
+			return false, err
+		}
+		if got {
+			return true, nil
+		}
+		_, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks
+			WHERE locktype = 'advisory' AND classid = $1::int8::oid AND objid = $2::int8::oid AND objsubid = 2 AND granted`,
+			stream.LockNamespace, int64(stream.LockObjID(StreamID)))
+		return false, err
+	})
+}
+
+// awaitEither waits for a Granted on a (from index na) or b (from nb).
+func (k *kit) awaitEither(ctx context.Context, na, nb int, timeout time.Duration) (grant, error) {
+	var g grant
+	a, b := k.pods[0], k.pods[1]
+	err := harness.AwaitContext(ctx, timeout, sampleEvery, "a Granted on pod a or b", func() (bool, error) {
+		for _, c := range []struct {
+			p    *pod
+			from int
+		}{{a, na}, {b, nb}} {
+			evs := c.p.proxy.Events()
+			for i := c.from; i < len(evs); i++ {
+				if gr := evs[i].Broker.GetGranted(); gr != nil {
+					g = grant{pod: c.p, epoch: gr.GetEpoch(), at: evs[i].At, index: i}
+					return true, nil
+				}
+			}
+		}
+		return false, nil
+	})
+	return g, err
+}
+
+// checkLockLost: from a moment after Revoked(lock_lost) until the next
+// grant, no replication connection existed and the slot did not move; the
+// next grant's epoch is higher.
+func (k *kit) checkLockLost(rv Event, epoch uint64, next grant) {
+	const name = "lock-lost-stops"
+	reason := rv.Broker.GetRevoked().GetReason()
+	if reason != batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST {
+		k.fail(name, "Revoked with reason %s after the lock session ended, want lock_lost", reason)
+		return
+	}
+	ss := k.obs.Samples(rv.At.Add(stopTolerance), next.at)
+	if len(ss) == 0 {
+		k.fail(name, "no sample between the revocation and the next grant")
+		return
+	}
+	for _, s := range ss {
+		if len(s.Walsenders) > 0 {
+			k.fail(name, "replication connection %q seen %s after Revoked(lock_lost), before the next grant", s.Walsenders[0].App, s.At.Sub(rv.At).Round(time.Millisecond))
+			return
+		}
+		if s.Confirmed != ss[0].Confirmed {
+			k.fail(name, "the slot moved from %s to %s after Revoked(lock_lost), before the next grant", fmtLSN(ss[0].Confirmed), fmtLSN(s.Confirmed))
+			return
+		}
+	}
+	if next.epoch <= epoch {
+		k.fail(name, "the next grant has epoch %d, not above %d", next.epoch, epoch)
+		return
+	}
+	k.pass(name, "nothing consumed for %s after Revoked(lock_lost) of epoch %d; pod %s granted epoch %d",
+		next.at.Sub(rv.At).Round(time.Millisecond), epoch, next.pod.name, next.epoch)
+}
+
+// checkKill kills the holder's worker with SIGKILL once it reported a
+// durable position under g, starts it again on the same storage, and
+// checks that its first report under the next grant is not below what it
+// reported before, nor below the slot's confirmed position.
+func (k *kit) checkKill(ctx context.Context, g grant) error {
+	const name = "sigkill-restart-keeps-acknowledged"
+	p := g.pod
+	if err := k.awaitSlotHeldBy(ctx, g, startTimeout); err != nil {
+		k.fail(name, "before the kill: %v", err)
+		return err
+	}
+	if _, _, err := p.proxy.await(ctx, g.index, progressTimeout, "Progress under the grant", func(e Event) bool {
+		return e.Worker.GetProgress().GetEpoch() == g.epoch && e.Worker.GetProgress().GetDurableLsn() > 0
+	}); err != nil {
+		k.fail(name, "before the kill: %v", err)
+		return err
+	}
+	if err := p.worker.SignalGroup(syscall.SIGKILL); err != nil {
+		return &setupError{err}
+	}
+	killed := time.Now()
+	if _, err := p.worker.Wait(10 * time.Second); err != nil {
+		return &setupError{err}
+	}
+	d := p.durable(killed)
+	var c uint64
+	if err := harness.AwaitContext(ctx, 10*time.Second, sampleEvery, "the killed worker's walsender to end", func() (bool, error) {
+		ss := k.obs.Samples(killed, time.Now())
+		if len(ss) == 0 {
+			return false, nil
+		}
+		s := ss[len(ss)-1]
+		_, ok := walsenderOf(s, g.epoch)
+		c = s.Confirmed
+		return !ok && s.SlotPID == 0, nil
+	}); err != nil {
+		k.fail(name, "%v", err)
+		return err
+	}
+	n := len(p.proxy.Events())
+	if err := p.startWorker(); err != nil {
+		return &setupError{err}
+	}
+	g2, err := k.awaitGrant(ctx, p, n, startTimeout)
+	if err != nil {
+		k.fail(name, "no grant after the restart: %v", err)
+		return err
+	}
+	pe, _, err := p.proxy.await(ctx, g2.index, progressTimeout, "Progress after the restart", func(e Event) bool {
+		return e.Worker.GetProgress().GetEpoch() == g2.epoch
+	})
+	if err != nil {
+		k.fail(name, "%v", err)
+		return err
+	}
+	first := pe.Worker.GetProgress().GetDurableLsn()
+	k.check(name, first >= d && first >= c, "reported durable %s before SIGKILL (slot confirmed %s); first report after the restart (epoch %d): %s",
+		fmtLSN(d), fmtLSN(c), g2.epoch, fmtLSN(first))
+	return nil
+}
+
+// checkSlotNeverPassesDurable: every time the slot's confirmed position
+// moved, the worker consuming it (by the epoch in its application_name)
+// had reported a durable position at least as high, by reportGrace later.
+func (k *kit) checkSlotNeverPassesDurable() {
+	const name = "slot-never-passes-durable"
+	ss := k.obs.Samples(time.Time{}, time.Now())
+	moves := 0
+	var prev Sample
+	for i, s := range ss {
+		if i == 0 || s.Confirmed <= prev.Confirmed || prev.Confirmed == 0 {
+			prev = s
+			continue
+		}
+		moves++
+		// The consumer: the slot's walsender now, or just before.
+		var epoch uint64
+		for _, x := range []Sample{s, prev} {
+			for _, w := range x.Walsenders {
+				if w.PID == x.SlotPID && x.SlotPID != 0 {
+					epoch, _ = WorkerEpoch(w.App, StreamID)
+				}
+			}
+			if epoch != 0 {
+				break
+			}
+		}
+		if epoch == 0 {
+			k.fail(name, "the slot moved from %s to %s with no consumer named by epoch", fmtLSN(prev.Confirmed), fmtLSN(s.Confirmed))
+			return
+		}
+		holder := k.holderOf(epoch)
+		if holder == nil {
+			k.fail(name, "the slot moved to %s under epoch %d, which no pod was granted", fmtLSN(s.Confirmed), epoch)
+			return
+		}
+		if d := holder.durable(s.At.Add(reportGrace)); d < s.Confirmed {
+			k.fail(name, "the slot was confirmed to %s under epoch %d, but pod %s had reported durable only %s", fmtLSN(s.Confirmed), epoch, holder.name, fmtLSN(d))
+			return
+		}
+		prev = s
+	}
+	if moves == 0 {
+		k.fail(name, "the slot's confirmed position never moved")
+		return
+	}
+	k.pass(name, "the slot moved %d times, each time to at most what its consumer had reported durable", moves)
+}
+
+// holderOf is the pod that was granted epoch.
+func (k *kit) holderOf(epoch uint64) *pod {
+	for _, p := range k.pods {
+		for _, e := range p.proxy.Events() {
+			if e.Broker.GetGranted().GetEpoch() == epoch {
+				return p
+			}
+		}
+	}
+	return nil
+}
+
+// checkKeepalive: no worker was sent GOAWAY for pinging too often (the
+// proxies enforce the broker's keepalive policy).
+func (k *kit) checkKeepalive() {
+	const name = "keepalive-within-limits"
+	for _, p := range k.pods {
+		for _, g := range p.proxy.Goaways() {
+			if strings.Contains(g, "too_many_pings") {
+				k.fail(name, "pod %s's worker was sent GOAWAY %s: it pings more often than every %s", p.name, g, enforcement.MinTime)
+				return
+			}
+		}
+	}
+	k.pass(name, "no GOAWAY too_many_pings (pings no more often than every %s)", enforcement.MinTime)
+}
