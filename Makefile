@@ -42,9 +42,27 @@ run-pair: build ## Run two broker + worker pairs on one database, to try a hando
 	$(BIN)/devrun -bin $(BIN) -pairs 2
 
 .PHONY: test
-test: ## Run every test (unit, end-to-end and fault tests against a real PostgreSQL; the alert rules and dashboard)
+test: ## Run every test (unit, end-to-end and fault tests against a real PostgreSQL; the alert rules and dashboard; the conformance kit against every worker)
 	go test -count=1 -timeout $(TEST_TIMEOUT) $(MODULES)
 	cd deploy/monitoring && GOWORK=off go test -count=1 ./...
+	$(MAKE) --no-print-directory conformance-all
+
+# `make conformance WORKER="<command>"`: the conformance kit (tests/conformance)
+# against any worker; WORKER2="<command>" runs another worker as the second pod
+# of the stream (handoffs both ways between the two). The commands run with
+# sh -c and read the environment contract (README: "Writing a worker in
+# another language"); make passes WORKER and WORKER2 on in the environment.
+.PHONY: conformance
+conformance: build ## Check a worker against the lease contract: make conformance WORKER="<command>" [WORKER2="<command>"]
+	go build -o $(BIN)/conformance ./tests/cmd/conformance
+	$(BIN)/conformance -broker $(BIN)/broker
+
+# Every worker of the repository, as `make test` checks them: one line each
+# (-worker2 for a pair of different workers).
+.PHONY: conformance-all
+conformance-all: build
+	go build -o $(BIN)/conformance ./tests/cmd/conformance
+	$(BIN)/conformance -broker $(BIN)/broker -worker '$(BIN)/worker'
 
 # `make faults`: the randomized fault test, long. Each storage mode (per-pod
 # and shared) takes FAULT_COUNT faults; FAULT_SEED replays a run's draws.

@@ -65,6 +65,10 @@ type Options struct {
 	Out io.Writer
 	// Log, when set, receives every line the processes print.
 	Log *os.File
+	// Until, when set, ends the run once that check has a result; the
+	// checks over the whole run then judge what was seen so far, and the
+	// checks not reached are not reported.
+	Until string
 }
 
 // Result is the outcome of one check.
@@ -111,9 +115,12 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 	}
 	k := &kit{o: o, done: map[string]bool{}}
 	err := k.run(ctx)
+	if errors.Is(err, errUntil) {
+		err = nil
+	}
 	var results []Result
 	for _, name := range Checks {
-		if !k.done[name] {
+		if !k.done[name] && o.Until == "" {
 			detail := "not reached"
 			if err != nil {
 				detail = "not reached: " + err.Error()
@@ -142,6 +149,17 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 		return results, err
 	}
 	return results, nil
+}
+
+// errUntil ends a run at Options.Until.
+var errUntil = errors.New("stopped at the check named by Until")
+
+// reached returns errUntil once the check named by Until has a result.
+func (k *kit) reached() error {
+	if k.o.Until != "" && k.done[k.o.Until] {
+		return errUntil
+	}
+	return nil
 }
 
 // setupError is a failure of the kit's own environment.
@@ -233,6 +251,11 @@ func (k *kit) run(ctx context.Context) (err error) {
 		k.pods[i] = p
 	}
 	err = k.scenario(ctx)
+	if errors.Is(err, errUntil) {
+		// Over the run so far.
+		k.checkSlotNeverPassesDurable()
+		k.checkKeepalive()
+	}
 	if oerr := k.obs.Err(); oerr != nil && err == nil {
 		err = &setupError{oerr}
 	}
@@ -303,6 +326,9 @@ func (k *kit) newPod(name, cmd string) (*pod, error) {
 		}
 		*a = fmt.Sprintf("127.0.0.1:%d", port)
 	}
+	if err := os.MkdirAll(filepath.Join(k.dir, "shared"), 0o755); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(p.storageDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -353,6 +379,7 @@ func (p *pod) Env() []string {
 		"BATON_BROKER_ADDR=" + p.proxy.Addr(),
 		"BATON_HTTP_LISTEN=" + p.httpAddr,
 		"BATON_STORAGE_DIR=" + p.storageDir,
+		"BATON_SHARED_DIR=" + filepath.Join(p.k.dir, "shared"),
 		"BATON_INSECURE=true",
 	}
 }
