@@ -93,10 +93,12 @@ func TestSigtermHandsOver(t *testing.T) {
 	// When a's worker learns of the revoke, a must still hold the lock.
 	var mu sync.Mutex
 	var heldAtRevoke []int32
-	wa.OnEnd = func(*lease.Lease) {
+	var drain time.Duration
+	wa.OnEnd = func(l *lease.Lease) {
 		held, _ := lockHolders(t, conn, "default")
 		mu.Lock()
 		heldAtRevoke = held
+		drain = l.DrainDeadline().Sub(l.EndedAt())
 		mu.Unlock()
 	}
 	// a's lock session pid, from the state table.
@@ -128,6 +130,11 @@ func TestSigtermHandsOver(t *testing.T) {
 	mu.Lock()
 	if len(heldAtRevoke) != 1 || heldAtRevoke[0] != aPID {
 		t.Fatalf("at revoke, lock holders were %v; want only a's session %d", heldAtRevoke, aPID)
+	}
+	// The revoke said how long the worker may drain: BATON_DRAIN_TIMEOUT
+	// (20 s) less the broker's delivery margin (lease.proto B4).
+	if drain < 17*time.Second || drain > 18*time.Second {
+		t.Fatalf("worker a may drain for %v after the revoke, want about 18s", drain)
 	}
 	mu.Unlock()
 	code, err := a.Wait(10 * time.Second)
@@ -233,7 +240,7 @@ func TestWorkerAbsenceReleases(t *testing.T) {
 	settings := map[string]string{"BATON_WORKER_ABSENCE_TIMEOUT": "2s", "BATON_LEASE_TTL": "1s",
 		"BATON_HEARTBEAT_INTERVAL": "300ms", "BATON_LOCK_SESSION_TIMEOUT": "3s"}
 	a := startBroker(t, harness.BrokerOptions{DatabaseURL: pg.URL(), Name: "a", Settings: settings})
-	wa, err := harness.StartLeaseWorker(a.Addr, lease.Options{WorkerID: "wa"}, nil)
+	wa, err := harness.StartLeaseWorker(a.Addr, lease.Options{WorkerID: "wa", StreamID: a.StreamID}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

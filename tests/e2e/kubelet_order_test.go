@@ -192,7 +192,7 @@ func (h *holderLog) await(t *testing.T, who, worker, url string, timeout time.Du
 func leaseClient(t *testing.T, b *harness.Broker, id, url string) (*holderLog, <-chan *lease.Lease) {
 	t.Helper()
 	log := &holderLog{}
-	c, err := lease.New(b.Addr, lease.Options{WorkerID: id, AdvertiseURL: url, OnStandby: log.add})
+	c, err := lease.New(b.Addr, lease.Options{WorkerID: id, StreamID: b.StreamID, AdvertiseURL: url, OnStandby: log.add})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,7 +119,7 @@ func awaitActivePod(t *testing.T, timeout time.Duration, pods ...*harness.Pod) *
 // startWorker attaches an in-process lease worker to b.
 func startWorker(t *testing.T, b *harness.Broker, id string) *harness.LeaseWorker {
 	t.Helper()
-	w, err := harness.StartLeaseWorker(b.Addr, lease.Options{WorkerID: id}, nil)
+	w, err := harness.StartLeaseWorker(b.Addr, lease.Options{WorkerID: id, StreamID: b.StreamID}, nil)
 	if err != nil {
 		t.Fatalf("start worker: %v", err)
 	}

@@ -38,8 +38,10 @@ type Broker struct {
 	// gRPC and the metrics listener.
 	Addr        string
 	MetricsAddr string
-	conn        *grpc.ClientConn
-	health      healthpb.HealthClient
+	// StreamID is the stream it serves, for its workers' Hello.
+	StreamID string
+	conn     *grpc.ClientConn
+	health   healthpb.HealthClient
 }
 
 // StartBroker starts a broker on free ports.
@@ -84,7 +86,11 @@ func StartBroker(o BrokerOptions) (*Broker, error) {
 		p.Kill()
 		return nil, err
 	}
-	return &Broker{Process: p, Addr: addr, MetricsAddr: maddr, conn: conn, health: healthpb.NewHealthClient(conn)}, nil
+	stream := o.StreamID
+	if stream == "" {
+		stream = "default"
+	}
+	return &Broker{Process: p, Addr: addr, MetricsAddr: maddr, StreamID: stream, conn: conn, health: healthpb.NewHealthClient(conn)}, nil
 }
 
 // Health asks the broker's grpc.health.v1 Check for service.

@@ -33,6 +33,9 @@ type Lease struct {
 	deadline time.Time
 	timer    *time.Timer
 	endedAt  time.Time
+	// drainBy: until when the worker may finish after a Revoked (zero: no
+	// Revoked received).
+	drainBy time.Time
 }
 
 func newLease(s *session, g *batonv1.Granted, now time.Time) *Lease {
@@ -87,6 +90,43 @@ func (l *Lease) Deadline() time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.deadline
+}
+
+// DrainDeadline is until when, on the monotonic clock, the worker may still
+// finish with the stream after the broker revoked the lease: make durable
+// what it received, acknowledge it, close its replication connection and
+// Release (lease.proto W6). It is receipt + Revoked.drain_timeout (for a
+// shutdown; none for lock_lost and replaced), shortened by a later Revoked
+// or by the stream to the broker breaking. Zero when the broker did not
+// revoke the lease (it expired, the broker was lost, the worker released):
+// then there is nothing to drain into. A deadline in the past means stop at
+// once: acknowledge nothing more.
+func (l *Lease) DrainDeadline() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.drainBy
+}
+
+// revoked sets the drain deadline to t on the first Revoked of a valid
+// lease, and moves it to t if a later one says sooner.
+func (l *Lease) revoked(t time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.drainBy.IsZero() && l.endedAt.IsZero():
+		l.drainBy = t
+	case !l.drainBy.IsZero() && t.Before(l.drainBy):
+		l.drainBy = t
+	}
+}
+
+// shortenDrain moves the drain deadline of a revoked lease to t if sooner.
+func (l *Lease) shortenDrain(t time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.drainBy.IsZero() && t.Before(l.drainBy) {
+		l.drainBy = t
+	}
 }
 
 // EndedAt is when the lease ended (zero while valid).

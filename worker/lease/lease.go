@@ -40,6 +40,10 @@ import (
 	batonv1 "github.com/batonhq/baton/proto/baton/v1"
 )
 
+// ProtocolVersion is the version of the lease protocol this client
+// implements (Hello.protocol_version).
+const ProtocolVersion = 2
+
 // ErrExpired ends a lease whose renewals stopped arriving for the TTL.
 var ErrExpired = errors.New("lease expired: no renewal within the TTL")
 
@@ -52,7 +56,8 @@ var ErrBrokerLost = errors.New("lease stream to the broker ended")
 // ErrClosed is returned by Acquire after Close.
 var ErrClosed = errors.New("lease client closed")
 
-// RevokedError ends a lease the broker revoked.
+// RevokedError ends a lease the broker revoked. Lease.DrainDeadline says
+// until when the worker may still finish.
 type RevokedError struct {
 	Reason  batonv1.RevokeReason
 	Message string
@@ -80,8 +85,10 @@ func ReasonString(r batonv1.RevokeReason) string {
 // Options configure a Client.
 type Options struct {
 	// WorkerID names this worker in the broker's logs and state table.
+	// Required.
 	WorkerID string
-	// StreamID, when set, must match the broker's stream.
+	// StreamID is the stream the worker consumes (REPLICATION_STREAM_ID);
+	// the broker refuses it if it serves another. Required.
 	StreamID string
 	// AdvertiseURL, when set, is the base URL at which this worker serves
 	// the other pods of the stream (Hello.advertise_url); the broker shows it
@@ -117,6 +124,9 @@ type Client struct {
 // New creates a client for the broker at addr (host:port). It does not
 // connect until Acquire.
 func New(addr string, opts Options) (*Client, error) {
+	if opts.WorkerID == "" || opts.StreamID == "" {
+		return nil, errors.New("lease client: WorkerID and StreamID are required")
+	}
 	dial := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 2 * time.Second, Timeout: 2 * time.Second, PermitWithoutStream: true}),
@@ -226,6 +236,7 @@ func (c *Client) session(ctx context.Context) (*session, error) {
 		c.reachable(nil)
 		err = stream.Send(&batonv1.WorkerMessage{Msg: &batonv1.WorkerMessage_Hello{Hello: &batonv1.Hello{
 			WorkerId: c.opts.WorkerID, StreamId: c.opts.StreamID, AdvertiseUrl: c.opts.AdvertiseURL,
+			ProtocolVersion: ProtocolVersion,
 		}}})
 	}
 	if !stop() || err != nil {
@@ -239,6 +250,21 @@ func (c *Client) session(ctx context.Context) (*session, error) {
 	go s.receive()
 	c.sess = s
 	return s, nil
+}
+
+// drainDeadline is until when a worker revoked by r (received at now) may
+// finish: receipt + drain_timeout; from a broker that predates the field,
+// the lease's own expiry (leaseEnd) for a shutdown and now for any other
+// reason (lease.proto, Revoked.drain_timeout).
+func drainDeadline(r *batonv1.Revoked, now, leaseEnd time.Time) time.Time {
+	switch {
+	case r.GetDrainTimeout() != nil:
+		return now.Add(max(r.GetDrainTimeout().AsDuration(), 0))
+	case r.GetReason() == batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN:
+		return leaseEnd
+	default:
+		return now
+	}
 }
 
 // reachable reports to OnBroker that the broker is unreachable (err), or
@@ -314,6 +340,8 @@ func (s *session) receive() {
 			cur := s.cur
 			s.mu.Unlock()
 			if cur != nil {
+				// A draining worker's broker is gone: so may its lock be.
+				cur.shortenDrain(now)
 				cur.end(fmt.Errorf("%w: %w", ErrBrokerLost, err))
 			}
 			return
@@ -349,6 +377,7 @@ func (s *session) receive() {
 			cur := s.cur
 			s.mu.Unlock()
 			if cur != nil && cur.Epoch == msg.Revoked.GetEpoch() {
+				cur.revoked(drainDeadline(msg.Revoked, now, cur.Deadline()))
 				cur.end(&RevokedError{Reason: msg.Revoked.GetReason(), Message: msg.Revoked.GetMessage()})
 			}
 		}

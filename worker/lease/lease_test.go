@@ -94,12 +94,24 @@ func (f *fakeBroker) client(t *testing.T, opts lease.Options) *lease.Client {
 	opts.DialOptions = append(opts.DialOptions, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
 		return f.ln.DialContext(ctx)
 	}))
+	opts = withIDs(opts)
 	c, err := lease.New("passthrough:///bufnet", opts)
 	if err != nil {
 		t.Fatalf("lease.New: %v", err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// withIDs fills the required ids the test left empty.
+func withIDs(o lease.Options) lease.Options {
+	if o.WorkerID == "" {
+		o.WorkerID = "w"
+	}
+	if o.StreamID == "" {
+		o.StreamID = "s"
+	}
+	return o
 }
 
 func (f *fakeBroker) stream(t *testing.T) *fakeStream {
@@ -179,7 +191,7 @@ func TestHelloAndRelease(t *testing.T) {
 		got <- l
 	}()
 	s := f.stream(t)
-	if s.hello.GetWorkerId() != "worker@pod" || s.hello.GetStreamId() != "s" {
+	if s.hello.GetWorkerId() != "worker@pod" || s.hello.GetStreamId() != "s" || s.hello.GetProtocolVersion() != lease.ProtocolVersion || lease.ProtocolVersion != 2 {
 		t.Fatalf("hello = %v", s.hello)
 	}
 	s.out <- standby(batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT)
@@ -435,9 +447,9 @@ func TestCloseUnblocksAcquire(t *testing.T) {
 	// No broker at all: Acquire keeps trying until Close.
 	ln := bufconn.Listen(1 << 10)
 	ln.Close()
-	c, err := lease.New("passthrough:///bufnet", lease.Options{DialOptions: []grpc.DialOption{
+	c, err := lease.New("passthrough:///bufnet", withIDs(lease.Options{DialOptions: []grpc.DialOption{
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ln.DialContext(ctx) }),
-	}})
+	}}))
 	if err != nil {
 		t.Fatalf("lease.New: %v", err)
 	}
@@ -493,6 +505,7 @@ func TestOnBrokerUnreachable(t *testing.T) {
 	var up atomic.Bool
 	reports := make(chan error, 16)
 	c, err := lease.New("passthrough:///bufnet", lease.Options{
+		WorkerID: "w", StreamID: "s",
 		OnBroker: func(err error) { reports <- err },
 		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
 			if !up.Load() {
@@ -539,5 +552,118 @@ func TestOnBrokerUnreachable(t *testing.T) {
 	case err := <-reports:
 		t.Fatalf("report %v with the broker reachable all along", err)
 	default:
+	}
+}
+
+// TestNewRequiresIDs: the broker refuses a version-2 Hello without them, so
+// the client does before dialling.
+func TestNewRequiresIDs(t *testing.T) {
+	for _, o := range []lease.Options{{}, {WorkerID: "w"}, {StreamID: "s"}} {
+		if c, err := lease.New("passthrough:///bufnet", o); err == nil {
+			_ = c.Close()
+			t.Fatalf("New(%+v) = nil error, want one", o)
+		}
+	}
+}
+
+func revokedDrain(epoch uint64, r batonv1.RevokeReason, d time.Duration) *batonv1.BrokerMessage {
+	m := revoked(epoch, r)
+	m.GetRevoked().DrainTimeout = durationpb.New(d)
+	return m
+}
+
+// TestDrainDeadline: a revoked lease says until when the worker may finish
+// (lease.proto Revoked.drain_timeout, W6): receipt + drain_timeout; from a
+// broker that sends none, the lease's expiry for a shutdown and at once for
+// any other reason; a second Revoked or the broker going away shortens it.
+func TestDrainDeadline(t *testing.T) {
+	const ttl = time.Minute
+	shutdown18 := func() *batonv1.BrokerMessage {
+		return revokedDrain(3, batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN, 18*time.Second)
+	}
+	tests := []struct {
+		name string
+		msgs []*batonv1.BrokerMessage
+		// brokerLost: the stream to the broker breaks after msgs.
+		brokerLost bool
+		// want: the deadline after the Revoked's receipt; fromExpiry: the
+		// lease's expiry instead.
+		want       time.Duration
+		fromExpiry bool
+	}{
+		{name: "shutdown", msgs: []*batonv1.BrokerMessage{shutdown18()}, want: 18 * time.Second},
+		{name: "lock lost", msgs: []*batonv1.BrokerMessage{revokedDrain(3, batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST, 0)}},
+		{name: "replaced", msgs: []*batonv1.BrokerMessage{revokedDrain(3, batonv1.RevokeReason_REVOKE_REASON_REPLACED, 0)}},
+		{name: "older broker, shutdown", msgs: []*batonv1.BrokerMessage{revoked(3, batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN)}, fromExpiry: true},
+		{name: "older broker, lock lost", msgs: []*batonv1.BrokerMessage{revoked(3, batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST)}},
+		{name: "lock lost during the drain", msgs: []*batonv1.BrokerMessage{
+			shutdown18(), revokedDrain(3, batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST, 0),
+		}},
+		{name: "a later revoke never lengthens it", msgs: []*batonv1.BrokerMessage{
+			revokedDrain(3, batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN, 5*time.Second),
+			revokedDrain(3, batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN, time.Hour),
+		}, want: 5 * time.Second},
+		{name: "another epoch's revoke is ignored", msgs: []*batonv1.BrokerMessage{
+			shutdown18(), revokedDrain(2, batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST, 0),
+		}, want: 18 * time.Second},
+		{name: "broker lost during the drain", msgs: []*batonv1.BrokerMessage{shutdown18()}, brokerLost: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startFake(t)
+			opts, standbys := syncStandby()
+			c := f.client(t, opts)
+			s, l := grant(t, f, c, 3, ttl)
+			defer s.close(nil) // so that Close need not wait for the fake
+			if !l.DrainDeadline().IsZero() {
+				t.Fatalf("DrainDeadline of a valid lease = %v, want zero", l.DrainDeadline())
+			}
+			expiry := l.Deadline()
+			before := time.Now()
+			for _, m := range tt.msgs {
+				s.out <- m
+			}
+			// A standby after them proves they were handled.
+			s.out <- standby(batonv1.StandbyReason_STANDBY_REASON_SHUTTING_DOWN)
+			await(t, standbys)
+			after := time.Now()
+			ended(t, l)
+			if tt.brokerLost {
+				s.close(errors.New("broker gone"))
+				for d := time.Now().Add(waitFor); l.DrainDeadline().Sub(before) > waitFor; {
+					if time.Now().After(d) {
+						t.Fatalf("DrainDeadline still %v after the broker was lost", l.DrainDeadline().Sub(before))
+					}
+					time.Sleep(time.Millisecond)
+				}
+				after = time.Now()
+			}
+			got := l.DrainDeadline()
+			if got.IsZero() {
+				t.Fatal("DrainDeadline of a revoked lease is zero")
+			}
+			lo, hi := before.Add(tt.want), after.Add(tt.want)
+			if tt.fromExpiry {
+				lo, hi = expiry, expiry
+			}
+			if got.Before(lo) || got.After(hi) {
+				t.Fatalf("DrainDeadline = %v after the revoke was sent, want between %v and %v", got.Sub(before), lo.Sub(before), hi.Sub(before))
+			}
+		})
+	}
+}
+
+// TestDrainDeadlineZeroWhenNotRevoked: a lease that expired or whose broker
+// went away has nothing to drain into.
+func TestDrainDeadlineZeroWhenNotRevoked(t *testing.T) {
+	f := startFake(t)
+	c := f.client(t, lease.Options{})
+	s, l := grant(t, f, c, 3, time.Minute)
+	s.close(errors.New("broker gone"))
+	if err := ended(t, l); !errors.Is(err, lease.ErrBrokerLost) {
+		t.Fatalf("lease ended with %v, want ErrBrokerLost", err)
+	}
+	if !l.DrainDeadline().IsZero() {
+		t.Fatalf("DrainDeadline = %v, want zero", l.DrainDeadline())
 	}
 }

@@ -67,6 +67,9 @@ func (b *broker) dialer() grpc.DialOption {
 func (b *broker) client(t *testing.T, opts wlease.Options) *wlease.Client {
 	t.Helper()
 	opts.DialOptions = append(opts.DialOptions, b.dialer())
+	if opts.StreamID == "" {
+		opts.StreamID = testStream
+	}
 	c, err := wlease.New("passthrough:///bufnet", opts)
 	if err != nil {
 		t.Fatalf("lease.New: %v", err)
