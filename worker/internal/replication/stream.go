@@ -12,8 +12,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
-	batonv1 "github.com/batonhq/baton/proto/baton/v1"
-
 	"github.com/batonhq/baton/worker/internal/storage"
 	"github.com/batonhq/baton/worker/internal/txn"
 	"github.com/batonhq/baton/worker/lease"
@@ -47,6 +45,9 @@ type Lease interface {
 	// Valid is true while the lease is held on the worker's monotonic
 	// clock, even before its expiry timer has fired.
 	Valid() bool
+	// DrainDeadline is, after a revoke, until when the stream may still
+	// be drained (lease.Lease.DrainDeadline); zero when not revoked.
+	DrainDeadline() time.Time
 	Progress(lsn uint64) error
 }
 
@@ -111,10 +112,13 @@ type item struct {
 }
 
 // Run replicates until the lease ends or ctx is done. A shutdown (ctx done)
-// or a revoke with reason shutdown stops gracefully: stop reading, make
-// everything received durable, acknowledge it, close the stream and end our
-// own walsender. Any other end of the lease (expiry, lock lost, replaced)
-// stops at once: nothing more is written or acknowledged.
+// or a revoke that leaves time to drain (Revoked.drain_timeout: the
+// broker's shutdown) stops gracefully: stop reading, make everything
+// received durable, acknowledge it, close the stream and end our own
+// walsender; after a revoke, only until the drain deadline, after which
+// nothing more is acknowledged (the broker may have let the lock go). Any
+// other end of the lease (expiry, lock lost, replaced) stops at once:
+// nothing more is written or acknowledged.
 func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 	var res Result
 	if o.WalSenderTimeout == 0 {
@@ -263,11 +267,18 @@ func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if s.finalAck != 0 {
+		// Waiting for the slot is part of the drain: not past its deadline.
+		actx := ectx
+		if d := l.DrainDeadline(); !d.IsZero() {
+			var cancel context.CancelFunc
+			actx, cancel = context.WithDeadline(ectx, d)
+			defer cancel()
+		}
 		// The final acknowledgement must land before the walsender ends:
 		// ended before it read it, the slot stays behind and the next
 		// consumer streams again what this one stored (and, with storage
 		// of its own, skips nothing but cannot prove continuity either).
-		if err := awaitConfirmed(ectx, admin, o.Slot, s.finalAck); err != nil {
+		if err := awaitConfirmed(actx, admin, o.Slot, s.finalAck); err != nil {
 			o.Log.Warn("final acknowledgement not confirmed by the slot", "slot", o.Slot, "acked_lsn", pglogrepl.LSN(s.finalAck).String(), "err", err)
 		}
 	}
@@ -280,15 +291,21 @@ func Run(ctx context.Context, o Options, l Lease, sink Sink) (Result, error) {
 }
 
 // graceful reports whether the stop may drain and acknowledge: a shutdown
-// of this worker, or a revoke for the broker's shutdown (the broker keeps the
-// lock until we release).
+// of this worker, or a revoke whose drain deadline has not passed (the
+// broker's shutdown: it keeps the lock until we release or the deadline
+// passes; lock_lost and replaced leave no time).
 func graceful(ctx context.Context, l Lease) bool {
 	err := l.Err()
 	if err == nil {
 		return ctx.Err() != nil
 	}
-	r, ok := lease.Revoked(err)
-	return ok && r == batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN
+	_, ok := lease.Revoked(err)
+	return ok && draining(l)
+}
+
+// draining reports whether a revoked lease's drain deadline is still ahead.
+func draining(l Lease) bool {
+	return time.Now().Before(l.DrainDeadline())
 }
 
 type streamer struct {
@@ -394,6 +411,11 @@ func (s *streamer) finish(ctx context.Context, items []item) error {
 		if err := s.sync(nil); err != nil {
 			return err
 		}
+	}
+	if _, revoked := lease.Revoked(s.l.Err()); revoked && !draining(s.l) {
+		s.o.Log.Warn("drain deadline passed: replication stopped without acknowledging more",
+			"epoch", s.o.Epoch, "durable_lsn", pglogrepl.LSN(s.durable.Load()).String())
+		return nil
 	}
 	ack := s.ackable.Load()
 	if ack > s.durable.Load() {
