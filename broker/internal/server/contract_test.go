@@ -5,8 +5,11 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -136,5 +139,146 @@ func TestUnknownMessageKindIgnored(t *testing.T) {
 	}
 	if !errors.Is(err, io.EOF) {
 		t.Fatalf("stream ended with %v, want a clean end", err)
+	}
+}
+
+// pinger is a raw HTTP/2 client connection to the broker that sends
+// keepalive pings itself (gRPC-Go's client will not ping more often than
+// every 10 s; other languages' clients will).
+type pinger struct {
+	fr     *http2.Framer
+	goaway chan *http2.GoAwayFrame
+	acks   chan struct{}
+	// settled receives the acknowledgements of our SETTINGS frames.
+	settled chan struct{}
+	// write sends a ping (not an acknowledgement).
+	write func(data [8]byte) error
+	// settings sends an empty SETTINGS frame: its acknowledgement comes
+	// after anything the broker queued before it (a GOAWAY closes first).
+	settings func() error
+}
+
+func (b *broker) pinger(t *testing.T) *pinger {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	conn, err := b.ln.DialContext(ctx)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	if _, err := conn.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatalf("preface: %v", err)
+	}
+	p := &pinger{fr: http2.NewFramer(conn, conn), goaway: make(chan *http2.GoAwayFrame, 1), acks: make(chan struct{}, 64), settled: make(chan struct{}, 64)}
+	if err := p.fr.WriteSettings(); err != nil {
+		t.Fatalf("settings: %v", err)
+	}
+	var wmu sync.Mutex // the reader acknowledges the server's frames too
+	go func() {
+		for {
+			f, err := p.fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if f.IsAck() {
+					p.settled <- struct{}{}
+				} else {
+					wmu.Lock()
+					_ = p.fr.WriteSettingsAck()
+					wmu.Unlock()
+				}
+			case *http2.PingFrame:
+				if f.IsAck() {
+					p.acks <- struct{}{}
+				} else {
+					wmu.Lock()
+					_ = p.fr.WritePing(true, f.Data)
+					wmu.Unlock()
+				}
+			case *http2.GoAwayFrame:
+				p.goaway <- f
+				return
+			}
+		}
+	}()
+	p.settings = func() error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		return p.fr.WriteSettings()
+	}
+	p.write = func(data [8]byte) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		return p.fr.WritePing(false, data)
+	}
+	return p
+}
+
+// TestKeepaliveLimit: a worker may send keepalive pings once a second
+// (lease.proto W12) without losing its connection; one that pings every
+// 100 ms is told GOAWAY ENHANCE_YOUR_CALM "too_many_pings", as a grpc-js
+// client with a keepalive under 500 ms was.
+func TestKeepaliveLimit(t *testing.T) {
+	tests := []struct {
+		name   string
+		every  time.Duration
+		pings  int
+		goaway bool
+	}{
+		{"every second: the documented limit", time.Second, 4, false},
+		{"every 100 ms", 100 * time.Millisecond, 10, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := startBroker(t, waitFor)
+			p := b.pinger(t)
+			var acked int
+			for i := range tt.pings {
+				if i > 0 {
+					// Timer-paced on purpose: the interval is what is tested.
+					time.Sleep(tt.every)
+				}
+				if err := p.write([8]byte{byte(i)}); err != nil {
+					break // the broker closed the connection
+				}
+			}
+			deadline := time.After(waitFor)
+			for acked < tt.pings {
+				select {
+				case <-p.acks:
+					acked++
+					continue
+				case g := <-p.goaway:
+					if !tt.goaway {
+						t.Fatalf("GOAWAY %v %q after %d acknowledged pings, every %v", g.ErrCode, g.DebugData(), acked, tt.every)
+					}
+					if g.ErrCode != http2.ErrCodeEnhanceYourCalm || string(g.DebugData()) != "too_many_pings" {
+						t.Fatalf("GOAWAY %v %q, want ENHANCE_YOUR_CALM too_many_pings", g.ErrCode, g.DebugData())
+					}
+					return
+				case <-deadline:
+					t.Fatalf("%d of %d pings acknowledged, no GOAWAY", acked, tt.pings)
+				}
+			}
+			// The broker acknowledges a ping before it counts it against the
+			// policy: a round trip after the last ack shows any GOAWAY first.
+			_ = p.settings() // fails if the broker already closed the connection
+			select {
+			case <-p.settled:
+			case g := <-p.goaway:
+				if !tt.goaway {
+					t.Fatalf("GOAWAY %v %q after the last ping, every %v", g.ErrCode, g.DebugData(), tt.every)
+				}
+				return
+			case <-deadline:
+				t.Fatal("neither an acknowledgement of SETTINGS nor GOAWAY")
+			}
+			if tt.goaway {
+				t.Fatalf("all %d pings every %v acknowledged, want GOAWAY too_many_pings", tt.pings, tt.every)
+			}
+		})
 	}
 }

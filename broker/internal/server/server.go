@@ -35,6 +35,19 @@ const (
 	maxProtocol = 2
 )
 
+// Keepalive (lease.proto W12 and B7). The contract lets a worker ping once
+// a second; the broker enforces half that (a worker pinging more often
+// gets GOAWAY ENHANCE_YOUR_CALM "too_many_pings" after a few pings), so
+// that timer jitter never counts against a worker at the limit. The broker
+// itself pings a connection idle for serverPingIdle and closes it when the
+// ping is not answered within serverPingTimeout: a frozen worker's stream
+// ends, which ends its grant.
+const (
+	minClientPing     = 500 * time.Millisecond
+	serverPingIdle    = 2 * time.Second
+	serverPingTimeout = 2 * time.Second
+)
+
 // Server serves the lease service and health on one gRPC listener.
 type Server struct {
 	batonv1.UnimplementedLeaseServiceServer
@@ -57,8 +70,8 @@ func New(streamID string, hub *lease.Hub, log *slog.Logger) *Server {
 		log:      log,
 		Health:   health.NewServer(),
 		grpc: grpc.NewServer(
-			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 500 * time.Millisecond, PermitWithoutStream: true}),
-			grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Second, Timeout: 2 * time.Second}),
+			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minClientPing, PermitWithoutStream: true}),
+			grpc.KeepaliveParams(keepalive.ServerParameters{Time: serverPingIdle, Timeout: serverPingTimeout}),
 		),
 	}
 	batonv1.RegisterLeaseServiceServer(s.grpc, s)
