@@ -125,8 +125,12 @@
 //  W9. Epochs. Act only under the epoch of the latest Granted: ignore
 //      Renewed and Revoked for other epochs; after a lease ended, consume
 //      nothing until a new Granted (whose epoch is higher).
-//  W10. Progress (optional). Report the durable, acknowledged position with
-//      Progress under the current epoch when it advances.
+//  W10. Progress. Report its durable position with Progress under the
+//      current epoch: soon after each grant, and at least every 10 s while
+//      it advances. The slot's confirmed_flush_lsn never passes the last
+//      position reported (Progress or Released.durable_lsn): report a
+//      position before, or as, it is acknowledged to PostgreSQL. The broker
+//      shows it; checks of W5 from outside the worker rely on it.
 //  W11. Ignore what it does not know: unknown BrokerMessage kinds, unknown
 //      fields, unknown enum values (an unknown StandbyReason means wait; an
 //      unknown RevokeReason is handled by its drain_timeout).
@@ -463,9 +467,10 @@ type WorkerMessage_Hello struct {
 }
 
 type WorkerMessage_Progress struct {
-	// The worker's durable position, sent whenever it advances (optional;
-	// informational: the broker shows it in `broker status`, recorded with
-	// its heartbeats in the state table, and in its metrics).
+	// The worker's durable position (W10): soon after each grant and at
+	// least every 10 s while it advances. The broker shows it in `broker
+	// status`, records it with its heartbeats in the state table and in its
+	// metrics; it never acts on it.
 	Progress *Progress `protobuf:"bytes,2,opt,name=progress,proto3,oneof"`
 }
 

@@ -125,8 +125,12 @@
 //  W9. Epochs. Act only under the epoch of the latest Granted: ignore
 //      Renewed and Revoked for other epochs; after a lease ended, consume
 //      nothing until a new Granted (whose epoch is higher).
-//  W10. Progress (optional). Report the durable, acknowledged position with
-//      Progress under the current epoch when it advances.
+//  W10. Progress. Report its durable position with Progress under the
+//      current epoch: soon after each grant, and at least every 10 s while
+//      it advances. The slot's confirmed_flush_lsn never passes the last
+//      position reported (Progress or Released.durable_lsn): report a
+//      position before, or as, it is acknowledged to PostgreSQL. The broker
+//      shows it; checks of W5 from outside the worker rely on it.
 //  W11. Ignore what it does not know: unknown BrokerMessage kinds, unknown
 //      fields, unknown enum values (an unknown StandbyReason means wait; an
 //      unknown RevokeReason is handled by its drain_timeout).
