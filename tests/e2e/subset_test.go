@@ -134,7 +134,20 @@ func TestSubsetSnapshots(t *testing.T) {
 	}
 	stop = updateInParallel(t, pg, 200)
 	stop()
-	c.check(t, pg, sqls, "after the shape was deleted")
+	if h := c.check(t, pg, sqls, "after the shape was deleted"); h == handle.Handle {
+		t.Errorf("the client still follows the deleted shape %s; want a new handle (409)", h)
+	}
+
+	// fetchSnapshot at the deleted shape's handle: 409, then asked again
+	// at the new one.
+	var again struct {
+		Data   []struct{ Value map[string]any }
+		Handle string
+	}
+	c.do(t, map[string]any{"op": "fetch", "log": "changes_only", "atHandle": handle.Handle, "atOffset": "1_0", "where": "id = $1", "params": map[string]string{"1": "7"}}, &again)
+	if len(again.Data) != 1 || fmt.Sprint(again.Data[0].Value["id"]) != "7" || again.Handle == handle.Handle {
+		t.Errorf("fetchSnapshot at a deleted shape's handle: %+v; want row 7 from the new shape", again)
+	}
 }
 
 // subsetClient is a running tests/ts/subset.mjs.
@@ -200,8 +213,9 @@ func (c *subsetClient) do(t *testing.T, cmd map[string]any, v any) {
 // check waits until the client's rows are exactly those of the subsets
 // (sqls select their ids) at PostgreSQL's values, and checks that each
 // row's values came one after the other: every update adds 1 to v, so a
-// lost change is a gap and a change applied twice a repeat.
-func (c *subsetClient) check(t *testing.T, pg *pgtest.Cluster, sqls []string, when string) {
+// lost change is a gap and a change applied twice a repeat. It returns
+// the handle the client follows.
+func (c *subsetClient) check(t *testing.T, pg *pgtest.Cluster, sqls []string, when string) string {
 	t.Helper()
 	conn := connect(t, pg)
 	want := map[string]int{}
@@ -216,9 +230,10 @@ func (c *subsetClient) check(t *testing.T, pg *pgtest.Cluster, sqls []string, wh
 		}
 	}
 	var got struct {
-		OK   bool
-		Rows map[string]int
-		Seq  map[string][]int
+		OK     bool
+		Rows   map[string]int
+		Seq    map[string][]int
+		Handle string
 	}
 	c.do(t, map[string]any{"op": "await", "values": want, "ms": 30000}, &got)
 	if !got.OK {
@@ -232,6 +247,7 @@ func (c *subsetClient) check(t *testing.T, pg *pgtest.Cluster, sqls []string, wh
 			}
 		}
 	}
+	return got.Handle
 }
 
 // updateInParallel starts two writers adding 1 to v of random rows, one

@@ -9,13 +9,15 @@
 // come on stdin, one JSON object a line; each is answered with one JSON
 // line on stdout:
 //
-//   {"op":"fetch","log":"full"|"changes_only", ...subset}
-//       fetchSnapshot on a stream of its own: {"metadata":{...},"data":[...]}
+//   {"op":"fetch","log":"full"|"changes_only","atHandle":h,"atOffset":o, ...subset}
+//       fetchSnapshot on a stream of its own (at handle h and offset o
+//       when given): {"metadata":{...},"data":[...],"handle":...}
 //   {"op":"snapshot", ...subset}
 //       Shape.requestSnapshot: {"handle":"<the stream's handle>"}
 //   {"op":"await","values":{"<id>":v,...},"ms":N}
 //       waits until the rows the Shape holds are exactly those ids with
-//       those v (or N ms passed): {"ok":bool,"rows":{...},"seq":{...}}
+//       those v (or N ms passed): {"ok":bool,"rows":{...},"seq":{...},
+//       "handle":"<the stream's handle>"}
 //
 // subset is the client's SubsetParams: where, params, orderBy, limit,
 // offset, method (GET or POST). seq maps each id to the v values the
@@ -77,12 +79,15 @@ function matches(values) {
 }
 
 async function run(cmd) {
-  const { op, log, ms, values, ...subset } = cmd
+  const { op, log, ms, values, atHandle, atOffset, ...subset } = cmd
   switch (op) {
     case 'fetch': {
-      const s = new ShapeStream({ url: `${base}/v1/shape`, params: { table, ...secret }, log, subscribe: false, onError })
+      // atHandle and atOffset, when given, are the stream's position (a
+      // stale handle is answered 409, and the client asks again).
+      const at = atHandle ? { handle: atHandle, offset: atOffset } : {}
+      const s = new ShapeStream({ url: `${base}/v1/shape`, params: { table, ...secret }, log, subscribe: false, onError, ...at })
       const { metadata, data } = await s.fetchSnapshot(subset)
-      return { metadata, data }
+      return { metadata, data, handle: s.shapeHandle }
     }
     case 'snapshot':
       await shape.requestSnapshot(subset)
@@ -92,7 +97,7 @@ async function run(cmd) {
       while (!matches(values) && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 20))
       }
-      return { ok: matches(values), rows: rowsNow(), seq: Object.fromEntries(seq) }
+      return { ok: matches(values), rows: rowsNow(), seq: Object.fromEntries(seq), handle: stream.shapeHandle }
     }
   }
   throw new Error(`unknown op ${op}`)
