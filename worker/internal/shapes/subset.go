@@ -151,19 +151,7 @@ func querySubset(ctx context.Context, conn *pgx.Conn, s *Shape, sub Subset, with
 		return nil, subsetErr(d, err)
 	}
 	defer rows.Close()
-	pkPos := make([]int, len(m.PK))
-	for i, k := range m.PK {
-		for j, c := range m.Columns {
-			if c.Name == k {
-				pkPos[i] = j
-			}
-		}
-	}
-	enc := newRowEncoder(d, m.Columns, pkPos)
-	// Electric's subset rows carry the snapshot's mark in their headers.
-	enc.suffix = append(enc.suffix[:len(enc.suffix)-2], `,"snapshot_mark":`...)
-	enc.suffix = strconv.AppendInt(enc.suffix, out.Mark, 10)
-	enc.suffix = append(enc.suffix, "}}"...)
+	enc := subsetEncoder(d, m.Columns, m.PK, out.Mark)
 	for rows.Next() {
 		raw := rows.RawValues()
 		if len(raw) != len(m.Columns) {
@@ -182,6 +170,25 @@ func querySubset(ctx context.Context, conn *pgx.Conn, s *Shape, sub Subset, with
 		return nil, fmt.Errorf("subset of %s: %w", d, err)
 	}
 	return out, nil
+}
+
+// subsetEncoder encodes a subset snapshot's rows: insert messages as the
+// initial snapshot's, whose headers also hold Electric's snapshot_mark.
+func subsetEncoder(d Definition, cols []Column, pk []string, mark int64) *rowEncoder {
+	pkPos := make([]int, len(pk))
+	for i, k := range pk {
+		for j, c := range cols {
+			if c.Name == k {
+				pkPos[i] = j
+			}
+		}
+	}
+	enc := newRowEncoder(d, cols, pkPos)
+	// The suffix ends with the headers' closing brace and the message's.
+	enc.suffix = append(enc.suffix[:len(enc.suffix)-2], `,"snapshot_mark":`...)
+	enc.suffix = strconv.AppendInt(enc.suffix, mark, 10)
+	enc.suffix = append(enc.suffix, "}}"...)
+	return enc
 }
 
 // subsetSQL type-checks the subset against the table t of the shape d and
