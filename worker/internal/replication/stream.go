@@ -323,12 +323,22 @@ type streamer struct {
 	finalAck uint64
 
 	dirty bool // appended since the last Sync
+	// unsynced is the size of the payloads appended since the last Sync.
+	unsynced int
 	// lastCommit is the commit time of the last transaction appended
 	// since the last Sync (zero: none).
 	lastCommit time.Time
 	kaLSN      uint64 // a keepalive's WAL end waiting for durability
 	kaPending  bool
 }
+
+// syncBatchBytes bounds what is appended between two Syncs while
+// messages keep arriving (a catch-up): the transactions become durable,
+// acknowledged and routed to the shapes as the stream goes, not all at
+// once when it pauses, and the storage's write buffer stays small.
+// Otherwise the stream log is synced whenever no message is waiting
+// (group commit).
+const syncBatchBytes = 1 << 20
 
 func (s *streamer) run(ctx, work context.Context) error {
 	readCtx, stopRead := context.WithCancel(work)
@@ -362,7 +372,7 @@ func (s *streamer) run(ctx, work context.Context) error {
 				stop()
 				return err
 			}
-			if len(items) == 0 && s.dirty {
+			if s.dirty && (len(items) == 0 || s.unsynced >= syncBatchBytes) {
 				if !s.l.Valid() {
 					continue // the lease check above stops the loop next
 				}
@@ -509,6 +519,7 @@ func (s *streamer) handle(it item, poke chan struct{}) error {
 	}
 	s.o.Decoded.Put(seq, tx)
 	s.dirty = true
+	s.unsynced += len(payload)
 	s.lastCommit = tx.CommitTime
 	if m := s.o.Metrics; m != nil {
 		m.Transactions.Inc()
@@ -541,6 +552,7 @@ func (s *streamer) sync(poke chan struct{}) error {
 		return fmt.Errorf("sync storage: %w", err)
 	}
 	s.dirty = false
+	s.unsynced = 0
 	if d > s.durable.Load() {
 		s.durable.Store(d)
 	}

@@ -63,6 +63,7 @@ type Log struct {
 	durableEnd uint64
 	swaps      uint64        // how many compactions replaced segs (compact.go)
 	meta       []byte        // st.meta, for Meta without syncMu (meta.go)
+	spare      []byte        // a written chunk's buffer, for the next chunk (bufpool.go)
 	changed    chan struct{} // closed and replaced whenever the state below or above changes
 	closed     bool
 	err        error // sticky: a fencing or I/O error ends the writer
@@ -219,10 +220,10 @@ func (l *Log) Append(r Record) (seq uint64, err error) {
 	}
 	if l.planSeg == 0 || (l.planSize > segmentHeaderSize && l.planSize+size > l.segmentSize) {
 		l.planSeg, l.planSize = l.nextSeq, segmentHeaderSize
-		c = &chunk{newSegment: true, segFirst: l.planSeg}
+		c = &chunk{newSegment: true, segFirst: l.planSeg, buf: l.newChunkBufLocked()}
 		l.pending = append(l.pending, c)
 	} else if c == nil {
-		c = &chunk{segFirst: l.planSeg}
+		c = &chunk{segFirst: l.planSeg, buf: l.newChunkBufLocked()}
 		l.pending = append(l.pending, c)
 	}
 	r.Seq, r.Epoch = l.nextSeq, l.me.epoch
@@ -269,6 +270,7 @@ func (l *Log) Sync() (durableEndLSN uint64, err error) {
 	}
 	l.at(hookChecked)
 	written, err := l.write(batch)
+	l.recycle(batch)
 	if err == nil && l.activeUnsynced && l.active != nil {
 		// Records Write made readable are made durable too.
 		if err = l.active.Sync(); err != nil {
@@ -318,6 +320,7 @@ func (l *Log) Write() error {
 	}
 	l.at(hookChecked)
 	ws, err := l.write(batch)
+	l.recycle(batch)
 	for _, w := range ws {
 		if err != nil {
 			break

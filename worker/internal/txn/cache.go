@@ -15,7 +15,8 @@ import (
 // holds nothing.
 type Cache struct {
 	mu      sync.Mutex
-	q       []cachedTx
+	q       []cachedTx // from head on: the cached transactions
+	head    int
 	changes int
 }
 
@@ -40,8 +41,14 @@ func (c *Cache) Put(seq uint64, tx *Transaction) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.q) >= cacheMaxTx || c.changes+len(tx.Changes) > cacheMaxChanges {
+	if len(c.q)-c.head >= cacheMaxTx || c.changes+len(tx.Changes) > cacheMaxChanges {
 		return
+	}
+	if c.head > 0 && len(c.q) == cap(c.q) {
+		// Move the queue to the front (amortized: Take only moves head).
+		n := copy(c.q, c.q[c.head:])
+		clear(c.q[n:])
+		c.q, c.head = c.q[:n], 0
 	}
 	if n := len(c.q); n > 0 && c.q[n-1].seq >= seq {
 		return
@@ -58,7 +65,7 @@ func (c *Cache) Take(seq uint64) *Transaction {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	i := 0
+	i := c.head
 	for i < len(c.q) && c.q[i].seq < seq {
 		c.changes -= len(c.q[i].tx.Changes)
 		i++
@@ -69,10 +76,10 @@ func (c *Cache) Take(seq uint64) *Transaction {
 		c.changes -= len(tx.Changes)
 		i++
 	}
-	if i > 0 {
-		n := copy(c.q, c.q[i:])
-		clear(c.q[n:])
-		c.q = c.q[:n]
+	clear(c.q[c.head:i])
+	c.head = i
+	if c.head == len(c.q) {
+		c.q, c.head = c.q[:0], 0
 	}
 	return tx
 }
