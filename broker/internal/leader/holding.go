@@ -18,6 +18,8 @@ import (
 type holding struct {
 	*Loop
 	claim *lock.Claim
+	// released: the claim was released (Claim.Release returned nil).
+	released bool
 	// claimedFor is the worker the claim already recorded as grantee.
 	claimedFor *lease.Worker
 	// handoff, until the first grant, is the handoff the claim made; the
@@ -283,7 +285,9 @@ func (h *holding) releaseStopped(ctx context.Context) error {
 func (h *holding) release(ctx context.Context, cause string) error {
 	rctx, cancel := context.WithTimeout(ctx, h.cfg.Lock.SessionTimeout)
 	defer cancel()
-	return h.claim.Release(rctx, h.hub.DurableLSN(), cause)
+	err := h.claim.Release(rctx, h.hub.DurableLSN(), cause)
+	h.released = err == nil
+	return err
 }
 
 // await heartbeats (without renewing) until done() or the deadline.

@@ -61,6 +61,11 @@ type Loop struct {
 
 	ready  bool
 	leader bool
+
+	// kept is the session of the last holding when it let go of the lock
+	// cleanly (see reuse), from keptAt on; nil if there is none.
+	kept   *lock.Session
+	keptAt time.Time
 }
 
 // New returns a leader loop driving hub.
@@ -96,6 +101,7 @@ var errStopped = errors.New("worker stopped")
 func (l *Loop) Run(ctx context.Context) error {
 	defer l.setReady(false)
 	defer l.setLeader(false)
+	defer l.dropKept(ctx)
 	needWorker := false
 	backoff := newBackoff()
 	for ctx.Err() == nil {
@@ -132,18 +138,18 @@ func (l *Loop) Run(ctx context.Context) error {
 // session ended.
 func (l *Loop) session(ctx context.Context, bo *backoff) error {
 	l.hub.SetStandby(lease.Standby{Reason: batonv1.StandbyReason_STANDBY_REASON_CONNECTING})
-	s, err := lock.Connect(ctx, l.cfg.Lock)
+	s, st, err := l.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer s.Close(ctx)
-	if err := s.EnsureSchema(ctx); err != nil {
-		return err
-	}
-	st, err := s.Status(ctx)
-	if err != nil {
-		return err
-	}
+	keep := false
+	defer func() {
+		if keep {
+			l.kept, l.keptAt = s, time.Now()
+		} else {
+			s.Close(ctx)
+		}
+	}()
 	l.hub.SetStandby(lease.Standby{Reason: batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT, Holder: holderOf(st)})
 	l.setReady(true)
 	if st.Held {
@@ -198,7 +204,67 @@ func (l *Loop) session(ctx context.Context, bo *backoff) error {
 	l.log.Info("lock acquired", args...)
 	l.hub.SetHolding(lease.HolderFrom(l.cfg.Lock.Holder, claim.Epoch(), int32(s.PID()), claim.AcquiredAt(), claim.AcquiredAt()))
 	defer l.hub.SetHolding(nil)
-	return h.run(ctx)
+	err = h.run(ctx)
+	keep = (errors.Is(err, errStopped) || errors.Is(err, errAbsent)) && h.released && !s.IsClosed()
+	return err
+}
+
+// connect returns a lock session, with the stream's status read on it:
+// the kept one (see reuse) if it still answers, else a new one.
+func (l *Loop) connect(ctx context.Context) (*lock.Session, lock.Status, error) {
+	if s := l.reuse(ctx); s != nil {
+		st, err := s.Status(ctx)
+		if err == nil && !(st.Held && st.HeldByPID == int32(s.PID())) {
+			return s, st, nil
+		}
+		// It failed, or (never seen) it still holds the lock: a new one.
+		s.Close(ctx)
+		l.log.Debug("kept lock session not reused; connecting a new one", "err", err)
+	}
+	s, err := lock.Connect(ctx, l.cfg.Lock)
+	if err != nil {
+		return nil, lock.Status{}, err
+	}
+	if err := s.EnsureSchema(ctx); err != nil {
+		s.Close(ctx)
+		return nil, lock.Status{}, err
+	}
+	st, err := s.Status(ctx)
+	if err != nil {
+		s.Close(ctx)
+		return nil, lock.Status{}, err
+	}
+	return s, st, nil
+}
+
+// reuse hands over the kept session: that of a holding that released the
+// lock cleanly (a stopping worker, or no worker within the absence
+// timeout) and then waited for a worker. Waiting for the lock again on it
+// spares a connection, its checks and the schema check at the start of
+// the next session, which is on the path of a worker's restart. The
+// session holds no lock, and PostgreSQL ends it once idle for the session
+// timeout (idle_session_timeout), so it is used only if it waited less
+// than half of that; otherwise it is closed. It returns nil when there is
+// none.
+func (l *Loop) reuse(ctx context.Context) *lock.Session {
+	s := l.kept
+	l.kept = nil
+	if s == nil {
+		return nil
+	}
+	if time.Since(l.keptAt) >= l.cfg.Lock.SessionTimeout/2 || s.IsClosed() {
+		s.Close(ctx)
+		return nil
+	}
+	return s
+}
+
+// dropKept closes the kept session, if any.
+func (l *Loop) dropKept(ctx context.Context) {
+	if l.kept != nil {
+		l.kept.Close(ctx)
+		l.kept = nil
+	}
 }
 
 // A handoff is an acquisition that took the stream over from a holding
