@@ -8,17 +8,23 @@ import (
 // truncateEvery is how often the stream log is truncated.
 const truncateEvery = time.Minute
 
-// truncateLoop truncates the stream log every truncateEvery until ctx
-// ends; a failure is logged, and retried at the next round.
+// truncateLoop truncates the stream log at once and then every
+// truncateEvery until ctx ends; a failure is logged, and retried at the
+// next round. The first round drops what the shapes had routed past when
+// the last worker stopped: the next Open, which reads and verifies every
+// segment of the log, then reads about what was written since, not the
+// whole history of a worker restarted more often than truncateEvery.
 func (r *Registry) truncateLoop(ctx context.Context) error {
-	return every(ctx, truncateEvery, func() error {
+	round := func() error {
 		if n, err := r.truncateStream(); err != nil {
 			r.o.Log.Warn("stream log not truncated", "err", err)
 		} else if n > 0 {
 			r.o.Log.Info("stream log truncated: every shape has moved past it", "records", n)
 		}
 		return nil
-	})
+	}
+	round()
+	return every(ctx, truncateEvery, round)
 }
 
 // truncateStream removes the stream log's segments that every shape has
