@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/worker/internal/shapes"
+	"github.com/batonhq/baton/worker/internal/storage"
 )
 
 // NotActive is the header of the 503 a worker answers to a forwarded
@@ -162,4 +163,72 @@ func (s *Server) refuseForwarded(w http.ResponseWriter, r *http.Request) {
 	cors(w, r)
 	w.Header().Set(NotActive, s.ID)
 	unavailable(w, fmt.Sprintf("This worker does not hold the stream's lease, and the request was already forwarded by %q: it is not forwarded again; retry shortly.", r.Header.Get(ForwardedBy)))
+}
+
+// ending reports whether err may come from the end of this worker's lease
+// under the request rather than from a fault: the lease being served is
+// over (ended, or past its deadline on this worker's clock) although
+// serving has not been switched off yet, or the storage was closed or
+// taken over by a newer lease.
+func (s *Server) ending(err error) bool {
+	if errors.Is(err, storage.ErrClosed) || errors.Is(err, storage.ErrFenced) {
+		return true
+	}
+	s.mu.RLock()
+	l := s.lease
+	s.mu.RUnlock()
+	if l == nil || !l.Valid() {
+		return true
+	}
+	select {
+	case <-l.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// served is the registry being served, whether or not its lease is still
+// valid.
+func (s *Server) served() *shapes.Registry {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.reg
+}
+
+// afterLease answers a request that failed because the lease of reg ended
+// under it. That is not an internal error, and the client is not told of
+// it: once this worker has stopped serving reg, the request is answered
+// as any request then is (elsewhere: held, forwarded to the active worker,
+// or served by a new lease's registry). If reg is still served after
+// MaxHold, 503 with Retry-After.
+func (s *Server) afterLease(w http.ResponseWriter, r *http.Request, reg *shapes.Registry, local func(http.ResponseWriter, *http.Request, *shapes.Registry)) {
+	t := time.NewTimer(s.MaxHold)
+	defer t.Stop()
+	s.Log.Debug("shape request held until the ended lease stops being served", "query", redactQuery(r.URL.RawQuery))
+	for {
+		rt := s.route()
+		if rt.reg != reg || reg == nil {
+			s.elsewhere(w, r, local)
+			return
+		}
+		select {
+		case <-rt.changed:
+		case <-t.C:
+			cors(w, r)
+			unavailable(w, fmt.Sprintf("This worker's lease ended during the request (waited %s for it to stop serving); retry shortly.", s.MaxHold))
+			return
+		case <-r.Context().Done():
+			return // the client left
+		}
+	}
+}
+
+// localFor is how r is answered from a registry: a POST is a subset
+// snapshot with its subset in the body, anything else a GET.
+func (s *Server) localFor(r *http.Request) func(http.ResponseWriter, *http.Request, *shapes.Registry) {
+	if r.Method == http.MethodPost {
+		return s.servePost
+	}
+	return s.serveShape
 }

@@ -145,7 +145,9 @@ func (s *Server) createErr(w http.ResponseWriter, r *http.Request, err error) {
 	case s.current() == nil:
 		// The lease ended under the request: answered where the stream
 		// is served now.
-		s.elsewhere(w, r, s.serveShape)
+		s.elsewhere(w, r, s.localFor(r))
+	case s.ending(err):
+		s.afterLease(w, r, s.served(), s.localFor(r))
 	default:
 		s.internalError(w, r, "shape request failed", err)
 	}
@@ -179,6 +181,8 @@ func (s *Server) planErr(w http.ResponseWriter, r *http.Request, reg *shapes.Reg
 			return
 		}
 		mustRefetch(w, sh.Handle())
+	case s.ending(err):
+		s.afterLease(w, r, reg, s.localFor(r))
 	default:
 		s.internalError(w, r, "shape read failed", err)
 	}
@@ -304,6 +308,10 @@ func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, reg *shapes
 		return
 	}
 	if err := reg.Delete(sh); err != nil {
+		if s.ending(err) {
+			s.afterLease(w, r, reg, s.serveDelete)
+			return
+		}
 		s.internalError(w, r, "shape not deleted", err)
 		return
 	}
