@@ -112,6 +112,9 @@ class Run {
       onData: (_start, _end, payload) => this.onData(payload),
       onKeepalive: (walEnd) => this.onKeepalive(walEnd),
     });
+    // Report where this grant starts (what the file and the slot hold)
+    // before the first acknowledgement, then whenever it advances (W10).
+    await this.lease.progress(this.durable);
     await this.repl.start();
     this.health.status = "active";
     this.health.durable = this.durable;
@@ -173,6 +176,8 @@ class Run {
       while (this.writing) await this.writing;
       if (this.writeErr) throw this.writeErr;
       if (this.stopped) return;
+      await this.lease.progress(this.durable);
+      if (this.mayWrite()) this.repl.setDurable(this.durable);
       if (!(await awaitConfirmed(admin, this.lease.slot, this.durable, Math.min(2000, left())))) {
         this.log.warn("the slot's confirmed position did not reach the durable position", { lsn: formatLsn(this.durable) });
       }
@@ -251,13 +256,19 @@ class Run {
     this.advance(batch[batch.length - 1]!.endLsn);
   }
 
+  /**
+   * Records lsn as durable, reports it to the broker and, once the report
+   * is written, acknowledges it to PostgreSQL: the slot never passes what
+   * the broker was told (and never what the file holds).
+   */
   private advance(lsn: bigint): void {
     if (lsn <= this.durable) return;
     this.durable = lsn;
     this.health.durable = lsn;
     if (!this.mayWrite()) return;
-    this.repl.setDurable(lsn);
-    this.lease.progress(lsn);
+    void this.lease.progress(lsn).then(() => {
+      if (this.mayWrite()) this.repl.setDurable(lsn);
+    });
   }
 }
 

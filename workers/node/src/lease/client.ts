@@ -226,8 +226,10 @@ class Session {
     this.call.write(m, cb);
   }
 
-  sendProgress = (epoch: bigint, durableLsn: bigint): void => {
-    this.send(create(WorkerMessageSchema, { msg: { case: "progress", value: { epoch, durableLsn } } }));
+  sendProgress = (epoch: bigint, durableLsn: bigint): Promise<void> => {
+    return new Promise<void>((resolve) => {
+      this.send(create(WorkerMessageSchema, { msg: { case: "progress", value: { epoch, durableLsn } } }), () => resolve());
+    });
   };
 
   sendReleased = (epoch: bigint, durableLsn: bigint, stopping: boolean, timeoutMs: number): Promise<void> => {

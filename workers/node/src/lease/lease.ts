@@ -28,7 +28,7 @@ export function revokeReasonName(r: RevokeReason): string {
 
 /** What the session behind a lease does for it. */
 export interface LeaseSession {
-  sendProgress(epoch: bigint, durableLsn: bigint): void;
+  sendProgress(epoch: bigint, durableLsn: bigint): Promise<void>;
   sendReleased(epoch: bigint, durableLsn: bigint, stopping: boolean, timeoutMs: number): Promise<void>;
 }
 
@@ -137,9 +137,17 @@ export class Lease {
     return this.valid() || performance.now() < this.drainAt;
   }
 
-  /** Tells the broker the last durable position (informational). */
-  progress(durableLsn: bigint): void {
-    if (this.endedAt === 0) this.session.sendProgress(this.epoch, durableLsn);
+  /**
+   * Tells the broker the last durable position (W10), while the lease is
+   * held or draining after a Revoked. Resolves once the message is written
+   * to the stream (or could not be); never rejects. A worker that reports
+   * before it acknowledges to PostgreSQL, and acknowledges after this
+   * resolves, never lets the slot's confirmed position pass what the
+   * broker was told, even when it is killed in between.
+   */
+  progress(durableLsn: bigint): Promise<void> {
+    if (this.err()?.kind === "released") return Promise.resolve();
+    return this.session.sendProgress(this.epoch, durableLsn);
   }
 
   /**
