@@ -115,7 +115,12 @@ class Run {
     // Report where this grant starts (what the file and the slot hold)
     // before the first acknowledgement, then whenever it advances (W10).
     await this.lease.progress(this.durable);
-    await this.repl.start();
+    try {
+      await this.repl.start();
+    } catch (e) {
+      this.repl.destroy();
+      throw e;
+    }
     this.health.status = "active";
     this.health.durable = this.durable;
     this.log.info("delivering", { slot: this.lease.slot, lsn: formatLsn(this.resume), file: this.out.path });

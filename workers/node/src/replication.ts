@@ -76,7 +76,8 @@ export class ReplicationConnection {
       `(proto_version '1', publication_names '${this.opts.publication.replace(/'/g, "''")}')`;
     const q = c.query(sql);
     q.then(() => this.end(), (e: Error) => this.fail(e));
-    await Promise.race([started, this.done]);
+    const streaming = await Promise.race([started.then(() => true), this.done.then(() => false)]);
+    if (!streaming || this.closing) throw new Error("replication ended before it started");
     this.copying = true;
     this.sendStatus(false);
     // Status updates at least every second, whatever the stream does: well
