@@ -17,10 +17,10 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## Build bin/broker and bin/worker (and the Node worker, workers/node/dist, once its npm ci ran)
+build: $(if $(wildcard workers/node/node_modules),build-node) ## Build bin/broker and bin/worker (and the Node worker, workers/node/dist, once its npm ci ran)
 	go build -ldflags "$(LDFLAGS)" -o $(BIN)/broker ./broker/cmd/broker
 	@if ls worker/cmd/worker/*.go >/dev/null 2>&1; then go build -ldflags "$(LDFLAGS)" -o $(BIN)/worker ./worker/cmd/worker; fi
-	@if [ -d workers/node/node_modules ]; then $(MAKE) --no-print-directory build-node; else echo "workers/node: no node_modules (cd workers/node && npm ci), Node worker not built"; fi
+	@[ -d workers/node/node_modules ] || echo "workers/node: no node_modules (cd workers/node && npm ci): the Node worker is not built"
 
 # The Node worker's modules come from its committed package-lock.json.
 NODE_WORKER := workers/node
@@ -60,9 +60,15 @@ conformance: build ## Check a worker against the lease contract: make conformanc
 # Every worker of the repository, as `make test` checks them: one line each
 # (-worker2 for a pair of different workers).
 .PHONY: conformance-all
-conformance-all: build
+conformance-all: build build-node
 	go build -o $(BIN)/conformance ./tests/cmd/conformance
 	$(BIN)/conformance -broker $(BIN)/broker -worker '$(BIN)/worker'
+	$(BIN)/conformance -broker $(BIN)/broker -worker '$(NODE_WORKER_CMD)'
+	$(BIN)/conformance -broker $(BIN)/broker -worker '$(BIN)/worker' -worker2 '$(NODE_WORKER_CMD)'
+
+# The Node worker as the kit runs it: its output file where both pods see it,
+# publishing the kit's table.
+NODE_WORKER_CMD := BATON_OUTPUT_FILE=$$BATON_SHARED_DIR/changes.jsonl BATON_TABLES=public.baton_conformance exec node $(CURDIR)/$(NODE_WORKER)/dist/main.js
 
 # `make faults`: the randomized fault test, long. Each storage mode (per-pod
 # and shared) takes FAULT_COUNT faults; FAULT_SEED replays a run's draws.
