@@ -22,6 +22,9 @@ type Lease struct {
 	Publication string
 	// Holder names the granting broker.
 	Holder string
+	// BrokerProtocol is the highest lease protocol version the broker
+	// supports (Granted.protocol_version; 0 for a broker older than 2).
+	BrokerProtocol uint32
 	// GrantedAt is when the grant arrived (monotonic clock).
 	GrantedAt time.Time
 
@@ -42,17 +45,18 @@ func newLease(s *session, g *batonv1.Granted, now time.Time) *Lease {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	ttl := g.GetTtl().AsDuration()
 	l := &Lease{
-		Epoch:       g.GetEpoch(),
-		TTL:         ttl,
-		StreamID:    g.GetStreamId(),
-		Slot:        g.GetSlotName(),
-		Publication: g.GetPublicationName(),
-		Holder:      g.GetHolder(),
-		GrantedAt:   now,
-		s:           s,
-		ctx:         ctx,
-		cancel:      cancel,
-		deadline:    now.Add(ttl),
+		Epoch:          g.GetEpoch(),
+		TTL:            ttl,
+		StreamID:       g.GetStreamId(),
+		Slot:           g.GetSlotName(),
+		Publication:    g.GetPublicationName(),
+		Holder:         g.GetHolder(),
+		BrokerProtocol: g.GetProtocolVersion(),
+		GrantedAt:      now,
+		s:              s,
+		ctx:            ctx,
+		cancel:         cancel,
+		deadline:       now.Add(ttl),
 	}
 	l.mu.Lock()
 	l.timer = time.AfterFunc(ttl, l.expire)

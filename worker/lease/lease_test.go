@@ -138,7 +138,7 @@ func (s *fakeStream) recv(t *testing.T) *batonv1.WorkerMessage {
 
 func granted(epoch uint64, ttl time.Duration) *batonv1.BrokerMessage {
 	return &batonv1.BrokerMessage{Msg: &batonv1.BrokerMessage_Granted{Granted: &batonv1.Granted{
-		Epoch: epoch, Ttl: durationpb.New(ttl), StreamId: "s", SlotName: "baton_slot_s", PublicationName: "baton_pub_s", Holder: "h",
+		Epoch: epoch, Ttl: durationpb.New(ttl), StreamId: "s", SlotName: "baton_slot_s", PublicationName: "baton_pub_s", Holder: "h", ProtocolVersion: 2,
 	}}}
 }
 
@@ -207,7 +207,7 @@ func TestHelloAndRelease(t *testing.T) {
 		t.Errorf("standbys = %v", reasons)
 	}
 	mu.Unlock()
-	if l.Epoch != 5 || l.TTL != time.Minute || l.Slot != "baton_slot_s" || l.Publication != "baton_pub_s" || l.Holder != "h" {
+	if l.Epoch != 5 || l.TTL != time.Minute || l.Slot != "baton_slot_s" || l.Publication != "baton_pub_s" || l.Holder != "h" || l.BrokerProtocol != 2 {
 		t.Fatalf("lease = %+v", l)
 	}
 

@@ -21,6 +21,10 @@ import (
 	"github.com/batonhq/baton/proto/stream"
 )
 
+// ProtocolVersion is the highest version of the lease protocol this broker
+// supports, told to every worker in Standby and Granted.
+const ProtocolVersion = 2
+
 // outQueue is how many messages may wait for a slow worker before it is
 // dropped.
 const outQueue = 64
@@ -278,6 +282,7 @@ func (h *Hub) Grant(w *Worker, epoch uint64) bool {
 		SlotName:        stream.SlotName(h.streamID),
 		PublicationName: stream.PublicationName(h.streamID),
 		Holder:          h.holder,
+		ProtocolVersion: ProtocolVersion,
 	}}})
 	for _, o := range append([]*Worker(nil), h.workers...) {
 		if o != w {
@@ -443,7 +448,7 @@ func (h *Hub) sendLocked(w *Worker, m *batonv1.BrokerMessage) {
 
 func standbyMsg(s Standby) *batonv1.BrokerMessage {
 	return &batonv1.BrokerMessage{Msg: &batonv1.BrokerMessage_Standby{Standby: &batonv1.Standby{
-		Reason: s.Reason, Holder: s.Holder,
+		Reason: s.Reason, Holder: s.Holder, ProtocolVersion: ProtocolVersion,
 	}}}
 }
 

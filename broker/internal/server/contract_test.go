@@ -63,8 +63,8 @@ func TestHelloChecks(t *testing.T) {
 			}
 			m, err := st.Recv()
 			if tt.code == codes.OK {
-				if err != nil || m.GetStandby() == nil {
-					t.Fatalf("after hello: %v, %v; want standby", m, err)
+				if err != nil || m.GetStandby() == nil || m.GetStandby().GetProtocolVersion() != 2 {
+					t.Fatalf("after hello: %v, %v; want standby saying protocol version 2", m, err)
 				}
 				_ = st.CloseSend()
 				for err == nil {
@@ -116,8 +116,8 @@ func TestUnknownMessageKindIgnored(t *testing.T) {
 		t.Fatal("hub.Grant = false")
 	}
 	m, err := st.Recv()
-	if err != nil || m.GetGranted().GetEpoch() != 7 {
-		t.Fatalf("after the unknown message: %v, %v; want granted epoch 7", m, err)
+	if err != nil || m.GetGranted().GetEpoch() != 7 || m.GetGranted().GetProtocolVersion() != 2 {
+		t.Fatalf("after the unknown message: %v, %v; want granted epoch 7, protocol version 2", m, err)
 	}
 	// A known kind carrying an unknown field is handled as the known kind.
 	p := withUnknown(t, &batonv1.WorkerMessage{Msg: &batonv1.WorkerMessage_Progress{Progress: &batonv1.Progress{Epoch: 7, DurableLsn: 42}}})

@@ -32,7 +32,7 @@ import (
 // stream_id.
 const (
 	minProtocol = 1
-	maxProtocol = 2
+	maxProtocol = lease.ProtocolVersion
 )
 
 // Keepalive (lease.proto W12 and B7). The contract lets a worker ping once

@@ -19,6 +19,14 @@
 // breaking` checks every change of this file against the last released one
 // (proto/released/).
 //
+// Version 2 added: Hello.protocol_version, with worker_id and stream_id
+// required; Standby.protocol_version and Granted.protocol_version (the
+// broker's); Revoked.drain_timeout, and a second Revoked when the lock
+// fails during a drain; brokers ignoring message kinds they do not know.
+// Brokers older than version 2 (protocol_version 0 in Standby) end a stream
+// that sends a kind they do not know with INVALID_ARGUMENT: a worker sends
+// a broker only the kinds of the versions it supports.
+//
 // Life of a lease
 //
 //  1. The worker opens one LeaseService.Lease stream to the broker of its own
@@ -145,8 +153,9 @@
 //
 // What a broker does
 //
-//  B1. It answers every Hello with Standby or Granted, and refuses a bad
-//      stream with a gRPC status: INVALID_ARGUMENT when the first message is
+//  B1. It answers every Hello with Standby first (then Granted when it
+//      grants), carrying its protocol_version, and refuses a bad stream with
+//      a gRPC status: INVALID_ARGUMENT when the first message is
 //      not Hello, Hello comes twice, stream_id names another stream, or (from
 //      version 2) worker_id or stream_id is empty; FAILED_PRECONDITION for an
 //      unsupported protocol_version; UNAVAILABLE while it shuts down.
@@ -820,9 +829,13 @@ type Standby struct {
 	// Why the worker waits.
 	Reason StandbyReason `protobuf:"varint,1,opt,name=reason,proto3,enum=baton.v1.StandbyReason" json:"reason,omitempty"`
 	// The current holder of the stream as recorded in PostgreSQL, when known.
-	Holder        *Holder `protobuf:"bytes,2,opt,name=holder,proto3" json:"holder,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Holder *Holder `protobuf:"bytes,2,opt,name=holder,proto3" json:"holder,omitempty"`
+	// The highest protocol version the broker supports (2 for this file); 0
+	// from a broker older than version 2. The broker's first answer to Hello
+	// is always a Standby, so a worker learns it before anything else.
+	ProtocolVersion uint32 `protobuf:"varint,3,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Standby) Reset() {
@@ -867,6 +880,13 @@ func (x *Standby) GetHolder() *Holder {
 		return x.Holder
 	}
 	return nil
+}
+
+func (x *Standby) GetProtocolVersion() uint32 {
+	if x != nil {
+		return x.ProtocolVersion
+	}
+	return 0
 }
 
 // Holder describes who holds a stream, from the broker's state table
@@ -990,9 +1010,11 @@ type Granted struct {
 	// Publication to use: "baton_pub_<stream id>".
 	PublicationName string `protobuf:"bytes,5,opt,name=publication_name,json=publicationName,proto3" json:"publication_name,omitempty"`
 	// Identity of the granting broker (its lock session's application_name).
-	Holder        string `protobuf:"bytes,6,opt,name=holder,proto3" json:"holder,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Holder string `protobuf:"bytes,6,opt,name=holder,proto3" json:"holder,omitempty"`
+	// The highest protocol version the broker supports, as in Standby.
+	ProtocolVersion uint32 `protobuf:"varint,7,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Granted) Reset() {
@@ -1065,6 +1087,13 @@ func (x *Granted) GetHolder() string {
 		return x.Holder
 	}
 	return ""
+}
+
+func (x *Granted) GetProtocolVersion() uint32 {
+	if x != nil {
+		return x.ProtocolVersion
+	}
+	return 0
 }
 
 // Renewed extends the current grant.
@@ -1251,10 +1280,11 @@ const file_baton_v1_lease_proto_rawDesc = "" +
 	"\agranted\x18\x02 \x01(\v2\x11.baton.v1.GrantedH\x00R\agranted\x12-\n" +
 	"\arenewed\x18\x03 \x01(\v2\x11.baton.v1.RenewedH\x00R\arenewed\x12-\n" +
 	"\arevoked\x18\x04 \x01(\v2\x11.baton.v1.RevokedH\x00R\arevokedB\x05\n" +
-	"\x03msg\"d\n" +
+	"\x03msg\"\x8f\x01\n" +
 	"\aStandby\x12/\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x17.baton.v1.StandbyReasonR\x06reason\x12(\n" +
-	"\x06holder\x18\x02 \x01(\v2\x10.baton.v1.HolderR\x06holder\"\x8e\x02\n" +
+	"\x06holder\x18\x02 \x01(\v2\x10.baton.v1.HolderR\x06holder\x12)\n" +
+	"\x10protocol_version\x18\x03 \x01(\rR\x0fprotocolVersion\"\x8e\x02\n" +
 	"\x06Holder\x12\x16\n" +
 	"\x06holder\x18\x01 \x01(\tR\x06holder\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12;\n" +
@@ -1265,14 +1295,15 @@ const file_baton_v1_lease_proto_rawDesc = "" +
 	"backendPid\x12\x16\n" +
 	"\x06worker\x18\x06 \x01(\tR\x06worker\x12\x1d\n" +
 	"\n" +
-	"worker_url\x18\a \x01(\tR\tworkerUrl\"\xc9\x01\n" +
+	"worker_url\x18\a \x01(\tR\tworkerUrl\"\xf4\x01\n" +
 	"\aGranted\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1b\n" +
 	"\tstream_id\x18\x03 \x01(\tR\bstreamId\x12\x1b\n" +
 	"\tslot_name\x18\x04 \x01(\tR\bslotName\x12)\n" +
 	"\x10publication_name\x18\x05 \x01(\tR\x0fpublicationName\x12\x16\n" +
-	"\x06holder\x18\x06 \x01(\tR\x06holder\"L\n" +
+	"\x06holder\x18\x06 \x01(\tR\x06holder\x12)\n" +
+	"\x10protocol_version\x18\a \x01(\rR\x0fprotocolVersion\"L\n" +
 	"\aRenewed\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\xa9\x01\n" +

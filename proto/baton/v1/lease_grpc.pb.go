@@ -19,6 +19,14 @@
 // breaking` checks every change of this file against the last released one
 // (proto/released/).
 //
+// Version 2 added: Hello.protocol_version, with worker_id and stream_id
+// required; Standby.protocol_version and Granted.protocol_version (the
+// broker's); Revoked.drain_timeout, and a second Revoked when the lock
+// fails during a drain; brokers ignoring message kinds they do not know.
+// Brokers older than version 2 (protocol_version 0 in Standby) end a stream
+// that sends a kind they do not know with INVALID_ARGUMENT: a worker sends
+// a broker only the kinds of the versions it supports.
+//
 // Life of a lease
 //
 //  1. The worker opens one LeaseService.Lease stream to the broker of its own
@@ -145,8 +153,9 @@
 //
 // What a broker does
 //
-//  B1. It answers every Hello with Standby or Granted, and refuses a bad
-//      stream with a gRPC status: INVALID_ARGUMENT when the first message is
+//  B1. It answers every Hello with Standby first (then Granted when it
+//      grants), carrying its protocol_version, and refuses a bad stream with
+//      a gRPC status: INVALID_ARGUMENT when the first message is
 //      not Hello, Hello comes twice, stream_id names another stream, or (from
 //      version 2) worker_id or stream_id is empty; FAILED_PRECONDITION for an
 //      unsupported protocol_version; UNAVAILABLE while it shuts down.
@@ -204,8 +213,8 @@ const (
 // next to grpc.health.v1.Health.
 type LeaseServiceClient interface {
 	// Lease is one bidirectional stream per worker. The first message from the
-	// worker must be Hello; the broker answers with Standby or Granted and then
-	// keeps the stream open for renewals. A broker grants to at most one
+	// worker must be Hello; the broker answers with Standby, then Granted when
+	// it grants, and keeps the stream open for renewals. A broker grants to at most one
 	// stream at a time; any other stream is told Standby.
 	//
 	// Errors (B1): INVALID_ARGUMENT when the first message is not Hello, Hello
@@ -246,8 +255,8 @@ type LeaseService_LeaseClient = grpc.BidiStreamingClient[WorkerMessage, BrokerMe
 // next to grpc.health.v1.Health.
 type LeaseServiceServer interface {
 	// Lease is one bidirectional stream per worker. The first message from the
-	// worker must be Hello; the broker answers with Standby or Granted and then
-	// keeps the stream open for renewals. A broker grants to at most one
+	// worker must be Hello; the broker answers with Standby, then Granted when
+	// it grants, and keeps the stream open for renewals. A broker grants to at most one
 	// stream at a time; any other stream is told Standby.
 	//
 	// Errors (B1): INVALID_ARGUMENT when the first message is not Hello, Hello

@@ -19,6 +19,14 @@
 // breaking` checks every change of this file against the last released one
 // (proto/released/).
 //
+// Version 2 added: Hello.protocol_version, with worker_id and stream_id
+// required; Standby.protocol_version and Granted.protocol_version (the
+// broker's); Revoked.drain_timeout, and a second Revoked when the lock
+// fails during a drain; brokers ignoring message kinds they do not know.
+// Brokers older than version 2 (protocol_version 0 in Standby) end a stream
+// that sends a kind they do not know with INVALID_ARGUMENT: a worker sends
+// a broker only the kinds of the versions it supports.
+//
 // Life of a lease
 //
 //  1. The worker opens one LeaseService.Lease stream to the broker of its own
@@ -145,8 +153,9 @@
 //
 // What a broker does
 //
-//  B1. It answers every Hello with Standby or Granted, and refuses a bad
-//      stream with a gRPC status: INVALID_ARGUMENT when the first message is
+//  B1. It answers every Hello with Standby first (then Granted when it
+//      grants), carrying its protocol_version, and refuses a bad stream with
+//      a gRPC status: INVALID_ARGUMENT when the first message is
 //      not Hello, Hello comes twice, stream_id names another stream, or (from
 //      version 2) worker_id or stream_id is empty; FAILED_PRECONDITION for an
 //      unsupported protocol_version; UNAVAILABLE while it shuts down.
@@ -186,7 +195,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file baton/v1/lease.proto.
  */
 export const file_baton_v1_lease: GenFile = /*@__PURE__*/
-  fileDesc("ChRiYXRvbi92MS9sZWFzZS5wcm90bxIIYmF0b24udjEiiAEKDVdvcmtlck1lc3NhZ2USIAoFaGVsbG8YASABKAsyDy5iYXRvbi52MS5IZWxsb0gAEiYKCHByb2dyZXNzGAIgASgLMhIuYmF0b24udjEuUHJvZ3Jlc3NIABImCghyZWxlYXNlZBgDIAEoCzISLmJhdG9uLnYxLlJlbGVhc2VkSABCBQoDbXNnIl4KBUhlbGxvEhEKCXdvcmtlcl9pZBgBIAEoCRIRCglzdHJlYW1faWQYAiABKAkSFQoNYWR2ZXJ0aXNlX3VybBgDIAEoCRIYChBwcm90b2NvbF92ZXJzaW9uGAQgASgNIi4KCFByb2dyZXNzEg0KBWVwb2NoGAEgASgEEhMKC2R1cmFibGVfbHNuGAIgASgEIlcKCFJlbGVhc2VkEg0KBWVwb2NoGAEgASgEEhMKC2R1cmFibGVfbHNuGAIgASgEEicKBnJlYXNvbhgDIAEoDjIXLmJhdG9uLnYxLlJlbGVhc2VSZWFzb24irgEKDUJyb2tlck1lc3NhZ2USJAoHc3RhbmRieRgBIAEoCzIRLmJhdG9uLnYxLlN0YW5kYnlIABIkCgdncmFudGVkGAIgASgLMhEuYmF0b24udjEuR3JhbnRlZEgAEiQKB3JlbmV3ZWQYAyABKAsyES5iYXRvbi52MS5SZW5ld2VkSAASJAoHcmV2b2tlZBgEIAEoCzIRLmJhdG9uLnYxLlJldm9rZWRIAEIFCgNtc2ciVAoHU3RhbmRieRInCgZyZWFzb24YASABKA4yFy5iYXRvbi52MS5TdGFuZGJ5UmVhc29uEiAKBmhvbGRlchgCIAEoCzIQLmJhdG9uLnYxLkhvbGRlciLFAQoGSG9sZGVyEg4KBmhvbGRlchgBIAEoCRINCgVlcG9jaBgCIAEoBBIvCgthY3F1aXJlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9oZWFydGJlYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2JhY2tlbmRfcGlkGAUgASgFEg4KBndvcmtlchgGIAEoCRISCgp3b3JrZXJfdXJsGAcgASgJIpABCgdHcmFudGVkEg0KBWVwb2NoGAEgASgEEiYKA3R0bBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIRCglzdHJlYW1faWQYAyABKAkSEQoJc2xvdF9uYW1lGAQgASgJEhgKEHB1YmxpY2F0aW9uX25hbWUYBSABKAkSDgoGaG9sZGVyGAYgASgJIkAKB1JlbmV3ZWQSDQoFZXBvY2gYASABKAQSJgoDdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoMBCgdSZXZva2VkEg0KBWVwb2NoGAEgASgEEiYKBnJlYXNvbhgCIAEoDjIWLmJhdG9uLnYxLlJldm9rZVJlYXNvbhIPCgdtZXNzYWdlGAMgASgJEjAKDWRyYWluX3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24qTAoNUmVsZWFzZVJlYXNvbhIeChpSRUxFQVNFX1JFQVNPTl9VTlNQRUNJRklFRBAAEhsKF1JFTEVBU0VfUkVBU09OX1NUT1BQSU5HEAEq0gEKDVN0YW5kYnlSZWFzb24SHgoaU1RBTkRCWV9SRUFTT05fVU5TUEVDSUZJRUQQABIdChlTVEFOREJZX1JFQVNPTl9DT05ORUNUSU5HEAESHAoYU1RBTkRCWV9SRUFTT05fTE9DS19XQUlUEAISHwobU1RBTkRCWV9SRUFTT05fT1RIRVJfV09SS0VSEAMSIQodU1RBTkRCWV9SRUFTT05fUFJFVklPVVNfR1JBTlQQBBIgChxTVEFOREJZX1JFQVNPTl9TSFVUVElOR19ET1dOEAUqggEKDFJldm9rZVJlYXNvbhIdChlSRVZPS0VfUkVBU09OX1VOU1BFQ0lGSUVEEAASGgoWUkVWT0tFX1JFQVNPTl9TSFVURE9XThABEhsKF1JFVk9LRV9SRUFTT05fTE9DS19MT1NUEAISGgoWUkVWT0tFX1JFQVNPTl9SRVBMQUNFRBADMk0KDExlYXNlU2VydmljZRI9CgVMZWFzZRIXLmJhdG9uLnYxLldvcmtlck1lc3NhZ2UaFy5iYXRvbi52MS5Ccm9rZXJNZXNzYWdlKAEwAUIxWi9naXRodWIuY29tL2JhdG9uaHEvYmF0b24vcHJvdG8vYmF0b24vdjE7YmF0b252MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChRiYXRvbi92MS9sZWFzZS5wcm90bxIIYmF0b24udjEiiAEKDVdvcmtlck1lc3NhZ2USIAoFaGVsbG8YASABKAsyDy5iYXRvbi52MS5IZWxsb0gAEiYKCHByb2dyZXNzGAIgASgLMhIuYmF0b24udjEuUHJvZ3Jlc3NIABImCghyZWxlYXNlZBgDIAEoCzISLmJhdG9uLnYxLlJlbGVhc2VkSABCBQoDbXNnIl4KBUhlbGxvEhEKCXdvcmtlcl9pZBgBIAEoCRIRCglzdHJlYW1faWQYAiABKAkSFQoNYWR2ZXJ0aXNlX3VybBgDIAEoCRIYChBwcm90b2NvbF92ZXJzaW9uGAQgASgNIi4KCFByb2dyZXNzEg0KBWVwb2NoGAEgASgEEhMKC2R1cmFibGVfbHNuGAIgASgEIlcKCFJlbGVhc2VkEg0KBWVwb2NoGAEgASgEEhMKC2R1cmFibGVfbHNuGAIgASgEEicKBnJlYXNvbhgDIAEoDjIXLmJhdG9uLnYxLlJlbGVhc2VSZWFzb24irgEKDUJyb2tlck1lc3NhZ2USJAoHc3RhbmRieRgBIAEoCzIRLmJhdG9uLnYxLlN0YW5kYnlIABIkCgdncmFudGVkGAIgASgLMhEuYmF0b24udjEuR3JhbnRlZEgAEiQKB3JlbmV3ZWQYAyABKAsyES5iYXRvbi52MS5SZW5ld2VkSAASJAoHcmV2b2tlZBgEIAEoCzIRLmJhdG9uLnYxLlJldm9rZWRIAEIFCgNtc2cibgoHU3RhbmRieRInCgZyZWFzb24YASABKA4yFy5iYXRvbi52MS5TdGFuZGJ5UmVhc29uEiAKBmhvbGRlchgCIAEoCzIQLmJhdG9uLnYxLkhvbGRlchIYChBwcm90b2NvbF92ZXJzaW9uGAMgASgNIsUBCgZIb2xkZXISDgoGaG9sZGVyGAEgASgJEg0KBWVwb2NoGAIgASgEEi8KC2FjcXVpcmVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X2hlYXJ0YmVhdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLYmFja2VuZF9waWQYBSABKAUSDgoGd29ya2VyGAYgASgJEhIKCndvcmtlcl91cmwYByABKAkiqgEKB0dyYW50ZWQSDQoFZXBvY2gYASABKAQSJgoDdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhEKCXN0cmVhbV9pZBgDIAEoCRIRCglzbG90X25hbWUYBCABKAkSGAoQcHVibGljYXRpb25fbmFtZRgFIAEoCRIOCgZob2xkZXIYBiABKAkSGAoQcHJvdG9jb2xfdmVyc2lvbhgHIAEoDSJACgdSZW5ld2VkEg0KBWVwb2NoGAEgASgEEiYKA3R0bBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKDAQoHUmV2b2tlZBINCgVlcG9jaBgBIAEoBBImCgZyZWFzb24YAiABKA4yFi5iYXRvbi52MS5SZXZva2VSZWFzb24SDwoHbWVzc2FnZRgDIAEoCRIwCg1kcmFpbl90aW1lb3V0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uKkwKDVJlbGVhc2VSZWFzb24SHgoaUkVMRUFTRV9SRUFTT05fVU5TUEVDSUZJRUQQABIbChdSRUxFQVNFX1JFQVNPTl9TVE9QUElORxABKtIBCg1TdGFuZGJ5UmVhc29uEh4KGlNUQU5EQllfUkVBU09OX1VOU1BFQ0lGSUVEEAASHQoZU1RBTkRCWV9SRUFTT05fQ09OTkVDVElORxABEhwKGFNUQU5EQllfUkVBU09OX0xPQ0tfV0FJVBACEh8KG1NUQU5EQllfUkVBU09OX09USEVSX1dPUktFUhADEiEKHVNUQU5EQllfUkVBU09OX1BSRVZJT1VTX0dSQU5UEAQSIAocU1RBTkRCWV9SRUFTT05fU0hVVFRJTkdfRE9XThAFKoIBCgxSZXZva2VSZWFzb24SHQoZUkVWT0tFX1JFQVNPTl9VTlNQRUNJRklFRBAAEhoKFlJFVk9LRV9SRUFTT05fU0hVVERPV04QARIbChdSRVZPS0VfUkVBU09OX0xPQ0tfTE9TVBACEhoKFlJFVk9LRV9SRUFTT05fUkVQTEFDRUQQAzJNCgxMZWFzZVNlcnZpY2USPQoFTGVhc2USFy5iYXRvbi52MS5Xb3JrZXJNZXNzYWdlGhcuYmF0b24udjEuQnJva2VyTWVzc2FnZSgBMAFCMVovZ2l0aHViLmNvbS9iYXRvbmhxL2JhdG9uL3Byb3RvL2JhdG9uL3YxO2JhdG9udjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * WorkerMessage is everything a worker sends on the Lease stream.
@@ -423,6 +432,15 @@ export type Standby = Message<"baton.v1.Standby"> & {
    * @generated from field: baton.v1.Holder holder = 2;
    */
   holder?: Holder | undefined;
+
+  /**
+   * The highest protocol version the broker supports (2 for this file); 0
+   * from a broker older than version 2. The broker's first answer to Hello
+   * is always a Standby, so a worker learns it before anything else.
+   *
+   * @generated from field: uint32 protocol_version = 3;
+   */
+  protocolVersion: number;
 };
 
 /**
@@ -549,6 +567,13 @@ export type Granted = Message<"baton.v1.Granted"> & {
    * @generated from field: string holder = 6;
    */
   holder: string;
+
+  /**
+   * The highest protocol version the broker supports, as in Standby.
+   *
+   * @generated from field: uint32 protocol_version = 7;
+   */
+  protocolVersion: number;
 };
 
 /**
@@ -796,8 +821,8 @@ export const RevokeReasonSchema: GenEnum<RevokeReason> = /*@__PURE__*/
 export const LeaseService: GenService<{
   /**
    * Lease is one bidirectional stream per worker. The first message from the
-   * worker must be Hello; the broker answers with Standby or Granted and then
-   * keeps the stream open for renewals. A broker grants to at most one
+   * worker must be Hello; the broker answers with Standby, then Granted when
+   * it grants, and keeps the stream open for renewals. A broker grants to at most one
    * stream at a time; any other stream is told Standby.
    *
    * Errors (B1): INVALID_ARGUMENT when the first message is not Hello, Hello
