@@ -31,8 +31,11 @@ export interface LeaseClientOptions {
    */
   onBroker?: (err: Error | undefined) => void;
   /**
-   * gRPC keepalive ping interval in milliseconds (default 2000). The broker
-   * closes connections that ping more often than every 500 ms.
+   * gRPC keepalive ping interval in milliseconds: default 10000 (gRPC's
+   * advice, and what the Go client uses), never below 1000 (W12: the
+   * broker answers pings more often than every 500 ms with GOAWAY
+   * too_many_pings, and the stream and its grant are lost). Keepalive is
+   * not what notices a frozen broker: the lease's TTL does.
    */
   keepaliveMs?: number;
 }
@@ -77,7 +80,7 @@ export class LeaseClient {
   private unreachable = false;
 
   constructor(addr: string, private readonly opts: LeaseClientOptions) {
-    const keepalive = Math.max(opts.keepaliveMs ?? 2000, 1000);
+    const keepalive = Math.max(opts.keepaliveMs ?? 10000, 1000);
     this.client = new grpc.Client(addr, grpc.credentials.createInsecure(), {
       "grpc.keepalive_time_ms": keepalive,
       "grpc.keepalive_timeout_ms": 2000,
