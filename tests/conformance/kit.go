@@ -92,6 +92,8 @@ func (r Result) String() string {
 var Checks = []string{
 	"no-replication-before-granted/a",
 	"epoch-in-application-name/a",
+	"ignores-unknown-messages/a",
+	"ignores-other-epochs/a",
 	"no-replication-before-granted/b",
 	"progress-reported/a",
 	"stops-within-ttl/a",
@@ -100,10 +102,20 @@ var Checks = []string{
 	"epoch-in-application-name/b",
 	"revoked-shutdown-drains/b",
 	"handoff-graceful/b-to-a",
+	"sigterm-release-stopping/a",
+	"handoff-sigterm/a-to-b",
 	"lock-lost-stops",
 	"sigkill-restart-keeps-acknowledged",
 	"slot-never-passes-durable",
 	"keepalive-within-limits",
+	"hello-first",
+}
+
+// checkWholeRun runs the checks over everything seen.
+func (k *kit) checkWholeRun() {
+	k.checkSlotNeverPassesDurable()
+	k.checkKeepalive()
+	k.checkHello()
 }
 
 // Run runs every check against the workers and writes their lines and the
@@ -252,9 +264,7 @@ func (k *kit) run(ctx context.Context) (err error) {
 	}
 	err = k.scenario(ctx)
 	if errors.Is(err, errUntil) {
-		// Over the run so far.
-		k.checkSlotNeverPassesDurable()
-		k.checkKeepalive()
+		k.checkWholeRun() // over the run so far
 	}
 	if oerr := k.obs.Err(); oerr != nil && err == nil {
 		err = &setupError{oerr}

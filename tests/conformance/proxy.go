@@ -57,6 +57,7 @@ type proxy struct {
 	events  []Event
 	streams int
 	goaways []string // debug data of the GOAWAY frames sent to workers
+	injects map[int]chan *batonv1.BrokerMessage
 	wake    chan struct{}
 }
 
@@ -144,13 +145,24 @@ type leaseServer struct {
 	p *proxy
 }
 
-// Lease forwards one worker stream to the broker, message by message.
+// Lease forwards one worker stream to the broker, message by message, and
+// sends the worker what the kit injects.
 func (s leaseServer) Lease(down batonv1.LeaseService_LeaseServer) error {
 	p := s.p
+	inject := make(chan *batonv1.BrokerMessage, 4)
 	p.mu.Lock()
 	p.streams++
 	n := p.streams
+	if p.injects == nil {
+		p.injects = map[int]chan *batonv1.BrokerMessage{}
+	}
+	p.injects[n] = inject
 	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.injects, n)
+		p.mu.Unlock()
+	}()
 	ctx, cancel := context.WithCancel(down.Context())
 	defer cancel()
 	up, err := p.client.Lease(ctx)
@@ -179,21 +191,37 @@ func (s leaseServer) Lease(down batonv1.LeaseService_LeaseServer) error {
 			}
 		}
 	}()
-	for {
-		m, err := up.Recv()
-		if err != nil {
-			p.record(Event{At: time.Now(), Stream: n, End: err})
-			if errors.Is(err, io.EOF) {
-				return nil
+	type recv struct {
+		m   *batonv1.BrokerMessage
+		err error
+	}
+	fromBroker := make(chan recv)
+	go func() {
+		for {
+			m, err := up.Recv()
+			select {
+			case fromBroker <- recv{m, err}:
+			case <-ctx.Done():
+				return
 			}
-			return err
+			if err != nil {
+				return
+			}
 		}
-		p.record(Event{At: time.Now(), Stream: n, Broker: proto.Clone(m).(*batonv1.BrokerMessage)})
-		if err := down.Send(m); err != nil {
-			p.record(Event{At: time.Now(), Stream: n, End: err})
-			return err
-		}
+	}()
+	for {
+		var m *batonv1.BrokerMessage
 		select {
+		case r := <-fromBroker:
+			if r.err != nil {
+				p.record(Event{At: time.Now(), Stream: n, End: r.err})
+				if errors.Is(r.err, io.EOF) {
+					return nil
+				}
+				return r.err
+			}
+			m = r.m
+		case m = <-inject:
 		case err := <-upErr:
 			if !errors.Is(err, io.EOF) {
 				p.record(Event{At: time.Now(), Stream: n, End: err})
@@ -202,9 +230,26 @@ func (s leaseServer) Lease(down batonv1.LeaseService_LeaseServer) error {
 			// The worker half-closed: go on forwarding the broker's
 			// messages until it ends the stream.
 			upErr = nil
-		default:
+			continue
+		}
+		p.record(Event{At: time.Now(), Stream: n, Broker: proto.Clone(m).(*batonv1.BrokerMessage)})
+		if err := down.Send(m); err != nil {
+			p.record(Event{At: time.Now(), Stream: n, End: err})
+			return err
 		}
 	}
+}
+
+// inject sends m to the worker on the proxy's stream n.
+func (p *proxy) inject(n int, m *batonv1.BrokerMessage) error {
+	p.mu.Lock()
+	ch := p.injects[n]
+	p.mu.Unlock()
+	if ch == nil {
+		return fmt.Errorf("%s: stream %d has ended", p.name, n)
+	}
+	ch <- m
+	return nil
 }
 
 // frameListener reads the HTTP/2 frames the proxy's server writes to each

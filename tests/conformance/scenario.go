@@ -3,11 +3,14 @@ package conformance
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	batonv1 "github.com/batonhq/baton/proto/baton/v1"
 	"github.com/batonhq/baton/proto/stream"
@@ -75,6 +78,19 @@ func (k *kit) scenario(ctx context.Context) error {
 		return err
 	}
 	if err := k.checkEpochInApp(ctx, "epoch-in-application-name/a", ga); err != nil {
+		return err
+	}
+	if err := k.reached(); err != nil {
+		return err
+	}
+	// W11, W9: a message of a kind the worker does not know, and a Revoked
+	// for another epoch, change nothing.
+	if err := k.checkIgnored(ctx, "ignores-unknown-messages/a", ga, unknownKind()); err != nil {
+		return err
+	}
+	if err := k.checkIgnored(ctx, "ignores-other-epochs/a", ga, &batonv1.BrokerMessage{Msg: &batonv1.BrokerMessage_Revoked{Revoked: &batonv1.Revoked{
+		Epoch: ga.epoch + 1, Reason: batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST, Message: "conformance kit: a Revoked for another epoch", DrainTimeout: durationpb.New(0),
+	}}}); err != nil {
 		return err
 	}
 	if err := k.reached(); err != nil {
@@ -155,7 +171,7 @@ func (k *kit) scenario(ctx context.Context) error {
 	if err := b.broker.Signal(syscall.SIGTERM); err != nil {
 		return &setupError{err}
 	}
-	k.checkShutdownRelease(ctx, b, gb, nb)
+	k.checkRelease(ctx, "revoked-shutdown-drains/b", b, gb, nb, true)
 	ga2, err := k.awaitGrant(ctx, a, na, drainTimeout+startTimeout)
 	if err != nil {
 		return k.stepFailed(a, "handoff-graceful/b-to-a", err)
@@ -172,9 +188,36 @@ func (k *kit) scenario(ctx context.Context) error {
 		return &setupError{err}
 	}
 
-	// 5. a's broker loses its lock session; the kit holds the lock a
-	// while, then lets the brokers have it again.
+	// 5. a's worker gets SIGTERM (Kubernetes stops a pod's worker before
+	// its broker): it releases saying it stops, and b takes over.
 	if err := k.awaitSlotHeldBy(ctx, ga2, startTimeout); err != nil {
+		k.fail("sigterm-release-stopping/a", "before SIGTERM: %v", err)
+		return err
+	}
+	na, nb = len(a.proxy.Events()), len(b.proxy.Events())
+	if err := a.worker.SignalGroup(syscall.SIGTERM); err != nil {
+		return &setupError{err}
+	}
+	k.checkRelease(ctx, "sigterm-release-stopping/a", a, ga2, na, false)
+	gb2, err := k.awaitGrant(ctx, b, nb, startTimeout)
+	if err != nil {
+		return k.stepFailed(b, "handoff-sigterm/a-to-b", err)
+	}
+	k.checkHandoff("handoff-sigterm/a-to-b", a, gb2)
+	if _, err := a.worker.Wait(drainTimeout + 5*time.Second); err != nil {
+		k.fail("handoff-sigterm/a-to-b", "pod a's worker did not exit after SIGTERM: %v", err)
+		return err
+	}
+	if err := a.startWorker(); err != nil {
+		return &setupError{err}
+	}
+	if err := k.reached(); err != nil {
+		return err
+	}
+
+	// 6. b's broker loses its lock session; the kit holds the lock a
+	// while, then lets the brokers have it again.
+	if err := k.awaitSlotHeldBy(ctx, gb2, startTimeout); err != nil {
 		k.fail("lock-lost-stops", "before the lock was lost: %v", err)
 		return err
 	}
@@ -182,7 +225,7 @@ func (k *kit) scenario(ctx context.Context) error {
 	if err := k.stealLock(ctx, lock); err != nil {
 		return &setupError{err}
 	}
-	rv, _, err := a.proxy.await(ctx, na, 10*time.Second, "Revoked", func(e Event) bool { return e.Broker.GetRevoked() != nil })
+	rv, _, err := b.proxy.await(ctx, nb, 10*time.Second, "Revoked", func(e Event) bool { return e.Broker.GetRevoked() != nil })
 	if err != nil {
 		_, _ = lock.Exec(ctx, "SELECT pg_advisory_unlock_all()")
 		k.fail("lock-lost-stops", "%v", err)
@@ -199,19 +242,18 @@ func (k *kit) scenario(ctx context.Context) error {
 		k.fail("lock-lost-stops", "no grant after the lock came back: %v", err)
 		return err
 	}
-	k.checkLockLost(rv, ga2.epoch, g)
+	k.checkLockLost(rv, gb2.epoch, g)
 	if err := k.reached(); err != nil {
 		return err
 	}
 
-	// 6. The holder's worker is killed and started again on its storage.
+	// 7. The holder's worker is killed and started again on its storage.
 	if err := k.checkKill(ctx, g); err != nil {
 		return err
 	}
 
-	// 7. Over the whole run.
-	k.checkSlotNeverPassesDurable()
-	k.checkKeepalive()
+	// 8. Over the whole run.
+	k.checkWholeRun()
 	_ = slot
 	return nil
 }
@@ -350,26 +392,36 @@ func (k *kit) checkHandoff(name string, pred *pod, succ grant) {
 	k.check(name, c <= d, "pod %s starts at the slot's confirmed %s; pod %s reported durable %s", succ.pod.name, fmtLSN(c), pred.name, fmtLSN(d))
 }
 
-// checkShutdownRelease: after SIGTERM to b's broker, Revoked(shutdown)
-// reached the worker, and when its Released arrived the walsender was
-// gone and the slot confirmed at least what it reported durable.
-func (k *kit) checkShutdownRelease(ctx context.Context, p *pod, g grant, from int) {
-	name := "revoked-shutdown-drains/" + p.name
-	if k.done[name] {
-		return
+// checkRelease: after the stop began (Revoked(shutdown) to the worker when
+// revoked, else the worker's own SIGTERM), Released for g's epoch arrived
+// (with reason STOPPING when the worker's process stops) within the drain
+// time, and at that instant its walsender was gone, the slot inactive and
+// confirmed at least what it reported durable (W6, W7, W8).
+func (k *kit) checkRelease(ctx context.Context, name string, p *pod, g grant, from int, revoked bool) {
+	began, what := time.Now(), "SIGTERM"
+	limit := drainTimeout
+	if revoked {
+		rv, _, err := p.proxy.await(ctx, from, 10*time.Second, "Revoked", func(e Event) bool { return e.Broker.GetRevoked() != nil })
+		if err != nil {
+			k.fail(name, "%v", err)
+			return
+		}
+		if r := rv.Broker.GetRevoked().GetReason(); r != batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN {
+			k.fail(name, "Revoked with reason %s, want shutdown", r)
+			return
+		}
+		began, what = rv.At, "Revoked(shutdown)"
+		if dt := rv.Broker.GetRevoked().GetDrainTimeout(); dt != nil {
+			limit = dt.AsDuration()
+		}
 	}
-	rv, _, err := p.proxy.await(ctx, from, 10*time.Second, "Revoked", func(e Event) bool { return e.Broker.GetRevoked() != nil })
+	rl, _, err := p.proxy.await(ctx, from, drainTimeout+5*time.Second, "Released", func(e Event) bool { return e.Worker.GetReleased() != nil })
 	if err != nil {
-		k.fail(name, "%v", err)
+		k.fail(name, "%v after %s", err, what)
 		return
 	}
-	if r := rv.Broker.GetRevoked().GetReason(); r != batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN {
-		k.fail(name, "Revoked with reason %s, want shutdown", r)
-		return
-	}
-	rl, _, err := p.proxy.await(ctx, from, drainTimeout, "Released", func(e Event) bool { return e.Worker.GetReleased() != nil })
-	if err != nil {
-		k.fail(name, "%v after Revoked(shutdown)", err)
+	if took := rl.At.Sub(began); took > limit {
+		k.fail(name, "Released %s after %s, past the drain time %s", took.Round(time.Millisecond), what, limit)
 		return
 	}
 	if len(p.released) == 0 {
@@ -385,6 +437,10 @@ func (k *kit) checkShutdownRelease(ctx context.Context, p *pod, g grant, from in
 		k.fail(name, "Released names epoch %d, the grant was %d", e, g.epoch)
 		return
 	}
+	if r := v.Released.GetReason(); !revoked && r != batonv1.ReleaseReason_RELEASE_REASON_STOPPING {
+		k.fail(name, "Released with reason %s after SIGTERM, want RELEASE_REASON_STOPPING", r)
+		return
+	}
 	if w, ok := walsenderOf(v.Sample, g.epoch); ok {
 		k.fail(name, "walsender %q (pid %d) still there when Released arrived", w.App, w.PID)
 		return
@@ -398,8 +454,8 @@ func (k *kit) checkShutdownRelease(ctx context.Context, p *pod, g grant, from in
 		k.fail(name, "the slot confirmed %s when Released arrived, below the durable %s the worker reported", fmtLSN(v.Sample.Confirmed), fmtLSN(d))
 		return
 	}
-	k.pass(name, "Released %s after Revoked(shutdown); walsender gone, slot inactive, confirmed %s >= reported durable %s",
-		rl.At.Sub(rv.At).Round(time.Millisecond), fmtLSN(v.Sample.Confirmed), fmtLSN(d))
+	k.pass(name, "Released (%s) %s after %s; walsender gone, slot inactive, confirmed %s >= reported durable %s",
+		strings.ToLower(strings.TrimPrefix(v.Released.GetReason().String(), "RELEASE_REASON_")), rl.At.Sub(began).Round(time.Millisecond), what, fmtLSN(v.Sample.Confirmed), fmtLSN(d))
 }
 
 // stealLock ends the lock session of the broker holding the stream's lock
@@ -634,4 +690,114 @@ func (k *kit) checkKeepalive() {
 		}
 	}
 	k.pass(name, "no GOAWAY too_many_pings (pings no more often than every %s)", enforcement.MinTime)
+}
+
+// unknownKind is a BrokerMessage of a kind no worker knows: field 15 of
+// the oneof, an empty message.
+func unknownKind() *batonv1.BrokerMessage {
+	m := &batonv1.BrokerMessage{}
+	raw := protowire.AppendTag(nil, 15, protowire.BytesType)
+	raw = protowire.AppendBytes(raw, nil)
+	m.ProtoReflect().SetUnknown(raw)
+	return m
+}
+
+// ignoreWindow is how long the kit watches a worker after injecting a
+// message it must ignore.
+const ignoreWindow = 1500 * time.Millisecond
+
+// checkIgnored sends m to the holder of g (on g's stream) and checks that,
+// for ignoreWindow, its walsender of g's epoch stays and it neither ends
+// the stream nor sends Released.
+func (k *kit) checkIgnored(ctx context.Context, name string, g grant, m *batonv1.BrokerMessage) error {
+	p := g.pod
+	n := p.proxy.Events()[g.index].Stream
+	from := len(p.proxy.Events())
+	recent := k.obs.Samples(time.Now().Add(-time.Second), time.Now())
+	ws, ok := walsenderOf(recent[len(recent)-1], g.epoch)
+	if !ok {
+		k.fail(name, "no walsender of epoch %d before the message was sent", g.epoch)
+		return nil
+	}
+	if err := p.proxy.inject(n, m); err != nil {
+		k.fail(name, "%v", err)
+		return nil
+	}
+	sent := time.Now()
+	if err := sleep(ctx, ignoreWindow); err != nil {
+		return err
+	}
+	for _, e := range p.proxy.Events()[from:] {
+		if e.Stream != n {
+			continue
+		}
+		if e.End != nil {
+			k.fail(name, "the stream ended %s after %s was sent: %v", e.At.Sub(sent).Round(time.Millisecond), describe(m), e.End)
+			return nil
+		}
+		if e.Worker.GetReleased() != nil {
+			k.fail(name, "the worker sent Released %s after %s was sent", e.At.Sub(sent).Round(time.Millisecond), describe(m))
+			return nil
+		}
+	}
+	for _, s := range k.obs.Samples(sent, time.Now()) {
+		if w, ok := walsenderOf(s, g.epoch); !ok || w.PID != ws.PID {
+			k.fail(name, "the walsender of epoch %d (pid %d) was gone %s after %s was sent", g.epoch, ws.PID, s.At.Sub(sent).Round(time.Millisecond), describe(m))
+			return nil
+		}
+	}
+	k.pass(name, "after %s, the worker kept its stream and its walsender (pid %d) for %s", describe(m), ws.PID, ignoreWindow)
+	return nil
+}
+
+// describe names an injected message.
+func describe(m *batonv1.BrokerMessage) string {
+	if r := m.GetRevoked(); r != nil {
+		return "Revoked(" + strings.ToLower(strings.TrimPrefix(r.GetReason().String(), "REVOKE_REASON_")) + ") for epoch " + strconv.FormatUint(r.GetEpoch(), 10)
+	}
+	return "a BrokerMessage of an unknown kind (field 15)"
+}
+
+// checkHello: every Lease stream the workers opened began with Hello
+// (protocol_version 2, a worker_id, the stream id), sent once (W1).
+func (k *kit) checkHello() {
+	const name = "hello-first"
+	streams := 0
+	for _, p := range k.pods {
+		first := map[int]bool{}
+		for _, e := range p.proxy.Events() {
+			if !e.FromWorker {
+				continue
+			}
+			h := e.Worker.GetHello()
+			if first[e.Stream] {
+				if h != nil {
+					k.fail(name, "pod %s's worker sent Hello twice on one stream", p.name)
+					return
+				}
+				continue
+			}
+			first[e.Stream] = true
+			streams++
+			switch {
+			case h == nil:
+				k.fail(name, "pod %s's worker opened a stream with %T, not Hello", p.name, e.Worker.GetMsg())
+				return
+			case h.GetProtocolVersion() != 2:
+				k.fail(name, "pod %s's worker sent Hello with protocol_version %d, want 2", p.name, h.GetProtocolVersion())
+				return
+			case h.GetWorkerId() == "":
+				k.fail(name, "pod %s's worker sent Hello without a worker_id", p.name)
+				return
+			case h.GetStreamId() != StreamID:
+				k.fail(name, "pod %s's worker sent Hello with stream_id %q, want %q", p.name, h.GetStreamId(), StreamID)
+				return
+			}
+		}
+	}
+	if streams == 0 {
+		k.fail(name, "no worker sent anything")
+		return
+	}
+	k.pass(name, "%d streams began with Hello (protocol_version 2, worker_id, stream_id %q)", streams, StreamID)
 }
