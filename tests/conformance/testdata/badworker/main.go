@@ -1,7 +1,7 @@
 // Command badworker is the conformance kit's test fixture: a minimal worker
-// (worker/lease for the lease, pglogrepl for the stream; it stores only its
-// position) that keeps every obligation of a worker, unless BATON_BAD names
-// one it breaks:
+// (its own lease client, written from lease.proto alone, in lease.go;
+// pglogrepl for the stream; it stores only its position) that keeps every
+// obligation of a worker, unless BATON_BAD names one it breaks:
 //
 //	early      opens a replication connection before it is granted
 //	noepoch    names its replication connection without the epoch
@@ -11,6 +11,9 @@
 //	ackahead   acknowledges every 200 ms but reports its position every 5 s
 //	volatile   keeps its position in memory only (lost by SIGKILL)
 //	pings      pings the broker every 100 ms on a second HTTP/2 connection
+//	nostopping on SIGTERM, releases without RELEASE_REASON_STOPPING
+//
+// and those of its lease client (lease.go): hello, strict, anyrevoke.
 //
 // It reads the environment contract of the kit: DATABASE_URL,
 // REPLICATION_STREAM_ID, BATON_BROKER_ADDR and BATON_STORAGE_DIR.
@@ -36,7 +39,6 @@ import (
 	"golang.org/x/net/http2"
 
 	batonv1 "github.com/batonhq/baton/proto/baton/v1"
-	"github.com/batonhq/baton/worker/lease"
 )
 
 func main() {
@@ -79,7 +81,7 @@ func run(ctx context.Context) error {
 		}
 		defer c.Close(context.Background())
 	}
-	c, err := lease.New(addr, lease.Options{WorkerID: "badworker-" + w.bad, StreamID: w.streamID})
+	c, err := newLeaseClient(addr, w.streamID, w.bad)
 	if err != nil {
 		return err
 	}
@@ -98,11 +100,15 @@ func run(ctx context.Context) error {
 		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		if ctx.Err() != nil {
-			_ = l.ReleaseStopping(rctx, w.durable)
+			reason := batonv1.ReleaseReason_RELEASE_REASON_STOPPING
+			if w.bad == "nostopping" {
+				reason = batonv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED
+			}
+			_ = l.Release(rctx, w.durable, reason)
 			cancel()
 			return nil
 		}
-		_ = l.Release(rctx, w.durable)
+		_ = l.Release(rctx, w.durable, batonv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED)
 		cancel()
 	}
 }
@@ -121,7 +127,7 @@ func (w *worker) connect(ctx context.Context, epoch uint64) (*pgconn.PgConn, err
 }
 
 // setup creates the publication (empty) and the slot when missing.
-func (w *worker) setup(ctx context.Context, l *lease.Lease) error {
+func (w *worker) setup(ctx context.Context, l *grant) error {
 	conn, err := pgx.Connect(ctx, w.url)
 	if err != nil {
 		return err
@@ -147,7 +153,7 @@ func (w *worker) setup(ctx context.Context, l *lease.Lease) error {
 
 // consume streams until the lease ends (or later, as BATON_BAD says), then
 // stores, acknowledges and closes.
-func (w *worker) consume(ctx context.Context, l *lease.Lease) error {
+func (w *worker) consume(ctx context.Context, l *grant) error {
 	if err := w.setup(l.Ctx(), l); err != nil {
 		return err
 	}
@@ -170,23 +176,24 @@ func (w *worker) consume(ctx context.Context, l *lease.Lease) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	// The end of consuming: the lease's end, or later when misbehaving.
-	end := l.Ctx()
-	switch w.bad {
-	case "ignorettl", "locklost":
-		var cancel context.CancelFunc
-		end, cancel = context.WithCancel(context.WithoutCancel(ctx))
-		defer cancel()
-		go func() {
-			<-l.Done()
-			r, revoked := lease.Revoked(l.Err())
-			if (w.bad == "ignorettl" && errors.Is(l.Err(), lease.ErrExpired)) ||
-				(w.bad == "locklost" && revoked && r == batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST) {
-				time.Sleep(3 * time.Second)
-			}
-			cancel()
-		}()
-	}
+	// The end of consuming: SIGTERM, or the lease's end (later when
+	// misbehaving).
+	end, cancelEnd := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelEnd()
+	defer context.AfterFunc(ctx, cancelEnd)()
+	go func() {
+		select {
+		case <-l.Done():
+		case <-end.Done():
+			return
+		}
+		r, revoked := revokedReason(l.Err())
+		if (w.bad == "ignorettl" && errors.Is(l.Err(), errExpired)) ||
+			(w.bad == "locklost" && revoked && r == batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST) {
+			time.Sleep(3 * time.Second)
+		}
+		cancelEnd()
+	}()
 	received := w.durable
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -228,12 +235,12 @@ func (w *worker) consume(ctx context.Context, l *lease.Lease) error {
 			return err
 		}
 	}
-	if l.Err() != nil && errors.Is(l.Err(), lease.ErrExpired) || isLockLost(l.Err()) {
+	if l.Err() != nil && ctx.Err() == nil && !isShutdown(l.Err()) {
 		return nil // nothing more is acknowledged after the lease is lost
 	}
 	if w.bad == "revoke" {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		_ = l.Release(rctx, w.durable)
+		_ = l.Release(rctx, w.durable, batonv1.ReleaseReason_RELEASE_REASON_UNSPECIFIED)
 		cancel()
 		time.Sleep(time.Second)
 	}
@@ -270,9 +277,11 @@ func (w *worker) awaitWalsenderGone(ctx context.Context, epoch uint64) error {
 	}
 }
 
-func isLockLost(err error) bool {
-	r, ok := lease.Revoked(err)
-	return ok && r != batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN
+// isShutdown: the lease was revoked for the broker's shutdown (drain,
+// then release).
+func isShutdown(err error) bool {
+	r, ok := revokedReason(err)
+	return ok && r == batonv1.RevokeReason_REVOKE_REASON_SHUTDOWN
 }
 
 func ack(ctx context.Context, repl *pgconn.PgConn, lsn uint64) error {
