@@ -37,8 +37,10 @@ type Config struct {
 	Insecure bool
 	// AllowShapeDeletion lets DELETE /v1/shape remove shapes.
 	AllowShapeDeletion bool
-	// ShapeChunkBytes is the size at which a shape response ends (at the
-	// next message boundary), Electric's chunk size threshold.
+	// ShapeChunkBytes is Electric's chunk size threshold: a chunk of a
+	// shape log, which a response never crosses, ends after the message
+	// that brings it to this size; a shape keeps the value it was made
+	// with.
 	ShapeChunkBytes int64
 	// CacheMaxAge and CacheStaleAge are the max-age and
 	// stale-while-revalidate of a shape response that is not live and not
@@ -92,7 +94,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	b.String(&c.Secret, "BATON_SECRET", "secret every shape request must carry as its secret query parameter (as Electric's client sends it); required unless BATON_INSECURE=true")
 	b.Switch(&c.Insecure, "BATON_INSECURE", "serve shapes to anyone, without BATON_SECRET (development only)")
 	b.Switch(&c.AllowShapeDeletion, "BATON_ALLOW_SHAPE_DELETION", "let DELETE /v1/shape remove shapes (else 405)")
-	b.Bytes(&c.ShapeChunkBytes, "BATON_SHAPE_CHUNK_BYTES_THRESHOLD", "size in bytes at which a shape response ends, at the next message (10485760, 10MiB)")
+	b.Bytes(&c.ShapeChunkBytes, "BATON_SHAPE_CHUNK_BYTES_THRESHOLD", "size in bytes at which a chunk of a shape log ends, after the message that reaches it; a shape keeps the value it was made with (10485760, 10MiB)")
 	b.Duration(&c.CacheMaxAge, "BATON_CACHE_MAX_AGE", "Cache-Control max-age of shape responses that are neither live nor initial", "60s, 0s")
 	b.Duration(&c.CacheStaleAge, "BATON_CACHE_STALE_AGE", "Cache-Control stale-while-revalidate of those responses", "300s, 0s")
 	if err := b.Parse(args, out); err != nil {

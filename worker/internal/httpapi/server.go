@@ -35,7 +35,6 @@ import (
 // Defaults of Electric's API.
 const (
 	DefaultLongPoll      = 20 * time.Second
-	DefaultChunkBytes    = 10 << 20
 	DefaultCacheMaxAge   = 60 * time.Second
 	DefaultCacheStaleAge = 300 * time.Second
 )
@@ -72,9 +71,6 @@ type Server struct {
 	// AllowDeletion lets DELETE /v1/shape remove shapes; without it a
 	// DELETE is answered 405 (Electric's allow_shape_deletion).
 	AllowDeletion bool
-	// ChunkBytes is the size at which a response ends, at the next
-	// message (Electric's chunk_bytes_threshold).
-	ChunkBytes int
 	// CacheMaxAge and CacheStaleAge are the max-age and
 	// stale-while-revalidate (whole seconds) of a shape response that is
 	// neither live nor from offset -1, as Electric's cache_max_age and
@@ -113,7 +109,7 @@ type Lease interface {
 // to (shape requests are held, then answered 503).
 func New(log *slog.Logger) *Server {
 	s := &Server{LongPoll: DefaultLongPoll, MaxHold: DefaultMaxHold, Log: log, changed: make(chan struct{}),
-		ChunkBytes: DefaultChunkBytes, CacheMaxAge: DefaultCacheMaxAge, CacheStaleAge: DefaultCacheStaleAge, SSEKeepAlive: DefaultSSEKeepAlive}
+		CacheMaxAge: DefaultCacheMaxAge, CacheStaleAge: DefaultCacheStaleAge, SSEKeepAlive: DefaultSSEKeepAlive}
 	s.transport = newTransport(func() time.Duration { return s.LongPoll + s.MaxHold })
 	return s
 }

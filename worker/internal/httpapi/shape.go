@@ -65,7 +65,7 @@ func (s *Server) serveShape(w http.ResponseWriter, r *http.Request, reg *shapes.
 		s.respond(w, r, p, sh, &shapes.Plan{From: end, Last: end, UpToDate: true, GlobalLSN: sh.GlobalLSN()}, false)
 		return
 	}
-	plan, err := sh.Plan(p.offset, s.ChunkBytes)
+	plan, err := sh.Plan(p.offset)
 	if err != nil {
 		s.planErr(w, r, reg, p, err)
 		return
@@ -99,7 +99,7 @@ func (s *Server) serveShape(w http.ResponseWriter, r *http.Request, reg *shapes.
 			return
 		}
 		if newer {
-			if plan, err = sh.Plan(p.offset, s.ChunkBytes); err != nil {
+			if plan, err = sh.Plan(p.offset); err != nil {
 				s.planErr(w, r, reg, p, err)
 				return
 			}
@@ -214,7 +214,14 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, p params, sh *s
 	} else {
 		h.Set("electric-schema", sh.Schema())
 	}
+	// A response that ends at a chunk boundary is the same forever: the
+	// etag names its range. One that runs to the end of the log (up to
+	// date) ends with the global_last_seen_lsn of now: the etag names
+	// that too, so that a cache revalidating it gets the new body.
 	etag := sh.Handle() + ":" + reqOffset + ":" + plan.Last.String()
+	if upToDateResp {
+		etag += ":" + strconv.FormatUint(plan.GlobalLSN, 10)
+	}
 	if noChange {
 		etag += ":" + strconv.FormatInt(time.Now().UnixNano(), 10)
 	}

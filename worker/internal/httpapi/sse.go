@@ -43,7 +43,11 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, reg *shapes.Re
 	defer stop()
 	ctx, cancel := context.WithTimeout(leased, sseWindow)
 	defer cancel()
+	// unsent: messages were sent since the last up-to-date (a plan that
+	// ends at a chunk boundary is followed by one more).
+	unsent := false
 	for {
+		unsent = unsent || !plan.Empty()
 		err := sh.Bodies(plan, func(body []byte) error {
 			var msgs []json.RawMessage
 			if err := json.Unmarshal(append(append([]byte{'['}, body...), ']'), &msgs); err != nil {
@@ -59,17 +63,18 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, reg *shapes.Re
 		if err != nil {
 			return // the client reconnects from its last up-to-date
 		}
-		if plan.UpToDate && !plan.Empty() {
+		if plan.UpToDate && unsent {
 			if _, err := w.Write([]byte("data: " + upToDate(plan.GlobalLSN) + "\n\n")); err != nil {
 				return
 			}
+			unsent = false
 		}
 		fl.Flush()
 		from := plan.Last
 		if plan.UpToDate && !s.awaitChanges(ctx, w, fl, sh, from) {
 			return
 		}
-		if plan, err = sh.Plan(from, s.ChunkBytes); err != nil {
+		if plan, err = sh.Plan(from); err != nil {
 			return
 		}
 	}

@@ -42,7 +42,7 @@ func (w *worker) newHTTP() {
 	w.api = httpapi.New(w.log)
 	w.api.Self, w.api.ID = w.cfg.AdvertiseURL, w.id
 	w.api.Secret, w.api.AllowDeletion = w.cfg.Secret, w.cfg.AllowShapeDeletion
-	w.api.ChunkBytes, w.api.CacheMaxAge, w.api.CacheStaleAge = int(w.cfg.ShapeChunkBytes), w.cfg.CacheMaxAge, w.cfg.CacheStaleAge
+	w.api.CacheMaxAge, w.api.CacheStaleAge = w.cfg.CacheMaxAge, w.cfg.CacheStaleAge
 	if w.cfg.Insecure {
 		w.log.Warn("BATON_INSECURE=true: the shape API serves anyone, without a secret; set BATON_SECRET outside development")
 	}

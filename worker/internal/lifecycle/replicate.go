@@ -52,7 +52,7 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease, warm *warmSe
 	// Transactions the stream appends reach the router in memory.
 	decoded := txn.NewCache()
 	reg, err := shapes.Open(shapes.Options{Dir: dir, Epoch: l.Epoch, DatabaseURL: cfg.DatabaseURL, StreamID: cfg.StreamID,
-		Publication: l.Publication, Stream: store, Log: w.log, Decoded: decoded, Counters: w.metrics.shapes})
+		Publication: l.Publication, Stream: store, Log: w.log, Decoded: decoded, Counters: w.metrics.shapes, ChunkBytes: cfg.ShapeChunkBytes})
 	if err != nil {
 		return replication.Result{}, fmt.Errorf("open shapes: %w", err)
 	}

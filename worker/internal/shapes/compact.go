@@ -160,14 +160,50 @@ func (s *Shape) compact() (compactStats, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	i, _ := slices.BinarySearchFunc(s.index, upTo+1, func(e entry, seq uint64) int { return cmpUint(e.seq, seq) })
+	index := append(entries, s.index[i:]...)
+	ends, chunks, err := s.chunkIndex(index, out)
+	if err != nil {
+		return st, err
+	}
 	if _, _, err := c.Commit(); err != nil {
 		return st, err
 	}
-	i, _ := slices.BinarySearchFunc(s.index, upTo+1, func(e entry, seq uint64) int { return cmpUint(e.seq, seq) })
-	s.index = append(entries, s.index[i:]...)
+	s.index, s.ends, s.chunks = index, ends, chunks
 	s.compactBase = max(s.logBytesLocked(), 1)
 	st.committed = true
 	return st, nil
+}
+
+// chunkIndex finds the chunk boundaries of the log index, whose first
+// records are head (the compacted ones) and the others in the log, as
+// loadIndex would find them in the log after the compaction.
+func (s *Shape) chunkIndex(index []entry, head []storage.Record) ([]Offset, chunker, error) {
+	ch := newChunker(s.meta.ChunkBytes)
+	var ends []Offset
+	for k, e := range index {
+		body := func() ([]byte, error) {
+			if k < len(head) {
+				_, b := splitPayload(head[k].Payload)
+				return b, nil
+			}
+			recs, err := s.log.Read(e.seq, 1)
+			if err != nil {
+				return nil, err
+			}
+			if len(recs) == 0 || recs[0].Seq != e.seq {
+				return nil, fmt.Errorf("shape log: record %d is indexed but not readable", e.seq)
+			}
+			_, b := splitPayload(recs[0].Payload)
+			return b, nil
+		}
+		more, err := ch.add(e.off, e.size, body)
+		if err != nil {
+			return nil, ch, err
+		}
+		ends = append(ends, more...)
+	}
+	return ends, ch, nil
 }
 
 func cmpUint(a, b uint64) int {

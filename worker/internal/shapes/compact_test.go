@@ -199,6 +199,8 @@ func (w *workload) tx() testRecord {
 	return testRecord{commit: w.lsn, end: w.lsn + 1, op: uint64(len(msgs) - 1), body: encodeMsgs(msgs)}
 }
 
+const testChunkBytes = 2000
+
 // newTestShape opens a shape log in a temporary folder.
 func newTestShape(t *testing.T, segmentSize int64) *Shape {
 	t.Helper()
@@ -208,8 +210,9 @@ func newTestShape(t *testing.T, segmentSize int64) *Shape {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	s := &Shape{dir: dir, log: l, changed: make(chan struct{})}
-	s.meta.Handle = "test"
+	// Chunks of about 2000 bytes: responses end inside transactions too.
+	s := &Shape{dir: dir, log: l, changed: make(chan struct{}), chunks: newChunker(testChunkBytes)}
+	s.meta.Handle, s.meta.ChunkBytes = "test", testChunkBytes
 	return s
 }
 
@@ -223,23 +226,31 @@ func (s *Shape) add(t *testing.T, recs ...testRecord) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		entries = append(entries, entry{seq: seq, off: r.offset(), size: len(r.body)})
+		entries = append(entries, entry{seq: seq, off: r.offset(), size: len(r.body), body: r.body})
 	}
 	if _, err := s.log.Sync(); err != nil {
 		t.Fatal(err)
 	}
 	s.mu.Lock()
-	s.index = append(s.index, entries...)
+	for _, e := range entries {
+		ends, err := s.chunks.add(e.off, e.size, func() ([]byte, error) { return e.body, nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.ends = append(s.ends, ends...)
+		e.body = nil
+		s.index = append(s.index, e)
+	}
 	close(s.changed)
 	s.changed = make(chan struct{})
 	s.mu.Unlock()
 }
 
-// readOn applies to have every message after from, in responses of about
-// maxBytes, until the end of the log; it returns the last offset.
-func (s *Shape) readOn(t *testing.T, have rows, from Offset, maxBytes int) (Offset, error) {
+// readOn applies to have every message after from, one chunk per
+// response, until the end of the log; it returns the last offset.
+func (s *Shape) readOn(t *testing.T, have rows, from Offset) (Offset, error) {
 	for {
-		p, err := s.Plan(from, maxBytes)
+		p, err := s.Plan(from)
 		if err != nil {
 			return from, err
 		}
@@ -278,11 +289,7 @@ func checkEveryOffset(t *testing.T, s *Shape, before []testRecord, final rows) {
 			from = before[i-1].offset()
 		}
 		have := st[i].clone()
-		maxBytes := 1 << 20 // one response, or several
-		if i%5 == 0 {
-			maxBytes = 2000
-		}
-		if _, err := s.readOn(t, have, from, maxBytes); err != nil {
+		if _, err := s.readOn(t, have, from); err != nil {
 			t.Fatalf("read on from %v: %v", from, err)
 		}
 		if !have.equal(final) {
@@ -295,11 +302,10 @@ func checkEveryOffset(t *testing.T, s *Shape, before []testRecord, final rows) {
 func (s *Shape) logRecords(t *testing.T) []testRecord {
 	t.Helper()
 	var out []testRecord
-	p, err := s.Plan(BeforeAll, 1<<30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range p.entries {
+	s.mu.RLock()
+	index := slices.Clone(s.index)
+	s.mu.RUnlock()
+	for _, e := range index {
 		recs, err := s.log.Read(e.seq, 1)
 		if err != nil || len(recs) != 1 {
 			t.Fatalf("read %d: %v", e.seq, err)
@@ -459,7 +465,7 @@ func TestCompactConcurrentReaders(t *testing.T) {
 						finished = true
 					default:
 					}
-					last, err := s.readOn(t, have, from, 300+rng.IntN(3000))
+					last, err := s.readOn(t, have, from)
 					if err != nil {
 						errs <- fmt.Errorf("reader %d from %v: %w", g, from, err)
 						return

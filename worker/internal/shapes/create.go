@@ -147,7 +147,7 @@ func (r *Registry) create(ctx context.Context, d Definition) (s *Shape, err erro
 	m := &Meta{
 		Handle:     d.id() + "-" + strconv.FormatInt(time.Now().UnixMicro(), 10),
 		Definition: d, Columns: cols, PK: t.pk, RoutedSeq: routed, SeenLSN: seen, CreatedAt: time.Now().UTC(),
-		TableColumns: t.columns, TableSig: t.sig, FullIdentity: full,
+		TableColumns: t.columns, TableSig: t.sig, FullIdentity: full, ChunkBytes: r.chunkBytes(),
 	}
 	return r.store(d, m, func(l *storage.Log) error {
 		err := snapshot(ctx, conn, t, m, l)
@@ -207,7 +207,7 @@ func (r *Registry) store(d Definition, m *Meta, fill func(*storage.Log) error, p
 		return nil, fmt.Errorf("add shape: %w", err)
 	}
 	s = &Shape{dir: dir, log: l, meta: *m, durable: *m, schema: m.schemaHeader(), changed: make(chan struct{}), streamEnd: r.streamEnd, sharedFloor: &r.floor,
-		routedLSN: m.SeenLSN, pred: pred, stopAt: r.at}
+		routedLSN: m.SeenLSN, pred: pred, stopAt: r.at, chunks: newChunker(m.ChunkBytes)}
 	if err := s.loadIndex(); err != nil {
 		return nil, err
 	}

@@ -19,7 +19,7 @@
 //     log (truncate.go), compaction of shape logs (compact.go). Idle expiry
 //     (expire.go) runs apart, from when shapes are served.
 //   - Serving (serve.go) plans a response from a shape's index of records
-//     and reads them; coverage.go checks, at a lease's start, that the
+//     and its chunk boundaries (chunk.go) and reads them; coverage.go checks, at a lease's start, that the
 //     publication covered every stored shape's table.
 //
 // # Positions
@@ -124,15 +124,77 @@
 //
 // # Records and offsets
 //
-// Every record of a shape log is one unit a client can stop after: a chunk
-// of snapshot rows, or the changes of one transaction on the shape's table.
-// Its payload is an 8-byte little-endian op offset, then the JSON messages
-// of the unit joined by commas, ready to be copied into a response. Offsets
-// follow Electric's LogOffset: "<tx>_<op>". Snapshot chunk j has offset
-// "0_j" (EndLSN j+1, below any real LSN); a transaction has offset
-// "<commit lsn>_<op of its last message>" and the stream record's EndLSN, so
-// storage.Log.Append skips a transaction routed twice (after a crash, or
-// when applied_seq was persisted late): nothing is doubled.
+// Every record of a shape log is a chunk of snapshot rows or the changes of
+// one transaction on the shape's table. Its payload is an 8-byte
+// little-endian op offset, then the JSON messages of the unit joined by
+// commas, ready to be copied into a response. Offsets follow Electric's
+// LogOffset: "<tx>_<op>". Snapshot chunk j has offset "0_j" (EndLSN j+1,
+// below any real LSN); a transaction has offset "<commit lsn>_<op of its
+// last message>" and the stream record's EndLSN, so storage.Log.Append
+// skips a transaction routed twice (after a crash, or when applied_seq was
+// persisted late): nothing is doubled. A transaction's messages are
+// numbered 0, 1, ... (op_position); "<commit lsn>_<k>", k > 0, is the
+// position after its message k, where a chunk may end (see Chunks), and
+// "<commit lsn>_0" the whole transaction (Offset.after).
+//
+// # Chunks: every response that a URL names ends at the same place
+//
+// As Electric's, a response serves the records after the client's offset
+// up to the end of the chunk that holds the first of them, or, when that
+// chunk is still open, to the end of the log (then with up-to-date).
+// Chunk boundaries are found by walking the log from its start (chunker,
+// chunk.go): a chunk ends after the message that brings it to the shape's
+// threshold or more (Electric's LogChunker), the snapshot's last record
+// ends a chunk, and a snapshot record is never cut inside. A transaction
+// larger than what is left of the threshold is cut inside, after the
+// message that reaches it, as Electric's log is (one item per change):
+// the client gets it over several responses, none of them up to date
+// before its last message, so it applies the transaction whole. A cut
+// falls at a message k > 0 (a one-message transaction is whole), so that
+// "<lsn>_0" keeps meaning the whole transaction; serving reads the
+// transaction's record and sends the messages between the two offsets
+// (partOf).
+//
+// A response that ends at a boundary is the same, body and etag
+// (handle:offset:end), from every worker, forever:
+//
+//   - The records up to a boundary never change: a shape log is only
+//     appended to, and storage never rewrites a record (but compaction,
+//     below).
+//   - The boundaries up to a record depend only on the records up to it
+//     and on the shape's threshold, Meta.ChunkBytes, which is fixed when
+//     the shape is made and kept in its fenced metadata (a shape made
+//     before it was kept takes the threshold of the first worker that
+//     opens it, kept from its next persist): changing
+//     BATON_SHAPE_CHUNK_BYTES_THRESHOLD changes the chunks of new shapes
+//     only. So a boundary, once found, stays.
+//   - A worker that opens the log (a restart, a handoff, a pod taking over
+//     a shared volume) walks the same records (loadIndex), and so finds
+//     the same boundaries as the worker that wrote them (TestChunks).
+//   - A shape log made again after a machine crash (its records are not
+//     fsynced; routing resumes from the persisted applied_seq) holds the
+//     same records: the messages of a transaction are encoded byte for
+//     byte the same from the durable stream log, so Append skips those
+//     that survived and rewrites the others identically.
+//
+// A response that runs into the open chunk is the only kind that changes
+// as the log grows: it ends with up-to-date and the global_last_seen_lsn
+// of the moment, and its etag names its end and that LSN, so a cache
+// revalidating it gets the new body. Once the chunk closes, the same URL
+// serves the whole chunk, up to the boundary and no further. A response
+// that ends at a boundary has no up-to-date even when the log ends there
+// (Electric's would, and would so change when the log grows): the
+// client's next request, from the boundary, gets an empty up-to-date
+// response. Live requests are planned the same way, from what has arrived.
+//
+// Compaction (compact.go) rewrites a prefix of the log, and the walk finds
+// the boundaries of the compacted log (chunkIndex): a URL of that range
+// then serves fewer messages and may end elsewhere. A response from before
+// that a cache still holds stays right to serve: by compaction's argument,
+// a client that applies it and reads on from its end ends with the same
+// rows. Should a record the client is inside have been compacted, its
+// messages are served whole (partOf): each sets its row to its state after
+// the transaction.
 //
 // # Consistency of the snapshot with the log (DESIGN I2)
 //

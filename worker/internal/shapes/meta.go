@@ -86,6 +86,10 @@ type Meta struct {
 	// only persisted values are advertised.
 	SeenLSN   uint64    `json:"seen_lsn"`
 	CreatedAt time.Time `json:"created_at"`
+	// ChunkBytes is the chunk threshold of the shape's log, fixed when
+	// the shape is made (Options.ChunkBytes then), so that its chunk
+	// boundaries do not move with the setting (see "Chunks").
+	ChunkBytes int64 `json:"chunk_bytes,omitempty"`
 	// LastUsedAt is when a request last used the shape, as last persisted
 	// (coarsely: see expire.go); zero when unknown.
 	LastUsedAt time.Time `json:"last_used_at,omitzero"`

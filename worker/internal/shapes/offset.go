@@ -65,11 +65,15 @@ func ParseOffset(s string) (Offset, error) {
 	return Offset{TX: t, Op: o}, nil
 }
 
-// after reports whether a record at offset o comes after a client's offset
-// from. A transaction is one record per shape, so a client that has seen
-// any op of transaction L has seen all of it: this makes "<L>_0" (what the
-// client derives from global_last_seen_lsn) and "<L>_<last op>" mean the
-// same. Snapshot chunks (TX 0) are ordered by op.
+// after reports whether a record (or the part of one) ending at offset o
+// comes after a client's offset from. A client that has seen op k of
+// transaction L has seen ops 0..k of it: a transaction is one record per
+// shape, cut into parts only at chunk boundaries inside it (chunk.go), so
+// a part ending at op j of L is after "<L>_<k>" when j > k. "<L>_0" means
+// the whole of L, as before chunks could cut a transaction: it is what
+// the client derives from global_last_seen_lsn, and no part ends at op 0
+// unless it is a whole one-message transaction. Snapshot chunks (TX 0) are
+// ordered by op.
 func (o Offset) after(from Offset) bool {
 	if from.BeforeAll {
 		return true
@@ -77,5 +81,8 @@ func (o Offset) after(from Offset) bool {
 	if o.TX == 0 {
 		return from.TX == 0 && o.Op > from.Op
 	}
-	return o.TX > from.TX
+	if o.TX != from.TX {
+		return o.TX > from.TX
+	}
+	return from.Op != 0 && o.Op > from.Op
 }

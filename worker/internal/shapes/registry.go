@@ -32,6 +32,17 @@ type Options struct {
 	Decoded *txn.Cache
 	// Counters count what happens to shapes; nil ones are not counted.
 	Counters Counters
+	// ChunkBytes is the chunk threshold of the shapes made (0:
+	// DefaultChunkBytes): a chunk of a shape log ends after the message
+	// that brings it to this size (see "Chunks").
+	ChunkBytes int64
+}
+
+func (r *Registry) chunkBytes() int64 {
+	if r.o.ChunkBytes > 0 {
+		return r.o.ChunkBytes
+	}
+	return DefaultChunkBytes
 }
 
 // Counter counts events (a prometheus.Counter fits).

@@ -227,7 +227,7 @@ func (rt *router) routeRecords(ctx context.Context, recs []storage.Record) error
 			}
 			p.dirty = true
 			if seq != 0 {
-				p.entries = append(p.entries, entry{seq: seq, off: Offset{TX: tx.CommitLSN, Op: u.lastOp}, size: len(u.body)})
+				p.entries = append(p.entries, entry{seq: seq, off: Offset{TX: tx.CommitLSN, Op: u.lastOp}, size: len(u.body), body: u.body})
 			}
 		}
 	}

@@ -21,11 +21,16 @@ var ErrGone = errors.New("shape is gone")
 // ErrOutOfBounds is returned for an offset past what the shape has seen.
 var ErrOutOfBounds = errors.New("out of bounds for this shape")
 
-// Plan is what one response serves: the records after From up to Last.
+// Plan is what one response serves: the records after From up to Last,
+// the first and the last of them possibly in part (a chunk boundary
+// inside a transaction).
 type Plan struct {
-	From      Offset
-	Last      Offset // electric-offset of the response
-	UpToDate  bool   // Last is the end of the log
+	From Offset
+	Last Offset // electric-offset of the response
+	// UpToDate: Last is the end of the log, inside the open chunk. A
+	// response that ends at a chunk boundary is not up to date even when
+	// the log ends there, so that its body never changes (see "Chunks").
+	UpToDate  bool
 	GlobalLSN uint64
 	entries   []entry
 }
@@ -33,9 +38,10 @@ type Plan struct {
 // Empty reports whether the plan serves no record.
 func (p *Plan) Empty() bool { return len(p.entries) == 0 }
 
-// Plan chooses the records after from, about maxBytes of them (at least
-// one). It returns ErrOutOfBounds when from is past the shape's end.
-func (s *Shape) Plan(from Offset, maxBytes int) (*Plan, error) {
+// Plan chooses the records after from up to the end of the chunk that
+// holds the first of them, or to the end of the log when that chunk is
+// still open. It returns ErrOutOfBounds when from is past the shape's end.
+func (s *Shape) Plan(from Offset) (*Plan, error) {
 	fl := s.floor()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -54,21 +60,30 @@ func (s *Shape) Plan(from Offset, maxBytes int) (*Plan, error) {
 	}
 	i := sort.Search(len(s.index), func(i int) bool { return s.index[i].off.after(from) })
 	p := &Plan{From: from, Last: from, GlobalLSN: max(s.durable.SeenLSN, end.TX)}
-	total := 0
-	for ; i < len(s.index); i++ {
-		e := s.index[i]
-		if len(p.entries) > 0 && total+e.size > maxBytes {
-			break
+	b := sort.Search(len(s.ends), func(j int) bool { return s.ends[j].after(from) })
+	if b < len(s.ends) {
+		p.Last = s.ends[b]
+		for ; i < len(s.index) && upTo(s.index[i].off, p.Last); i++ {
+			p.entries = append(p.entries, s.index[i])
 		}
-		p.entries = append(p.entries, e)
-		total += e.size
-		p.Last = e.off
+		return p, nil
 	}
-	p.UpToDate = i == len(s.index)
+	p.entries = append(p.entries, s.index[i:]...)
+	if len(p.entries) > 0 {
+		p.Last = p.entries[len(p.entries)-1].off
+	}
+	p.UpToDate = true
 	if from.BeforeAll && len(p.entries) == 0 {
 		p.Last = Offset{}
 	}
 	return p, nil
+}
+
+// upTo reports whether a response ending at last serves (some of) the
+// record at offset off: off is at or before last, or is the transaction
+// that last cuts.
+func upTo(off, last Offset) bool {
+	return off.TX < last.TX || (off.TX == last.TX && (last.TX != 0 || off.Op <= last.Op))
 }
 
 // GlobalLSN is what responses advertise as global_last_seen_lsn: a commit
@@ -124,7 +139,8 @@ func (s *Shape) Wait(ctx context.Context, off Offset) (bool, error) {
 	}
 }
 
-// Bodies calls fn with the messages of each planned record, in order.
+// Bodies calls fn with the messages of each planned record (or of the
+// part of it the plan serves), in order.
 // When the log was compacted after the plan, it serves the compacted
 // records from the last one served up to p.Last instead (see compact.go).
 func (s *Shape) Bodies(p *Plan, fn func(body []byte) error) error {
@@ -152,7 +168,7 @@ func (s *Shape) Bodies(p *Plan, fn func(body []byte) error) error {
 				}
 				break
 			}
-			if err := fn(body); err != nil {
+			if err := fn(partOf(body, e.off, served, p.Last)); err != nil {
 				return err
 			}
 			served, entries = e.off, entries[1:]
@@ -173,7 +189,7 @@ func (s *Shape) entriesBetween(from, last Offset) ([]entry, error) {
 	}
 	i := sort.Search(len(s.index), func(i int) bool { return s.index[i].off.after(from) })
 	var out []entry
-	for ; i < len(s.index) && !s.index[i].off.after(last); i++ {
+	for ; i < len(s.index) && upTo(s.index[i].off, last); i++ {
 		out = append(out, s.index[i])
 	}
 	return out, nil

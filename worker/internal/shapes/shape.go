@@ -18,6 +18,9 @@ type entry struct {
 	seq  uint64
 	off  Offset
 	size int
+	// body is the record's messages, on their way from the router to
+	// advance (for the chunker); nil in the index.
+	body []byte
 }
 
 // Shape is one open shape.
@@ -40,6 +43,10 @@ type Shape struct {
 	mu    sync.RWMutex
 	meta  Meta
 	index []entry
+	// ends are the chunk boundaries of the log, in order, and chunks the
+	// chunker that found them (chunk.go).
+	ends   []Offset
+	chunks chunker
 	// routedLSN is the commit LSN of the last stream transaction routed
 	// here (the floor's may be higher: see routedLSNLocked).
 	routedLSN uint64
@@ -104,8 +111,13 @@ func (r *Registry) openShape(dir string) (*Shape, error) {
 		l.Close()
 		return nil, err
 	}
+	if m.ChunkBytes == 0 {
+		// Made before the threshold was kept: it takes this worker's, kept
+		// from the next persist on.
+		m.ChunkBytes = r.chunkBytes()
+	}
 	s := &Shape{dir: dir, log: l, meta: *m, durable: *m, schema: m.schemaHeader(), changed: make(chan struct{}),
-		routedLSN: m.SeenLSN, streamEnd: r.streamEnd, sharedFloor: &r.floor, stopAt: r.at}
+		routedLSN: m.SeenLSN, streamEnd: r.streamEnd, sharedFloor: &r.floor, stopAt: r.at, chunks: newChunker(m.ChunkBytes)}
 	s.use.restore(m.LastUsedAt)
 	if err := s.loadIndex(); err != nil {
 		l.Close()
@@ -141,7 +153,8 @@ func logMeta(l *storage.Log, dir string) (*Meta, error) {
 	return m, nil
 }
 
-// loadIndex reads every record once to index its offset.
+// loadIndex reads every record once to index its offset and find the
+// chunk boundaries.
 func (s *Shape) loadIndex() error {
 	next := uint64(1)
 	for {
@@ -153,8 +166,14 @@ func (s *Shape) loadIndex() error {
 			return nil
 		}
 		for _, r := range recs {
-			op, _ := splitPayload(r.Payload)
-			s.index = append(s.index, entry{seq: r.Seq, off: Offset{TX: r.CommitLSN, Op: op}, size: len(r.Payload) - 8})
+			op, body := splitPayload(r.Payload)
+			off := Offset{TX: r.CommitLSN, Op: op}
+			ends, err := s.chunks.add(off, len(body), func() ([]byte, error) { return body, nil })
+			if err != nil {
+				return err
+			}
+			s.ends = append(s.ends, ends...)
+			s.index = append(s.index, entry{seq: r.Seq, off: off, size: len(body)})
 			if r.CommitLSN > s.routedLSN {
 				s.routedLSN = r.CommitLSN
 			}
@@ -174,7 +193,13 @@ func (s *Shape) advance(entries []entry, lsn, seq uint64) {
 		return // routed here before (created after these records)
 	}
 	s.meta.RoutedSeq = seq
-	s.index = append(s.index, entries...)
+	for _, e := range entries {
+		body := e.body
+		ends, _ := s.chunks.add(e.off, e.size, func() ([]byte, error) { return body, nil })
+		s.ends = append(s.ends, ends...)
+		e.body = nil
+		s.index = append(s.index, e)
+	}
 	if lsn > s.routedLSN {
 		s.routedLSN = lsn
 	}
