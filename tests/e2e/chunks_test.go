@@ -204,3 +204,104 @@ func TestShapeLargeTransactionChunked(t *testing.T) {
 		t.Fatalf("the transaction came as %d changes in %d responses; want 400 in many", changes, parts)
 	}
 }
+
+// cacheStatus is nginx's $upstream_cache_status of a response through it.
+func cacheStatus(r *harness.Response) string { return r.Header.Get("X-Cache-Status") }
+
+// TestShapeThroughNginxCache: an nginx cache (Debian's package) in front
+// of a worker, caching by the worker's Cache-Control and revalidating by
+// etag. Clients that start at different offsets are served the same chunk
+// URLs, from the cache after the first one; a chunk is served fresh (HIT),
+// stale while nginx revalidates it (STALE), and revalidated with a 304
+// (REVALIDATED), always with the same body; the official client reading
+// through the cache, also after later writes (its offset=-1 response then
+// cached from before them), ends with the table's rows.
+func TestShapeThroughNginxCache(t *testing.T) {
+	needClient(t)
+	pg := pgtest.Start(t, pgtest.Options{})
+	execSQL(t, pg, "CREATE TABLE items (id int PRIMARY KEY, note text, n int)",
+		"INSERT INTO items SELECT g, 'row ' || g, g FROM generate_series(1, 30) g")
+	pod := chunkPod(t, pg, map[string]string{"BATON_CACHE_MAX_AGE": "2s", "BATON_CACHE_STALE_AGE": "60s"})
+	shape := url.Values{"table": {"items"}}
+	c, _ := catchUp(t, pod.URL(), shape)
+	start := c.Offset
+	insertRows(t, pg, c, 31, 100)
+
+	ngx, err := harness.StartNginx(strings.TrimPrefix(pod.URL(), "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- nginx ---\n%s", ngx.Output())
+		}
+		ngx.Close()
+	})
+	bg, fg := ngx.URL("bg"), ngx.URL("fg")
+
+	a := catchUpFrom(t, bg, shape, c.Handle, start)
+	if len(a) < 4 {
+		t.Fatalf("70 rows in chunks of %s bytes came in %d responses, want more", chunkBytes, len(a))
+	}
+	for i, r := range a {
+		if s := cacheStatus(r); s != "MISS" {
+			t.Fatalf("response %d (%s), first through the cache: %q, want MISS", i, r.URL, s)
+		}
+	}
+	// B starts inside A's first chunk: its first response is its own, the
+	// others are A's, from the cache.
+	lsn, _ := messages(t, a[0].Text())[0].Headers["lsn"].(string)
+	b := catchUpFrom(t, bg, shape, c.Handle, lsn+"_0")
+	if len(b) != len(a) {
+		t.Fatalf("from %s_0: %d responses, from %s: %d; want the same chunks", lsn, len(b), start, len(a))
+	}
+	for i, r := range b[1:] {
+		if s := cacheStatus(r); s != "HIT" && s != "STALE" && s != "UPDATING" {
+			t.Fatalf("response %d from %s_0 (%s): %q; want it from the cache, as it was for the client from %s", i+1, lsn, r.URL, s, start)
+		}
+		if !bytes.Equal(r.Body, a[i+1].Body) {
+			t.Fatalf("response %d from the cache differs from the worker's", i+1)
+		}
+	}
+
+	// One chunk's URL, fresh, stale, revalidated.
+	chunk := a[1]
+	fetch := func(base string) *harness.Response {
+		t.Helper()
+		r, err := harness.Fetch(t.Context(), "GET", base+strings.TrimPrefix(chunk.URL, bg), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != 200 || !bytes.Equal(r.Body, chunk.Body) || r.Header.Get("ETag") != chunk.Header.Get("ETag") {
+			t.Fatalf("%s: %d %s (%s), want the chunk's body and etag %s", r.URL, r.Status, r.Header.Get("ETag"), cacheStatus(r), chunk.Header.Get("ETag"))
+		}
+		return r
+	}
+	awaitStatus := func(base, want string) {
+		t.Helper()
+		var seen []string
+		if err := harness.AwaitEvery(20*time.Second, 100*time.Millisecond, "a "+want+" through "+base, func() (bool, error) {
+			s := cacheStatus(fetch(base))
+			seen = append(seen, s)
+			return s == want, nil
+		}); err != nil {
+			t.Fatalf("%v; statuses %v", err, seen)
+		}
+	}
+	awaitStatus(bg, "HIT")
+	awaitStatus(bg, "STALE") // max-age 2 s passes, stale-while-revalidate 60 s
+	awaitStatus(fg, "HIT")
+	awaitStatus(fg, "REVALIDATED") // max-age passes: If-None-Match, 304
+
+	// The official client through the cache, live, and from offset -1
+	// again after later writes.
+	client := startProtoScript(t, bg, "items")
+	client.awaitRows(t, protoTable(t, pg, "items"), 60*time.Second)
+	execSQL(t, pg, "UPDATE items SET note = 'updated' WHERE id % 7 = 0", "DELETE FROM items WHERE id % 11 = 0",
+		"INSERT INTO items SELECT g, 'later ' || g, g FROM generate_series(101, 160) g")
+	client.awaitRows(t, protoTable(t, pg, "items"), 60*time.Second)
+	client.checkMessages(t)
+	later := startProtoScript(t, bg, "items")
+	later.awaitRows(t, protoTable(t, pg, "items"), 60*time.Second)
+	later.checkMessages(t)
+}
