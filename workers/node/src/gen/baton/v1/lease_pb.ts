@@ -135,9 +135,10 @@
 //      nothing until a new Granted (whose epoch is higher).
 //  W10. Progress. Report its durable position with Progress under the
 //      current epoch: soon after each grant, and at least every 10 s while
-//      it advances. The slot's confirmed_flush_lsn never passes the last
-//      position reported (Progress or Released.durable_lsn): report a
-//      position before, or as, it is acknowledged to PostgreSQL. The broker
+//      it advances. Report each position it acknowledges to PostgreSQL at
+//      once (before the standby status update or right after it), so that
+//      the slot's confirmed_flush_lsn is never left ahead of the last
+//      position reported (Progress or Released.durable_lsn). The broker
 //      shows it; checks of W5 from outside the worker rely on it.
 //  W11. Ignore what it does not know: unknown BrokerMessage kinds, unknown
 //      fields, unknown enum values (an unknown StandbyReason means wait; an
