@@ -52,7 +52,7 @@ func TestHandoffUnderWrites(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := len(txns) + 20
-		if err := harness.Await(30*time.Second, fmt.Sprintf("%d transactions in the file %s", want, after), func() (bool, error) {
+		if err := harness.AwaitEvery(30*time.Second, 100*time.Millisecond, fmt.Sprintf("%d transactions in the file %s", want, after), func() (bool, error) {
 			txns, err := readOutput(out)
 			return len(txns) >= want, err
 		}); err != nil {
@@ -111,7 +111,7 @@ func TestHandoffUnderWrites(t *testing.T) {
 		return
 	}
 	var txns []txn
-	if err := harness.Await(30*time.Second, fmt.Sprintf("all %d committed transactions in the file", len(committed)), func() (bool, error) {
+	if err := harness.AwaitEvery(30*time.Second, 100*time.Millisecond, fmt.Sprintf("all %d committed transactions in the file", len(committed)), func() (bool, error) {
 		var err error
 		txns, err = readOutput(out)
 		return len(txns) >= len(committed), err
