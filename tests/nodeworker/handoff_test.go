@@ -275,3 +275,80 @@ func (s *slotSampler) finish() ([]uint64, error) {
 	defer s.mu.Unlock()
 	return s.epochs, s.err
 }
+
+// A worker frozen (SIGSTOP) while it holds the stream loses it: its broker
+// sees the stream silent and, after BATON_WORKER_ABSENCE_TIMEOUT, lets the
+// lock go to the other pod. When the frozen worker resumes (SIGCONT) with
+// changes still buffered in its sockets, its lease has expired on its own
+// clock: it writes nothing more to the shared file. The file holds every
+// committed transaction exactly once.
+func TestFrozenWorkerWritesNothingAfterResume(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	conn := connect(t, pg)
+	if _, err := conn.Exec(context.Background(), "CREATE TABLE items (id int PRIMARY KEY, note text)"); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "changes.jsonl")
+	absence := map[string]string{"BATON_WORKER_ABSENCE_TIMEOUT": "1s"}
+	a, b := newPod(t, pg, "a", out, absence), newPod(t, pg, "b", out, absence)
+	frozen := awaitActive(t, 30*time.Second, a, b)
+	next := a
+	if frozen == a {
+		next = b
+	}
+	w := startWriter(t, pg)
+	count := func() int {
+		txns, err := readOutput(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(txns)
+	}
+	progress := func(after string) {
+		t.Helper()
+		want := count() + 20
+		if err := harness.AwaitEvery(30*time.Second, 100*time.Millisecond, fmt.Sprintf("%d transactions in the file %s", want, after), func() (bool, error) {
+			return count() >= want, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	progress("at the start")
+	t.Logf("SIGSTOP to the worker of pod %s", frozen.Name())
+	if err := frozen.Worker().Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	awaitActive(t, 30*time.Second, next)
+	progress("after the other pod took over")
+	t.Logf("SIGCONT to the worker of pod %s", frozen.Name())
+	if err := frozen.Worker().Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if err := frozen.Worker().WaitOutput("lease lost: stopping at once", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	progress("after the frozen worker resumed")
+
+	committed := w.finish()
+	var txns []txn
+	if err := harness.AwaitEvery(30*time.Second, 100*time.Millisecond, fmt.Sprintf("all %d committed transactions in the file", len(committed)), func() (bool, error) {
+		var err error
+		txns, err = readOutput(out)
+		return len(txns) >= len(committed), err
+	}); err != nil {
+		t.Error(err)
+	}
+	for i := range max(len(txns), len(committed)) {
+		var got, want string
+		if i < len(txns) {
+			got = idsText(txns[i].ids)
+		}
+		if i < len(committed) {
+			want = idsText(committed[i])
+		}
+		if got != want {
+			t.Fatalf("transaction %d of %d committed (%d in the file): file has [%s], committed [%s]", i, len(committed), len(txns), got, want)
+		}
+	}
+	t.Logf("%d transactions committed and delivered once each", len(committed))
+}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 	"testing"
@@ -53,12 +54,17 @@ var fastBroker = map[string]string{
 	"BATON_DRAIN_TIMEOUT":          "10s",
 }
 
-// newPod starts a pod of a broker and a Node worker writing to out.
-func newPod(t *testing.T, pg *pgtest.Cluster, name, out string) *harness.Pod {
+// newPod starts a pod of a broker and a Node worker writing to out; broker
+// settings, when given, are added to fastBroker's.
+func newPod(t *testing.T, pg *pgtest.Cluster, name, out string, broker ...map[string]string) *harness.Pod {
 	t.Helper()
+	settings := maps.Clone(fastBroker)
+	for _, b := range broker {
+		maps.Copy(settings, b)
+	}
 	return harness.NewPod(t, harness.PodOptions{
 		Name: name, BrokerBin: bins["broker"], WorkerBin: bins["node-worker"], DatabaseURL: pg.URL(),
-		BrokerSettings: fastBroker,
+		BrokerSettings: settings,
 		WorkerSettings: map[string]string{"BATON_OUTPUT_FILE": out, "BATON_TABLES": "public.items"},
 		AwaitBroker:    true,
 	})
