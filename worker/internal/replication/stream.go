@@ -433,6 +433,9 @@ func (s *streamer) finish(ctx context.Context, items []item) error {
 			return fmt.Errorf("record final acknowledgement: %w", err)
 		}
 	}
+	// Reported before it is acknowledged (lease.proto W10); Released
+	// repeats it.
+	_ = s.l.Progress(max(s.durable.Load(), ack))
 	if err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: pglogrepl.LSN(ack), WALFlushPosition: pglogrepl.LSN(ack), WALApplyPosition: pglogrepl.LSN(ack),
 	}); err != nil {
@@ -599,6 +602,15 @@ func (s *streamer) status(ctx context.Context, poke <-chan struct{}) error {
 				return err
 			}
 		}
+		// The durable position the broker hears of, before PostgreSQL
+		// hears of the acknowledgement (lease.proto W10): the last durable
+		// transaction's end or, beyond it, the acknowledgement just
+		// recorded (RecordAck: nothing of the publication's tables lies
+		// between), so that the slot never passes what was reported.
+		if d := max(s.durable.Load(), ack); d > reported {
+			reported = d
+			_ = s.l.Progress(d)
+		}
 		if err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{
 			WALWritePosition: pglogrepl.LSN(ack), WALFlushPosition: pglogrepl.LSN(ack), WALApplyPosition: pglogrepl.LSN(ack),
 			ReplyRequested: idle,
@@ -608,14 +620,6 @@ func (s *streamer) status(ctx context.Context, poke <-chan struct{}) error {
 		s.acked.Store(ack)
 		if m := s.o.Metrics; m != nil {
 			m.AckedLSN.Set(float64(ack))
-		}
-		// The durable position the broker hears of: the last durable
-		// transaction's end or, beyond it, the acknowledgement just
-		// recorded (RecordAck: nothing of the publication's tables lies
-		// between), so that the slot never passes what was reported.
-		if d := max(s.durable.Load(), s.acked.Load()); d != reported {
-			reported = d
-			_ = s.l.Progress(d)
 		}
 	}
 }
