@@ -205,6 +205,23 @@ func TestShapeLargeTransactionChunked(t *testing.T) {
 	}
 }
 
+// startNginx starts nginx caching upstream (host:port), stopped when the
+// test ends.
+func startNginx(t *testing.T, upstream string) *harness.Nginx {
+	t.Helper()
+	ngx, err := harness.StartNginx(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- nginx ---\n%s", ngx.Output())
+		}
+		ngx.Close()
+	})
+	return ngx
+}
+
 // cacheStatus is nginx's $upstream_cache_status of a response through it.
 func cacheStatus(r *harness.Response) string { return r.Header.Get("X-Cache-Status") }
 
@@ -227,16 +244,7 @@ func TestShapeThroughNginxCache(t *testing.T) {
 	start := c.Offset
 	insertRows(t, pg, c, 31, 100)
 
-	ngx, err := harness.StartNginx(strings.TrimPrefix(pod.URL(), "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- nginx ---\n%s", ngx.Output())
-		}
-		ngx.Close()
-	})
+	ngx := startNginx(t, strings.TrimPrefix(pod.URL(), "http://"))
 	bg, fg := ngx.URL("bg"), ngx.URL("fg")
 
 	a := catchUpFrom(t, bg, shape, c.Handle, start)

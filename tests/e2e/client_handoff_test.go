@@ -482,13 +482,13 @@ func checkClientEndsWithTable(t *testing.T, pg *pgtest.Cluster, c *clientTrace, 
 // (broker and worker at once) and the Service moves to pod B at that
 // moment. The client ends with every row exactly once, its messages never
 // repeat an insert or skip one; with shared storage it never gets a 409
-// (same handle, no refetch).
+// (same handle, no refetch). Behind a cache (nginx in front of the
+// Service, chunks of 2 KiB), the same; and a client that starts after the
+// handoff, reading chunks cached from pod A and the rest from pod B, ends
+// with the table's rows.
 func TestClientRollingHandoff(t *testing.T) {
-	for _, shared := range []bool{false, true} {
-		name := "separate storage"
-		if shared {
-			name = "shared storage"
-		}
+	for _, name := range []string{"separate storage", "shared storage", "shared storage behind a cache"} {
+		shared, cached := name != "separate storage", name == "shared storage behind a cache"
 		t.Run(name, func(t *testing.T) {
 			pg := pgtest.Start(t, pgtest.Options{})
 			setupItems(t, pg)
@@ -497,9 +497,16 @@ func TestClientRollingHandoff(t *testing.T) {
 			if shared {
 				dirB = dirA
 			}
-			a := newActivePod(t, pg, "a", dirA)
+			var settings map[string]string
+			if cached {
+				settings = map[string]string{"BATON_SHAPE_CHUNK_BYTES_THRESHOLD": chunkBytes}
+			}
+			a := newPod(t, pg, harness.PodOptions{Name: "a", StorageDir: dirA, WorkerSettings: settings})
+			if err := a.Worker().AwaitStatus("active", 20*time.Second); err != nil {
+				t.Fatal(err)
+			}
 			baseA := a.URL()
-			b := newPod(t, pg, harness.PodOptions{Name: "b", StorageDir: dirB})
+			b := newPod(t, pg, harness.PodOptions{Name: "b", StorageDir: dirB, WorkerSettings: settings})
 			if err := b.Broker().AwaitHealth("readiness", serving, 15*time.Second); err != nil {
 				t.Fatal(err)
 			}
@@ -507,7 +514,11 @@ func TestClientRollingHandoff(t *testing.T) {
 				t.Fatal(err)
 			}
 			proxy.moveTo(t, baseA)
-			c := startTrace(t, proxy.URL(), "items")
+			base := proxy.URL()
+			if cached {
+				base = startNginx(t, strings.TrimPrefix(proxy.URL(), "http://")).URL("bg")
+			}
+			c := startTrace(t, base, "items")
 			c.await(t, 30*time.Second, "the empty table, up to date", func(ev []traceEvent) bool {
 				return slices.Contains(ev, traceEvent{Control: "up-to-date"})
 			})
@@ -550,6 +561,10 @@ func TestClientRollingHandoff(t *testing.T) {
 				last, atStop, refetches, proxy.counts(), log409)
 			if shared && (n409 > 0 || refetches > 0) {
 				t.Fatalf("shared storage: %d responses 409 and %d must-refetch messages; want none (%v)", n409, refetches, log409)
+			}
+			if cached {
+				later := startTrace(t, base, "items")
+				checkClientEndsWithTable(t, pg, later, last)
 			}
 		})
 	}
