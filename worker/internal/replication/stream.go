@@ -308,6 +308,21 @@ func draining(l Lease) bool {
 	return time.Now().Before(l.DrainDeadline())
 }
 
+// mayAck reports whether a stop that began gracefully may still
+// acknowledge, checked again just before it does (lease.proto W4, W6):
+// the lease is valid (the worker's own shutdown), or it was revoked and
+// its drain deadline is ahead. The drain takes time (what was received is
+// handled and synced): a lease may expire, or a drain deadline pass, on
+// the way.
+func mayAck(l Lease) bool {
+	err := l.Err()
+	if err == nil {
+		return l.Valid()
+	}
+	_, revoked := lease.Revoked(err)
+	return revoked && draining(l)
+}
+
 type streamer struct {
 	o    Options
 	l    Lease
@@ -422,10 +437,15 @@ func (s *streamer) finish(ctx context.Context, items []item) error {
 			return err
 		}
 	}
-	if _, revoked := lease.Revoked(s.l.Err()); revoked && !draining(s.l) {
-		s.o.Log.Warn("drain deadline passed: replication stopped without acknowledging more",
-			"epoch", s.o.Epoch, "durable_lsn", pglogrepl.LSN(s.durable.Load()).String())
+	stopped := func() error {
+		s.o.Log.Warn("lease ended or drain deadline passed while draining: replication stopped without acknowledging more",
+			"epoch", s.o.Epoch, "cause", s.l.Err(), "durable_lsn", pglogrepl.LSN(s.durable.Load()).String())
 		return nil
+	}
+	// Checked before the acknowledgement is recorded (a write a successor
+	// may read) and again before it is sent.
+	if !mayAck(s.l) {
+		return stopped()
 	}
 	ack := s.ackable.Load()
 	if ack > s.durable.Load() {
@@ -436,6 +456,9 @@ func (s *streamer) finish(ctx context.Context, items []item) error {
 	// Reported before it is acknowledged (lease.proto W10); Released
 	// repeats it.
 	_ = s.l.Progress(max(s.durable.Load(), ack))
+	if !mayAck(s.l) {
+		return stopped()
+	}
 	if err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: pglogrepl.LSN(ack), WALFlushPosition: pglogrepl.LSN(ack), WALApplyPosition: pglogrepl.LSN(ack),
 	}); err != nil {
@@ -610,6 +633,9 @@ func (s *streamer) status(ctx context.Context, poke <-chan struct{}) error {
 		if d := max(s.durable.Load(), ack); d > reported {
 			reported = d
 			_ = s.l.Progress(d)
+		}
+		if !s.l.Valid() {
+			continue // it ended while the acknowledgement was recorded
 		}
 		if err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{
 			WALWritePosition: pglogrepl.LSN(ack), WALFlushPosition: pglogrepl.LSN(ack), WALApplyPosition: pglogrepl.LSN(ack),
