@@ -33,6 +33,7 @@ func TestBadSettings(t *testing.T) {
 		{"log format", []string{"DATABASE_URL=" + url, "BATON_LOG_FORMAT=xml"}, nil, "BATON_LOG_FORMAT"},
 		{"wal sender timeout", []string{"DATABASE_URL=" + url, "BATON_WAL_SENDER_TIMEOUT=10"}, nil, "BATON_WAL_SENDER_TIMEOUT"},
 		{"unknown flag", []string{"DATABASE_URL=" + url}, []string{"--storage-dir=x"}, "unknown flag --storage-dir"},
+		{"output folder", []string{"DATABASE_URL=" + url, "BATON_OUTPUT_FILE=/nonexistent/changes.jsonl"}, nil, "BATON_OUTPUT_FILE"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := startBare(append([]string{bins["node-worker"]}, tc.args...), tc.env)

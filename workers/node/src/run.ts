@@ -3,14 +3,16 @@
  * after another until stopped. The replication connection exists only
  * inside deliver(), that is between Granted and Released.
  */
+import { promises as fs } from "node:fs";
 import type { Server } from "node:http";
+import * as path from "node:path";
 
 import { deliver } from "./deliver.js";
 import { Health } from "./health.js";
 import { LeaseClient, LeaseEnded, type Standby, StandbyReason } from "./lease/index.js";
 import { Logger } from "./log.js";
 import { formatLsn } from "./lsn.js";
-import { parse, usage } from "./settings.js";
+import { parse, SettingError, usage } from "./settings.js";
 
 /** Runs the worker until stop aborts; rejects with a SettingError on a bad setting. */
 export async function run(args: string[], env: NodeJS.ProcessEnv, stop: AbortSignal, stdout: NodeJS.WritableStream): Promise<void> {
@@ -19,6 +21,7 @@ export async function run(args: string[], env: NodeJS.ProcessEnv, stop: AbortSig
     stdout.write(usage());
     return;
   }
+  await checkOutputDir(s.outputFile);
   let log = new Logger(s.logFormat, { stream: s.streamId });
   const health = new Health();
   let server: Server;
@@ -74,6 +77,16 @@ export async function run(args: string[], env: NodeJS.ProcessEnv, stop: AbortSig
     await new Promise((r) => server.close(r));
   }
   log.info("worker stopped");
+}
+
+/** The output file's folder must exist: a bad path is a setting error, not a failure at every grant. */
+async function checkOutputDir(file: string): Promise<void> {
+  const dir = path.dirname(path.resolve(file));
+  try {
+    if (!(await fs.stat(dir)).isDirectory()) throw new Error("not a directory");
+  } catch (e) {
+    throw new SettingError(`BATON_OUTPUT_FILE (--output-file): folder ${dir}: ${(e as Error).message}`);
+  }
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
