@@ -36,12 +36,11 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease, warm *warmSe
 	steps := replication.NewSteps(l.GrantedAt)
 	dialing := replication.Dial(ctx, replication.Options{DatabaseURL: cfg.DatabaseURL, StreamID: cfg.StreamID, Epoch: l.Epoch})
 	defer dialing.Close(ctx)
-	admin, err := adminSession(ctx, warm, cfg.DatabaseURL, cfg.StreamID, l.Epoch)
-	if err != nil {
-		return replication.Result{}, fmt.Errorf("admin session: %w", err)
-	}
-	defer closeSession(ctx, admin)
-	steps.Mark("admin")
+	// The admin session (a new backend unless warm has one ready) is
+	// readied while the storage and the shapes are opened: neither needs
+	// it.
+	admining := startAdmin(ctx, warm, cfg.DatabaseURL, cfg.StreamID, l.Epoch)
+	defer admining.close(ctx)
 	dir := filepath.Join(cfg.StorageDir, cfg.StreamID)
 	store, err := storage.Open(dir, l.Epoch)
 	if err != nil {
@@ -60,6 +59,11 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease, warm *warmSe
 	w.metrics.states.set(reg)
 	defer w.metrics.states.set(nil)
 	steps.Mark("shapes")
+	admin, err := admining.conn()
+	if err != nil {
+		return replication.Result{}, fmt.Errorf("admin session: %w", err)
+	}
+	steps.Mark("admin")
 	// Shapes whose table the publication may not have covered since the
 	// storage's position (another pod dropped it meanwhile) miss changes:
 	// drop them before the publication is reconciled and streaming starts.

@@ -150,6 +150,38 @@ func adminSession(ctx context.Context, warm *warmSession, url, streamID string, 
 	return replication.ConnectAdmin(ctx, url, app)
 }
 
+// admining is an admin session being readied (adminSession) in the
+// background.
+type admining struct {
+	done chan struct{}
+	c    *pgx.Conn
+	err  error
+}
+
+// startAdmin starts adminSession. Call conn for the session, and close
+// once done with it (in every case: it waits for the dial and closes the
+// session).
+func startAdmin(ctx context.Context, warm *warmSession, url, streamID string, epoch uint64) *admining {
+	a := &admining{done: make(chan struct{})}
+	go func() {
+		defer close(a.done)
+		a.c, a.err = adminSession(ctx, warm, url, streamID, epoch)
+	}()
+	return a
+}
+
+// conn waits for the session.
+func (a *admining) conn() (*pgx.Conn, error) {
+	<-a.done
+	return a.c, a.err
+}
+
+// close waits for the dial and closes the session, if any.
+func (a *admining) close(ctx context.Context) {
+	<-a.done
+	closeSession(ctx, a.c)
+}
+
 // closeSession closes c (nil is fine), bounded.
 func closeSession(ctx context.Context, c *pgx.Conn) {
 	if c == nil {
