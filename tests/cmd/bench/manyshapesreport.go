@@ -128,6 +128,51 @@ func (m *manyResults) goalLines() []string {
 			goalManyFactor, thousands(goalLo), thousands(goalHi), kind, thousands(float64(r.n)), strings.Join(parts, "; "),
 			ms(p50), ms(summarize(r.latency).p99), ms(p50first), thousands(float64(first.n)), float64(p50)/float64(p50first)))
 	}
+	return append(out, m.scaleGoalLines()...)
+}
+
+// Goals of issue 14 for many shapes: changes/s against the one-shape
+// baseline of the same run at 10,000 and 100,000 shapes, commit → client
+// p99 at 100,000, and creation.
+const (
+	goalScaleRatio10k  = 0.9
+	goalScaleRatio100k = 0.7
+	goalScaleP99       = 10 * time.Millisecond
+	goalCreationRate   = 1000 // shapes/s
+)
+
+func (m *manyResults) scaleGoalLines() []string {
+	var out []string
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "not met"
+	}
+	for _, r := range m.runs {
+		if r.n < 10000 {
+			continue
+		}
+		goal := goalScaleRatio10k
+		if r.n >= 100000 {
+			goal = goalScaleRatio100k
+		}
+		var parts []string
+		for _, k := range m.cfg.manyTxSizes {
+			ratio := r.rate(m.cfg.manyChanges, k) / m.base.rate(m.cfg.manyChanges, k)
+			parts = append(parts, fmt.Sprintf("%s %.2f× the baseline, %s", rowsPerTx(k), ratio, verdict(ratio >= goal)))
+		}
+		if r.n >= 100000 {
+			p99 := summarize(r.latency).p99
+			parts = append(parts, fmt.Sprintf("commit → client p99 %s ms (goal %s ms), %s", ms(p99), ms(goalScaleP99), verdict(p99 <= goalScaleP99)))
+		}
+		if r.created > 0 && r.creation > 0 {
+			rate := float64(r.created) / r.creation.Seconds()
+			parts = append(parts, fmt.Sprintf("creation %s shapes/s (goal %s), %s", thousands(rate), thousands(goalCreationRate), verdict(rate >= goalCreationRate)))
+		}
+		out = append(out, fmt.Sprintf("goal (issue 14): %s, %s shapes at least %.1f× the one-shape baseline — %s",
+			r.kind, thousands(float64(r.n)), goal, strings.Join(parts, "; ")))
+	}
 	return out
 }
 

@@ -11,11 +11,14 @@ import (
 	"time"
 )
 
-// Goals of issue 3.
+// Goals of issues 3 and 14.
 const (
-	goalThroughputRatio = 0.5                   // Baton's changes/s ≥ half of pg_recvlogical's
-	goalLiveP99         = 20 * time.Millisecond // commit → waiting long-poll client
-	goalSyncRatio       = 2.0                   // new shape ≤ 2× COPY
+	// Baton's changes/s, start-up included, ≥ this × pg_recvlogical's
+	// (issue 14): 1-row transactions, and larger ones.
+	goalThroughputRatio1   = 0.9
+	goalThroughputRatioBig = 0.8
+	goalLiveP99            = 20 * time.Millisecond // commit → waiting long-poll client
+	goalSyncRatio          = 2.0                   // new shape ≤ 2× COPY
 )
 
 // report is everything one run measured.
@@ -269,16 +272,24 @@ func rowsPerTx(k int) string {
 	return fmt.Sprintf("%d rows per transaction", k)
 }
 
+// goalThroughputRatio is the goal for transactions of k rows.
+func goalThroughputRatio(k int) float64 {
+	if k == 1 {
+		return goalThroughputRatio1
+	}
+	return goalThroughputRatioBig
+}
+
 func (r *replResults) goalLine() string {
 	var parts []string
 	for _, k := range r.txSizes {
 		verdict := "met"
-		if r.ratio(k) < goalThroughputRatio {
+		if r.ratio(k) < goalThroughputRatio(k) {
 			verdict = "not met"
 		}
-		parts = append(parts, fmt.Sprintf("%s: %s (%.2f×)", rowsPerTx(k), verdict, r.ratio(k)))
+		parts = append(parts, fmt.Sprintf("%s: at least %.1f×, %s (%.2f×)", rowsPerTx(k), goalThroughputRatio(k), verdict, r.ratio(k)))
 	}
-	return fmt.Sprintf("goal: Baton's changes/s at least %.1f× pg_recvlogical's — %s", goalThroughputRatio, strings.Join(parts, "; "))
+	return fmt.Sprintf("goal: Baton's changes/s, start-up included, against pg_recvlogical's — %s", strings.Join(parts, "; "))
 }
 
 func (r *replResults) details() []string {
