@@ -62,6 +62,7 @@ func TestHandoffUnderWrites(t *testing.T) {
 
 	progress("at the start")
 	t.Logf("SIGTERM to the worker of pod %s", active.Name())
+	sigterm := time.Now()
 	if err := active.Worker().Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +70,8 @@ func TestHandoffUnderWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	next := awaitActive(t, 20*time.Second, other(active))
+	t.Logf("graceful handoff: the stopped worker exited %s after SIGTERM (drained, acknowledged, released), the other pod's worker active %s after SIGTERM",
+		active.Worker().ExitedAt().Sub(sigterm).Round(time.Millisecond), time.Since(sigterm).Round(time.Millisecond))
 	if err := active.StartWorker(); err != nil { // the container restarts: a standby
 		t.Fatal(err)
 	}
