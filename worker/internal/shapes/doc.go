@@ -208,8 +208,11 @@
 // ALTER TABLE waits for every transaction holding a lock on the table, so
 // a change logged without the whole old row committed before the snapshot
 // and is in it. Should the identity be set back later, a shape that needs
-// the old row is invalidated (Meta.FullIdentity); the others tell updates
-// with whole rows, which is still right.
+// the old row (Meta.FullIdentity) is invalidated by the first change the
+// router sees logged without the whole old row (an update leaving a
+// TOASTed column unchanged would otherwise be told without that column),
+// and by the periodic check of the tables; the others tell updates with
+// whole rows, which is still right.
 //
 // # Subset snapshots: merged with the log, nothing lost or doubled
 //

@@ -66,6 +66,16 @@ func (f *fanout) transaction(ctx context.Context, tx *txn.Transaction) (txFanout
 			out.invalid = append(out.invalid, ts.all()...)
 			continue
 		}
+		if oldRowMissing(tx, idx) {
+			// REPLICA IDENTITY FULL was taken away when this was logged
+			// (perhaps set again since, so the periodic check may never
+			// see it): the shapes that need the old row cannot tell it.
+			for _, s := range ts.all() {
+				if s.meta.FullIdentity {
+					out.invalid = append(out.invalid, s)
+				}
+			}
+		}
 		for _, s := range ts.whole {
 			out.touched = append(out.touched, touch{s: s, idx: idx, in: everyRow})
 		}
@@ -89,6 +99,19 @@ func (ts *tableShapes) changed(tx *txn.Transaction, idx []int) bool {
 	}
 	for _, i := range idx {
 		if !slices.Equal(tx.Changes[i].Columns, ts.cols) {
+			return true
+		}
+	}
+	return false
+}
+
+// oldRowMissing reports whether an update or delete among the changes idx
+// was logged without the whole old row (the table's replica identity was
+// not FULL then).
+func oldRowMissing(tx *txn.Transaction, idx []int) bool {
+	for _, i := range idx {
+		c := &tx.Changes[i]
+		if (c.Op == "update" || c.Op == "delete") && !(c.OldFull && len(c.Old) == len(c.Columns)) {
 			return true
 		}
 	}
