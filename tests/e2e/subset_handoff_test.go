@@ -2,17 +2,14 @@ package e2e_test
 
 // Nothing lost with everything in use (issue 10): a rolling handoff while
 // an official client follows a table on demand (log=changes_only, its rows
-// loaded by subset snapshots) through an nginx cache in front of both pods.
+// loaded by subset snapshots) through an nginx cache in front of both pods
+// (harness.StartNginx).
 
 import (
 	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,137 +19,6 @@ import (
 	"github.com/batonhq/baton/tests/harness"
 	"github.com/batonhq/baton/tests/pgtest"
 )
-
-// cachingProxy is nginx (Debian's package) caching shape responses in front
-// of a stream's pods, as a CDN would: it honours the workers'
-// Cache-Control, collapses concurrent requests for one URL, and moves to
-// the next pod when one refuses connections or answers 502/503.
-type cachingProxy struct {
-	cmd  *exec.Cmd
-	addr string
-	dir  string
-}
-
-func startCachingProxy(t *testing.T, upstreams ...string) *cachingProxy {
-	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		bin = "/usr/sbin/nginx"
-		if _, err := os.Stat(bin); err != nil {
-			t.Fatal("nginx is required (apt-get install nginx-light, or nginx)")
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cachingProxy{addr: l.Addr().String(), dir: t.TempDir()}
-	l.Close()
-	var servers strings.Builder
-	for _, u := range upstreams {
-		fmt.Fprintf(&servers, "    server %s max_fails=0;\n", strings.TrimPrefix(u, "http://"))
-	}
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;"
-	}
-	conf := fmt.Sprintf(`%[1]s
-daemon off;
-worker_processes 1;
-pid %[2]s/nginx.pid;
-error_log %[2]s/error.log warn;
-events { worker_connections 512; }
-http {
-  log_format cache '$request_method $request_uri $status $upstream_cache_status $upstream_addr $time_iso8601 $request_time';
-  access_log %[2]s/access.log cache;
-  client_body_temp_path %[2]s/body;
-  proxy_temp_path %[2]s/proxy;
-  fastcgi_temp_path %[2]s/fastcgi;
-  uwsgi_temp_path %[2]s/uwsgi;
-  scgi_temp_path %[2]s/scgi;
-  proxy_cache_path %[2]s/cache levels=1:2 keys_zone=shapes:10m inactive=10m;
-  upstream baton {
-%[3]s  }
-  server {
-    listen %[4]s;
-    location / {
-      proxy_pass http://baton;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_read_timeout 90s;
-      proxy_next_upstream error timeout http_502 http_503;
-      proxy_cache shapes;
-      proxy_cache_key $request_method$request_uri;
-      proxy_cache_lock on;
-      proxy_cache_lock_timeout 60s;
-      proxy_cache_revalidate on;
-      proxy_cache_use_stale updating;
-      proxy_cache_background_update on;
-      add_header X-Cache-Status $upstream_cache_status always;
-    }
-  }
-}
-`, user, p.dir, servers.String(), p.addr)
-	confPath := filepath.Join(p.dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(bin, "-p", p.dir, "-c", confPath)
-	var stderr strings.Builder
-	p.cmd.Stderr = &stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGQUIT)
-		done := make(chan struct{})
-		go func() { _ = p.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(p.dir, "error.log"))
-			a, _ := os.ReadFile(filepath.Join(p.dir, "access.log"))
-			t.Logf("--- nginx error.log ---\n%s%s\n--- nginx access.log ---\n%s", b, stderr.String(), a)
-		}
-	})
-	if err := harness.Await(10*time.Second, "nginx listening", func() (bool, error) {
-		c, err := net.Dial("tcp", p.addr)
-		if err != nil {
-			return false, nil
-		}
-		c.Close()
-		return true, nil
-	}); err != nil {
-		t.Fatalf("%v\n%s", err, stderr.String())
-	}
-	return p
-}
-
-// URL is the proxy's base URL.
-func (p *cachingProxy) URL() string { return "http://" + p.addr }
-
-// cacheStatuses counts the proxy's answers to shape requests by nginx's
-// cache status (HIT, MISS, EXPIRED, STALE, UPDATING, REVALIDATED, BYPASS or
-// "-" when not cacheable).
-func (p *cachingProxy) cacheStatuses(t *testing.T) map[string]int {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(p.dir, "access.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]int{}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 4 && strings.HasPrefix(f[1], "/v1/shape") {
-			out[f[3]]++
-		}
-	}
-	return out
-}
 
 // subsetFollower is a running tests/ts/subset_follow.mjs.
 type subsetFollower struct {
@@ -272,8 +138,13 @@ func TestSubsetCachedRollingHandoff(t *testing.T) {
 	if err := b.Worker().AwaitStatus("waiting", 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	cache := startCachingProxy(t, a.URL(), b.URL())
-	c := startSubsetFollower(t, cache.URL(), "items")
+	cache, err := harness.StartNginx(strings.TrimPrefix(a.URL(), "http://"), strings.TrimPrefix(b.URL(), "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cache.Close)
+	// Stale responses served while they are revalidated in the background.
+	c := startSubsetFollower(t, cache.URL("bg"), "items")
 	c.await(t, 30*time.Second, "up to date", func(_ []itemRow, up bool, _ int) bool { return up })
 
 	t0 := time.Now()
@@ -323,8 +194,12 @@ func TestSubsetCachedRollingHandoff(t *testing.T) {
 		}
 	}
 	refetches := strings.Count(strings.Join(ctrl, " "), "must-refetch")
+	statuses, err := cache.CacheStatuses()
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("writer: %d inserts, %d updates, %d deletes; client: %d must-refetch, errors %v; cache: %v",
-		r.inserts, r.updates, r.deletes, refetches, errs, cache.cacheStatuses(t))
+		r.inserts, r.updates, r.deletes, refetches, errs, statuses)
 	if refetches > 0 {
 		t.Errorf("shared storage: %d must-refetch; want none (same handle)", refetches)
 	}
