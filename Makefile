@@ -68,7 +68,7 @@ conformance-all: build build-node
 
 # The Node worker as the kit runs it: its output file where both pods see it,
 # publishing the kit's table.
-NODE_WORKER_CMD := BATON_OUTPUT_FILE=$$BATON_SHARED_DIR/changes.jsonl BATON_TABLES=public.baton_conformance exec node $(CURDIR)/$(NODE_WORKER)/dist/main.js
+NODE_WORKER_CMD := BATON_OUTPUT_FILE=$$BATON_DELIVERY_FILE BATON_TABLES=public.baton_conformance exec node $(CURDIR)/$(NODE_WORKER)/dist/main.js
 
 # `make faults`: the randomized fault test, long. Each storage mode (per-pod
 # and shared) takes FAULT_COUNT faults; FAULT_SEED replays a run's draws.

@@ -79,6 +79,8 @@ func TestBrokenWorkersFail(t *testing.T) {
 		{"hello", "hello-first"},
 		{"strict", "ignores-unknown-messages/a"},
 		{"anyrevoke", "ignores-other-epochs/a"},
+		{"lossy", "delivered-exactly-once"},
+		{"dupe", "delivered-exactly-once"},
 	} {
 		t.Run(c.bad, func(t *testing.T) {
 			until := c.check

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
 	batonv1 "github.com/batonhq/baton/proto/baton/v1"
@@ -52,6 +54,8 @@ type proxy struct {
 	client   batonv1.LeaseServiceClient
 
 	onReleased func(*batonv1.Released)
+	// log, when set, receives a line per message.
+	log io.Writer
 
 	mu      sync.Mutex
 	events  []Event
@@ -90,6 +94,16 @@ func (p *proxy) close() {
 }
 
 func (p *proxy) record(e Event) {
+	if p.log != nil {
+		what := "end: " + fmt.Sprint(e.End)
+		switch {
+		case e.Worker != nil:
+			what = "worker: " + prototext.Format(e.Worker)
+		case e.Broker != nil:
+			what = "broker: " + prototext.Format(e.Broker)
+		}
+		fmt.Fprintf(p.log, "%s: stream %d %s\n", p.name, e.Stream, strings.Join(strings.Fields(what), " "))
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.events = append(p.events, e)

@@ -1,13 +1,18 @@
 package conformance
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -80,6 +85,7 @@ func (k *kit) scenario(ctx context.Context) error {
 	if err := k.checkEpochInApp(ctx, "epoch-in-application-name/a", ga); err != nil {
 		return err
 	}
+	k.startWriting()
 	if err := k.reached(); err != nil {
 		return err
 	}
@@ -225,6 +231,8 @@ func (k *kit) scenario(ctx context.Context) error {
 	if err := k.stealLock(ctx, lock); err != nil {
 		return &setupError{err}
 	}
+	// Pod a's broker, waiting for the lock, may have had it (and granted
+	// it) for a moment before the kit took it: its grant is lost too.
 	rv, _, err := b.proxy.await(ctx, nb, 10*time.Second, "Revoked", func(e Event) bool { return e.Broker.GetRevoked() != nil })
 	if err != nil {
 		_, _ = lock.Exec(ctx, "SELECT pg_advisory_unlock_all()")
@@ -234,15 +242,34 @@ func (k *kit) scenario(ctx context.Context) error {
 	if err := sleep(ctx, 2*leaseTTL); err != nil {
 		return err
 	}
+	// A grant made just before the kit took the lock may reach its
+	// proxy late: the next grant is one above every grant seen by now.
+	var granted uint64
+	for _, p := range k.pods {
+		for _, e := range p.proxy.Events() {
+			granted = max(granted, e.Broker.GetGranted().GetEpoch())
+		}
+	}
 	if _, err := lock.Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
 		return &setupError{err}
 	}
-	g, err := k.awaitEither(ctx, na, nb, startTimeout)
+	g, err := k.awaitEither(ctx, na, nb, granted, startTimeout)
 	if err != nil {
 		k.fail("lock-lost-stops", "no grant after the lock came back: %v", err)
 		return err
 	}
-	k.checkLockLost(rv, gb2.epoch, g)
+	revokes := []Event{rv}
+	for _, c := range []struct {
+		p    *pod
+		from int
+	}{{a, na}, {b, nb}} {
+		for _, e := range c.p.proxy.Events()[c.from:] {
+			if e.Broker.GetRevoked() != nil && e.At.Before(g.at) && !e.At.Equal(rv.At) {
+				revokes = append(revokes, e)
+			}
+		}
+	}
+	k.checkLockLost(revokes, gb2.epoch, g)
 	if err := k.reached(); err != nil {
 		return err
 	}
@@ -253,6 +280,7 @@ func (k *kit) scenario(ctx context.Context) error {
 	}
 
 	// 8. Over the whole run.
+	k.checkDelivered(ctx)
 	k.checkWholeRun()
 	_ = slot
 	return nil
@@ -476,8 +504,9 @@ func (k *kit) stealLock(ctx context.Context, conn *pgx.Conn) error {
 	})
 }
 
-// awaitEither waits for a Granted on a (from index na) or b (from nb).
-func (k *kit) awaitEither(ctx context.Context, na, nb int, timeout time.Duration) (grant, error) {
+// awaitEither waits for a Granted above epoch on a (from index na) or b
+// (from nb).
+func (k *kit) awaitEither(ctx context.Context, na, nb int, epoch uint64, timeout time.Duration) (grant, error) {
 	var g grant
 	a, b := k.pods[0], k.pods[1]
 	err := harness.AwaitContext(ctx, timeout, sampleEvery, "a Granted on pod a or b", func() (bool, error) {
@@ -487,7 +516,7 @@ func (k *kit) awaitEither(ctx context.Context, na, nb int, timeout time.Duration
 		}{{a, na}, {b, nb}} {
 			evs := c.p.proxy.Events()
 			for i := c.from; i < len(evs); i++ {
-				if gr := evs[i].Broker.GetGranted(); gr != nil {
+				if gr := evs[i].Broker.GetGranted(); gr != nil && gr.GetEpoch() > epoch {
 					g = grant{pod: c.p, epoch: gr.GetEpoch(), at: evs[i].At, index: i}
 					return true, nil
 				}
@@ -501,12 +530,18 @@ func (k *kit) awaitEither(ctx context.Context, na, nb int, timeout time.Duration
 // checkLockLost: from a moment after Revoked(lock_lost) until the next
 // grant, no replication connection existed and the slot did not move; the
 // next grant's epoch is higher.
-func (k *kit) checkLockLost(rv Event, epoch uint64, next grant) {
+func (k *kit) checkLockLost(revokes []Event, epoch uint64, next grant) {
 	const name = "lock-lost-stops"
-	reason := rv.Broker.GetRevoked().GetReason()
-	if reason != batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST {
-		k.fail(name, "Revoked with reason %s after the lock session ended, want lock_lost", reason)
-		return
+	rv := revokes[0]
+	for _, e := range revokes {
+		if reason := e.Broker.GetRevoked().GetReason(); reason != batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST {
+			k.fail(name, "Revoked with reason %s after the lock session ended, want lock_lost", reason)
+			return
+		}
+		epoch = max(epoch, e.Broker.GetRevoked().GetEpoch())
+		if e.At.After(rv.At) {
+			rv = e // the last revocation starts the window
+		}
 	}
 	ss := k.obs.Samples(rv.At.Add(stopTolerance), next.at)
 	if len(ss) == 0 {
@@ -800,4 +835,129 @@ func (k *kit) checkHello() {
 		return
 	}
 	k.pass(name, "%d streams began with Hello (protocol_version 2, worker_id, stream_id %q)", streams, StreamID)
+}
+
+// deliveryTimeout bounds the wait for the slot to confirm the last insert
+// (a worker acknowledges at least every 10 s).
+const deliveryTimeout = 40 * time.Second
+
+// checkDelivered stops the kit's writes, waits until the slot confirmed
+// the position after the last insert, and checks that the delivery file
+// (BATON_DELIVERY_FILE, optional) has every row the kit inserted exactly
+// once: across the handoffs, the lost lock and the SIGKILL, nothing lost
+// and nothing doubled.
+func (k *kit) checkDelivered(ctx context.Context) {
+	const name = "delivered-exactly-once"
+	if err := k.stopWriting(); err != nil {
+		k.fail(name, "the kit's inserts failed: %v", err)
+		return
+	}
+	if _, err := os.Stat(k.deliveryFile()); errors.Is(err, os.ErrNotExist) {
+		k.results = append(k.results, Result{Name: name, Skipped: true, Detail: "the workers wrote no BATON_DELIVERY_FILE (optional: see the README)"})
+		k.done[name] = true
+		return
+	}
+	k.hookMu.Lock()
+	var end string
+	err := k.hook.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&end)
+	var ids []string
+	if err == nil {
+		var rows pgx.Rows
+		rows, err = k.hook.Query(ctx, "SELECT id::text FROM "+Table+" ORDER BY id")
+		if err == nil {
+			ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+	}
+	k.hookMu.Unlock()
+	if err != nil {
+		k.fail(name, "%v", err)
+		return
+	}
+	target, err := pglogrepl.ParseLSN(end)
+	if err != nil {
+		k.fail(name, "%v", err)
+		return
+	}
+	var c uint64
+	err = harness.AwaitContext(ctx, deliveryTimeout, sampleEvery, "the slot to confirm the last insert", func() (bool, error) {
+		ss := k.obs.Samples(time.Now().Add(-time.Second), time.Now())
+		if len(ss) == 0 {
+			return false, nil
+		}
+		c = ss[len(ss)-1].Confirmed
+		return c >= uint64(target), nil
+	})
+	if err != nil {
+		k.fail(name, "the slot confirmed %s, not the end of the inserts %s, within %s", fmtLSN(c), end, deliveryTimeout)
+		return
+	}
+	counts, lines, err := readDeliveries(k.deliveryFile())
+	if err != nil {
+		k.fail(name, "%v", err)
+		return
+	}
+	var missing, doubled []string
+	inserted := map[string]bool{}
+	for _, id := range ids {
+		inserted[id] = true
+		switch n := counts[id]; {
+		case n == 0:
+			missing = append(missing, id)
+		case n > 1:
+			doubled = append(doubled, fmt.Sprintf("%s (%d times)", id, n))
+		}
+	}
+	var unknown []string
+	for id := range counts {
+		if !inserted[id] {
+			unknown = append(unknown, id)
+		}
+	}
+	first := func(l []string) []string { return l[:min(len(l), 5)] }
+	switch {
+	case len(missing) > 0:
+		k.fail(name, "%d of %d inserted rows were not delivered, e.g. ids %v", len(missing), len(ids), first(missing))
+	case len(doubled) > 0:
+		k.fail(name, "%d rows were delivered more than once, e.g. ids %v", len(doubled), first(doubled))
+	case len(unknown) > 0:
+		k.fail(name, "%d delivered ids were never inserted, e.g. %v", len(unknown), first(unknown))
+	default:
+		k.pass(name, "all %d inserted rows delivered once (%d lines), the slot confirmed %s", len(ids), lines, fmtLSN(c))
+	}
+}
+
+// readDeliveries counts, per id, the inserts into the kit's table in a
+// delivery file: JSON lines with at least "table" ("baton_conformance"),
+// "op" ("insert") and "new" (the row, with its "id"). Other lines are
+// other tables' or kinds' and are not counted.
+func readDeliveries(path string) (map[string]int, int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	counts := map[string]int{}
+	n := 0
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 16<<20)
+	for sc.Scan() {
+		n++
+		var l struct {
+			Table string         `json:"table"`
+			Op    string         `json:"op"`
+			New   map[string]any `json:"new"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return nil, 0, fmt.Errorf("delivery file line %d: %w", n, err)
+		}
+		if l.Table != "baton_conformance" || l.Op != "insert" {
+			continue
+		}
+		id, ok := l.New["id"]
+		if !ok {
+			return nil, 0, fmt.Errorf("delivery file line %d: an insert without new.id", n)
+		}
+		counts[fmt.Sprint(id)]++
+	}
+	return counts, n, sc.Err()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -63,6 +64,7 @@ type grant struct {
 	Slot, Publication string
 	stream            batonv1.LeaseService_LeaseClient
 	cancelStream      context.CancelFunc
+	received          chan struct{} // closed when receive returns
 	ctx               context.Context
 	cancel            context.CancelCauseFunc
 	sendMu            sync.Mutex
@@ -88,14 +90,9 @@ func (g *grant) Release(ctx context.Context, lsn uint64, reason batonv1.ReleaseR
 	g.cancel(errors.New("released"))
 	err := g.send(&batonv1.WorkerMessage{Msg: &batonv1.WorkerMessage_Released{Released: &batonv1.Released{Epoch: g.Epoch, DurableLsn: lsn, Reason: reason}}})
 	_ = g.stream.CloseSend()
-	go func() {
-		<-ctx.Done()
-		g.cancelStream()
-	}()
-	for {
-		if _, rerr := g.stream.Recv(); rerr != nil {
-			break
-		}
+	select { // receive returns when the broker ends the stream
+	case <-g.received:
+	case <-ctx.Done():
 	}
 	g.cancelStream()
 	return err
@@ -126,7 +123,7 @@ func (c *leaseClient) try(ctx context.Context) (*grant, error) {
 		cancel()
 		return nil, err
 	}
-	hello := &batonv1.Hello{ProtocolVersion: 2, WorkerId: "badworker-" + c.bad, StreamId: c.streamID}
+	hello := &batonv1.Hello{ProtocolVersion: 2, WorkerId: strings.TrimSuffix("badworker-"+c.bad, "-"), StreamId: c.streamID}
 	if c.bad == "hello" {
 		hello = &batonv1.Hello{ProtocolVersion: 1, StreamId: c.streamID}
 	}
@@ -144,7 +141,7 @@ func (c *leaseClient) try(ctx context.Context) (*grant, error) {
 		if gr == nil {
 			continue // Standby, or what it does not know
 		}
-		g := &grant{Epoch: gr.GetEpoch(), Slot: gr.GetSlotName(), Publication: gr.GetPublicationName(), stream: stream, cancelStream: cancel}
+		g := &grant{Epoch: gr.GetEpoch(), Slot: gr.GetSlotName(), Publication: gr.GetPublicationName(), stream: stream, cancelStream: cancel, received: make(chan struct{})}
 		g.ctx, g.cancel = context.WithCancelCause(context.Background())
 		ttl := gr.GetTtl().AsDuration()
 		timer := time.AfterFunc(ttl, func() { g.cancel(errExpired) })
@@ -156,6 +153,7 @@ func (c *leaseClient) try(ctx context.Context) (*grant, error) {
 // receive renews and ends g from the broker's messages until the stream
 // ends.
 func (c *leaseClient) receive(g *grant, timer *time.Timer, ttl time.Duration) {
+	defer close(g.received)
 	defer timer.Stop()
 	for {
 		m, err := g.stream.Recv()

@@ -12,11 +12,20 @@
 //	volatile   keeps its position in memory only (lost by SIGKILL)
 //	pings      pings the broker every 100 ms on a second HTTP/2 connection
 //	nostopping on SIGTERM, releases without RELEASE_REASON_STOPPING
+//	lossy      delivers only two transactions in three (and acknowledges all)
+//	dupe       delivers again what a predecessor delivered but did not
+//	           acknowledge
 //
 // and those of its lease client (lease.go): hello, strict, anyrevoke.
 //
 // It reads the environment contract of the kit: DATABASE_URL,
-// REPLICATION_STREAM_ID, BATON_BROKER_ADDR and BATON_STORAGE_DIR.
+// REPLICATION_STREAM_ID, BATON_BROKER_ADDR, BATON_STORAGE_DIR and
+// BATON_DELIVERY_FILE. It publishes the kit's table and appends each insert
+// to the delivery file (shared by the pods) as a JSON line, fsynced before
+// its transaction's end is acknowledged; a worker that starts skips the
+// transactions whose commit LSN the file already has (written by a
+// predecessor that died before acknowledging them), so each is delivered
+// once.
 package main
 
 import (
@@ -53,12 +62,13 @@ func main() {
 
 type worker struct {
 	url, streamID, dir, bad string
+	deliveryFile            string
 	// durable is the position stored (for volatile: kept in memory).
 	durable uint64
 }
 
 func run(ctx context.Context) error {
-	w := &worker{url: os.Getenv("DATABASE_URL"), streamID: os.Getenv("REPLICATION_STREAM_ID"), dir: os.Getenv("BATON_STORAGE_DIR"), bad: os.Getenv("BATON_BAD")}
+	w := &worker{url: os.Getenv("DATABASE_URL"), streamID: os.Getenv("REPLICATION_STREAM_ID"), dir: os.Getenv("BATON_STORAGE_DIR"), bad: os.Getenv("BATON_BAD"), deliveryFile: os.Getenv("BATON_DELIVERY_FILE")}
 	addr := os.Getenv("BATON_BROKER_ADDR")
 	if w.bad != "volatile" {
 		b, err := os.ReadFile(filepath.Join(w.dir, "position"))
@@ -139,7 +149,7 @@ func (w *worker) setup(ctx context.Context, l *grant) error {
 		return err
 	}
 	if !pub {
-		if _, err := conn.Exec(ctx, "CREATE PUBLICATION "+pgx.Identifier{l.Publication}.Sanitize()); err != nil {
+		if _, err := conn.Exec(ctx, "CREATE PUBLICATION "+pgx.Identifier{l.Publication}.Sanitize()+" FOR TABLE "+table); err != nil {
 			return err
 		}
 	}
@@ -200,6 +210,20 @@ func (w *worker) consume(ctx context.Context, l *grant) error {
 	lastReport := time.Time{}
 	w.store(received)
 	_ = l.Progress(w.durable)
+	lag := received
+	d, err := w.newDelivery()
+	if err != nil {
+		return err
+	}
+	// flush makes the transactions received durable in the delivery file,
+	// then their end the position to store and acknowledge.
+	flush := func() error {
+		if err := d.flush(); err != nil {
+			return err
+		}
+		received = max(received, d.safe)
+		return nil
+	}
 	for end.Err() == nil {
 		rctx, cancel := context.WithTimeout(end, 100*time.Millisecond)
 		msg, err := repl.ReceiveMessage(rctx)
@@ -212,12 +236,15 @@ func (w *worker) consume(ctx context.Context, l *grant) error {
 			case pglogrepl.PrimaryKeepaliveMessageByteID:
 				k, err := pglogrepl.ParsePrimaryKeepaliveMessage(cd.Data[1:])
 				if err == nil {
-					received = max(received, uint64(k.ServerWALEnd))
+					d.keepalive(uint64(k.ServerWALEnd))
 				}
 			case pglogrepl.XLogDataByteID:
 				x, err := pglogrepl.ParseXLogData(cd.Data[1:])
-				if err == nil {
-					received = max(received, uint64(x.WALStart)+uint64(len(x.WALData)))
+				if err != nil {
+					return err
+				}
+				if err := d.handle(x.WALData); err != nil {
+					return err
 				}
 			}
 		}
@@ -226,7 +253,16 @@ func (w *worker) consume(ctx context.Context, l *grant) error {
 		default:
 			continue
 		}
-		w.store(received)
+		if err := flush(); err != nil {
+			return err
+		}
+		pos := received
+		if w.bad == "dupe" {
+			// Acknowledge a tick behind what is in the file, so that a
+			// SIGKILL leaves delivered transactions to be streamed again.
+			pos, lag = lag, received
+		}
+		w.store(pos)
 		if w.bad != "ackahead" || time.Since(lastReport) > 5*time.Second {
 			_ = l.Progress(w.durable)
 			lastReport = time.Now()
@@ -244,11 +280,14 @@ func (w *worker) consume(ctx context.Context, l *grant) error {
 		cancel()
 		time.Sleep(time.Second)
 	}
+	if err := flush(); err != nil {
+		return err
+	}
 	w.store(received)
+	_ = l.Progress(w.durable)
 	if err := ack(ctx, repl, w.durable); err != nil {
 		return err
 	}
-	_ = l.Progress(w.durable)
 	// Let the walsender read the acknowledgement before it ends, then
 	// close and wait for the walsender to be gone: Released comes after.
 	time.Sleep(300 * time.Millisecond)
