@@ -194,15 +194,36 @@ func deref(s *string) string {
 	return *s
 }
 
-// endOwnWalsender terminates this worker's own walsender if the slot still
-// shows it active (e.g. a proxy kept the server side open after we closed).
+// endOwnWalsender ends this worker's own walsender (named appName) and
+// waits until PostgreSQL no longer lists it, bounded by ctx: a walsender
+// whose client closed the connection exits a moment later, and one a proxy
+// kept open exits when terminated. The caller sends Released after it, and
+// Released promises that the walsender is gone (lease.proto W7).
 func endOwnWalsender(ctx context.Context, conn *pgx.Conn, slot, appName string) error {
-	_, err := conn.Exec(ctx, `
-		SELECT pg_terminate_backend(s.active_pid)
-		FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid
-		WHERE s.slot_name = $1 AND a.application_name = $2`, slot, appName)
-	if err != nil {
-		return fmt.Errorf("end own walsender: %w", err)
+	for {
+		// pg_terminate_backend(pid, timeout) waits up to timeout for the
+		// backend to exit.
+		var left int
+		err := conn.QueryRow(ctx, `
+			SELECT count(*) FILTER (WHERE NOT pg_terminate_backend(pid, 1000))
+			FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name = $1`, appName).Scan(&left)
+		if err != nil {
+			return fmt.Errorf("end own walsender of slot %s: %w", slot, err)
+		}
+		if left == 0 {
+			var active bool
+			if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity
+				WHERE backend_type = 'walsender' AND application_name = $1)`, appName).Scan(&active); err != nil {
+				return fmt.Errorf("end own walsender of slot %s: %w", slot, err)
+			}
+			if !active {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("end own walsender of slot %s: %w", slot, context.Cause(ctx))
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
-	return nil
 }
