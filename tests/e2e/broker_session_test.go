@@ -24,7 +24,7 @@ func TestWorkerRestartReusesLockSession(t *testing.T) {
 
 	acquire := func(id string) (*lease.Client, *lease.Lease, int32) {
 		t.Helper()
-		c, err := lease.New(a.Addr, lease.Options{WorkerID: id})
+		c, err := lease.New(a.Addr, lease.Options{WorkerID: id, StreamID: "default"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -50,11 +50,27 @@ func TestWorkerRestartReusesLockSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	c2, l2, pid2 := acquire("w2")
-	defer c2.Close()
 	if l2.Epoch <= l1.Epoch {
 		t.Fatalf("second grant epoch %d, want above %d", l2.Epoch, l1.Epoch)
 	}
 	if pid2 != pid1 {
 		t.Fatalf("lock session backend %d after the restart, want the kept session's %d", pid2, pid1)
 	}
+
+	// With no worker coming back, the broker closes the kept session
+	// itself at half the session timeout (10 s by default), before
+	// PostgreSQL would end it for being idle at the full timeout.
+	if err := l2.ReleaseStopping(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	released := time.Now()
+	c2.Close()
+	if err := harness.Await(8*time.Second, "the kept lock session to be closed", func() (bool, error) {
+		var n int
+		err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid2).Scan(&n)
+		return n == 0, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kept session closed %s after the release", time.Since(released).Round(time.Millisecond))
 }

@@ -365,6 +365,14 @@ func (l *Loop) awaitWorker(ctx context.Context) error {
 	l.setReady(false)
 	stopWatch := l.watchHolder(ctx, batonv1.StandbyReason_STANDBY_REASON_CONNECTING, holderWatchFirst)
 	defer stopWatch()
+	// The kept session (see reuse) is closed once too old to be used,
+	// before PostgreSQL ends it for being idle (which it logs as FATAL).
+	var stale <-chan time.Time
+	if l.kept != nil {
+		t := time.NewTimer(time.Until(l.keptAt.Add(l.cfg.Lock.SessionTimeout / 2)))
+		defer t.Stop()
+		stale = t.C
+	}
 	for {
 		if w, _ := l.hub.Candidate(); w != nil {
 			break
@@ -373,6 +381,9 @@ func (l *Loop) awaitWorker(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-l.hub.Events():
+		case <-stale:
+			l.dropKept(ctx)
+			stale = nil
 		}
 	}
 	l.log.Info("worker attached; waiting for the lock again")
