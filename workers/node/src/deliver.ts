@@ -43,7 +43,7 @@ import { type Change, Decoder } from "./pgoutput.js";
 import { ReplicationConnection } from "./replication.js";
 import type { Settings } from "./settings.js";
 import { JsonLines, type Txn } from "./sink.js";
-import { appName, awaitConfirmed, endOwnWalsender, ensurePublication, ensureSlot, takeSlot } from "./slot.js";
+import { appName, awaitConfirmed, endOwnWalsender, ensurePublication, ensureSlot, readSlot, takeSlot } from "./slot.js";
 
 /** Schema of Baton's own state table: never delivered. */
 const batonSchema = "baton";
@@ -53,15 +53,23 @@ const batonSchema = "baton";
  * position (for Released). Rejects on a failure of PostgreSQL or the file;
  * the caller then releases and asks for the stream again.
  */
-export async function deliver(lease: Lease, s: Settings, stop: AbortSignal, log: Logger, health: Health): Promise<bigint> {
+export async function deliver(lease: Lease, s: Settings, stop: AbortSignal, log: Logger, health: Health, warm?: pg.Client): Promise<bigint> {
   health.status = "starting";
   health.epoch = lease.epoch;
   const app = appName(s.streamId, lease.epoch);
-  const admin = new pg.Client({ connectionString: s.databaseUrl, application_name: `baton-node-admin:${s.streamId}:${lease.epoch}` });
-  admin.on("error", () => {}); // a broken admin session fails its next query
+  let run: Run | undefined;
+  // The replication connection is dialed from the grant on, alongside the
+  // work on the admin session; it touches the slot only in Run.
+  const repl = new ReplicationConnection({
+    databaseUrl: s.databaseUrl, applicationName: app, slot: lease.slot, publication: lease.publication,
+    walSenderTimeoutMs: s.walSenderTimeoutMs,
+  }, { onData: (_s, _e, payload) => run?.onData(payload), onKeepalive: (walEnd) => run?.onKeepalive(walEnd) });
+  const dialed = repl.connect();
+  dialed.catch(() => {}); // awaited below
+  const admin = warm ?? adminClient(s);
   let out: JsonLines | undefined;
   try {
-    await admin.connect();
+    if (!warm) await admin.connect();
     const setup = AbortSignal.any([lease.signal, stop]);
     await ensurePublication(admin, lease.publication, s.tables);
     await ensureSlot(admin, lease.slot);
@@ -69,11 +77,13 @@ export async function deliver(lease: Lease, s: Settings, stop: AbortSignal, log:
     out = await JsonLines.open(s.outputFile);
     const resume = maxLsn(out.lastEnd(), slot.confirmed);
     log.info("resuming", { file_lsn: formatLsn(out.lastEnd()), slot_lsn: formatLsn(slot.confirmed), lsn: formatLsn(resume) });
+    await dialed;
     setup.throwIfAborted();
     if (!lease.valid()) throw lease.err()!;
-    const run = new Run(lease, s, out, resume, app, log, health);
+    run = new Run(lease, s, out, resume, app, log, health, repl);
     return await run.run(stop, admin);
   } catch (e) {
+    repl.destroy();
     if (e instanceof LeaseEnded || (stop.aborted && e === stop.reason)) return out?.lastEnd() ?? 0n;
     throw e;
   } finally {
@@ -82,13 +92,33 @@ export async function deliver(lease: Lease, s: Settings, stop: AbortSignal, log:
   }
 }
 
+/**
+ * The worker's ordinary session (publication, slot, walsenders), named
+ * baton-node-admin:<stream>. A standby worker may open it and read with it
+ * while it waits (W2 allows ordinary sessions that only read); warmUp runs
+ * the reads a grant starts with, so that the first grant after a wait
+ * finds the session connected and the code paths compiled.
+ */
+export function adminClient(s: Settings): pg.Client {
+  const c = new pg.Client({ connectionString: s.databaseUrl, application_name: `baton-node-admin:${s.streamId}` });
+  c.on("error", () => {}); // a broken session fails its next query
+  return c;
+}
+
+/** Connects c and runs, read-only, what a grant starts with; rejects when the database cannot be reached. */
+export async function warmUp(c: pg.Client, streamId: string): Promise<void> {
+  await c.connect();
+  await c.query("SELECT puballtables FROM pg_publication WHERE pubname = $1", [`baton_pub_${streamId}`]);
+  await readSlot(c, `baton_slot_${streamId}`);
+}
+
 class Run {
   private readonly decoder = new Decoder();
   private cur: Txn | undefined;
   private queue: Txn[] = [];
   private writing: Promise<void> | undefined;
   private writeErr: Error | undefined;
-  private repl!: ReplicationConnection;
+
   private durable: bigint;
   private stopped = false;
 
@@ -100,23 +130,17 @@ class Run {
     private readonly app: string,
     private readonly log: Logger,
     private readonly health: Health,
+    private readonly repl: ReplicationConnection,
   ) {
     this.durable = resume;
   }
 
   async run(stop: AbortSignal, admin: pg.Client): Promise<bigint> {
-    this.repl = new ReplicationConnection({
-      databaseUrl: this.s.databaseUrl, applicationName: this.app, slot: this.lease.slot, publication: this.lease.publication,
-      startLsn: this.resume, durableLsn: this.resume, walSenderTimeoutMs: this.s.walSenderTimeoutMs,
-    }, {
-      onData: (_start, _end, payload) => this.onData(payload),
-      onKeepalive: (walEnd) => this.onKeepalive(walEnd),
-    });
     // Report where this grant starts (what the file and the slot hold)
     // before the first acknowledgement, then whenever it advances (W10).
     await this.lease.progress(this.durable);
     try {
-      await this.repl.start();
+      await this.repl.start(this.resume, this.resume);
     } catch (e) {
       this.repl.destroy();
       throw e;
@@ -196,7 +220,7 @@ class Run {
     }
   }
 
-  private onData(payload: Buffer): void {
+  onData(payload: Buffer): void {
     const m = this.decoder.decode(payload);
     switch (m.tag) {
       case "begin":
@@ -224,7 +248,7 @@ class Run {
     }
   }
 
-  private onKeepalive(walEnd: bigint): void {
+  onKeepalive(walEnd: bigint): void {
     if (this.cur === undefined && this.queue.length === 0 && this.writing === undefined && walEnd > this.durable) {
       this.advance(walEnd);
     }

@@ -23,10 +23,6 @@ export interface ReplicationOptions {
   applicationName: string;
   slot: string;
   publication: string;
-  /** Where to start: PostgreSQL starts at the later of this and the slot's confirmed position. */
-  startLsn: bigint;
-  /** The durable position at the start (acknowledged at once). */
-  durableLsn: bigint;
   /** wal_sender_timeout for this connection, in milliseconds. */
   walSenderTimeoutMs: number;
 }
@@ -36,8 +32,8 @@ const pgEpochUs = 946684800000000n;
 
 export class ReplicationConnection {
   private client: pg.Client;
-  private durable: bigint;
-  private received: bigint;
+  private durable = 0n;
+  private received = 0n;
   private timer: NodeJS.Timeout | undefined;
   private copying = false;
   /** Settles when streaming ends: the server ended it, it failed, or close(). */
@@ -47,8 +43,6 @@ export class ReplicationConnection {
   private closing = false;
 
   constructor(private readonly opts: ReplicationOptions, private readonly handler: ReplicationHandler) {
-    this.durable = opts.durableLsn;
-    this.received = opts.durableLsn;
     this.client = new pg.Client({
       connectionString: opts.databaseUrl,
       // @ts-expect-error pg passes replication to the startup message; its types omit it.
@@ -63,16 +57,29 @@ export class ReplicationConnection {
     this.done.catch(() => {}); // observed by the owner when it awaits done
   }
 
-  /** Connects and starts streaming; resolves once the server streams. */
-  async start(): Promise<void> {
+  /**
+   * Opens the connection (a walsender that touches no slot yet: dial it
+   * only under a lease, W2); start() streams on it.
+   */
+  async connect(): Promise<void> {
+    this.client.on("error", (e) => this.fail(e));
+    await this.client.connect();
+  }
+
+  /**
+   * Starts streaming from startLsn (PostgreSQL starts at the later of it
+   * and the slot's confirmed position) and acknowledges durableLsn at once;
+   * resolves once the server streams. Call after connect() resolved.
+   */
+  async start(startLsn: bigint, durableLsn: bigint): Promise<void> {
+    this.durable = durableLsn;
+    this.received = durableLsn;
     const c = this.client;
-    c.on("error", (e) => this.fail(e));
-    await c.connect();
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
     const conn = (c as any).connection;
     const started = new Promise<void>((resolve) => conn.once("replicationStart", resolve));
     conn.on("copyData", (m: { chunk: Buffer }) => this.receive(m.chunk));
-    const sql = `START_REPLICATION SLOT "${this.opts.slot.replace(/"/g, '""')}" LOGICAL ${formatLsn(this.opts.startLsn)} ` +
+    const sql = `START_REPLICATION SLOT "${this.opts.slot.replace(/"/g, '""')}" LOGICAL ${formatLsn(startLsn)} ` +
       `(proto_version '1', publication_names '${this.opts.publication.replace(/'/g, "''")}')`;
     const q = c.query(sql);
     q.then(() => this.end(), (e: Error) => this.fail(e));

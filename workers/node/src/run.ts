@@ -7,7 +7,7 @@ import { promises as fs } from "node:fs";
 import type { Server } from "node:http";
 import * as path from "node:path";
 
-import { deliver } from "./deliver.js";
+import { adminClient, deliver, warmUp } from "./deliver.js";
 import { Health } from "./health.js";
 import { LeaseClient, LeaseEnded, type Standby, StandbyReason } from "./lease/index.js";
 import { Logger } from "./log.js";
@@ -46,19 +46,25 @@ export async function run(args: string[], env: NodeJS.ProcessEnv, stop: AbortSig
   });
   try {
     for (;;) {
+      // While it waits, the worker readies its admin session (read-only).
+      const standby = adminClient(s);
+      let warm = false;
+      warmUp(standby, s.streamId).then(() => (warm = true), () => {});
       let lease;
       try {
         lease = await client.acquire(stop);
       } catch (e) {
+        await standby.end().catch(() => {});
         if (stop.aborted) break;
         throw e;
       }
+      if (!warm) standby.end().catch(() => {});
       log = log.with({ epoch: lease.epoch });
       log.info("lease granted", { ttl_ms: lease.ttlMs, slot: lease.slot, publication: lease.publication, holder: lease.holder });
       let durable = 0n;
       let failed: unknown;
       try {
-        durable = await deliver(lease, s, stop, log, health);
+        durable = await deliver(lease, s, stop, log, health, warm ? standby : undefined);
       } catch (e) {
         failed = e;
         log.error("delivery failed", { err: e as Error });
