@@ -79,7 +79,7 @@ export async function run(args: string[], env: NodeJS.ProcessEnv, stop: AbortSig
       if (failed) await sleep(1000, stop).catch(() => {});
     }
   } finally {
-    await client.close();
+    if (!(await client.close())) log.warn("the broker did not end the lease stream within 2s: it may not have received the last message");
     await new Promise((r) => server.close(r));
   }
   log.info("worker stopped");

@@ -130,12 +130,15 @@ export class LeaseClient {
   /**
    * Half-closes the lease stream (so that a Released just sent reaches the
    * broker), waits up to 2 s for the broker to end it, then closes the
-   * connection. A current lease ends with kind "broker_lost".
+   * connection. A current lease ends with kind "broker_lost". Resolves
+   * false when the broker did not end the stream in time (what was sent
+   * last, e.g. a Released, may not have reached it).
    */
-  async close(): Promise<void> {
+  async close(): Promise<boolean> {
     this.closed = true;
-    await this.session?.closeSend(2000);
+    const ended = (await this.session?.closeSend(2000)) ?? true;
     this.client.close();
+    return ended;
   }
 
   private currentSession(): Session {
@@ -251,7 +254,7 @@ class Session {
   };
 
   /** Half-closes, waits up to timeoutMs for the broker to end the stream, then cancels it. */
-  async closeSend(timeoutMs: number): Promise<void> {
+  async closeSend(timeoutMs: number): Promise<boolean> {
     if (!this.ended) {
       this.halfClose();
       await new Promise<void>((resolve) => {
@@ -265,7 +268,9 @@ class Session {
         this.endWaiters.add(done);
       });
     }
+    const ended = this.ended;
     this.call.cancel();
+    return ended;
   }
 
   private halfClose(): void {
