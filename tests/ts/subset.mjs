@@ -14,6 +14,9 @@
 //       when given): {"metadata":{...},"data":[...],"handle":...}
 //   {"op":"snapshot", ...subset}
 //       Shape.requestSnapshot: {"handle":"<the stream's handle>"}
+//   {"op":"hold"} / {"op":"release"}
+//       from hold on, the stream's log requests (not its subset requests)
+//       wait in the client, as on a slow network, until release: {}
 //   {"op":"await","values":{"<id>":v,...},"ms":N}
 //       waits until the rows the Shape holds are exactly those ids with
 //       those v (or N ms passed): {"ok":bool,"rows":{...},"seq":{...},
@@ -38,12 +41,30 @@ const onError = (err) => {
   return {}
 }
 
+// held, while log requests are held (op hold), resolves on release.
+let held = null
+let release = () => {}
+const fetchClient = async (input, init) => {
+  const url = String(input?.url ?? input)
+  if (held && !url.includes('subset__') && (init?.method ?? 'GET') === 'GET') {
+    const signal = init?.signal
+    await new Promise((resolve, reject) => {
+      const abort = () => reject(signal.reason ?? new DOMException('aborted', 'AbortError'))
+      if (signal?.aborted) return abort()
+      signal?.addEventListener('abort', abort, { once: true })
+      held.then(resolve)
+    })
+  }
+  return fetch(input, init)
+}
+
 const stream = new ShapeStream({
   url: `${base}/v1/shape`,
   params: { table, ...secret },
   log: 'changes_only',
   offset: 'now',
   onError,
+  fetchClient,
 })
 const shape = new Shape(stream)
 
@@ -92,6 +113,13 @@ async function run(cmd) {
     case 'snapshot':
       await shape.requestSnapshot(subset)
       return { handle: stream.shapeHandle }
+    case 'hold':
+      held ??= new Promise((r) => (release = r))
+      return {}
+    case 'release':
+      held = null
+      release()
+      return {}
     case 'await': {
       const deadline = Date.now() + (ms ?? 30000)
       while (!matches(values) && Date.now() < deadline) {

@@ -170,7 +170,7 @@ func (s *Server) planErr(w http.ResponseWriter, r *http.Request, reg *shapes.Reg
 	switch {
 	case errors.Is(err, shapes.ErrOutOfBounds):
 		invalid(w, map[string][]string{"offset": {"out of bounds for this shape"}})
-	case errors.Is(err, shapes.ErrGone):
+	case errors.Is(err, shapes.ErrGone), errors.Is(err, shapes.ErrOtherLog):
 		if s.current() == nil {
 			s.elsewhere(w, r, s.serveShape)
 			return

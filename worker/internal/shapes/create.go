@@ -146,7 +146,7 @@ func (r *Registry) create(ctx context.Context, d Definition) (s *Shape, err erro
 	}
 	m := &Meta{
 		Handle:     d.id() + "-" + strconv.FormatInt(time.Now().UnixMicro(), 10),
-		Definition: d, Columns: cols, PK: t.pk, RoutedSeq: routed, SeenLSN: seen, CreatedAt: time.Now().UTC(),
+		Definition: d, Columns: cols, PK: t.pk, RoutedSeq: routed, SeenLSN: seen, StartLSN: seen, CreatedAt: time.Now().UTC(),
 		TableColumns: t.columns, TableSig: t.sig, FullIdentity: full, ChunkBytes: r.chunkBytes(),
 	}
 	return r.store(d, m, func(l *storage.Log) error {

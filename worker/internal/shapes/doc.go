@@ -254,6 +254,13 @@
 //   - Rows outside the subset: a visible change to a row that is not in
 //     the snapshot is not dropped (the client keeps changes to rows it
 //     does not hold from this snapshot, as with Electric's server).
+//   - A subset request answered 409 (the shape was deleted or rotated):
+//     the official client asks again at the new handle but keeps its
+//     offset, of the old shape's log, and follows the new shape from
+//     there without refetching; what committed between that offset and
+//     the new shape's snapshot is in neither log it reads. Its next log
+//     request, at an offset below the new shape's start (ErrOtherLog), is
+//     answered 409 must-refetch, and it starts over.
 //
 // The query runs on a connection of the registry's, canceled when the
 // request ends or the registry is closed (its lease ended), like a

@@ -84,7 +84,11 @@ type Meta struct {
 	// snapshot or routed into the log. It is what responses advertise as
 	// global_last_seen_lsn (a client may resume from "<SeenLSN>_0"), so
 	// only persisted values are advertised.
-	SeenLSN   uint64    `json:"seen_lsn"`
+	SeenLSN uint64 `json:"seen_lsn"`
+	// StartLSN is SeenLSN when the shape was made: every transaction of
+	// its log commits after it, so no offset of its log is a transaction's
+	// below it (0 for shapes made before it was recorded).
+	StartLSN  uint64    `json:"start_lsn,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	// ChunkBytes is the chunk threshold of the shape's log, fixed when
 	// the shape is made (Options.ChunkBytes then), so that its chunk

@@ -21,6 +21,20 @@ var ErrGone = errors.New("shape is gone")
 // ErrOutOfBounds is returned for an offset past what the shape has seen.
 var ErrOutOfBounds = errors.New("out of bounds for this shape")
 
+// ErrOtherLog is returned for the offset of a transaction that committed
+// before the shape was made (below Meta.StartLSN, or a part of the
+// transaction at it): the shape never handed it out, it is a position in
+// another shape's log. The official client sends one when a subset
+// request is answered 409: it asks again at the new handle keeping its
+// offset, then follows the new shape from there, which would skip what
+// committed in between. The client must refetch. "<StartLSN>_0" is not
+// refused: the shape hands it out (global_last_seen_lsn, which an SSE
+// client turns into its offset), so the offset of another shape's log
+// whose last transaction is the last one the stream had stored when this
+// shape was made still passes (a change committed after that and before
+// this shape's snapshot is then missed, as it is with Electric).
+var ErrOtherLog = errors.New("offset of another shape's log")
+
 // Plan is what one response serves: the records after From up to Last,
 // the first and the last of them possibly in part (a chunk boundary
 // inside a transaction).
@@ -47,6 +61,9 @@ func (s *Shape) Plan(from Offset) (*Plan, error) {
 	defer s.mu.RUnlock()
 	if s.gone {
 		return nil, ErrGone
+	}
+	if !from.BeforeAll && from.TX != 0 && (from.TX < s.meta.StartLSN || (from.TX == s.meta.StartLSN && from.Op > 0)) {
+		return nil, ErrOtherLog
 	}
 	end := s.endLocked()
 	if !from.BeforeAll && end.Less(from) && from.TX > s.routedLSNLocked(fl) {
