@@ -212,7 +212,10 @@
 // router sees logged without the whole old row (an update leaving a
 // TOASTed column unchanged would otherwise be told without that column),
 // and by the periodic check of the tables; the others tell updates with
-// whole rows, which is still right.
+// whole rows, which is still right, except an update that changes the key
+// and leaves a TOASTed column unchanged: without the old row, the row
+// under its new key is not known whole, and every shape of the table is
+// invalidated.
 //
 // # Subset snapshots: merged with the log, nothing lost or doubled
 //

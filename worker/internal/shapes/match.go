@@ -66,6 +66,12 @@ func (f *fanout) transaction(ctx context.Context, tx *txn.Transaction) (txFanout
 			out.invalid = append(out.invalid, ts.all()...)
 			continue
 		}
+		if newRowUnknown(tx, idx) {
+			// A new key whose row lacks a TOASTed value, with no old row
+			// to take it from: no shape can tell it.
+			out.invalid = append(out.invalid, ts.all()...)
+			continue
+		}
 		if oldRowMissing(tx, idx) {
 			// REPLICA IDENTITY FULL was taken away when this was logged
 			// (perhaps set again since, so the periodic check may never
@@ -112,6 +118,20 @@ func oldRowMissing(tx *txn.Transaction, idx []int) bool {
 	for _, i := range idx {
 		c := &tx.Changes[i]
 		if (c.Op == "update" || c.Op == "delete") && !(c.OldFull && len(c.Old) == len(c.Columns)) {
+			return true
+		}
+	}
+	return false
+}
+
+// newRowUnknown reports whether an update among the changes idx changed
+// the row's key (it carries the old key) and left a TOASTed column
+// unchanged (not sent) without the whole old row to take it from: the row
+// under its new key is not known whole.
+func newRowUnknown(tx *txn.Transaction, idx []int) bool {
+	for _, i := range idx {
+		c := &tx.Changes[i]
+		if c.Op == "update" && c.Old != nil && len(c.Unchanged) > 0 && !(c.OldFull && len(c.Old) == len(c.Columns)) {
 			return true
 		}
 	}
