@@ -245,8 +245,16 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, p params, sh *s
 		return
 	}
 	_, _ = w.Write([]byte{'['})
+	// A snapshot chunk still being written goes out as its records
+	// become durable.
+	flush := func() error { return nil }
+	if plan.Streaming() {
+		rc := http.NewResponseController(w)
+		flush = rc.Flush
+		_ = flush()
+	}
 	first := true
-	err := sh.Bodies(plan, func(body []byte) error {
+	err := sh.Bodies(r.Context(), plan, func(body []byte) error {
 		if len(body) == 0 {
 			return nil
 		}
@@ -256,8 +264,10 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, p params, sh *s
 			}
 		}
 		first = false
-		_, err := w.Write(body)
-		return err
+		if _, err := w.Write(body); err != nil {
+			return err
+		}
+		return flush()
 	})
 	if err != nil {
 		// Headers are sent: end the response short so the client retries.

@@ -48,7 +48,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, reg *shapes.Re
 	unsent := false
 	for {
 		unsent = unsent || !plan.Empty()
-		err := sh.Bodies(plan, func(body []byte) error {
+		err := sh.Bodies(ctx, plan, func(body []byte) error {
 			var msgs []json.RawMessage
 			if err := json.Unmarshal(append(append([]byte{'['}, body...), ']'), &msgs); err != nil {
 				return err

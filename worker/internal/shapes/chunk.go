@@ -78,6 +78,18 @@ func (c *chunker) add(off Offset, size int, body func() ([]byte, error)) ([]Offs
 	return out, nil
 }
 
+// endSnapshot ends the open chunk at the snapshot's last record, when the
+// records added so far are all the snapshot's (a shape whose snapshot ends
+// with snapshot-end: Meta.SnapshotEnd); it returns that boundary. The
+// first change would end it there too: this only ends it before one.
+func (c *chunker) endSnapshot() (Offset, bool) {
+	if !c.any || c.last.TX != 0 || c.open == 0 {
+		return Offset{}, false
+	}
+	c.open = 0
+	return c.last, true
+}
+
 // messageEnds returns the end (exclusive) of each message of a record's
 // messages: JSON objects joined by commas.
 func messageEnds(body []byte) []int {

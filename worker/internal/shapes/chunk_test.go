@@ -2,6 +2,7 @@ package shapes
 
 import (
 	"bytes"
+	"context"
 	"slices"
 	"testing"
 )
@@ -20,7 +21,7 @@ func (s *Shape) respond(t *testing.T, from Offset) response {
 		t.Fatalf("Plan(%v): %v", from, err)
 	}
 	var b []byte
-	if err := s.Bodies(p, func(body []byte) error {
+	if err := s.Bodies(context.Background(), p, func(body []byte) error {
 		if len(body) > 0 {
 			if len(b) > 0 {
 				b = append(b, ',')

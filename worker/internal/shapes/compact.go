@@ -203,6 +203,11 @@ func (s *Shape) chunkIndex(index []entry, head []storage.Record) ([]Offset, chun
 		}
 		ends = append(ends, more...)
 	}
+	if s.meta.SnapshotEnd {
+		if off, ok := ch.endSnapshot(); ok {
+			ends = append(ends, off)
+		}
+	}
 	return ends, ch, nil
 }
 
@@ -251,7 +256,22 @@ type logMessage struct {
 	Headers struct {
 		Operation string          `json:"operation"`
 		Relation  json.RawMessage `json:"relation"`
+		Control   string          `json:"control"`
 	} `json:"headers"`
+	// control is a control message as stored (snapshot-end): kept as it
+	// is, in its record.
+	control []byte
+}
+
+func (m *logMessage) UnmarshalJSON(b []byte) error {
+	type plain logMessage
+	if err := json.Unmarshal(b, (*plain)(m)); err != nil {
+		return err
+	}
+	if m.Key == "" && m.Headers.Control != "" {
+		m.control = slices.Clone(b)
+	}
+	return nil
 }
 
 // keyState is a row key as of the messages compacted so far.
@@ -268,6 +288,9 @@ type keyState struct {
 func compactRecords(recs []storage.Record) ([]storage.Record, error) {
 	keys := map[string]*keyState{}
 	var order []string // keys in the order of their last message, with stale repeats
+	// controls are the control messages of each record, kept after its
+	// other messages (snapshot-end is the last of its record).
+	controls := make([][][]byte, len(recs))
 	for i, r := range recs {
 		_, body := splitPayload(r.Payload)
 		msgs, err := parseMessages(body)
@@ -275,6 +298,10 @@ func compactRecords(recs []storage.Record) ([]storage.Record, error) {
 			return nil, fmt.Errorf("record %d: %w", r.Seq, err)
 		}
 		for _, m := range msgs {
+			if m.control != nil {
+				controls[i] = append(controls[i], m.control)
+				continue
+			}
 			k := keys[m.Key]
 			if k == nil {
 				k = &keyState{}
@@ -309,7 +336,7 @@ func compactRecords(recs []storage.Record) ([]storage.Record, error) {
 	}
 	var out []storage.Record
 	for i, r := range recs {
-		if len(byRecord[i]) == 0 && i < len(recs)-1 {
+		if len(byRecord[i]) == 0 && len(controls[i]) == 0 && i < len(recs)-1 {
 			continue
 		}
 		op, _ := splitPayload(r.Payload)
@@ -319,6 +346,12 @@ func compactRecords(recs []storage.Record) ([]storage.Record, error) {
 				p = append(p, ',')
 			}
 			p = appendCompacted(p, key, keys[key])
+		}
+		for j, c := range controls[i] {
+			if j > 0 || len(byRecord[i]) > 0 {
+				p = append(p, ',')
+			}
+			p = append(p, c...)
 		}
 		out = append(out, storage.Record{CommitLSN: r.CommitLSN, EndLSN: r.EndLSN, Payload: p})
 	}

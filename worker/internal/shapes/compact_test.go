@@ -1,6 +1,7 @@
 package shapes
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -254,7 +255,7 @@ func (s *Shape) readOn(t *testing.T, have rows, from Offset) (Offset, error) {
 		if err != nil {
 			return from, err
 		}
-		if err := s.Bodies(p, func(body []byte) error { have.apply(t, body); return nil }); err != nil {
+		if err := s.Bodies(context.Background(), p, func(body []byte) error { have.apply(t, body); return nil }); err != nil {
 			return from, err
 		}
 		if p.UpToDate {

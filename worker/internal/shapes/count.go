@@ -21,6 +21,9 @@ func (r *Registry) Count() map[string]int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, s := range r.byDef {
+		if s.filling.Load() {
+			continue // counted as creating
+		}
 		if s.use.inFlight.Load() > 0 {
 			n[StateInUse]++
 		} else {

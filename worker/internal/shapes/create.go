@@ -7,9 +7,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/batonhq/baton/worker/internal/shapes/where"
 	"github.com/batonhq/baton/worker/internal/storage"
@@ -48,7 +46,10 @@ func (r *Registry) GetOrCreate(ctx context.Context, d Definition) (*Shape, error
 }
 
 // createOne creates the shape of d (unless one appeared meanwhile) and
-// registers it. Close stops it.
+// registers it. It returns once the shape is served: its snapshot
+// complete, or its first records durable while the rest is written (the
+// creation goes on, holding its place among the creations, after the
+// request that started it is gone). Close stops it.
 func (r *Registry) createOne(ctx context.Context, d Definition) (*Shape, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -56,26 +57,49 @@ func (r *Registry) createOne(ctx context.Context, d Definition) (*Shape, error) 
 	if s := r.Lookup(d); s != nil {
 		return s, nil
 	}
+	if err := r.recentFailure(d); err != nil {
+		return nil, err
+	}
 	select {
 	case r.createSem <- struct{}{}:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	defer func() { <-r.createSem }()
 	r.createMu.RLock()
-	defer r.createMu.RUnlock()
 	r.creatingN.Add(1)
+	release := func() {
+		r.creatingN.Add(-1)
+		r.createMu.RUnlock()
+		<-r.createSem
+	}
 	start := time.Now()
-	s, err := r.create(ctx, d)
-	r.creatingN.Add(-1)
+	f, err := r.create(ctx, d)
 	if err != nil {
+		release()
 		return nil, err
 	}
-	if o := r.o.Counters.Created; o != nil {
-		o.Observe(time.Since(start).Seconds())
+	go func() {
+		defer release()
+		err := f.run(r.life)
+		r.releaseConn(f.conn, err)
+		if err != nil {
+			return
+		}
+		if o := r.o.Counters.Created; o != nil {
+			o.Observe(time.Since(start).Seconds())
+		}
+		r.o.Log.Info("shape created", "handle", f.s.meta.Handle, "table", d.String(), "xmin", f.s.meta.Xmin, "xmax", f.s.meta.Xmax,
+			"records", f.s.records(), "took", time.Since(start).Round(time.Millisecond))
+	}()
+	select {
+	case <-f.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	r.o.Log.Info("shape created", "handle", s.meta.Handle, "table", d.String(), "xmin", s.meta.Xmin, "xmax", s.meta.Xmax)
-	return s, nil
+	if f.err != nil {
+		return nil, f.err
+	}
+	return f.s, nil
 }
 
 // createConn returns an idle creation connection or a new one.
@@ -92,22 +116,33 @@ func (r *Registry) createConn(ctx context.Context) (*pgx.Conn, error) {
 	}
 }
 
-func (r *Registry) create(ctx context.Context, d Definition) (s *Shape, err error) {
+// releaseConn keeps conn for the next creation, unless err (not the
+// request's fault) may have left its session in a bad state.
+func (r *Registry) releaseConn(conn *pgx.Conn, err error) {
+	var ie *InvalidError
+	if err != nil && !errors.As(err, &ie) {
+		conn.Close(context.Background())
+		return
+	}
+	select {
+	case r.conns <- conn:
+	default:
+		conn.Close(context.Background())
+	}
+}
+
+// create prepares the shape of d: its table described and checked, the
+// table published, the snapshot's transaction begun (visibility read),
+// the shape stored with partial metadata (begin). The returned fill writes
+// the rows; it owns the connection.
+func (r *Registry) create(ctx context.Context, d Definition) (f *fill, err error) {
 	conn, err := r.createConn(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
-		var ie *InvalidError
-		if err != nil && !errors.As(err, &ie) {
-			// Whatever state the failure left the session in goes with it.
-			conn.Close(context.WithoutCancel(ctx))
-			return
-		}
-		select {
-		case r.conns <- conn:
-		default:
-			conn.Close(context.WithoutCancel(ctx))
+		if err != nil {
+			r.releaseConn(conn, err)
 		}
 	}()
 	t, err := describe(ctx, conn, d)
@@ -147,81 +182,54 @@ func (r *Registry) create(ctx context.Context, d Definition) (s *Shape, err erro
 	m := &Meta{
 		Handle:     d.id() + "-" + strconv.FormatInt(time.Now().UnixMicro(), 10),
 		Definition: d, Columns: cols, PK: t.pk, RoutedSeq: routed, SeenLSN: seen, StartLSN: seen, CreatedAt: time.Now().UTC(),
-		TableColumns: t.columns, TableSig: t.sig, FullIdentity: full, ChunkBytes: r.chunkBytes(),
+		TableColumns: t.columns, TableSig: t.sig, FullIdentity: full, ChunkBytes: r.chunkBytes(), SnapshotEnd: true,
 	}
-	return r.store(d, m, func(l *storage.Log) error {
-		err := snapshot(ctx, conn, t, m, l)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && d.Where != "" && pgerrcode.IsDataException(pgErr.Code) {
-			// The where clause fails on a row (division by zero, a bad cast).
-			return &InvalidError{Field: "where", Problem: "evaluating the where clause on the table's rows failed: " + pgErr.Message}
-		}
-		return err
-	}, pred)
+	tx, err := beginSnapshot(ctx, conn, m)
+	if err != nil {
+		return nil, err
+	}
+	s, err := r.begin(m, pred)
+	if err != nil {
+		tx.Rollback(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return &fill{r: r, s: s, conn: conn, tx: tx, t: t, ready: make(chan struct{})}, nil
 }
 
-// store stores a new shape of d with metadata m and registers it: a folder
-// of the set's (storage.Set.NewFolder), a log filled by fill (the
-// snapshot), m in the log (SetMeta), and only then the folder added to the
-// set, which publishes it. Each step is fenced: a registry that a newer
-// lease took over fails with storage.ErrFenced, and whatever it stored is
-// garbage to the newer registry. pred is the where clause (nil for every
-// row, or to prepare later).
-func (r *Registry) store(d Definition, m *Meta, fill func(*storage.Log) error, pred *where.Predicate) (s *Shape, err error) {
-	dir, err := r.set.NewFolder(m.Handle)
+// store stores a new shape of d with metadata m and registers it, its
+// records written by fill (a snapshot given whole, as tests give it):
+// begin, fill, the records synced, complete, then registered. Each step
+// is fenced: a registry that a newer lease took over fails with
+// storage.ErrFenced, and whatever it stored is garbage to the newer
+// registry. pred is the where clause (nil for every row, or to prepare
+// later).
+func (r *Registry) store(d Definition, m *Meta, fill func(*storage.Log) error, pred *where.Predicate) (_ *Shape, err error) {
+	s, err := r.begin(m, pred)
 	if err != nil {
-		return nil, fmt.Errorf("new shape folder: %w", err)
-	}
-	added := false // once Add is tried, the folder may be a member: never discard it
-	l, err := storage.Open(dir, r.o.Epoch)
-	if err != nil {
-		r.set.Discard(dir)
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			l.Close()
-			if !added {
-				r.set.Discard(dir)
-			}
+			s.log.Close()
 		}
 	}()
-	if err := fill(l); err != nil {
+	if err := fill(s.log); err != nil {
 		return nil, err
 	}
-	// The snapshot is durable before the metadata names it.
-	if _, err := l.Sync(); err != nil {
+	// The snapshot is durable before the metadata says it is complete.
+	if _, err := s.log.Sync(); err != nil {
 		return nil, fmt.Errorf("store snapshot: %w", err)
 	}
-	r.at(stopCreate)
-	b, err := encodeMeta(m)
-	if err != nil {
-		return nil, err
-	}
-	if err := l.SetMeta(b); err != nil {
-		return nil, fmt.Errorf("write shape metadata: %w", err)
-	}
-	r.at(stopAdd)
-	added = true
-	if err := r.set.Add(dir); err != nil {
-		return nil, fmt.Errorf("add shape: %w", err)
-	}
-	s = &Shape{dir: dir, log: l, meta: *m, durable: *m, schema: m.schemaHeader(), changed: make(chan struct{}), streamEnd: r.streamEnd, sharedFloor: &r.floor,
-		routedLSN: m.SeenLSN, pred: pred, stopAt: r.at, chunks: newChunker(m.ChunkBytes)}
 	if err := s.loadIndex(); err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		// Stored and a member: the next Open has it.
-		return nil, storage.ErrClosed
+	if err := r.complete(s, nil); err != nil {
+		return nil, err
 	}
-	r.byDef[d.Key()] = s
-	r.byHandle[s.meta.Handle] = s
-	r.gen.Add(1)
-	close(r.added)
-	r.added = make(chan struct{})
+	if err := r.register(s); err != nil {
+		// Stored and a member: the next Open has it.
+		return nil, err
+	}
 	return s, nil
 }
 

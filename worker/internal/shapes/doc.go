@@ -8,7 +8,8 @@
 //   - The catalog (Registry, registry.go) opens the stored shapes, looks
 //     them up, lists and deletes them. Creation (create.go) adds one: its
 //     table described and checked (table.go), added to the publication
-//     (publication.go), its snapshot taken (snapshot.go), then stored.
+//     (publication.go), its snapshot taken (snapshot.go) and written
+//     while it is served (fill.go, snapwriter.go).
 //   - The router (router.go) is the one writer of the shape logs after
 //     their snapshot: it finds the shapes each stored transaction's changes
 //     go to (fanout.go, match.go) and appends them as messages (message.go,
@@ -124,12 +125,16 @@
 //
 // # Records and offsets
 //
-// Every record of a shape log is a chunk of snapshot rows or the changes of
+// Every record of a shape log is a run of snapshot rows or the changes of
 // one transaction on the shape's table. Its payload is an 8-byte
-// little-endian op offset, then the JSON messages of the unit joined by
+// little-endian op offset, then the JSON messages of the record joined by
 // commas, ready to be copied into a response. Offsets follow Electric's
-// LogOffset: "<tx>_<op>". Snapshot chunk j has offset "0_j" (EndLSN j+1,
-// below any real LSN); a transaction has offset "<commit lsn>_<op of its
+// LogOffset: "<tx>_<op>". Every snapshot record of chunk c has offset
+// "0_c" (snapWriter; its EndLSN is its number, below any real LSN), so
+// the end of a chunk still being written is known (shapes made before
+// held one record per offset); the snapshot's last message is Electric's
+// snapshot-end control message with its xmin, xmax and xip_list. A
+// transaction has offset "<commit lsn>_<op of its
 // last message>" and the stream record's EndLSN, so storage.Log.Append
 // skips a transaction routed twice (after a crash, or when applied_seq was
 // persisted late): nothing is doubled. A transaction's messages are
@@ -145,7 +150,9 @@
 // Chunk boundaries are found by walking the log from its start (chunker,
 // chunk.go): a chunk ends after the message that brings it to the shape's
 // threshold or more (Electric's LogChunker), the snapshot's last record
-// ends a chunk, and a snapshot record is never cut inside. A transaction
+// ends a chunk (once it is complete, for a shape whose snapshot ends with
+// snapshot-end: Meta.SnapshotEnd; else at the first change), and a
+// snapshot record is never cut inside. A transaction
 // larger than what is left of the threshold is cut inside, after the
 // message that reaches it, as Electric's log is (one item per change):
 // the client gets it over several responses, none of them up to date
@@ -268,6 +275,51 @@
 // The query runs on a connection of the registry's, canceled when the
 // request ends or the registry is closed (its lease ended), like a
 // snapshot at creation; at most subsetConcurrency run at once.
+//
+// # Streaming snapshots
+//
+// The rows are read in table order (no ORDER BY), with COPY ... TO STDOUT
+// when the where clause has no params: in the snapshot's transaction, so
+// with its visibility, whatever the order. A snapshot is served while it
+// is written, and a client never takes a part of one for the whole:
+//
+//   - S1, durable before served: the shape is stored (Set.Add) with
+//     metadata marked SnapshotPartial before any row is read; the fill
+//     (fill.go) appends records and a syncer makes them durable in batches
+//     (storage.Log.Sync), and only then adds them to the index that
+//     requests plan from. The shape is registered (Lookup finds it) once
+//     its first records are durable, or once it is complete when that
+//     comes first. Memory is bounded: the rows wait for the disk when
+//     snapUnsynced bytes are not durable yet, a response reads readBytes
+//     at a time, and COPY's rows are encoded as they come.
+//   - S2, complete only at the end: the metadata loses SnapshotPartial
+//     only after the snapshot-end message, the last of the snapshot, is
+//     durable (complete). A shape whose metadata is partial is never
+//     opened: Open removes it, whoever wrote it (a crash, a handoff or a
+//     fenced registry mid-snapshot), so its handle answers 409 and its
+//     clients start again from offset -1 on a new shape. In the registry
+//     that took it, a fill that fails removes the shape (its requests get
+//     ErrGone, so 409), and Close leaves it for the next Open to remove.
+//   - S3, no up-to-date inside the snapshot: while the snapshot is written
+//     its chunk boundaries are those of its durable records (Chunks), and
+//     a request whose chunk has no boundary yet gets that chunk, "0_c",
+//     streamed until its boundary is found or the snapshot is complete
+//     (planFillingLocked, Bodies), never up to date; the snapshot's last
+//     record, which holds snapshot-end, is indexed only with the complete
+//     metadata, and ends a chunk then. So a response is up to date only
+//     from the end of the snapshot on, after the whole snapshot and
+//     snapshot-end.
+//   - S4, the log starts where the snapshot is consistent: the router,
+//     persistence, compaction and expiry see the shape only once it is
+//     complete (Registry.list); the creation holds createMu shared until
+//     then, so the stream log is not truncated past S meanwhile, and the
+//     router then routes the shape from S+1 as any shape behind the floor.
+//
+// A snapshot chunk streamed while it is written is the same bytes as when
+// it is served complete: snapWriter ends a chunk where the chunker finds
+// its boundary (after the record that brings it to Meta.ChunkBytes). A
+// response cut short by a crash is not a complete HTTP response, so no
+// cache keeps it.
 //
 // # Continuity across leases (DESIGN I2): what is proven, and from what
 //

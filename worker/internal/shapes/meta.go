@@ -76,6 +76,15 @@ type Meta struct {
 	// SnapshotLSN is pg_current_wal_insert_lsn() read right after the
 	// snapshot was taken (0 for shapes made before it was recorded).
 	SnapshotLSN uint64 `json:"snapshot_lsn,omitempty"`
+	// SnapshotPartial: the snapshot was still being written when this
+	// metadata was; only its creation, once the snapshot-end message is
+	// durable, writes it false. A registry opening a shape that has it
+	// drops the shape (see doc.go, "Streaming snapshots").
+	SnapshotPartial bool `json:"snapshot_partial,omitempty"`
+	// SnapshotEnd: the snapshot's last record ends with Electric's
+	// snapshot-end message and ends a chunk (chunker.endSnapshot), even
+	// before any change follows it; false for shapes made before.
+	SnapshotEnd bool `json:"snapshot_end,omitempty"`
 	// RoutedSeq (stored as applied_seq) is the stream log seq up to which
 	// every transaction has been routed to this shape (possibly persisted
 	// late: routing again is idempotent).

@@ -95,6 +95,9 @@ type Registry struct {
 	mu       sync.Mutex
 	byDef    map[string]*Shape
 	byHandle map[string]*Shape
+	// failures are snapshots that failed on their rows after they were
+	// served (fill.go).
+	failures map[string]failure
 	added    chan struct{} // closed and replaced when a shape is added
 	// gen counts shapes added and removed: the router looks the shapes
 	// over again only when it moved.
@@ -131,14 +134,14 @@ func (r *Registry) at(p stopPoint) {
 func Open(o Options) (*Registry, error) {
 	r := &Registry{o: o, dir: filepath.Join(o.Dir, "shapes"), byDef: map[string]*Shape{},
 		createSem: make(chan struct{}, createConcurrency), subsetSem: make(chan struct{}, subsetConcurrency), conns: make(chan *pgx.Conn, createConcurrency),
-		byHandle: map[string]*Shape{}, added: make(chan struct{})}
+		byHandle: map[string]*Shape{}, failures: map[string]failure{}, added: make(chan struct{})}
 	r.life, r.end = context.WithCancel(context.Background())
 	set, err := storage.OpenSet(r.dir, o.Epoch, hasLegacyMeta)
 	if err != nil {
 		return nil, fmt.Errorf("shapes: %w", err)
 	}
 	r.set = set
-	var lost []string
+	var lost, partial []string
 	for _, dir := range set.Members() {
 		s, err := r.openShape(dir)
 		if errors.Is(err, errNoShape) {
@@ -149,12 +152,24 @@ func Open(o Options) (*Registry, error) {
 			r.Close()
 			return nil, fmt.Errorf("shape %s: %w", filepath.Base(dir), err)
 		}
+		if s.meta.SnapshotPartial {
+			// Its snapshot was cut short (a crash, a handoff, a failure):
+			// never served as complete; its clients refetch.
+			s.log.Close()
+			partial = append(partial, dir)
+			continue
+		}
 		r.byDef[s.meta.Definition.Key()] = s
 		r.byHandle[s.meta.Handle] = s
 	}
 	if len(lost) > 0 {
 		o.Log.Warn("removing shapes whose folder or metadata is gone", "shapes", len(lost), "dirs", lost)
-		if err := set.Remove(lost...); err != nil {
+	}
+	if len(partial) > 0 {
+		o.Log.Info("removing shapes whose snapshot was cut short; their clients refetch", "shapes", len(partial), "dirs", partial)
+	}
+	if dirs := append(lost, partial...); len(dirs) > 0 {
+		if err := set.Remove(dirs...); err != nil {
 			r.Close()
 			return nil, fmt.Errorf("shapes: %w", err)
 		}
@@ -264,22 +279,36 @@ func (r *Registry) addedChan() <-chan struct{} {
 	return r.added
 }
 
-// list returns the shapes and the channel closed when one is added.
+// list returns the shapes whose snapshot is complete (those the router,
+// persistence and upkeep take) and the channel closed when one is added.
 func (r *Registry) list() ([]*Shape, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*Shape, 0, len(r.byDef))
+	for _, s := range r.byDef {
+		if !s.filling.Load() {
+			out = append(out, s)
+		}
+	}
+	return out, r.added
+}
+
+// listAll returns every registered shape, those being filled included.
+func (r *Registry) listAll() []*Shape {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]*Shape, 0, len(r.byDef))
 	for _, s := range r.byDef {
 		out = append(out, s)
 	}
-	return out, r.added
+	return out
 }
 
 // DropAll removes every shape, for when the stream's continuity is lost
 // (the slot was created anew): their clients get 409 and refetch. It
 // returns how many it removed.
 func (r *Registry) DropAll() (int, error) {
-	shapes, _ := r.list()
+	shapes := r.listAll()
 	if err := r.remove(shapes); err != nil {
 		return 0, err
 	}

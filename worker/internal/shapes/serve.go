@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/batonhq/baton/worker/internal/storage"
@@ -47,10 +48,17 @@ type Plan struct {
 	UpToDate  bool
 	GlobalLSN uint64
 	entries   []entry
+	// stream: the plan is snapshot chunk Last.Op, still being written;
+	// Bodies serves its records as they become durable, until it ends.
+	stream bool
 }
 
 // Empty reports whether the plan serves no record.
-func (p *Plan) Empty() bool { return len(p.entries) == 0 }
+func (p *Plan) Empty() bool { return len(p.entries) == 0 && !p.stream }
+
+// Streaming reports whether the plan's records are still being written:
+// its body comes over time, and the response should be flushed as it goes.
+func (p *Plan) Streaming() bool { return p.stream }
 
 // Plan chooses the records after from up to the end of the chunk that
 // holds the first of them, or to the end of the log when that chunk is
@@ -61,6 +69,9 @@ func (s *Shape) Plan(from Offset) (*Plan, error) {
 	defer s.mu.RUnlock()
 	if s.gone {
 		return nil, ErrGone
+	}
+	if p := s.planFillingLocked(from); p != nil {
+		return p, nil
 	}
 	if !from.BeforeAll && from.TX != 0 && (from.TX < s.meta.StartLSN || (from.TX == s.meta.StartLSN && from.Op > 0)) {
 		return nil, ErrOtherLog
@@ -90,8 +101,13 @@ func (s *Shape) Plan(from Offset) (*Plan, error) {
 		p.Last = p.entries[len(p.entries)-1].off
 	}
 	p.UpToDate = true
-	if from.BeforeAll && len(p.entries) == 0 {
+	switch {
+	case from.BeforeAll && len(p.entries) == 0:
 		p.Last = Offset{}
+	case from.TX == 0 && len(p.entries) == 0 && s.meta.SnapshotEnd:
+		// At the end of a complete snapshot, nothing after it yet: the
+		// offset is the snapshot's end, "0_inf", as Electric's.
+		p.Last = Offset{Op: opInf}
 	}
 	return p, nil
 }
@@ -101,6 +117,27 @@ func (s *Shape) Plan(from Offset) (*Plan, error) {
 // that last cuts.
 func upTo(off, last Offset) bool {
 	return off.TX < last.TX || (off.TX == last.TX && (last.TX != 0 || off.Op <= last.Op))
+}
+
+// planFillingLocked plans a snapshot chunk still being written: the chunk
+// after from when no boundary after from is known yet. Its records all have
+// offset "0_c" (snapWriter), c being 0 for offset -1 and n+1 for "0_n", so
+// the response's offset is known before its end; Bodies streams the
+// records that are not durable yet. A snapshot chunk is never up to date.
+// It returns nil when the shape is complete or the chunk is.
+func (s *Shape) planFillingLocked(from Offset) *Plan {
+	if !s.filling.Load() || !from.BeforeAll && (from.TX != 0 || from.Op == opInf) {
+		return nil
+	}
+	if b := sort.Search(len(s.ends), func(j int) bool { return s.ends[j].after(from) }); b < len(s.ends) {
+		return nil
+	}
+	c := uint64(0)
+	if !from.BeforeAll {
+		c = from.Op + 1
+	}
+	i := sort.Search(len(s.index), func(i int) bool { return s.index[i].off.after(from) })
+	return &Plan{From: from, Last: Offset{Op: c}, entries: slices.Clone(s.index[i:]), stream: true, GlobalLSN: s.durable.SeenLSN}
 }
 
 // GlobalLSN is what responses advertise as global_last_seen_lsn: a commit
@@ -160,10 +197,83 @@ func (s *Shape) Wait(ctx context.Context, off Offset) (bool, error) {
 // part of it the plan serves), in order.
 // When the log was compacted after the plan, it serves the compacted
 // records from the last one served up to p.Last instead (see compact.go).
-func (s *Shape) Bodies(p *Plan, fn func(body []byte) error) error {
-	entries, served := p.entries, p.From
+// A streaming plan's records are served as they become durable, until
+// the chunk ends; ctx ends the wait for them.
+func (s *Shape) Bodies(ctx context.Context, p *Plan, fn func(body []byte) error) error {
+	if err := s.bodies(p.entries, p.From, p.Last, fn); err != nil {
+		return err
+	}
+	if !p.stream {
+		return nil
+	}
+	var lastSeq uint64
+	if n := len(p.entries); n > 0 {
+		lastSeq = p.entries[n-1].seq
+	}
+	for {
+		more, open, err := s.chunkAfter(ctx, p.From, p.Last, lastSeq)
+		if err != nil {
+			return err
+		}
+		if len(more) > 0 {
+			if err := s.bodies(more, p.From, p.Last, fn); err != nil {
+				return err
+			}
+			lastSeq = more[len(more)-1].seq
+		}
+		if !open {
+			return nil
+		}
+	}
+}
+
+// chunkAfter waits for durable records of the snapshot chunk ending at
+// last after seq afterSeq (and after offset from), and returns them; open
+// is false once the chunk has no more to come (its boundary is known, or
+// the snapshot is complete).
+func (s *Shape) chunkAfter(ctx context.Context, from, last Offset, afterSeq uint64) (more []entry, open bool, err error) {
+	for {
+		s.mu.RLock()
+		gone, ch := s.gone, s.changed
+		i := sort.Search(len(s.index), func(i int) bool {
+			e := s.index[i]
+			return e.seq > afterSeq && e.off.after(from)
+		})
+		j := i
+		for j < len(s.index) && s.index[j].off == last {
+			j++
+		}
+		more = slices.Clone(s.index[i:j])
+		_, ended := slices.BinarySearchFunc(s.ends, last, func(e, t Offset) int {
+			if e.Less(t) {
+				return -1
+			}
+			if t.Less(e) {
+				return 1
+			}
+			return 0
+		})
+		open = !ended && s.filling.Load()
+		s.mu.RUnlock()
+		if gone {
+			return nil, false, ErrGone
+		}
+		if len(more) > 0 || !open {
+			return more, open, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		}
+	}
+}
+
+// bodies serves entries, (parts of) records after from up to last.
+func (s *Shape) bodies(entries []entry, from, last Offset, fn func(body []byte) error) error {
+	served := from
 	for replans := 0; len(entries) > 0; {
-		recs, err := s.log.Read(entries[0].seq, len(entries))
+		recs, err := s.log.Read(entries[0].seq, readCount(entries))
 		if err != nil {
 			if errors.Is(err, storage.ErrClosed) {
 				return ErrGone
@@ -180,12 +290,12 @@ func (s *Shape) Bodies(p *Plan, fn func(body []byte) error) error {
 				if replans++; replans > 16 {
 					return fmt.Errorf("shape %s: read record %d at %d_%d, want %v", s.meta.Handle, r.Seq, r.CommitLSN, op, e.off)
 				}
-				if entries, err = s.entriesBetween(served, p.Last); err != nil {
+				if entries, err = s.entriesBetween(served, last); err != nil {
 					return err
 				}
 				break
 			}
-			if err := fn(partOf(body, e.off, served, p.Last)); err != nil {
+			if err := fn(partOf(body, e.off, served, last)); err != nil {
 				return err
 			}
 			served, entries = e.off, entries[1:]
@@ -195,6 +305,22 @@ func (s *Shape) Bodies(p *Plan, fn func(body []byte) error) error {
 		}
 	}
 	return nil
+}
+
+// readBytes bounds the bytes a response reads at once (at least one
+// record), so that its memory does not grow with the chunk size.
+const readBytes = 1 << 20
+
+// readCount is how many of entries to read at once.
+func readCount(entries []entry) int {
+	n, total := 0, 0
+	for _, e := range entries {
+		if n > 0 && total+e.size > readBytes {
+			break
+		}
+		n, total = n+1, total+e.size
+	}
+	return n
 }
 
 // entriesBetween returns the index entries after from, up to last.

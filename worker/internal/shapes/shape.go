@@ -39,6 +39,10 @@ type Shape struct {
 	// without being told each batch (see floor).
 	sharedFloor *atomic.Pointer[streamPos]
 	caught      atomic.Bool
+	// filling: the snapshot is still being written (fill.go). Its records
+	// are served as they become durable; the router, persistence,
+	// compaction and expiry leave the shape alone until it is complete.
+	filling atomic.Bool
 
 	mu    sync.RWMutex
 	meta  Meta
@@ -158,11 +162,13 @@ func logMeta(l *storage.Log, dir string) (*Meta, error) {
 func (s *Shape) loadIndex() error {
 	next := uint64(1)
 	for {
-		recs, err := s.log.Read(next, 1024)
+		// A few records at a time: snapshot records are large.
+		recs, err := s.log.Read(next, 64)
 		if err != nil {
 			return err
 		}
 		if len(recs) == 0 {
+			s.endSnapshotLocked()
 			return nil
 		}
 		for _, r := range recs {
@@ -207,6 +213,60 @@ func (s *Shape) advance(entries []entry, lsn, seq uint64) {
 		close(s.changed)
 		s.changed = make(chan struct{})
 	}
+}
+
+// records is how many records the shape's index holds.
+func (s *Shape) records() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.index)
+}
+
+// addSnapshot adds durable snapshot records to the index and wakes the
+// requests streaming the snapshot.
+func (s *Shape) addSnapshot(entries []entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.indexSnapshotLocked(entries)
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// indexSnapshotLocked adds snapshot records to the index and their chunk
+// boundaries (never inside a snapshot record) to ends.
+func (s *Shape) indexSnapshotLocked(entries []entry) {
+	for _, e := range entries {
+		ends, _ := s.chunks.add(e.off, e.size, nil)
+		s.ends = append(s.ends, ends...)
+		s.index = append(s.index, e)
+	}
+}
+
+// endSnapshotLocked ends the snapshot's last chunk at its last record when
+// nothing follows it yet, for a shape whose snapshot ends with
+// snapshot-end (Meta.SnapshotEnd).
+func (s *Shape) endSnapshotLocked() {
+	if !s.meta.SnapshotEnd {
+		return
+	}
+	if off, ok := s.chunks.endSnapshot(); ok {
+		s.ends = append(s.ends, off)
+	}
+}
+
+// snapshotDone marks the snapshot complete (its metadata without
+// SnapshotPartial is durable), adds last, its durable records not served
+// yet, to the index, and wakes the requests streaming it.
+func (s *Shape) snapshotDone(last []entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.indexSnapshotLocked(last)
+	s.endSnapshotLocked()
+	s.meta.SnapshotPartial = false
+	s.durable = s.meta
+	s.filling.Store(false)
+	close(s.changed)
+	s.changed = make(chan struct{})
 }
 
 // streamPos is a stream log seq and the commit LSN of its transaction.
