@@ -16,7 +16,7 @@ const snapRecordBytes = 256 << 10
 // snapUnsynced bounds the bytes of snapshot records appended and not yet
 // synced: the rows wait for the disk beyond it, so a snapshot's memory
 // does not grow with the table.
-const snapUnsynced = 8 << 20
+const snapUnsynced = 4 << 20
 
 // snapWriter writes a snapshot's messages into a new shape log as records
 // of at most about snapRecordBytes, grouped into chunks: chunk c is what a
