@@ -196,6 +196,19 @@ func other(b, x, y *harness.Broker) *harness.Broker {
 	return x
 }
 
+// awaitContains waits until output() holds sub (a process's log, which
+// may be written right after what the test saw), failing after timeout.
+func awaitContains(t *testing.T, output func() string, sub, what string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !strings.Contains(output(), sub) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %q not found after %s in:\n%s", what, sub, timeout, output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func mustContain(t *testing.T, s, sub, what string) {
 	t.Helper()
 	if !strings.Contains(s, sub) {
