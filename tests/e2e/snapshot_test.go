@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/batonhq/baton/tests/harness"
 	"github.com/batonhq/baton/tests/pgtest"
@@ -103,10 +106,9 @@ func TestShapeSnapshotEnd(t *testing.T) {
 }
 
 // snapshotRows is the size of the table the mid-snapshot tests take a
-// snapshot of: ~35 MB of messages, so that the worker is still writing the
-// snapshot (it waits for the disk) when the client has its first chunk,
-// and then holdSnapshot keeps it so.
-const snapshotRows = 150000
+// snapshot of: its COPY lasts long enough for holdSnapshot to stop it
+// after its first rows.
+const snapshotRows = 40000
 
 // startSnapshotTable starts PostgreSQL with items holding snapshotRows
 // rows of about 200 bytes.
@@ -118,8 +120,9 @@ func startSnapshotTable(t *testing.T) *pgtest.Cluster {
 	return pg
 }
 
-// smallChunks are worker settings that cut a snapshot into 1 MiB chunks.
-var smallChunks = map[string]string{"BATON_SHAPE_CHUNK_BYTES_THRESHOLD": "1048576"}
+// smallChunks are worker settings that cut a snapshot into 16 KiB chunks:
+// a few hundred rows make the first.
+var smallChunks = map[string]string{"BATON_SHAPE_CHUNK_BYTES_THRESHOLD": "16384"}
 
 // changeAfterCut commits changes while the worker is down: updates of
 // rows of the snapshot and inserts after them; it returns the last id.
@@ -131,17 +134,26 @@ func changeAfterCut(t *testing.T, pg *pgtest.Cluster) int {
 }
 
 // holdSnapshot stops (SIGSTOP) the PostgreSQL backend of the snapshot's
-// transaction, still open (its COPY running, or its commit due once the
-// rows are durable), so that the snapshot cannot end while the client
-// holds part of it; the returned func lets the backend go on, once the
-// worker that ran it is gone (it then finds its connection closed).
+// COPY once it has sent a few hundred rows (pg_stat_progress_copy), so
+// that the worker gets enough of them for a first chunk (they are in the
+// socket's buffers) while the snapshot cannot end: its rows, and the
+// commit before its end, wait for that backend. The returned func lets
+// the backend go on, once the worker that ran it is gone (it then finds
+// its connection closed).
 func holdSnapshot(t *testing.T, pg *pgtest.Cluster) (resume func()) {
 	t.Helper()
+	conn := connect(t, pg)
 	var pid int
-	err := connect(t, pg).QueryRow(context.Background(),
-		"SELECT pid FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT %' AND state IN ('active', 'idle in transaction')").Scan(&pid)
+	err := harness.AwaitEvery(30*time.Second, time.Millisecond, "the snapshot's COPY past its first rows", func() (bool, error) {
+		err := conn.QueryRow(context.Background(), `SELECT p.pid FROM pg_stat_progress_copy p JOIN pg_stat_activity a USING (pid)
+			WHERE a.query LIKE 'COPY (SELECT %' AND p.tuples_processed >= 500`).Scan(&pid)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return false, nil
+		}
+		return err == nil, err
+	})
 	if err != nil {
-		t.Fatalf("the backend running the snapshot's COPY: %v (was the snapshot already complete?)", err)
+		t.Fatal(err)
 	}
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatalf("SIGSTOP the COPY's backend %d: %v", pid, err)
@@ -186,8 +198,8 @@ func TestShapeSnapshotCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := startTrace(t, pod.URL(), "items")
-	c.await(t, 60*time.Second, "a first chunk", func(ev []traceEvent) bool { return len(ev) > 0 })
 	resume := holdSnapshot(t, pg)
+	c.await(t, 60*time.Second, "a first chunk", func(ev []traceEvent) bool { return len(ev) > 0 })
 	pod.Worker().Kill()
 	resume()
 	last := changeAfterCut(t, pg)
@@ -221,8 +233,8 @@ func TestShapeSnapshotHandoff(t *testing.T) {
 	}
 	svc.moveTo(t, a.URL())
 	c := startTrace(t, svc.URL(), "items")
-	c.await(t, 60*time.Second, "a first chunk", func(ev []traceEvent) bool { return len(ev) > 0 })
 	resume := holdSnapshot(t, pg)
+	c.await(t, 60*time.Second, "a first chunk", func(ev []traceEvent) bool { return len(ev) > 0 })
 	svc.moveTo(t, b.URL())
 	if err := a.Stop(false, 30*time.Second); err != nil {
 		t.Fatal(err)
