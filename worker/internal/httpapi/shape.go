@@ -61,8 +61,7 @@ func (s *Server) serveShape(w http.ResponseWriter, r *http.Request, reg *shapes.
 	done := sh.Use()
 	defer done()
 	if p.now {
-		end := sh.End()
-		s.respond(w, r, p, sh, &shapes.Plan{From: end, Last: end, UpToDate: true, GlobalLSN: sh.GlobalLSN()}, false)
+		s.respond(w, r, p, sh, sh.Now(), false)
 		return
 	}
 	plan, err := sh.Plan(p.offset)

@@ -140,12 +140,18 @@ func (s *Shape) planFillingLocked(from Offset) *Plan {
 	return &Plan{From: from, Last: Offset{Op: c}, entries: slices.Clone(s.index[i:]), stream: true, GlobalLSN: s.durable.SeenLSN}
 }
 
-// GlobalLSN is what responses advertise as global_last_seen_lsn: a commit
-// LSN up to which every transaction is in the shape (persisted).
-func (s *Shape) GlobalLSN() uint64 {
+// Now is the plan of an offset=now request: nothing, from the shape's
+// last record, up to date, with the global_last_seen_lsn (a commit LSN up
+// to which every transaction is in the shape) of that same moment. The
+// two are read under one lock: a transaction routed between two reads
+// would be covered by global_last_seen_lsn while lying after the offset
+// the client goes on from, and a client that drops what its last-seen LSN
+// covers would skip it.
+func (s *Shape) Now() *Plan {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return max(s.durable.SeenLSN, s.endLocked().TX)
+	end := s.endLocked()
+	return &Plan{From: end, Last: end, UpToDate: true, GlobalLSN: max(s.durable.SeenLSN, end.TX)}
 }
 
 // End is the offset of the shape's last record.
