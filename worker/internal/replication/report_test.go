@@ -219,3 +219,71 @@ func TestReportedBeforeAcknowledged(t *testing.T) {
 		t.Error(p)
 	}
 }
+
+// TestProgressSoonAfterStart: the durable position is reported as soon as
+// streaming starts (lease.proto W10: "soon after each grant"), not at the
+// first periodic status update (10 s later with this wal_sender_timeout),
+// and it is never behind the slot's confirmed position.
+func TestProgressSoonAfterStart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	pg := pgtest.Start(t, pgtest.Options{})
+	conn, err := pg.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	watch, err := pg.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(context.Background())
+	const slot = "baton_slot_soon"
+	for _, q := range []string{
+		"CREATE TABLE items (id int PRIMARY KEY)",
+		"CREATE PUBLICATION baton_pub_soon FOR TABLE items",
+		"SELECT pg_create_logical_replication_slot('" + slot + "', 'pgoutput')",
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	leaseCtx, endLease := context.WithCancel(context.Background())
+	defer endLease()
+	l := &reportLease{ctx: leaseCtx, conn: watch, slot: slot, called: make(chan struct{}, 1)}
+	l.mu.Lock()
+	l.reported = l.confirmedLocked() // reported by whoever held the stream before
+	confirmed := l.reported
+	l.mu.Unlock()
+	log, err := storage.Open(t.TempDir(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := replication.Run(runCtx, replication.Options{
+			DatabaseURL: pg.URL(), StreamID: "soon", Slot: slot, Publication: "baton_pub_soon",
+			Epoch: 1, WalSenderTimeout: 30 * time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		}, l, syncSink{Log: log, afterSync: func(uint64) {}})
+		done <- err
+	}()
+	select {
+	case <-l.called:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no Progress within 5 s of the start (the first periodic status update is 10 s away)")
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.reported < confirmed {
+		t.Errorf("reported %s, behind the slot's confirmed position %s", pglogrepl.LSN(l.reported), pglogrepl.LSN(confirmed))
+	}
+	for _, p := range l.problems {
+		t.Error(p)
+	}
+}

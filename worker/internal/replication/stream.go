@@ -597,19 +597,23 @@ func (s *streamer) sync(poke chan struct{}) error {
 }
 
 // status sends standby status updates from its own goroutine, never waiting
-// on change processing: at least every min(wal_sender_timeout/3, 10s), and at
-// once when the server asks for a reply.
+// on change processing: at once when streaming starts (so that the broker
+// hears of the durable position soon after the grant, lease.proto W10), at
+// least every min(wal_sender_timeout/3, 10s), and at once when the server
+// asks for a reply.
 func (s *streamer) status(ctx context.Context, poke <-chan struct{}) error {
 	every := min(s.o.WalSenderTimeout/3, 10*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var reported, lastAck uint64
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-poke:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			case <-poke:
+			}
 		}
 		if !s.l.Valid() {
 			continue // nothing is acknowledged after the lease ended
