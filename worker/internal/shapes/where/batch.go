@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // pgPath evaluates predicates without a fast path in PostgreSQL. They are
@@ -183,12 +185,19 @@ func (g *pgPath) single(e *entry) string {
 }
 
 // match adds to out the ids of the PostgreSQL-evaluated predicates true on
-// each row.
+// each row. The rows are split in batches and every batch is sent to every
+// chunk; these queries run at once on the Evaluator's connections. Errors
+// predicates raise are told to the Set's OnError function from the calling
+// goroutine, after the queries.
 func (g *pgPath) match(ctx context.Context, s *Set, rows []rowRef, out [][]int) error {
 	objs := make([][]byte, len(rows))
 	for i, r := range rows {
 		objs[i] = g.object(s, r)
 	}
+	for _, c := range g.chunks {
+		g.query(c) // before the queries run: it writes the chunk
+	}
+	var jobs []*chunkJob
 	for start := 0; start < len(rows); {
 		end, size := start, 2
 		for end < len(rows) && end-start < batchRows && (end == start || size+len(objs[end]) <= batchBytes) {
@@ -196,31 +205,85 @@ func (g *pgPath) match(ctx context.Context, s *Set, rows []rowRef, out [][]int) 
 			end++
 		}
 		for _, c := range g.chunks {
-			if err := g.matchChunk(ctx, s, c, objs[start:end], out[start:end]); err != nil {
-				return err
-			}
+			jobs = append(jobs, &chunkJob{c: c, start: start, objs: objs[start:end]})
 		}
 		start = end
+	}
+	if err := runJobs(ctx, s.ev.conns(), jobs, func(ctx context.Context, j *chunkJob) error {
+		return g.matchChunk(ctx, s, j)
+	}); err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		for i, ids := range j.ids {
+			out[j.start+i] = append(out[j.start+i], ids...)
+		}
+		j.report(s)
 	}
 	return nil
 }
 
-func (g *pgPath) matchChunk(ctx context.Context, s *Set, c *chunk, objs [][]byte, out [][]int) error {
-	g.query(c)
-	vals := append(slices.Clip(c.vals), jsonArray(objs))
+// chunkJob is one query: a batch of rows (from row start) against a chunk,
+// and what it found.
+type chunkJob struct {
+	c     *chunk
+	start int
+	objs  [][]byte
+	ids   [][]int // per row of the batch, the ids of the predicates true on it
+	errs  []predError
+}
+
+// predError is an error a predicate raised on a row.
+type predError struct {
+	id  int
+	err error
+}
+
+func (j *chunkJob) report(s *Set) {
+	if s.onError == nil {
+		return
+	}
+	for _, e := range j.errs {
+		s.onError(e.id, e.err)
+	}
+}
+
+// runJobs runs f on every job, up to n at once; the first error cancels
+// the others and is returned.
+func runJobs[J any](ctx context.Context, n int, jobs []J, f func(context.Context, J) error) error {
+	if len(jobs) == 1 || n <= 1 {
+		for _, j := range jobs {
+			if err := f(ctx, j); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.SetLimit(n)
+	for _, j := range jobs {
+		eg.Go(func() error { return f(ctx, j) })
+	}
+	return eg.Wait()
+}
+
+func (g *pgPath) matchChunk(ctx context.Context, s *Set, j *chunkJob) error {
+	c := j.c
+	vals := append(slices.Clip(c.vals), jsonArray(j.objs))
 	res, err := s.ev.query(ctx, c.sql, c.oids, vals, true)
+	j.ids = make([][]int, len(j.objs))
 	var ee *evalError
 	if errors.As(err, &ee) {
-		return g.fallback(ctx, s, c, objs, out)
+		return g.fallback(ctx, s, j)
 	}
 	if err != nil {
 		return err
 	}
-	if len(res) != len(objs) {
-		return fmt.Errorf("evaluate: %d results for %d rows", len(res), len(objs))
+	if len(res) != len(j.objs) {
+		return fmt.Errorf("evaluate: %d results for %d rows", len(res), len(j.objs))
 	}
 	for i, v := range res {
-		if err := positions(v, func(p int) { out[i] = append(out[i], c.entries[p-1].id) }); err != nil {
+		if err := positions(v, func(p int) { j.ids[i] = append(j.ids[i], c.entries[p-1].id) }); err != nil {
 			return err
 		}
 	}
@@ -229,8 +292,9 @@ func (g *pgPath) matchChunk(ctx context.Context, s *Set, c *chunk, objs [][]byte
 
 // fallback evaluates the predicates of a chunk one by one after the chunk
 // raised an error, and a predicate that raises one row by row.
-func (g *pgPath) fallback(ctx context.Context, s *Set, c *chunk, objs [][]byte, out [][]int) error {
-	for _, e := range c.entries {
+func (g *pgPath) fallback(ctx context.Context, s *Set, j *chunkJob) error {
+	objs := j.objs
+	for _, e := range j.c.entries {
 		sql := g.single(e)
 		oids := append(slices.Clip(e.p.paramOIDs), oidJSON)
 		vals := textValues(append(slices.Clip(e.p.params), ""))
@@ -245,9 +309,7 @@ func (g *pgPath) fallback(ctx context.Context, s *Set, c *chunk, objs [][]byte, 
 			for i := range objs {
 				r, err := try(objs[i : i+1])
 				if errors.As(err, &ee) {
-					if s.onError != nil {
-						s.onError(e.id, err)
-					}
+					j.errs = append(j.errs, predError{id: e.id, err: err})
 					continue
 				}
 				if err != nil {
@@ -262,7 +324,7 @@ func (g *pgPath) fallback(ctx context.Context, s *Set, c *chunk, objs [][]byte, 
 		}
 		for i, v := range res {
 			if string(v) == "t" {
-				out[i] = append(out[i], e.id)
+				j.ids[i] = append(j.ids[i], e.id)
 			}
 		}
 	}

@@ -14,14 +14,20 @@ import (
 var benchTable sync.Once
 
 // benchSet is a Set of n shapes over table bench, shape i having the clause
-// expr with the params of i.
+// expr with the params of i, on an Evaluator of where.DefaultConns
+// connections.
 func benchSet(b *testing.B, n int, expr string, params func(i int) []string) *where.Set {
+	return benchSetConns(b, n, where.DefaultConns, expr, params)
+}
+
+// benchSetConns is benchSet on an Evaluator of conns connections.
+func benchSetConns(b *testing.B, n, conns int, expr string, params func(i int) []string) *where.Set {
 	b.Helper()
 	benchTable.Do(func() { exec(b, `CREATE TABLE bench (id int8 PRIMARY KEY, name text, n int4)`) })
 	ctx := context.Background()
 	conn := connect(b)
 	tb := table(b, conn, "public", "bench")
-	ev := where.NewEvaluator(dial)
+	ev := where.NewEvaluatorConns(dial, conns)
 	b.Cleanup(func() { ev.Close() })
 	set := where.NewSet(tb, ev)
 	c, err := where.Parse(expr)
@@ -42,7 +48,12 @@ func benchSet(b *testing.B, n int, expr string, params func(i int) []string) *wh
 // reports row changes per second.
 func benchMatch(b *testing.B, set *where.Set, span int, want func(matches int) bool) {
 	b.Helper()
-	const batch = 100
+	benchMatchRows(b, set, span, 100, want)
+}
+
+// benchMatchRows is benchMatch with batches of the given size.
+func benchMatchRows(b *testing.B, set *where.Set, span, batch int, want func(matches int) bool) {
+	b.Helper()
 	cols := []string{"id", "name", "n"}
 	rnd := rand.New(rand.NewPCG(1, 2))
 	batches := make([][][]*string, 64)
@@ -103,12 +114,29 @@ func BenchmarkMatchBetween(b *testing.B) {
 	}
 }
 
+// slowClause has no fast path: PostgreSQL evaluates it.
+const slowClause = "id % 1000 = $1 AND lower(name) = 'x'"
+
 // BenchmarkMatchPostgres measures the path without a fast path.
 func BenchmarkMatchPostgres(b *testing.B) {
 	for _, n := range []int{1, 100, 1000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			set := benchSet(b, n, "id % 1000 = $1 AND lower(name) = 'x'", func(i int) []string { return []string{strconv.Itoa(i)} })
+			set := benchSet(b, n, slowClause, func(i int) []string { return []string{strconv.Itoa(i)} })
 			benchMatch(b, set, 1000, func(m int) bool { return m > 0 })
 		})
+	}
+}
+
+// BenchmarkMatchPostgresConns measures 1,000 shapes without a fast path on
+// one connection (the baseline) and on the pool, batches of 100 and of
+// 1,000 rows (the pool splits a Match by chunk and by batch of rows).
+func BenchmarkMatchPostgresConns(b *testing.B) {
+	for _, conns := range []int{1, where.DefaultConns} {
+		for _, rows := range []int{100, 1000} {
+			b.Run(fmt.Sprintf("conns=%d/rows=%d", conns, rows), func(b *testing.B) {
+				set := benchSetConns(b, 1000, conns, slowClause, func(i int) []string { return []string{strconv.Itoa(i)} })
+				benchMatchRows(b, set, 1000, rows, func(m int) bool { return m > 0 })
+			})
+		}
 	}
 }

@@ -33,6 +33,14 @@
 // through a hash index and integer ranges through an interval index, so a
 // row costs about the same whether the table has one shape or ten thousand.
 //
+// The queries of one Match (every chunk of predicates against every batch
+// of rows) run at once on up to DefaultConns connections of the
+// Evaluator. They only read, each on its own connection with its own
+// prepared statements, and each answers for its own (chunk, batch) pair,
+// so running them at once, in any order, or again on a new connection
+// after one broke gives the answer of running them one by one on one
+// connection: the results are merged per row and sorted.
+//
 // A predicate is true, false or NULL on a row; only true matches. A
 // predicate that raises an error on a row (division by zero, say) does not
 // match that row and the error is reported to the Set's error callback.
