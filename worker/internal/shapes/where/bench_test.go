@@ -22,6 +22,11 @@ func benchSet(b *testing.B, n int, expr string, params func(i int) []string) *wh
 
 // benchSetConns is benchSet on an Evaluator of conns connections.
 func benchSetConns(b *testing.B, n, conns int, expr string, params func(i int) []string) *where.Set {
+	return benchSetWith(b, n, conns, expr, params, func(p *where.Predicate) *where.Predicate { return p })
+}
+
+// benchSetWith is benchSetConns adding f(p) for each predicate p.
+func benchSetWith(b *testing.B, n, conns int, expr string, params func(i int) []string, f func(*where.Predicate) *where.Predicate) *where.Set {
 	b.Helper()
 	benchTable.Do(func() { exec(b, `CREATE TABLE bench (id int8 PRIMARY KEY, name text, n int4)`) })
 	ctx := context.Background()
@@ -39,7 +44,7 @@ func benchSetConns(b *testing.B, n, conns int, expr string, params func(i int) [
 		if err != nil {
 			b.Fatal(err)
 		}
-		set.Add(i, p)
+		set.Add(i, f(p))
 	}
 	return set
 }
@@ -136,6 +141,33 @@ func BenchmarkMatchPostgresConns(b *testing.B) {
 			b.Run(fmt.Sprintf("conns=%d/rows=%d", conns, rows), func(b *testing.B) {
 				set := benchSetConns(b, 1000, conns, slowClause, func(i int) []string { return []string{strconv.Itoa(i)} })
 				benchMatchRows(b, set, 1000, rows, func(m int) bool { return m > 0 })
+			})
+		}
+	}
+}
+
+// BenchmarkMatchPreFilter measures shapes `id = $1 AND <slow part>`, one
+// id each: found through the equality index by their pre-filter, the
+// whole clause evaluated by PostgreSQL on the rows with that id
+// (pre-filter), against the same clauses without the pre-filter (every
+// row evaluated by PostgreSQL against every predicate: pure-slow). Rows
+// have ids in [0, shapes), so each matches one shape.
+func BenchmarkMatchPreFilter(b *testing.B) {
+	const expr = "id = $1 AND lower(name) = 'x'"
+	for _, n := range []int{1000, 10000} {
+		for _, mode := range []string{"pre-filter", "pure-slow"} {
+			b.Run(fmt.Sprintf("%d/%s", n, mode), func(b *testing.B) {
+				f := func(p *where.Predicate) *where.Predicate {
+					if !where.PreFiltered(p) {
+						b.Fatal("no pre-filter")
+					}
+					return p
+				}
+				if mode == "pure-slow" {
+					f = where.NoPreFilter
+				}
+				set := benchSetWith(b, n, where.DefaultConns, expr, func(i int) []string { return []string{strconv.Itoa(i)} }, f)
+				benchMatch(b, set, n, func(m int) bool { return m > 0 })
 			})
 		}
 	}

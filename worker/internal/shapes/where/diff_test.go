@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/batonhq/baton/worker/internal/shapes/where"
@@ -173,22 +174,9 @@ var diffClauses = []struct {
 func TestDifferential(t *testing.T) {
 	ctx := context.Background()
 	conn := connect(t)
-	var ddl strings.Builder
-	ddl.WriteString(`CREATE DOMAIN objdoc AS jsonb CHECK (jsonb_typeof(VALUE) <> 'string');
-		CREATE COLLATION nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
-		CREATE TABLE diff (id int4 PRIMARY KEY`)
-	for _, c := range diffColumns {
-		fmt.Fprintf(&ddl, ", %s %s", c.name, c.typ)
-	}
-	ddl.WriteString(");\n")
-	for r := range diffRows {
-		fmt.Fprintf(&ddl, "INSERT INTO diff VALUES (%d", r)
-		for k, c := range diffColumns {
-			fmt.Fprintf(&ddl, ", %s", c.vals[(r*(k+3)+k*k+r/len(c.vals))%len(c.vals)])
-		}
-		ddl.WriteString(");\n")
-	}
-	exec(t, ddl.String())
+	exec(t, diffTableDDL("diff", diffRows, func(r, k int, vals []string) string {
+		return vals[(r*(k+3)+k*k+r/len(vals))%len(vals)]
+	}))
 	tb := table(t, conn, "public", "diff")
 	cols, rows := rowImages(t, conn, "SELECT * FROM diff ORDER BY id")
 
@@ -227,7 +215,7 @@ func TestDifferential(t *testing.T) {
 	}
 	want := map[string][]int{}
 	for i, c := range diffClauses {
-		want[c.expr] = expected(t, conn, c.expr, c.params)
+		want[c.expr] = expected(t, conn, "diff", diffRows, c.expr, c.params)
 		if fast, slow := matched(2*i), matched(2*i+1); !slices.Equal(fast, want[c.expr]) || !slices.Equal(slow, want[c.expr]) {
 			t.Errorf("%q %q: PostgreSQL matches rows %v; Set matches %v (as prepared), %v (PostgreSQL path)", c.expr, c.params, want[c.expr], fast, slow)
 		}
@@ -278,10 +266,38 @@ func rowImages(t testing.TB, conn *pgx.Conn, sql string) ([]string, [][]*string)
 	return cols, rows
 }
 
-// expected is PostgreSQL's answer: the ids of the rows the clause is true
-// on. A clause that raises an error on a row is asked row by row; the rows
-// it fails on do not match.
-func expected(t testing.TB, conn *pgx.Conn, expr string, params []string) []int {
+// diffTypes creates the types the differential tests' tables use.
+var diffTypes sync.Once
+
+// diffTableDDL creates the table name with the columns of diffColumns and
+// rows 0..rows-1, the value of column k in row r being value(r, k, the
+// column's values).
+func diffTableDDL(name string, rows int, value func(r, k int, vals []string) string) string {
+	var ddl strings.Builder
+	diffTypes.Do(func() {
+		ddl.WriteString(`CREATE DOMAIN objdoc AS jsonb CHECK (jsonb_typeof(VALUE) <> 'string');
+			CREATE COLLATION nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+			`)
+	})
+	fmt.Fprintf(&ddl, "CREATE TABLE %s (id int4 PRIMARY KEY", name)
+	for _, c := range diffColumns {
+		fmt.Fprintf(&ddl, ", %s %s", c.name, c.typ)
+	}
+	ddl.WriteString(");\n")
+	for r := range rows {
+		fmt.Fprintf(&ddl, "INSERT INTO %s VALUES (%d", name, r)
+		for k, c := range diffColumns {
+			fmt.Fprintf(&ddl, ", %s", value(r, k, c.vals))
+		}
+		ddl.WriteString(");\n")
+	}
+	return ddl.String()
+}
+
+// expected is PostgreSQL's answer: the ids of the rows of table tbl (ids
+// 0..rows-1) the clause is true on. A clause that raises an error on a
+// row is asked row by row; the rows it fails on do not match.
+func expected(t testing.TB, conn *pgx.Conn, tbl string, rows int, expr string, params []string) []int {
 	t.Helper()
 	ctx := context.Background()
 	vals := make([][]byte, len(params))
@@ -301,13 +317,13 @@ func expected(t testing.TB, conn *pgx.Conn, expr string, params []string) []int 
 		}
 		return out, nil
 	}
-	out, err := ids("SELECT id FROM diff WHERE "+expr+" ORDER BY id", vals)
+	out, err := ids("SELECT id FROM "+tbl+" WHERE "+expr+" ORDER BY id", vals)
 	if err == nil {
 		return out
 	}
 	out = nil
-	for r := range diffRows {
-		one, err := ids(fmt.Sprintf("SELECT id FROM diff WHERE id = %d AND (%s)", r, expr), vals)
+	for r := range rows {
+		one, err := ids(fmt.Sprintf("SELECT id FROM %s WHERE id = %d AND (%s)", tbl, r, expr), vals)
 		if err == nil {
 			out = append(out, one...)
 		}

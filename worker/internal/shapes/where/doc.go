@@ -33,13 +33,33 @@
 // through a hash index and integer ranges through an interval index, so a
 // row costs about the same whether the table has one shape or ten thousand.
 //
+// A clause whose top-level conjuncts are not all fast (id = $1 AND name ~
+// 'x') gets a pre-filter: the fast plan of the conjuncts that are. When it
+// pins a column or bounds an integer one, the predicate is found through
+// the indexes by it, and PostgreSQL evaluates the whole clause (not the
+// rest of it) on the rows the pre-filter is true on: one query for many
+// (row, predicate) pairs, each row made a row of the table's type as
+// above and a CASE picking its predicate, whose parameters are bound as
+// in a chunk. That is PostgreSQL's answer: where a fast conjunct is false
+// or NULL, the conjunction is false or NULL (AND with false is false,
+// with NULL NULL or false), so the clause cannot match, and it is not
+// asked. PostgreSQL might have raised an error on such a row (were the
+// slow part evaluated first, as it may be); a row a predicate raises on
+// does not match either, so the matches are the same, but that error is
+// not reported to OnError. A pre-filter that pins nothing (IS NULL, <>, a
+// bool column alone) is not used: the clause goes to PostgreSQL with every
+// row, as a clause without fast conjuncts does.
+//
 // The queries of one Match (every chunk of predicates against every batch
-// of rows) run at once on up to DefaultConns connections of the
-// Evaluator. They only read, each on its own connection with its own
-// prepared statements, and each answers for its own (chunk, batch) pair,
-// so running them at once, in any order, or again on a new connection
-// after one broke gives the answer of running them one by one on one
-// connection: the results are merged per row and sorted.
+// of rows, and the groups of pairs) run at once on up to DefaultConns
+// connections of the Evaluator. They only read, each on one connection
+// with that connection's prepared statements, and each answers for its
+// own rows and predicates, so running them at once, in any order, or
+// again on a new connection after one broke gives the answer of running
+// them one by one on one connection: the results are merged per row and
+// sorted. A query that raises an error is split (a chunk into its
+// predicates, then rows; pairs into halves) down to the predicate and row
+// that raise it.
 //
 // A predicate is true, false or NULL on a row; only true matches. A
 // predicate that raises an error on a row (division by zero, say) does not

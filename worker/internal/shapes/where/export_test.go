@@ -9,7 +9,17 @@ import (
 // SlowPath is p evaluated by PostgreSQL even if Go could.
 func SlowPath(p *Predicate) *Predicate {
 	q := *p
-	q.plan = nil
+	q.plan, q.pre = nil, nil
+	return &q
+}
+
+// PreFiltered reports whether p has a pre-filter a Set finds it through.
+func PreFiltered(p *Predicate) bool { return p.plan == nil && p.pre != nil && p.pre.indexed() }
+
+// NoPreFilter is p without its pre-filter.
+func NoPreFilter(p *Predicate) *Predicate {
+	q := *p
+	q.pre = nil
 	return &q
 }
 

@@ -142,27 +142,40 @@ type term struct {
 
 var plainInt = regexp.MustCompile(`^-?[0-9]+$`)
 
-// planFast recognises a clause Go can evaluate exactly; nil if it cannot.
-func planFast(ctx context.Context, pc *pgconn.PgConn, t Table, c *Clause, params []string, paramOIDs []uint32, cols map[string]colInfo) (*fastPlan, error) {
+// planFast recognises a clause Go can evaluate exactly: exact is its plan,
+// nil if it has none. A clause whose top-level conjuncts are not all
+// fast gets the plan of those that are as pre (nil if none is): pre is
+// true on every row the clause is true on, so the rows it is false on can
+// be left out without asking PostgreSQL (doc.go).
+func planFast(ctx context.Context, pc *pgconn.PgConn, t Table, c *Clause, params []string, paramOIDs []uint32, cols map[string]colInfo) (exact, pre *fastPlan, err error) {
 	a := analyzer{t: t, params: params, paramOIDs: paramOIDs, cols: cols, plan: &fastPlan{}}
+	all := true
 	for _, n := range conjuncts(c.expr, nil) {
-		if !a.conjunct(n) {
-			return nil, nil
+		nt, nc, nn := len(a.terms), len(a.consts), len(a.plan.nulls)
+		if !a.conjunct(n) { // undo what it added before it failed
+			a.terms, a.consts, a.plan.nulls = a.terms[:nt], a.consts[:nc], a.plan.nulls[:nn]
+			all = false
 		}
+	}
+	if len(a.terms) == 0 && len(a.plan.nulls) == 0 && !all {
+		return nil, nil, nil
 	}
 	if len(a.consts) > 0 {
 		ok, err := canonicalise(ctx, pc, a.consts)
 		if err != nil || !ok {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	for _, tm := range a.terms {
 		if !a.apply(tm) {
-			return nil, nil
+			return nil, nil, nil
 		}
 	}
 	a.plan.normalise()
-	return a.plan, nil
+	if all {
+		return a.plan, nil, nil
+	}
+	return nil, a.plan, nil
 }
 
 func conjuncts(n *pg_query.Node, out []*pg_query.Node) []*pg_query.Node {

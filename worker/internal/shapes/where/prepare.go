@@ -43,6 +43,7 @@ type Predicate struct {
 	paramOIDs []uint32
 	json      map[string]bool // referenced columns whose values are JSON text
 	plan      *fastPlan       // nil: PostgreSQL evaluates
+	pre       *fastPlan       // without plan: the plan of the fast conjuncts, a pre-filter (nil if none)
 }
 
 // SQL is the canonical text of the clause, with parameters $1..$n.
@@ -118,7 +119,7 @@ func Prepare(ctx context.Context, conn *pgx.Conn, t Table, c *Clause, params []s
 			p.json[name] = true
 		}
 	}
-	p.plan, err = planFast(ctx, pc, t, c, params, desc.ParamOIDs, cols)
+	p.plan, p.pre, err = planFast(ctx, pc, t, c, params, desc.ParamOIDs, cols)
 	if err != nil {
 		return nil, err
 	}

@@ -24,8 +24,10 @@ type Set struct {
 	rgCols  []int
 	scan    []*entry // fast entries without an index
 	pg      pgPath
+	pre     pgPath // pre-filtered entries: their columns; PostgreSQL evaluates pairs
 
 	scratch []*entry
+	pairs   []pair
 }
 
 // entry is one predicate of a Set and where it is indexed.
@@ -37,6 +39,9 @@ type entry struct {
 	keys   []string
 	lo, hi int64
 	chunk  *chunk
+	// check: placed by the predicate's pre-filter, which only selects the
+	// rows PostgreSQL evaluates the whole clause on.
+	check bool
 }
 
 const (
@@ -58,6 +63,7 @@ func NewSet(t Table, ev *Evaluator) *Set {
 		s.ordinal[c.Name] = i
 	}
 	s.pg.init(t)
+	s.pre.init(t)
 	return s
 }
 
@@ -119,13 +125,23 @@ func (s *Set) Remove(id int) {
 	case placePG:
 		s.pg.remove(e)
 	}
+	if e.check {
+		s.pre.remove(e)
+	}
 }
 
 // place indexes a new entry: by equality if the plan pins a column to a set
 // of values, by range if it bounds an integer column, in the scan list if
-// neither; with PostgreSQL if there is no plan.
+// neither; with PostgreSQL if there is no plan. A predicate with a
+// pre-filter is placed by it when it pins a column or bounds an integer
+// one; else its pre-filter is not used (checking it on every row and
+// sending PostgreSQL (row, predicate) pairs costs more than the batch
+// query when it is not selective).
 func (s *Set) place(e *entry) {
 	plan := e.p.plan
+	if pre := e.p.pre; plan == nil && pre != nil && (pre.never || pre.indexed()) {
+		plan, e.check = pre, !pre.never
+	}
 	switch {
 	case plan == nil:
 		e.where = placePG
@@ -134,6 +150,9 @@ func (s *Set) place(e *entry) {
 	case plan.never:
 		e.where = placeNever
 		return
+	}
+	if e.check {
+		s.pre.add(e)
 	}
 	for _, c := range plan.ints {
 		if c.in != nil || c.lo == c.hi {
@@ -219,11 +238,17 @@ func (s *Set) Match(ctx context.Context, cols []string, rows [][]*string) ([][]i
 		}
 	}
 	out := make([][]int, len(rows))
+	s.pairs = s.pairs[:0]
 	for i, vals := range rows {
-		out[i] = s.matchFast(rowRef{pos: pos, vals: vals}, out[i])
+		out[i] = s.matchFast(i, rowRef{pos: pos, vals: vals}, out[i])
 	}
 	if s.pg.len() > 0 {
 		if err := s.pg.match(ctx, s, rowsOf(pos, rows), out); err != nil {
+			return nil, err
+		}
+	}
+	if len(s.pairs) > 0 {
+		if err := s.pre.matchPairs(ctx, s, rowsOf(pos, rows), s.pairs, out); err != nil {
 			return nil, err
 		}
 	}
@@ -243,13 +268,13 @@ func rowsOf(pos []int, rows [][]*string) []rowRef {
 	return out
 }
 
-func (s *Set) matchFast(r rowRef, ids []int) []int {
+// matchFast adds to ids the fast entries true on row i, and to s.pairs
+// the pre-filtered entries whose pre-filter is true on it.
+func (s *Set) matchFast(i int, r rowRef, ids []int) []int {
 	for _, col := range s.eqCols {
 		if v := r.get(col); v != nil {
 			for _, e := range s.eq[col][*v] {
-				if e.p.plan.match(r) {
-					ids = append(ids, e.id)
-				}
+				ids = s.hit(i, r, e, ids)
 			}
 		}
 	}
@@ -265,15 +290,42 @@ func (s *Set) matchFast(r rowRef, ids []int) []int {
 		}
 		s.scratch = x.find(n, s.scratch[:0])
 		for _, e := range s.scratch {
-			if e.p.plan.match(r) {
-				ids = append(ids, e.id)
-			}
+			ids = s.hit(i, r, e, ids)
 		}
 	}
 	for _, e := range s.scan {
-		if e.p.plan.match(r) {
-			ids = append(ids, e.id)
-		}
+		ids = s.hit(i, r, e, ids)
 	}
 	return ids
+}
+
+// hit checks an entry found for row i: a fast one is decided, a
+// pre-filtered one goes to PostgreSQL if its pre-filter holds.
+func (s *Set) hit(i int, r rowRef, e *entry, ids []int) []int {
+	switch {
+	case e.check:
+		if e.p.pre.match(r) {
+			s.pairs = append(s.pairs, pair{row: i, e: e})
+		}
+	case e.p.plan.match(r):
+		ids = append(ids, e.id)
+	}
+	return ids
+}
+
+// indexed reports whether place would find the plan's entry through an
+// index: an equality or a set of values on a column, or a bounded integer
+// range.
+func (p *fastPlan) indexed() bool {
+	for _, c := range p.ints {
+		if c.in != nil || c.lo != math.MinInt64 || c.hi != math.MaxInt64 {
+			return true
+		}
+	}
+	for _, c := range p.strs {
+		if c.in != nil {
+			return true
+		}
+	}
+	return false
 }

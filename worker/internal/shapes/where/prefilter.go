@@ -1,0 +1,194 @@
+package where
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// pair is a row whose pre-filter passed for an entry: PostgreSQL must
+// evaluate the entry's whole clause on it.
+type pair struct {
+	row int
+	e   *entry
+}
+
+// pairJob is one query evaluating pairs: its entries (a CASE branch
+// each, their parameters bound as in a chunk) and, per pair, the element
+// [branch, row image] of the JSON array the query reads.
+type pairJob struct {
+	entries []*entry
+	branch  map[*entry]int // 1-based
+	nparams int
+	pairs   []pair
+	elems   [][]byte
+	size    int
+	ok      []bool // per pair: the clause is true on the row
+	errs    []predError
+}
+
+// matchPairs has PostgreSQL evaluate the whole clause of each pair's entry
+// on the pair's row, and adds the entry to the row's matches where it is
+// true. The pairs are split in queries of at most chunkPredicates entries
+// and batchRows pairs, run at once on the Evaluator's connections.
+func (g *pgPath) matchPairs(ctx context.Context, s *Set, rows []rowRef, pairs []pair, out [][]int) error {
+	objs := map[int][]byte{}
+	var jobs []*pairJob
+	var j *pairJob
+	for _, p := range pairs {
+		obj, ok := objs[p.row]
+		if !ok {
+			obj = g.object(s, rows[p.row])
+			objs[p.row] = obj
+		}
+		k, known := 0, false
+		if j != nil {
+			k, known = j.branch[p.e]
+		}
+		if j == nil || len(j.pairs) >= batchRows || j.size+len(obj) > batchBytes ||
+			!known && (len(j.entries) >= chunkPredicates || j.nparams+p.e.p.clause.nparams > chunkParams) {
+			j = &pairJob{branch: map[*entry]int{}}
+			jobs = append(jobs, j)
+			known = false
+		}
+		if !known {
+			j.entries = append(j.entries, p.e)
+			j.nparams += p.e.p.clause.nparams
+			k = len(j.entries)
+			j.branch[p.e] = k
+		}
+		elem := make([]byte, 0, len(obj)+12)
+		elem = append(elem, '[')
+		elem = strconv.AppendInt(elem, int64(k), 10)
+		elem = append(elem, ',')
+		elem = append(append(elem, obj...), ']')
+		j.pairs = append(j.pairs, p)
+		j.elems = append(j.elems, elem)
+		j.size += len(elem) + 1
+	}
+	if err := runJobs(ctx, s.ev.conns(), jobs, func(ctx context.Context, j *pairJob) error {
+		return g.matchPairJob(ctx, s, j)
+	}); err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		for k, p := range j.pairs {
+			if j.ok[k] {
+				out[p.row] = append(out[p.row], p.e.id)
+			}
+		}
+		if s.onError != nil {
+			for _, e := range j.errs {
+				s.onError(e.id, e.err)
+			}
+		}
+	}
+	return nil
+}
+
+func (g *pgPath) matchPairJob(ctx context.Context, s *Set, j *pairJob) error {
+	sql, oids, vals := g.pairQuery(j.entries)
+	j.ok = make([]bool, len(j.pairs))
+	all := make([]int, len(j.pairs))
+	for k := range all {
+		all[k] = k
+	}
+	return g.evalPairs(ctx, s, j, sql, oids, vals, all)
+}
+
+// evalPairs evaluates the pairs of j at the given indexes. When the query
+// raises an error, it evaluates each half of them in turn, down to the
+// single pairs that raise: those do not match and their errors are
+// reported.
+func (g *pgPath) evalPairs(ctx context.Context, s *Set, j *pairJob, sql string, oids []uint32, vals [][]byte, idx []int) error {
+	elems := make([][]byte, len(idx))
+	for n, k := range idx {
+		elems[n] = j.elems[k]
+	}
+	res, err := s.ev.query(ctx, sql, oids, append(slices.Clip(vals), jsonArray(elems)), false)
+	var ee *evalError
+	if errors.As(err, &ee) {
+		if len(idx) == 1 {
+			j.errs = append(j.errs, predError{id: j.pairs[idx[0]].e.id, err: err})
+			return nil
+		}
+		half := len(idx) / 2
+		if err := g.evalPairs(ctx, s, j, sql, oids, vals, idx[:half]); err != nil {
+			return err
+		}
+		return g.evalPairs(ctx, s, j, sql, oids, vals, idx[half:])
+	}
+	if err != nil {
+		return err
+	}
+	if len(res) != len(idx) {
+		return fmt.Errorf("evaluate: %d results for %d pairs", len(res), len(idx))
+	}
+	for n, v := range res {
+		j.ok[idx[n]] = string(v) == "t"
+	}
+	return nil
+}
+
+// pairQuery is the query evaluating pairs of the given entries: its
+// parameters are the entries', then the pairs as a JSON array of
+// [branch, row image]. Each pair's row is made a row of the table's type
+// in a subquery of its own, where the clause's column names can only mean
+// the table's columns; the branch picks the clause (a simple CASE
+// evaluates only the branch it selects).
+func (g *pgPath) pairQuery(entries []*entry) (string, []uint32, [][]byte) {
+	alias := "baton_pair"
+	if g.table.Name == alias {
+		alias += "_"
+	}
+	var oids []uint32
+	var vals [][]byte
+	var b strings.Builder
+	fmt.Fprintf(&b, "SELECT (SELECT (CASE (%s.v OPERATOR(pg_catalog.->>) 0)::pg_catalog.int4", alias)
+	for i, e := range entries {
+		fmt.Fprintf(&b, " WHEN %d THEN (%s)", i+1, e.p.clause.sqlShifted(len(oids)))
+		oids = append(oids, e.p.paramOIDs...)
+		for _, v := range e.p.params {
+			vals = append(vals, []byte(v))
+		}
+	}
+	b.WriteString(" END) IS TRUE FROM ")
+	b.WriteString(g.rowFrom(alias + ".v OPERATOR(pg_catalog.->) 1"))
+	oids = append(oids, oidJSON)
+	fmt.Fprintf(&b, ") FROM pg_catalog.json_array_elements($%d::pg_catalog.json) WITH ORDINALITY AS %s(v, o) ORDER BY %s.o", len(oids), alias, alias)
+	return b.String(), oids, vals
+}
+
+// rowFrom is a FROM item of one row of the table's type, read from the
+// JSON row image src (as object writes it).
+func (g *pgPath) rowFrom(src string) string {
+	rowtype := "NULL::" + g.table.ident()
+	alias := quoteIdent(g.table.Name)
+	if len(g.json) == 0 {
+		return fmt.Sprintf("pg_catalog.json_populate_record(%s, %s) AS %s", rowtype, src, alias)
+	}
+	names := make([]string, 0, len(g.cols))
+	for name := range g.cols {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	var b bytes.Buffer
+	b.WriteString("(SELECT ")
+	for i, name := range names {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if g.json[name] {
+			typ := g.table.Columns[g.table.ordinal(name)].Type
+			fmt.Fprintf(&b, "((%s) OPERATOR(pg_catalog.->) 1 OPERATOR(pg_catalog.->>) %s)::%s AS %s", src, quoteLiteral(name), typ, quoteIdent(name))
+		} else {
+			b.WriteString("r." + quoteIdent(name))
+		}
+	}
+	fmt.Fprintf(&b, " FROM pg_catalog.json_populate_record(%s, (%s) OPERATOR(pg_catalog.->) 0) AS r) AS %s", rowtype, src, alias)
+	return b.String()
+}
