@@ -149,6 +149,18 @@ func TestDifferentialConjunctions(t *testing.T) {
 		expr, params := conjClause(rng)
 		clauses = append(clauses, clause{expr: expr, params: params})
 	}
+	// Families: many predicates of one clause, their parameters bound as
+	// arrays (values that need quoting in an array's text among them).
+	odd := []string{`a"b`, `c\d`, `{x,y}`, ` sp `, "NULL", `""`, `é"\`, "", "'"}
+	i4s := diffColumns[0].vals[1:]
+	for range 40 {
+		v := odd[rng.IntN(len(odd))]
+		clauses = append(clauses, clause{expr: "i4 = $1 AND length($2) = $3",
+			params: []string{i4s[rng.IntN(len(i4s))], v, strconv.Itoa(len([]rune(v)))}})
+		lit := texts[1+rng.IntN(len(texts)-1)]
+		lit = lit[1 : len(lit)-1]
+		clauses = append(clauses, clause{expr: "t = $1 AND lower(t) = lower($2)", params: []string{lit, lit}})
+	}
 	pre := 0
 	for i := range clauses {
 		c := &clauses[i]

@@ -39,8 +39,11 @@
 // the indexes by it, and PostgreSQL evaluates the whole clause (not the
 // rest of it) on the rows the pre-filter is true on: one query for many
 // (row, predicate) pairs, each row made a row of the table's type as
-// above and a CASE picking its predicate, whose parameters are bound as
-// in a chunk. That is PostgreSQL's answer: where a fast conjunct is false
+// above and a CASE picking its predicate's clause. Predicates of one
+// clause share a branch: each parameter is bound as an array of their
+// values, of the array type of the parameter's type, so every value is
+// read by the input function that reads it when bound alone, and a pair
+// picks its predicate's element. That is PostgreSQL's answer: where a fast conjunct is false
 // or NULL, the conjunction is false or NULL (AND with false is false,
 // with NULL NULL or false), so the clause cannot match, and it is not
 // asked. PostgreSQL might have raised an error on such a row (were the

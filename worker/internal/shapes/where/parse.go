@@ -110,13 +110,17 @@ func (c *Clause) sqlShifted(off int) string {
 	if off == 0 || len(c.params) == 0 {
 		return c.sql
 	}
+	return c.sqlParams(func(k int) string { return "$" + strconv.Itoa(k+off) })
+}
+
+// sqlParams is SQL with every $k replaced by f(k).
+func (c *Clause) sqlParams(f func(k int) string) string {
 	var b strings.Builder
 	b.Grow(len(c.sql) + 4*len(c.params))
 	last := 0
 	for _, p := range c.params {
 		b.WriteString(c.sql[last:p.start])
-		b.WriteByte('$')
-		b.WriteString(strconv.Itoa(p.num + off))
+		b.WriteString(f(p.num))
 		last = p.end
 	}
 	b.WriteString(c.sql[last:])

@@ -17,24 +17,37 @@ type pair struct {
 	e   *entry
 }
 
-// pairJob is one query evaluating pairs: its entries (a CASE branch
-// each, their parameters bound as in a chunk) and, per pair, the element
-// [branch, row image] of the JSON array the query reads.
+// pairJob is one query evaluating pairs: its CASE branches and, per
+// pair, the element [branch, index, row image] of the JSON array the
+// query reads.
 type pairJob struct {
-	entries []*entry
-	branch  map[*entry]int // 1-based
-	nparams int
-	pairs   []pair
-	elems   [][]byte
-	size    int
-	ok      []bool // per pair: the clause is true on the row
-	errs    []predError
+	branches []*branch
+	byKey    map[string]*branch
+	nparams  int
+	pairs    []pair
+	elems    [][]byte
+	size     int
+	ok       []bool // per pair: the clause is true on the row
+	errs     []predError
+}
+
+// branch is a CASE branch of a pair query: one predicate, its parameters
+// bound as in a chunk; or a family, the predicates of one clause, each
+// parameter bound as an array of their values (of the array type of the
+// parameter's type, so each value is read by its type's input function
+// as a bound parameter is), a pair's index picking its predicate's.
+type branch struct {
+	n       int // 1-based
+	e       *entry
+	members []*entry // of a family, by index - 1
+	index   map[*entry]int
 }
 
 // matchPairs has PostgreSQL evaluate the whole clause of each pair's entry
 // on the pair's row, and adds the entry to the row's matches where it is
-// true. The pairs are split in queries of at most chunkPredicates entries
-// and batchRows pairs, run at once on the Evaluator's connections.
+// true. The pairs are split in queries of at most chunkPredicates
+// branches and batchRows pairs, run at once on the Evaluator's
+// connections.
 func (g *pgPath) matchPairs(ctx context.Context, s *Set, rows []rowRef, pairs []pair, out [][]int) error {
 	objs := map[int][]byte{}
 	var jobs []*pairJob
@@ -45,25 +58,42 @@ func (g *pgPath) matchPairs(ctx context.Context, s *Set, rows []rowRef, pairs []
 			obj = g.object(s, rows[p.row])
 			objs[p.row] = obj
 		}
-		k, known := 0, false
+		key := p.e.p.family
+		if key == "" {
+			key = "\x00" + strconv.Itoa(p.e.id)
+		}
+		var b *branch
 		if j != nil {
-			k, known = j.branch[p.e]
+			b = j.byKey[key]
 		}
 		if j == nil || len(j.pairs) >= batchRows || j.size+len(obj) > batchBytes ||
-			!known && (len(j.entries) >= chunkPredicates || j.nparams+p.e.p.clause.nparams > chunkParams) {
-			j = &pairJob{branch: map[*entry]int{}}
+			b == nil && (len(j.branches) >= chunkPredicates || j.nparams+p.e.p.clause.nparams > chunkParams) {
+			j = &pairJob{byKey: map[string]*branch{}}
 			jobs = append(jobs, j)
-			known = false
+			b = nil
 		}
-		if !known {
-			j.entries = append(j.entries, p.e)
+		if b == nil {
+			b = &branch{n: len(j.branches) + 1, e: p.e}
+			if p.e.p.family != "" {
+				b.index = map[*entry]int{}
+			}
+			j.branches = append(j.branches, b)
+			j.byKey[key] = b
 			j.nparams += p.e.p.clause.nparams
-			k = len(j.entries)
-			j.branch[p.e] = k
 		}
-		elem := make([]byte, 0, len(obj)+12)
+		idx := 0
+		if b.index != nil {
+			if idx = b.index[p.e]; idx == 0 {
+				b.members = append(b.members, p.e)
+				idx = len(b.members)
+				b.index[p.e] = idx
+			}
+		}
+		elem := make([]byte, 0, len(obj)+24)
 		elem = append(elem, '[')
-		elem = strconv.AppendInt(elem, int64(k), 10)
+		elem = strconv.AppendInt(elem, int64(b.n), 10)
+		elem = append(elem, ',')
+		elem = strconv.AppendInt(elem, int64(idx), 10)
 		elem = append(elem, ',')
 		elem = append(append(elem, obj...), ']')
 		j.pairs = append(j.pairs, p)
@@ -90,8 +120,13 @@ func (g *pgPath) matchPairs(ctx context.Context, s *Set, rows []rowRef, pairs []
 	return nil
 }
 
+// preparedBranches: a pair query of at most this many branches is
+// prepared (the same few clauses come back batch after batch); larger ones,
+// whose branches vary with the rows, are not.
+const preparedBranches = 8
+
 func (g *pgPath) matchPairJob(ctx context.Context, s *Set, j *pairJob) error {
-	sql, oids, vals := g.pairQuery(j.entries)
+	sql, oids, vals := g.pairQuery(j.branches)
 	j.ok = make([]bool, len(j.pairs))
 	all := make([]int, len(j.pairs))
 	for k := range all {
@@ -109,7 +144,7 @@ func (g *pgPath) evalPairs(ctx context.Context, s *Set, j *pairJob, sql string, 
 	for n, k := range idx {
 		elems[n] = j.elems[k]
 	}
-	res, err := s.ev.query(ctx, sql, oids, append(slices.Clip(vals), jsonArray(elems)), false)
+	res, err := s.ev.query(ctx, sql, oids, append(slices.Clip(vals), jsonArray(elems)), len(j.branches) <= preparedBranches)
 	var ee *evalError
 	if errors.As(err, &ee) {
 		if len(idx) == 1 {
@@ -134,13 +169,13 @@ func (g *pgPath) evalPairs(ctx context.Context, s *Set, j *pairJob, sql string, 
 	return nil
 }
 
-// pairQuery is the query evaluating pairs of the given entries: its
-// parameters are the entries', then the pairs as a JSON array of
-// [branch, row image]. Each pair's row is made a row of the table's type
-// in a subquery of its own, where the clause's column names can only mean
-// the table's columns; the branch picks the clause (a simple CASE
-// evaluates only the branch it selects).
-func (g *pgPath) pairQuery(entries []*entry) (string, []uint32, [][]byte) {
+// pairQuery is the query evaluating pairs with the given branches: its
+// parameters are the branches', then the pairs as a JSON array of
+// [branch, index, row image]. Each pair's row is made a row of the
+// table's type in a subquery of its own, where the clause's column names
+// can only mean the table's columns; the branch picks the clause (a simple
+// CASE evaluates only the branch it selects).
+func (g *pgPath) pairQuery(branches []*branch) (string, []uint32, [][]byte) {
 	alias := "baton_pair"
 	if g.table.Name == alias {
 		alias += "_"
@@ -149,18 +184,47 @@ func (g *pgPath) pairQuery(entries []*entry) (string, []uint32, [][]byte) {
 	var vals [][]byte
 	var b strings.Builder
 	fmt.Fprintf(&b, "SELECT (SELECT (CASE (%s.v OPERATOR(pg_catalog.->>) 0)::pg_catalog.int4", alias)
-	for i, e := range entries {
-		fmt.Fprintf(&b, " WHEN %d THEN (%s)", i+1, e.p.clause.sqlShifted(len(oids)))
-		oids = append(oids, e.p.paramOIDs...)
-		for _, v := range e.p.params {
-			vals = append(vals, []byte(v))
+	for _, br := range branches {
+		p := br.e.p
+		if br.members == nil {
+			fmt.Fprintf(&b, " WHEN %d THEN (%s)", br.n, p.clause.sqlShifted(len(oids)))
+			oids = append(oids, p.paramOIDs...)
+			vals = append(vals, textValues(p.params)...)
+			continue
+		}
+		base := len(oids)
+		fmt.Fprintf(&b, " WHEN %d THEN (%s)", br.n, p.clause.sqlParams(func(k int) string {
+			return fmt.Sprintf("(($%d)[(%s.v OPERATOR(pg_catalog.->>) 1)::pg_catalog.int4])", base+k, alias)
+		}))
+		oids = append(oids, p.arrayOIDs...)
+		for k := range p.params {
+			vals = append(vals, arrayLiteral(br.members, k))
 		}
 	}
 	b.WriteString(" END) IS TRUE FROM ")
-	b.WriteString(g.rowFrom(alias + ".v OPERATOR(pg_catalog.->) 1"))
+	b.WriteString(g.rowFrom(alias + ".v OPERATOR(pg_catalog.->) 2"))
 	oids = append(oids, oidJSON)
 	fmt.Fprintf(&b, ") FROM pg_catalog.json_array_elements($%d::pg_catalog.json) WITH ORDINALITY AS %s(v, o) ORDER BY %s.o", len(oids), alias, alias)
 	return b.String(), oids, vals
+}
+
+// arrayLiteral is the text of an array of the members' parameter k.
+func arrayLiteral(members []*entry, k int) []byte {
+	b := []byte{'{'}
+	for i, e := range members {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		for _, c := range []byte(e.p.params[k]) {
+			if c == '"' || c == '\\' {
+				b = append(b, '\\')
+			}
+			b = append(b, c)
+		}
+		b = append(b, '"')
+	}
+	return append(b, '}')
 }
 
 // rowFrom is a FROM item of one row of the table's type, read from the

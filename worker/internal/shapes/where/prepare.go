@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -44,6 +45,11 @@ type Predicate struct {
 	json      map[string]bool // referenced columns whose values are JSON text
 	plan      *fastPlan       // nil: PostgreSQL evaluates
 	pre       *fastPlan       // without plan: the plan of the fast conjuncts, a pre-filter (nil if none)
+	// arrayOIDs are, with a pre-filter, the array types of the parameters'
+	// types (nil when one has none or is an array): predicates of the same
+	// clause then share a CASE branch of a pair query (prefilter.go).
+	arrayOIDs []uint32
+	family    string // with arrayOIDs: the clause and its parameter types
 }
 
 // SQL is the canonical text of the clause, with parameters $1..$n.
@@ -123,7 +129,41 @@ func Prepare(ctx context.Context, conn *pgx.Conn, t Table, c *Clause, params []s
 	if err != nil {
 		return nil, err
 	}
+	if p.pre != nil && len(params) > 0 {
+		if p.arrayOIDs, err = arrayTypes(ctx, pc, desc.ParamOIDs); err != nil {
+			return nil, err
+		}
+		if p.arrayOIDs != nil {
+			p.family = fmt.Sprint(c.sql, "\x00", desc.ParamOIDs)
+		}
+	}
 	return p, nil
+}
+
+// arrayTypes are the array types of the given types; nil if one of them
+// has none or is an array itself.
+func arrayTypes(ctx context.Context, pc *pgconn.PgConn, oids []uint32) ([]uint32, error) {
+	arg := make([]string, len(oids))
+	for i, o := range oids {
+		arg[i] = strconv.FormatUint(uint64(o), 10)
+	}
+	res := pc.ExecParams(ctx, `SELECT t.typarray, t.typcategory = 'A' FROM pg_catalog.unnest($1::pg_catalog.oid[]) WITH ORDINALITY AS u(o, n)
+		JOIN pg_catalog.pg_type t ON t.oid = u.o ORDER BY u.n`, [][]byte{[]byte("{" + strings.Join(arg, ",") + "}")}, nil, nil, nil).Read()
+	if res.Err != nil {
+		return nil, fmt.Errorf("array types: %w", res.Err)
+	}
+	if len(res.Rows) != len(oids) {
+		return nil, nil
+	}
+	out := make([]uint32, len(oids))
+	for i, r := range res.Rows {
+		a, err := strconv.ParseUint(string(r[0]), 10, 32)
+		if err != nil || a == 0 || string(r[1]) == "t" {
+			return nil, nil
+		}
+		out[i] = uint32(a)
+	}
+	return out, nil
 }
 
 // bind executes the probe with the parameters; a value its type refuses is
