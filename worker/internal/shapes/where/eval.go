@@ -107,10 +107,12 @@ func (e *Evaluator) acquire(ctx context.Context, fresh bool) (*evalConn, error) 
 		return &evalConn{}, nil
 	}
 	defer e.mu.Unlock()
-	if n := len(e.idle); n > 0 {
+	for n := len(e.idle); n > 0; n-- {
 		c := e.idle[n-1]
 		e.idle = e.idle[:n-1]
-		return c, nil
+		if !c.conn.IsClosed() { // else pgconn saw it end (it is closed already)
+			return c, nil
+		}
 	}
 	return &evalConn{}, nil
 }
