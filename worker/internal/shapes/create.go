@@ -216,9 +216,13 @@ func (r *Registry) store(d Definition, m *Meta, fill func(*storage.Log) error, p
 	if err := fill(s.log); err != nil {
 		return nil, err
 	}
-	// The snapshot is durable before the metadata says it is complete.
+	// The snapshot is durable before the metadata says it is complete,
+	// and the shape a member of the set.
 	if _, err := s.log.Sync(); err != nil {
 		return nil, fmt.Errorf("store snapshot: %w", err)
+	}
+	if err := r.admit(s); err != nil {
+		return nil, err
 	}
 	if err := s.loadIndex(); err != nil {
 		return nil, err

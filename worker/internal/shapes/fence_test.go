@@ -215,18 +215,8 @@ var regOps = []regOp{
 		m[s.meta.Handle] = shapeModel{applied: m[s.meta.Handle].applied, seen: m[s.meta.Handle].seen, records: sm.records}
 		return s.persist, after
 	}},
-	{"create", stopCreate, func(t *testing.T, e *regEnv, r *Registry, m regModel, rng *rand.Rand) (func() error, regModel) {
-		var made *Shape
-		after := m.clone()
-		return func() error {
-			s, err := e.newShape(r, rng)
-			if err == nil {
-				made = s
-				after[s.meta.Handle] = snapshotOf(made)
-			}
-			return err
-		}, after
-	}},
+	{"create", stopCreate, prepareCreate},
+	{"create, before the shape is added to the set", stopAdd, prepareCreate},
 	{"delete", stopDelete, func(t *testing.T, e *regEnv, r *Registry, m regModel, rng *rand.Rand) (func() error, regModel) {
 		s := pickShape(r, rng)
 		if s == nil {
@@ -236,6 +226,17 @@ var regOps = []regOp{
 		delete(after, s.meta.Handle)
 		return func() error { return r.Delete(s) }, after
 	}},
+}
+
+func prepareCreate(t *testing.T, e *regEnv, r *Registry, m regModel, rng *rand.Rand) (func() error, regModel) {
+	after := m.clone()
+	return func() error {
+		s, err := e.newShape(r, rng)
+		if err == nil {
+			after[s.meta.Handle] = snapshotOf(s)
+		}
+		return err
+	}, after
 }
 
 // work does a few random writes on r, as the worker does, and returns the
@@ -319,6 +320,29 @@ func TestStaleRegistryRandom(t *testing.T) {
 	defer lastStream.Close()
 	defer last.Close()
 	checkReg(t, "the last Open", last, m)
+	// Nothing is left of the shapes that were never added, or removed.
+	members := map[string]bool{}
+	for _, d := range last.set.Members() {
+		members[d] = true
+	}
+	owners, err := os.ReadDir(filepath.Join(e.dir, "shapes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range owners {
+		if !o.IsDir() {
+			continue
+		}
+		inner, err := os.ReadDir(filepath.Join(e.dir, "shapes", o.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range inner {
+			if p := filepath.Join(e.dir, "shapes", o.Name(), f.Name()); f.IsDir() && !members[p] {
+				t.Errorf("the last Open left %s, not a member", p)
+			}
+		}
+	}
 }
 
 // stopAndTakeOver starts op on cur, stops it at its point, opens the

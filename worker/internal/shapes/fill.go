@@ -41,42 +41,61 @@ type fill struct {
 	err        error         // why it ended before it was registered
 }
 
-// begin stores a new shape with metadata m (SnapshotPartial) and no
-// records yet: a folder of the set's (storage.Set.NewFolder), a log, m in
-// it (SetMeta), and only then the folder added to the set. Each step is
-// fenced. The shape is not registered: the fill does that. A folder that
-// is a member with partial metadata is dropped by the next Open.
+// begin makes a new shape with metadata m (SnapshotPartial) and no
+// records yet: a folder of the set's (storage.Set.NewFolder) and a log
+// with m made in it (storage.Create). Nothing of it is durable yet, and
+// the folder is garbage to every other Open: the first Sync of its log
+// makes the whole log durable, and only then does admit add the folder
+// to the set (concurrent Adds share their writes), before anything of it
+// is served. Each step is fenced. The shape is not registered: the fill
+// does that. A folder that is a member with partial metadata is dropped
+// by the next Open; one that never became a member is garbage to it.
 func (r *Registry) begin(m *Meta, pred *where.Predicate) (*Shape, error) {
 	m.SnapshotPartial = true
+	b, err := encodeMeta(m)
+	if err != nil {
+		return nil, fmt.Errorf("write shape metadata: %w", err)
+	}
 	dir, err := r.set.NewFolder(m.Handle)
 	if err != nil {
 		return nil, fmt.Errorf("new shape folder: %w", err)
 	}
-	l, err := storage.Open(dir, r.o.Epoch)
+	l, err := storage.Create(dir, r.o.Epoch, b)
 	if err != nil {
 		r.set.Discard(dir)
 		return nil, err
-	}
-	b, err := encodeMeta(m)
-	if err == nil {
-		err = l.SetMeta(b)
-	}
-	if err != nil {
-		l.Close()
-		r.set.Discard(dir)
-		return nil, fmt.Errorf("write shape metadata: %w", err)
-	}
-	r.at(stopAdd)
-	if err := r.set.Add(dir); err != nil {
-		// Perhaps a member: never discarded, dropped as partial by a
-		// later Open.
-		l.Close()
-		return nil, fmt.Errorf("add shape: %w", err)
 	}
 	s := &Shape{dir: dir, log: l, meta: *m, durable: *m, schema: m.schemaHeader(), changed: make(chan struct{}),
 		streamEnd: r.streamEnd, sharedFloor: &r.floor, routedLSN: m.SeenLSN, pred: pred, stopAt: r.at, chunks: newChunker(m.ChunkBytes)}
 	s.filling.Store(true)
 	return s, nil
+}
+
+// admit makes s, made by begin, a member of the set, once its log is
+// durable (a Sync of it returned): from then on an Open has it (and
+// drops it while its metadata is partial). It fails with ErrFenced once
+// a newer lease took the set over: the folder may then be a member of
+// that lease's set or garbage to it, so it is left alone.
+func (r *Registry) admit(s *Shape) error {
+	r.at(stopAdd)
+	if err := s.log.Settle(); err != nil {
+		return err
+	}
+	if err := r.set.Add(s.dir); err != nil {
+		return fmt.Errorf("add shape: %w", err)
+	}
+	s.admitted.Store(true)
+	return nil
+}
+
+// drop undoes a shape begin made that was never served: its log closed,
+// its folder removed (a member's durably, with the set's Remove).
+func (r *Registry) drop(s *Shape) error {
+	s.log.Close()
+	if s.admitted.Load() {
+		return r.set.Remove(s.dir)
+	}
+	return r.set.Discard(s.dir)
 }
 
 // complete writes s's metadata without SnapshotPartial, once every record
@@ -189,7 +208,7 @@ func (f *fill) rows(ctx context.Context, m *Meta) ([]entry, error) {
 			}
 		}
 	}
-	w := newSnapWriter(f.s.log, newRowEncoder(m.Definition, m.Columns, pkPos), int(m.ChunkBytes), f.publish)
+	w := newSnapWriter(f.s.log, newRowEncoder(m.Definition, m.Columns, pkPos), int(m.ChunkBytes), func() error { return f.r.admit(f.s) }, f.publish)
 	if err := copySnapshot(ctx, f.tx, m, w); err != nil {
 		f.tx.Rollback(context.WithoutCancel(ctx))
 		w.close()
@@ -215,9 +234,10 @@ func (f *fill) failed(err error) {
 	r, s := f.r, f.s
 	closing := r.life.Err() != nil || errors.Is(err, storage.ErrFenced)
 	if !f.registered {
-		s.log.Close()
-		if !closing {
-			if rerr := r.set.Remove(s.dir); rerr != nil {
+		if closing {
+			s.log.Close()
+		} else {
+			if rerr := r.drop(s); rerr != nil {
 				r.o.Log.Warn("shape whose snapshot failed not removed; the next start drops it", "handle", s.meta.Handle, "err", rerr)
 			}
 		}

@@ -28,8 +28,10 @@ const snapUnsynced = 4 << 20
 // URL is the same whenever it is asked.
 //
 // A syncer goroutine makes the appended records durable, in batches (one
-// fsync for whatever was appended during the previous one), and hands each
-// batch to publish, in order: what publish gets is durable. The last
+// fsync for whatever was appended during the previous one), calls durable
+// once after the first batch (before anything is published; an error
+// ends the writer), and hands each batch to publish, in order: what
+// publish gets is durable. The last
 // record (the one with snapshot-end) is not published: finish returns it,
 // for the caller to publish once the snapshot is recorded as complete. Not
 // safe for concurrent use, except that publish is called from the syncer.
@@ -37,6 +39,7 @@ type snapWriter struct {
 	l          *storage.Log
 	enc        *rowEncoder
 	chunkBytes int
+	durable    func() error
 	publish    func([]entry)
 
 	buf     []byte // the record being filled: op offset, then messages
@@ -57,8 +60,8 @@ type snapWriter struct {
 	done         chan struct{}
 }
 
-func newSnapWriter(l *storage.Log, enc *rowEncoder, chunkBytes int, publish func([]entry)) *snapWriter {
-	w := &snapWriter{l: l, enc: enc, chunkBytes: max(chunkBytes, 1), publish: publish,
+func newSnapWriter(l *storage.Log, enc *rowEncoder, chunkBytes int, durable func() error, publish func([]entry)) *snapWriter {
+	w := &snapWriter{l: l, enc: enc, chunkBytes: max(chunkBytes, 1), durable: durable, publish: publish,
 		buf: make([]byte, 8, snapRecordBytes+64<<10), done: make(chan struct{})}
 	w.cond.L = &w.mu
 	go w.syncLoop()
@@ -161,6 +164,9 @@ func (w *snapWriter) syncLoop() {
 			return // closed, and everything published
 		}
 		_, err := w.l.Sync()
+		if err == nil && w.durable != nil {
+			err, w.durable = w.durable(), nil
+		}
 		w.mu.Lock()
 		w.pendingBytes -= bytes
 		if err != nil {

@@ -243,7 +243,15 @@ type writing struct {
 }
 
 // beginWrite checks ownership and marks the write in progress.
-func (l *Log) beginWrite() (writing, error) { return beginWriteAt(l.live, l.me) }
+//
+// A log Create made is made durable first (settle), so that what the
+// write then makes durable is durable with the log that holds it.
+func (l *Log) beginWrite() (writing, error) {
+	if err := l.settle(nil); err != nil {
+		return writing{fd: -1}, err
+	}
+	return beginWriteAt(l.live, l.me)
+}
 
 // beginWriteAt checks that owner me still holds its LIVE file live, and
 // marks a write in progress.

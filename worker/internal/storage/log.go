@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -49,6 +50,8 @@ type Log struct {
 	// activeUnsynced: records written to active by Write are not fsynced.
 	activeUnsynced bool
 	st             state // what STATE says, apart from the inherited segments
+	// fresh: made by Create, nothing made durable yet (create.go).
+	fresh bool
 
 	mu sync.RWMutex
 	// Appended, not yet handed to Sync; planned layout including them.
@@ -264,23 +267,39 @@ func (l *Log) Sync() (durableEndLSN uint64, err error) {
 		_, end := l.Durable()
 		return end, nil
 	}
-	w, err := l.beginWrite()
+	w, err := beginWriteAt(l.live, l.me) // a fresh log settles below
 	if err != nil {
 		return 0, l.fail(err)
 	}
 	l.at(hookChecked)
 	written, err := l.write(batch)
 	l.recycle(batch)
-	if err == nil && l.activeUnsynced && l.active != nil {
-		// Records Write made readable are made durable too.
-		if err = l.active.Sync(); err != nil {
-			err = fmt.Errorf("sync segment: %w", err)
+	switch {
+	case err != nil:
+	case l.fresh:
+		// One round of fsyncs for the log Create made and its segments.
+		files := make([]*os.File, 0, len(written)+1)
+		for _, w := range written {
+			files = append(files, w.f)
+		}
+		if l.active != nil && !slices.Contains(files, l.active) {
+			files = append(files, l.active)
+		}
+		if err = l.settle(files); err == nil {
+			err = l.closeFinished(written)
+		}
+	default:
+		if l.activeUnsynced && l.active != nil {
+			// Records Write made readable are made durable too.
+			if err = l.active.Sync(); err != nil {
+				err = fmt.Errorf("sync segment: %w", err)
+			}
+		}
+		if err == nil {
+			err = l.flush(written)
 		}
 	}
 	l.activeUnsynced = false
-	if err == nil {
-		err = l.flush(written)
-	}
 	l.at(hookWritten)
 	if cerr := w.finish(); err == nil {
 		err = cerr
@@ -370,6 +389,19 @@ func (l *Log) flush(ws []written) error {
 	return nil
 }
 
+// closeFinished closes the segments of ws that write finished, once
+// fsynced. The caller holds syncMu.
+func (l *Log) closeFinished(ws []written) error {
+	for _, w := range ws {
+		if w.closeF {
+			if err := w.f.Close(); err != nil {
+				return fmt.Errorf("close segment: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
 // write writes batch into this Open's own segment files (without fsync;
 // see flush). The caller holds syncMu and has checked ownership.
 func (l *Log) write(batch []*chunk) ([]written, error) {
@@ -387,7 +419,7 @@ func (l *Log) write(batch []*chunk) ([]written, error) {
 				}
 				l.active = nil
 			}
-			f, err := createSegment(l.dir, c.segFirst)
+			f, err := createSegment(l.dir, c.segFirst, l.fresh)
 			if err != nil {
 				return out, err
 			}

@@ -58,7 +58,11 @@ func segmentHeader() []byte {
 // createSegment creates the segment file for firstSeq holding only its
 // header, durably (temporary file, fsync, rename, fsync of the directory),
 // and returns it open for writing. The file must not exist yet.
-func createSegment(dir string, firstSeq uint64) (*os.File, error) {
+//
+// In a log that Create made and that nothing made durable yet (fresh),
+// the header is written in place without fsync: the first write that
+// makes the log durable fsyncs the file and the folder.
+func createSegment(dir string, firstSeq uint64, fresh bool) (*os.File, error) {
 	name := segmentName(firstSeq)
 	path := filepath.Join(dir, name)
 	if _, err := os.Lstat(path); err == nil {
@@ -66,7 +70,11 @@ func createSegment(dir string, firstSeq uint64) (*os.File, error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("create segment %s: %w", name, err)
 	}
-	if err := WriteFileAtomic(dir, name, segmentHeader()); err != nil {
+	if fresh {
+		if err := writeNew(path, segmentHeader()); err != nil {
+			return nil, fmt.Errorf("create segment %s: %w", name, err)
+		}
+	} else if err := WriteFileAtomic(dir, name, segmentHeader()); err != nil {
 		return nil, fmt.Errorf("create segment %s: %w", name, err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Set is a durable, fenced set of folders in one directory: the shapes of
@@ -25,6 +26,12 @@ import (
 type Set struct {
 	root, dir, live string
 	me              ownerID
+
+	// addMu guards the group of Adds gathering (adding) and whether one
+	// is being committed (Add).
+	addMu      sync.Mutex
+	adding     *addGroup
+	committing bool
 
 	mu      sync.Mutex
 	members map[string]bool // paths relative to root, with '/'
@@ -361,6 +368,12 @@ func (s *Set) NewFolder(name string) (string, error) {
 // It fails with ErrFenced once a newer Open took the set over; the folder
 // may then be a member of that Open or garbage to it, so the caller must
 // leave it alone. Whatever dir holds must be durable before Add is called.
+//
+// Concurrent Adds are committed together (group commit): one fsync of
+// this Open's folder and one journal write and fsync for all the folders
+// that were waiting, each Add returning once the write holding its line
+// is durable and checked. An Add that fails this way fails for every
+// folder of its group, as the error is sticky in any case.
 func (s *Set) Add(dir string) error {
 	rel, err := s.rel(dir)
 	if err != nil {
@@ -369,25 +382,91 @@ func (s *Set) Add(dir string) error {
 	if own, _, _ := strings.Cut(rel, "/"); own != s.me.name() || !strings.Contains(rel, "/") {
 		return fmt.Errorf("add %s: not a folder of this Open", dir)
 	}
+	s.addMu.Lock()
+	g := s.adding
+	if g == nil {
+		g = &addGroup{lead: make(chan struct{}), done: make(chan struct{})}
+		s.adding = g
+		if !s.committing {
+			s.committing = true
+			close(g.lead)
+		}
+	}
+	g.rels = append(g.rels, rel)
+	s.addMu.Unlock()
+	select {
+	case <-g.done:
+		return g.err
+	case <-g.lead:
+	}
+	if g.taken.CompareAndSwap(false, true) {
+		s.commitGroup(g)
+	}
+	<-g.done
+	return g.err
+}
+
+// addGroup is Adds committed together.
+type addGroup struct {
+	rels  []string
+	lead  chan struct{} // closed when one of the group is to commit it
+	taken atomic.Bool   // one of the group has taken it on
+	done  chan struct{}
+	err   error
+}
+
+// commitGroup commits g, then hands the next group (which gathered while
+// g was written) to one of its own Adds.
+func (s *Set) commitGroup(g *addGroup) {
+	s.addMu.Lock()
+	if s.adding == g {
+		s.adding = nil // closed to newcomers
+	}
+	s.addMu.Unlock()
+	g.err = s.addAll(g.rels)
+	close(g.done)
+	s.addMu.Lock()
+	if next := s.adding; next != nil {
+		close(next.lead)
+	} else {
+		s.committing = false
+	}
+	s.addMu.Unlock()
+}
+
+// addAll makes rels (folders of this Open) members, durably.
+func (s *Set) addAll(rels []string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.errLocked(); err != nil {
 		return err
 	}
-	if s.members[rel] {
+	var lines strings.Builder
+	var added []string
+	for _, rel := range rels {
+		if !s.members[rel] && !slices.Contains(added, rel) {
+			added = append(added, rel)
+			lines.WriteString(journalLine('+', rel))
+		}
+	}
+	if len(added) == 0 {
 		return nil
 	}
 	if err := s.compactIfFullLocked(); err != nil {
 		return err
 	}
-	s.tried[rel] = true
-	if err := syncDir(s.dir); err != nil { // the folder's name is durable before the journal names it
+	for _, rel := range added {
+		s.tried[rel] = true
+	}
+	if err := syncDir(s.dir); err != nil { // the folders' names are durable before the journal names them
 		return s.failLocked(err)
 	}
-	if err := s.appendLocked(journalLine('+', rel)); err != nil {
+	if err := s.appendLocked(lines.String()); err != nil {
 		return err
 	}
-	s.members[rel] = true
+	for _, rel := range added {
+		s.members[rel] = true
+	}
 	return nil
 }
 

@@ -468,3 +468,114 @@ func TestSetJournal(t *testing.T) {
 		t.Fatalf("OpenSet over a corrupt journal = %v, want ErrCorrupt", err)
 	}
 }
+
+// TestSetAddGroupCommit: Adds that arrive while another is being written
+// are committed together, in one journal write, and every one of them is
+// a member of the next Open; a group that fails fails for each of its
+// Adds.
+func TestSetAddGroupCommit(t *testing.T) {
+	root := t.TempDir()
+	s, err := OpenSet(root, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var writes int
+	s.hook = func(p hookPoint) {
+		if p != hookChecked {
+			return
+		}
+		writes++ // under s.mu
+		if writes == 1 {
+			<-release
+		}
+	}
+	folder := func(name string) string {
+		dir, err := s.NewFolder(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteFileAtomic(dir, "content", []byte("v"+name)); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	const n = 20
+	errs := make(chan error, n+1)
+	first := folder("first")
+	m := setModel{"first": "vfirst"}
+	var dirs []string
+	for i := range n {
+		name := "m" + strconv.Itoa(i)
+		m[name] = "v" + name
+		dirs = append(dirs, folder(name))
+	}
+	go func() { errs <- s.Add(first) }()
+	waitFor(t, "the first Add to be writing", func() bool {
+		s.addMu.Lock()
+		defer s.addMu.Unlock()
+		return s.committing && s.adding == nil
+	})
+	for _, dir := range dirs {
+		go func() { errs <- s.Add(dir) }()
+	}
+	waitFor(t, "the other Adds to gather", func() bool {
+		s.addMu.Lock()
+		defer s.addMu.Unlock()
+		return s.adding != nil && len(s.adding.rels) == n
+	})
+	close(release)
+	for range n + 1 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	got := writes
+	s.mu.Unlock()
+	if got != 2 {
+		t.Fatalf("%d Adds took %d journal writes, want 2 (the first, then the rest together)", n+1, got)
+	}
+	checkSet(t, "after the Adds", s, m)
+	s.Close()
+	s2, err := OpenSet(root, 2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSet(t, "reopened", s2, m)
+
+	// A group whose writer was fenced fails for every Add in it.
+	dirs = nil
+	for i := range 3 {
+		dir, err := s2.NewFolder("late" + strconv.Itoa(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, dir)
+	}
+	s3, err := OpenSet(root, 3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s3.Close()
+	for _, dir := range dirs {
+		go func() { errs <- s2.Add(dir) }()
+	}
+	for range dirs {
+		if err := <-errs; !errors.Is(err, ErrFenced) {
+			t.Fatalf("Add on a fenced set = %v, want ErrFenced", err)
+		}
+	}
+	checkSet(t, "after the fenced Adds", s3, m)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10s for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
