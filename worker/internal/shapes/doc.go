@@ -85,10 +85,16 @@
 //   - metadata (persist): the shape log synced, then SetMeta, which writes
 //     the STATE of this writer's own folder of the shape log and returns nil
 //     only if the check of ownership after it passed;
-//   - creation (store): a folder in the registry's own owner folder
-//     (Set.NewFolder), a new log there holding the snapshot, durably, then
-//     its metadata, and only then Set.Add, which publishes the shape by a
-//     line of its journal naming it, checked after;
+//   - creation (begin, admit): a folder in the registry's own owner
+//     folder (Set.NewFolder), a new log there with the shape's metadata
+//     (storage.Create: nothing durable, and the folder garbage to every
+//     other Open, until the log's first Sync makes the whole log and its
+//     first records durable), and only then Set.Add, which publishes the
+//     shape by a line of its journal naming it, checked after (concurrent
+//     Adds share one journal write); nothing of the shape is served
+//     before the Add returned. A newer registry never sees a folder whose
+//     Add had not returned before it took the set over (it removes it as
+//     garbage), and sees every log whose Add returned durable as it was;
 //   - removal (DELETE, idle expiry, invalidation, DropAll): the shape's log
 //     closed, then Set.Remove: a line of its journal removing it, the
 //     check, and only then the folder removed;
@@ -283,11 +289,12 @@
 // with its visibility, whatever the order. A snapshot is served while it
 // is written, and a client never takes a part of one for the whole:
 //
-//   - S1, durable before served: the shape is stored (Set.Add) with
-//     metadata marked SnapshotPartial before any row is read; the fill
-//     (fill.go) appends records and a syncer makes them durable in batches
-//     (storage.Log.Sync), and only then adds them to the index that
-//     requests plan from. The shape is registered (Lookup finds it) once
+//   - S1, durable before served: the shape's log is made with metadata
+//     marked SnapshotPartial before any row is read; the fill (fill.go)
+//     appends records and a syncer makes them durable in batches
+//     (storage.Log.Sync; the first also makes the log durable, and the
+//     shape is then added to the set, admit), and only then adds them to
+//     the index that requests plan from. The shape is registered (Lookup finds it) once
 //     its first records are durable, or once it is complete when that
 //     comes first. Memory is bounded: the rows wait for the disk when
 //     snapUnsynced bytes are not durable yet, a response reads readBytes

@@ -175,7 +175,9 @@
 //
 // Add, Remove and Open follow R1 to R5 with members for records: Add (R2:
 // the folder is the writer's own, made by NewFolder) appends the line
-// naming it, then checks; Remove appends the lines of the folders, checks,
+// naming it, then checks (concurrent Adds are committed together: one
+// write of their lines, one fsync and one check, each Add returning only
+// after the check that followed the write of its line); Remove appends the lines of the folders, checks,
 // and only then removes them (R4); Open claims (R1), reads the highest
 // STATE below it and then that owner's journal, writes its own STATE,
 // checks (R5), and only then removes garbage. So, for N an OpenSet that has
@@ -205,6 +207,13 @@
 // first OpenSet of a folder of that layout (one folder per member,
 // directly in it) takes the folders it is told are members as they are,
 // in place, like format-1 segments.
+//
+// A member's log is best made by Create in the folder NewFolder returned:
+// as no Open reads that folder until Add (it is garbage to every other
+// Open, S2), Create writes the log's files in place, without temporary
+// files or fsyncs, and the log's first durable write (its first Sync)
+// fsyncs them all at once with its own segments; Add comes after that, so
+// the folder is durable whole before any journal names it.
 //
 // # Recovery
 //
