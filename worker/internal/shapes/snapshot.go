@@ -15,13 +15,16 @@ import (
 // awaitRunning waits until every transaction running now has ended, so
 // that none of them made changes to the table before it was published.
 func awaitRunning(ctx context.Context, conn *pgx.Conn) error {
-	var xmax uint64
-	if err := conn.QueryRow(ctx, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint").Scan(&xmax); err != nil {
+	// One snapshot first: with none running (xmin = xmax), done at once.
+	var xmin, xmax uint64
+	if err := conn.QueryRow(ctx, "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint FROM pg_current_snapshot() s").Scan(&xmin, &xmax); err != nil {
 		return fmt.Errorf("read snapshot: %w", err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		var xmin uint64
+		if xmin >= xmax {
+			return nil
+		}
 		if err := conn.QueryRow(ctx, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").Scan(&xmin); err != nil {
 			return fmt.Errorf("read snapshot: %w", err)
 		}

@@ -33,12 +33,25 @@ type table struct {
 }
 
 // describe looks the table up; an unknown table or one without a primary
-// key is an InvalidError.
+// key is an InvalidError. Its three catalog queries go in one round trip.
 func describe(ctx context.Context, conn *pgx.Conn, d Definition) (*table, error) {
 	var t table
 	var kind string
-	err := conn.QueryRow(ctx, `SELECT c.oid, c.relkind::text, c.relreplident::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2`, d.Schema, d.Table).Scan(&t.oid, &kind, &t.replident)
+	const rel = `(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2)`
+	b := &pgx.Batch{}
+	b.Queue(`SELECT c.oid, c.relkind::text, c.relreplident::text FROM pg_class c WHERE c.oid = `+rel, d.Schema, d.Table)
+	b.Queue(`
+		SELECT a.attname, a.attnotnull, a.attndims, t.typcategory::text, t.typname, coalesce(e.typname, ''), a.atttypmod,
+			a.atttypid, format_type(a.atttypid, a.atttypmod), a.attgenerated <> ''
+		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+		WHERE a.attrelid = `+rel+` AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, d.Schema, d.Table)
+	b.Queue(`
+		SELECT a.attname FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+		WHERE i.indrelid = `+rel+` AND i.indisprimary ORDER BY k.ord`, d.Schema, d.Table)
+	br := conn.SendBatch(ctx, b)
+	defer br.Close()
+	err := br.QueryRow().Scan(&t.oid, &kind, &t.replident)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, &InvalidError{Field: "table", Problem: fmt.Sprintf("table %s does not exist", d)}
 	}
@@ -48,11 +61,7 @@ func describe(ctx context.Context, conn *pgx.Conn, d Definition) (*table, error)
 	if kind != "r" {
 		return nil, &InvalidError{Field: "table", Problem: fmt.Sprintf("%s is not an ordinary table", d)}
 	}
-	rows, err := conn.Query(ctx, `
-		SELECT a.attname, a.attnotnull, a.attndims, t.typcategory::text, t.typname, coalesce(e.typname, ''), a.atttypmod,
-			a.atttypid, format_type(a.atttypid, a.atttypmod), a.attgenerated <> ''
-		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
-		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, t.oid)
+	rows, err := br.Query()
 	if err != nil {
 		return nil, fmt.Errorf("columns of %s: %w", d, err)
 	}
@@ -74,16 +83,16 @@ func describe(ctx context.Context, conn *pgx.Conn, d Definition) (*table, error)
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("columns of %s: %w", d, err)
 	}
-	rows, err = conn.Query(ctx, `
-		SELECT a.attname FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
-		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-		WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord`, t.oid)
+	rows, err = br.Query()
 	if err != nil {
 		return nil, fmt.Errorf("primary key of %s: %w", d, err)
 	}
 	t.pk, err = pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return nil, fmt.Errorf("primary key of %s: %w", d, err)
+	}
+	if err := br.Close(); err != nil {
+		return nil, fmt.Errorf("look up table %s: %w", d, err)
 	}
 	if len(t.pk) == 0 {
 		// Like Electric: every column is the row's key.
