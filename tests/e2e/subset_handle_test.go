@@ -41,7 +41,10 @@ func TestSubsetWhileShapeDeleted(t *testing.T) {
 	}
 	// The change to row 2 ends the pending long-poll; the next log request
 	// waits in the client.
-	c.do(t, map[string]any{"op": "hold"}, &struct{}{})
+	var hold struct{ Live bool }
+	if c.do(t, map[string]any{"op": "hold"}, &hold); !hold.Live {
+		t.Fatal("the client sent no live log request within 10s of the first subset")
+	}
 	execSQL(t, pg, "UPDATE items SET v = 1 WHERE id = 2")
 	if c.do(t, map[string]any{"op": "await", "values": map[string]int{"1": 0, "2": 1, "3": 0}}, &st); !st.OK {
 		t.Fatalf("rows after the update of row 2: %v", st.Rows)

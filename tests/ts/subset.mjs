@@ -16,7 +16,10 @@
 //       Shape.requestSnapshot: {"handle":"<the stream's handle>"}
 //   {"op":"hold"} / {"op":"release"}
 //       from hold on, the stream's log requests (not its subset requests)
-//       wait in the client, as on a slow network, until release: {}
+//       wait in the client, as on a slow network, until release: {}.
+//       hold first waits (up to 10 s) until a live log request is on its
+//       way to the server, so that exactly one change-carrying response
+//       still arrives after it: {"live":bool}, false if none came
 //   {"op":"await","values":{"<id>":v,...},"ms":N}
 //       waits until the rows the Shape holds are exactly those ids with
 //       those v (or N ms passed): {"ok":bool,"rows":{...},"seq":{...},
@@ -44,9 +47,12 @@ const onError = (err) => {
 // held, while log requests are held (op hold), resolves on release.
 let held = null
 let release = () => {}
+// liveInFlight counts the live log requests sent and not yet answered.
+let liveInFlight = 0
 const fetchClient = async (input, init) => {
   const url = String(input?.url ?? input)
-  if (held && !url.includes('subset__') && (init?.method ?? 'GET') === 'GET') {
+  const log = !url.includes('subset__') && (init?.method ?? 'GET') === 'GET'
+  if (held && log) {
     const signal = init?.signal
     await new Promise((resolve, reject) => {
       const abort = () => reject(signal.reason ?? new DOMException('aborted', 'AbortError'))
@@ -55,7 +61,13 @@ const fetchClient = async (input, init) => {
       held.then(resolve)
     })
   }
-  return fetch(input, init)
+  const live = log && url.includes('live=true')
+  if (live) liveInFlight++
+  try {
+    return await fetch(input, init)
+  } finally {
+    if (live) liveInFlight--
+  }
 }
 
 const stream = new ShapeStream({
@@ -113,9 +125,16 @@ async function run(cmd) {
     case 'snapshot':
       await shape.requestSnapshot(subset)
       return { handle: stream.shapeHandle }
-    case 'hold':
+    case 'hold': {
+      // Checked and set in one turn of the event loop: the live request
+      // in flight is answered as usual, the next one waits.
+      const deadline = Date.now() + 10000
+      while (liveInFlight === 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 5))
+      }
       held ??= new Promise((r) => (release = r))
-      return {}
+      return { live: liveInFlight > 0 }
+    }
     case 'release':
       held = null
       release()
