@@ -43,8 +43,9 @@ type Shape struct {
 	// are served as they become durable; the router, persistence,
 	// compaction and expiry leave the shape alone until it is complete.
 	filling atomic.Bool
-	// admitted: a member of the set (Registry.admit); a shape begin made
-	// is not until its log is durable.
+	// admitted: a shape this registry made (begin) was added to the set
+	// (admit), once its log was durable. Only drop reads it: the shapes
+	// Open found are members without it.
 	admitted atomic.Bool
 
 	mu    sync.RWMutex
