@@ -135,7 +135,7 @@ func main() {
 	flag.IntVar(&cfg.syncRows, "sync-rows", 1000000, "sync: rows of the table")
 	flag.IntVar(&cfg.syncRounds, "sync-rounds", 3, "sync: measured rounds (COPY and a new shape each)")
 	manyN := flag.String("shapes-n", "1,100,1000,10000", "shapes: comma-separated numbers of shapes, one run each per kind of filter")
-	manyKinds := flag.String("shapes-kinds", "equality,range", "shapes: comma-separated kinds of filter: equality (`id = $1`), range (`id >= $1 AND id < $2`)")
+	manyKinds := flag.String("shapes-kinds", "equality,range", "shapes: comma-separated kinds of filter: equality (`id = $1`), range (`id >= $1 AND id < $2`), conjunction (`id = $1 AND lower(note) <> $2`, evaluated by PostgreSQL after a Go pre-filter)")
 	flag.IntVar(&cfg.manyRows, "shapes-rows", 10000, "shapes: rows of the table (raised to the largest -shapes-n)")
 	flag.IntVar(&cfg.manyChanges, "shapes-changes", 20000, "shapes: row updates per burst")
 	manyTx := flag.String("shapes-tx-sizes", "1,100", "shapes: comma-separated rows per transaction of a burst")
@@ -166,8 +166,8 @@ func main() {
 		os.Exit(2)
 	}
 	for _, k := range strings.Split(*manyKinds, ",") {
-		if k = strings.TrimSpace(k); k != string(kindEquality) && k != string(kindRange) {
-			fmt.Fprintf(os.Stderr, "bench: -shapes-kinds: unknown kind %q (want equality, range)\n", k)
+		if k = strings.TrimSpace(k); k != string(kindEquality) && k != string(kindRange) && k != string(kindConjunction) {
+			fmt.Fprintf(os.Stderr, "bench: -shapes-kinds: unknown kind %q (want equality, range, conjunction)\n", k)
 			os.Exit(2)
 		}
 		cfg.manyKinds = append(cfg.manyKinds, k)

@@ -60,7 +60,14 @@ const (
 	kindWhole    manyKind = "whole table"
 	kindEquality manyKind = "equality"
 	kindRange    manyKind = "range"
+	// kindConjunction: `id = $1 AND lower(note) <> $2`, one id per shape:
+	// the second conjunct has no Go fast path, so PostgreSQL evaluates the
+	// clause, on the rows the first one (the pre-filter) lets through.
+	kindConjunction manyKind = "conjunction"
 )
+
+// perID: the kind's shapes hold one id each (equality, conjunction).
+func (k manyKind) perID() bool { return k == kindEquality || k == kindConjunction }
 
 // manyRun is one configuration: a kind and a number of shapes.
 type manyRun struct {
@@ -105,6 +112,14 @@ func (k manyKind) shapes(n, rows int) []manyShape {
 			out[i] = manyShape{def: url.Values{"where": {"id = $1"}, "params[1]": {strconv.FormatInt(id, 10)}}, lo: id}
 		}
 		return out
+	case kindConjunction:
+		out := make([]manyShape, n)
+		for i := range n {
+			id := int64(i + 1)
+			out[i] = manyShape{def: url.Values{"where": {"id = $1 AND lower(note) <> $2"},
+				"params[1]": {strconv.FormatInt(id, 10)}, "params[2]": {"none"}}, lo: id}
+		}
+		return out
 	case kindRange:
 		out := make([]manyShape, n)
 		for i := range n {
@@ -119,7 +134,7 @@ func (k manyKind) shapes(n, rows int) []manyShape {
 
 // shapeOf is the shape of shapes holding row id.
 func (k manyKind) shapeOf(shapes []manyShape, id int64) manyShape {
-	if k == kindEquality {
+	if k.perID() {
 		return shapes[id-1]
 	}
 	i := len(shapes) - 1
@@ -132,14 +147,14 @@ func (k manyKind) shapeOf(shapes []manyShape, id int64) manyShape {
 // idSQL is the SQL expression of the row the j-th update of a burst hits:
 // every update hits a row that is in one shape.
 func (k manyKind) idSQL(n, rows int) string {
-	if k == kindEquality {
+	if k.perID() {
 		return fmt.Sprintf("1 + j %% %d", n)
 	}
 	return fmt.Sprintf("1 + j %% %d", rows)
 }
 
 func (k manyKind) idOf(j, n, rows int) int64 {
-	if k == kindEquality {
+	if k.perID() {
 		return int64(1 + j%n)
 	}
 	return int64(1 + j%rows)
@@ -181,7 +196,7 @@ func runManyShapes(ctx context.Context, cfg config, env *shapeEnv) (*manyResults
 		if err := b.fresh(ctx); err != nil {
 			return nil, err
 		}
-		var have []manyShape // equality shapes are a prefix of the next run's
+		var have []manyShape // per-id shapes are a prefix of the next run's
 		for _, n := range cfg.manyN {
 			if kind == kindRange && len(have) > 0 {
 				if err := b.fresh(ctx); err != nil {
@@ -355,7 +370,7 @@ func (b *manyBench) latency(ctx context.Context, kind manyKind, n int, shapes []
 	var clients []*harness.ShapeClient
 	byDef := map[string]int{}
 	last := shapes[len(shapes)-1].lo
-	if kind != kindEquality {
+	if !kind.perID() {
 		last = int64(b.rows)
 	}
 	for _, id := range []int64{1, (last + 1) / 2, last}[:min(manyLatencyTargets, len(shapes)*3)] {

@@ -13,8 +13,11 @@ func (r *manyRun) label() string {
 		return "baseline: 1 whole-table shape (no where clause)"
 	}
 	what := "`id = $1`, one id each"
-	if r.kind == kindRange {
+	switch r.kind {
+	case kindRange:
 		what = "`id >= $1 AND id < $2`, disjoint ranges covering the table"
+	case kindConjunction:
+		what = "`id = $1 AND lower(note) <> $2` (PostgreSQL evaluates it, pre-filtered in Go), one id each"
 	}
 	return fmt.Sprintf("%s shapes %s", thousands(float64(r.n)), what)
 }
@@ -57,7 +60,7 @@ func (m *manyResults) throughputTable(md bool) string {
 		if r.created > 0 && r.creation > 0 {
 			c[2] = thousands(float64(r.created) / r.creation.Seconds())
 		}
-		if r.kind == kindEquality && r.created != r.n {
+		if r.kind.perID() && r.created != r.n {
 			c[1] += fmt.Sprintf(" (%s new)", thousands(float64(r.created)))
 		}
 		for _, k := range m.cfg.manyTxSizes {
@@ -104,7 +107,7 @@ func (m *manyResults) largest(kind manyKind) *manyRun {
 func (m *manyResults) goalLines() []string {
 	var out []string
 	goalLo, goalHi := float64(goalManyFactor*electricChangesLo), float64(goalManyFactor*electricChangesHi)
-	for _, kind := range []manyKind{kindEquality, kindRange} {
+	for _, kind := range []manyKind{kindEquality, kindRange, kindConjunction} {
 		r := m.largest(kind)
 		if r == nil {
 			continue
