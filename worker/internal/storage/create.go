@@ -28,15 +28,16 @@ import (
 // Why this is as safe as Open there: Open's temporary files and its fsync
 // after each step guard against a crash or another writer between the
 // steps, which leave a log that a later Open must read. Here nothing
-// reads dir until Create returns: until then a crash leaves a folder that
-// is not a member of any set (removed by a later OpenSet as garbage), and
-// no other writer opens it. So the files are written in place (the
-// format marker EPOCH, the owner folder with LIVE and STATE) and made
-// durable together before Create returns: the two files and the two
-// folders that name them are fsynced at once. The folder that names dir
-// is the caller's to make durable (Set.Add does). Create then checks its
-// LIVE file like every other write (R3): a folder that a newer Open of
-// the set removed meanwhile fails here, or at the set's Add.
+// reads dir until it is made visible after the log is durable: until then
+// a crash leaves a folder that is not a member of any set (removed by a
+// later OpenSet as garbage), and no other writer opens it. So the files
+// are written in place (the format marker EPOCH, the owner folder with
+// LIVE and STATE, the first segments) and made durable together by the
+// first durable write: the files and the two folders that name them are
+// fsynced at once. The folder that names dir is the caller's to make
+// durable (Set.Add does). Create, and every write after it, checks its
+// LIVE file (R3): a folder that a newer Open of the set removed meanwhile
+// fails there, or at the set's Add.
 func Create(dir string, epoch uint64, meta []byte) (*Log, error) {
 	if epoch == 0 {
 		return nil, errors.New("create storage: epoch must be at least 1")

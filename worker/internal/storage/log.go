@@ -380,13 +380,8 @@ func (l *Log) flush(ws []written) error {
 		if err := w.f.Sync(); err != nil {
 			return fmt.Errorf("sync segment: %w", err)
 		}
-		if w.closeF {
-			if err := w.f.Close(); err != nil {
-				return fmt.Errorf("close segment: %w", err)
-			}
-		}
 	}
-	return nil
+	return l.closeFinished(ws)
 }
 
 // closeFinished closes the segments of ws that write finished, once

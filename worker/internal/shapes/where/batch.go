@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,27 +61,34 @@ func (g *pgPath) from(n int) string {
 	if len(g.json) == 0 {
 		return fmt.Sprintf("pg_catalog.json_populate_recordset(%s, $%d::pg_catalog.json) AS %s", rowtype, n, alias)
 	}
+	var b strings.Builder
+	b.WriteString("(SELECT ")
+	g.project(&b, "x.v")
+	fmt.Fprintf(&b, " FROM pg_catalog.json_array_elements($%d::pg_catalog.json) WITH ORDINALITY AS x(v, o),"+
+		" pg_catalog.json_populate_record(%s, x.v OPERATOR(pg_catalog.->) 0) AS r ORDER BY x.o) AS %s", n, rowtype, alias)
+	return b.String()
+}
+
+// project writes the select list of a row of the referenced columns:
+// r's columns, but JSON ones, which are read as text from elem's element
+// 1 (the values object writes) and cast to their type.
+func (g *pgPath) project(b io.Writer, elem string) {
 	names := make([]string, 0, len(g.cols))
 	for name := range g.cols {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	var b strings.Builder
-	b.WriteString("(SELECT ")
 	for i, name := range names {
 		if i > 0 {
-			b.WriteString(", ")
+			io.WriteString(b, ", ")
 		}
 		if g.json[name] {
 			typ := g.table.Columns[g.table.ordinal(name)].Type
-			fmt.Fprintf(&b, "(x.v OPERATOR(pg_catalog.->) 1 OPERATOR(pg_catalog.->>) %s)::%s AS %s", quoteLiteral(name), typ, quoteIdent(name))
+			fmt.Fprintf(b, "(%s OPERATOR(pg_catalog.->) 1 OPERATOR(pg_catalog.->>) %s)::%s AS %s", elem, quoteLiteral(name), typ, quoteIdent(name))
 		} else {
-			b.WriteString("r." + quoteIdent(name))
+			io.WriteString(b, "r."+quoteIdent(name))
 		}
 	}
-	fmt.Fprintf(&b, " FROM pg_catalog.json_array_elements($%d::pg_catalog.json) WITH ORDINALITY AS x(v, o),"+
-		" pg_catalog.json_populate_record(%s, x.v OPERATOR(pg_catalog.->) 0) AS r ORDER BY x.o) AS %s", n, rowtype, alias)
-	return b.String()
 }
 
 // columnsChanged makes every chunk rebuild its query when the FROM clause

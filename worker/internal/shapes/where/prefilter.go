@@ -235,24 +235,9 @@ func (g *pgPath) rowFrom(src string) string {
 	if len(g.json) == 0 {
 		return fmt.Sprintf("pg_catalog.json_populate_record(%s, %s) AS %s", rowtype, src, alias)
 	}
-	names := make([]string, 0, len(g.cols))
-	for name := range g.cols {
-		names = append(names, name)
-	}
-	slices.Sort(names)
 	var b bytes.Buffer
 	b.WriteString("(SELECT ")
-	for i, name := range names {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		if g.json[name] {
-			typ := g.table.Columns[g.table.ordinal(name)].Type
-			fmt.Fprintf(&b, "((%s) OPERATOR(pg_catalog.->) 1 OPERATOR(pg_catalog.->>) %s)::%s AS %s", src, quoteLiteral(name), typ, quoteIdent(name))
-		} else {
-			b.WriteString("r." + quoteIdent(name))
-		}
-	}
+	g.project(&b, "("+src+")")
 	fmt.Fprintf(&b, " FROM pg_catalog.json_populate_record(%s, (%s) OPERATOR(pg_catalog.->) 0) AS r) AS %s", rowtype, src, alias)
 	return b.String()
 }
