@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -459,7 +458,7 @@ func (p *pod) close() {
 // workerExited says how the worker ended, when it did.
 func (p *pod) workerExited() error {
 	if p.worker != nil && p.worker.Exited() {
-		return fmt.Errorf("worker of pod %s exited (%s); its output ends:\n%s", p.name, p.worker.ExitStatus(), tail(p.worker.Output(), 15))
+		return fmt.Errorf("worker of pod %s exited (%s); its output ends:\n%s", p.name, p.worker.ExitStatus(), harness.Tail(p.worker.Output(), 15))
 	}
 	return nil
 }
@@ -475,14 +474,6 @@ func (p *pod) durable(until time.Time) uint64 {
 		d = max(d, e.Worker.GetProgress().GetDurableLsn(), e.Worker.GetReleased().GetDurableLsn())
 	}
 	return d
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // Worker2OrWorker is the command of pod b.

@@ -111,7 +111,7 @@ func (b *Broker) AwaitHealth(service string, want healthpb.HealthCheckResponse_S
 	err := Await(timeout, fmt.Sprintf("%s health %q to be %s", b.Name, service, want), func() (bool, error) {
 		select {
 		case <-b.Done():
-			return false, fmt.Errorf("%s exited", b.Name)
+			return false, fmt.Errorf("%s exited (%s); its output ends:\n%s", b.Name, b.ExitStatus(), Tail(b.Output(), 10))
 		default:
 		}
 		last, lastErr = b.Health(context.Background(), service)

@@ -24,6 +24,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/batonhq/baton/tests/internal/freeport"
 )
 
 // Build compiles the named commands (import paths) into dir and returns the
@@ -41,14 +43,11 @@ func Build(ctx context.Context, dir string, pkgs ...string) (map[string]string, 
 	return out, nil
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago,
+// chosen below the kernel's ephemeral range so that no outgoing connection
+// takes it before the server binds it (see tests/internal/freeport).
 func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return freeport.Pick()
 }
 
 // LocalAddr is where a client on this machine reaches the listen address

@@ -41,6 +41,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/batonhq/baton/tests/internal/freeport"
 )
 
 // InstallHint is the command that installs the PostgreSQL server programs on
@@ -779,15 +781,15 @@ func childEnv() []string {
 // pickPort is freePort; tests replace it to provoke a port conflict.
 var pickPort = freePort
 
-// freePort asks the kernel for a free port. Another process may take it
-// before the server binds it; the caller retries on another port then.
+// freePort picks a port below the kernel's ephemeral range (see
+// tests/internal/freeport). Another process may still take it before the
+// server binds it; the caller retries on another port then.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Pick()
 	if err != nil {
-		return 0, fmt.Errorf("pgtest: pick a free port: %w", err)
+		return 0, fmt.Errorf("pgtest: %w", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return port, nil
 }
 
 func portTaken(log string) bool {

@@ -1,0 +1,76 @@
+// Package freeport picks TCP ports for test servers outside the kernel's
+// ephemeral range.
+//
+// A port the kernel hands out for "127.0.0.1:0" comes from the ephemeral
+// range (net.ipv4.ip_local_port_range), the same range every outgoing
+// connection takes its source port from. Between the moment such a port is
+// picked and the moment the server binds it, any connection made by a test
+// running in parallel (a pgx pool, a gRPC client, a proxy) can take it, and
+// the server then fails with "address already in use". The kernel never
+// assigns a port below the ephemeral range on its own, so a port picked at
+// random there is only taken by another picker's choice.
+package freeport
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// low and high bound the range picked from when the ephemeral range starts
+// at or above high (Linux's default starts at 32768).
+const (
+	low  = 20000
+	high = 32768
+)
+
+// Pick returns a TCP port on 127.0.0.1 that was free a moment ago, chosen at
+// random below the ephemeral range. When that range cannot be used it falls
+// back to a port the kernel picks.
+func Pick() (int, error) {
+	if ephemeralStart() >= high {
+		for range 64 {
+			port := low + rand.IntN(high-low)
+			if free(port) {
+				return port, nil
+			}
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("pick a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// free reports whether port can be listened on now.
+func free(port int) bool {
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+// ephemeralStart is the first port of the kernel's ephemeral range, 0 when
+// it is unknown.
+func ephemeralStart() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 0
+	}
+	return n
+}
