@@ -44,6 +44,7 @@ run-pair: build ## Run two broker + worker pairs on one database, to try a hando
 .PHONY: test
 test: ## Run every test (unit, end-to-end and fault tests against a real PostgreSQL; the alert rules and dashboard; the conformance kit against every worker)
 	go test -count=1 -timeout $(TEST_TIMEOUT) $(MODULES)
+	BATON_TEST_OPEN_FILES=1 go test -count=1 ./worker/internal/storage/ ./worker/internal/shapes/
 	cd deploy/monitoring && GOWORK=off go test -count=1 ./...
 	$(MAKE) --no-print-directory conformance-all
 

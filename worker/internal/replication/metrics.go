@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/batonhq/baton/worker/internal/storage"
 )
 
 // Metrics are the replication loop's Prometheus metrics. Create them with
@@ -23,6 +25,10 @@ type Metrics struct {
 	// LagBytes and LagSeconds are computed at each scrape from lag.
 	LagBytes   prometheus.GaugeFunc
 	LagSeconds prometheus.GaugeFunc
+	// OpenSegments and SegmentReopens are the process's open log segment
+	// files (storage.OpenFiles), read at each scrape.
+	OpenSegments   prometheus.GaugeFunc
+	SegmentReopens prometheus.CounterFunc
 
 	lag lag
 }
@@ -74,13 +80,19 @@ func NewMetrics(stream string) *Metrics {
 	m.LagSeconds = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "baton", Subsystem: "worker", Name: "replication_lag_seconds",
 		Help: "While the worker is behind what the server sent: now minus the commit time of the last durable transaction (before one: the stream's start); otherwise how old that transaction was when it became durable, 0 once the server had nothing more to send or when not replicating.", ConstLabels: l},
 		func() float64 { return m.lag.seconds(time.Now()).Seconds() })
+	m.OpenSegments = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "baton", Subsystem: "worker", Name: "open_segment_files",
+		Help: "Log segment files (stream and shape logs) held open for writing; at most half the process's open-file limit, beyond which the least recently written are closed.", ConstLabels: l},
+		func() float64 { open, _ := storage.OpenFiles(); return float64(open) })
+	m.SegmentReopens = prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "baton", Subsystem: "worker", Name: "segment_reopens_total",
+		Help: "Log segment files reopened for a write after being closed to stay within the open-file limit.", ConstLabels: l},
+		func() float64 { _, n := storage.OpenFiles(); return float64(n) })
 	return m
 }
 
 // Collectors lists the metrics for registration.
 func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.DurableLSN, m.AckedLSN, m.Transactions, m.Changes, m.Syncs, m.Epoch, m.SlotRecreations,
-		m.LagBytes, m.LagSeconds}
+		m.LagBytes, m.LagSeconds, m.OpenSegments, m.SegmentReopens}
 }
 
 // start begins measuring the lag of a stream starting at pos.

@@ -449,6 +449,8 @@ func (c *Compaction) install(tail *stagedSegment, old, kept []*segment, last, ap
 		if active != nil {
 			l.activeSize = tail.seg.size
 		}
+		l.idlePath = ""
+		openFiles.note(l)
 	}
 	return nil
 }

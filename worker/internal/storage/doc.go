@@ -241,4 +241,8 @@
 // in progress), but records are numbered in Append order. Close may be
 // called from any goroutine; it waits for a Sync in progress and discards
 // records not yet synced.
+//
+// The process keeps at most SetOpenFileLimit logs' active segments open;
+// the others are closed once fsynced and reopened at their next write
+// (files.go says why that loses and fences nothing).
 package storage

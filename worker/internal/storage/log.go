@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -52,6 +53,10 @@ type Log struct {
 	st             state // what STATE says, apart from the inherited segments
 	// fresh: made by Create, nothing made durable yet (create.go).
 	fresh bool
+	// idlePath: the active segment, closed to stay within the open-file
+	// limit (active is nil then); write reopens it (files.go).
+	idlePath string
+	lruElem  *list.Element // in openFiles.lru while active is open
 
 	mu sync.RWMutex
 	// Appended, not yet handed to Sync; planned layout including them.
@@ -401,8 +406,15 @@ func (l *Log) closeFinished(ws []written) error {
 // see flush). The caller holds syncMu and has checked ownership.
 func (l *Log) write(batch []*chunk) ([]written, error) {
 	var out []written
+	defer openFiles.note(l)
 	for _, c := range batch {
+		if !c.newSegment && l.active == nil && l.idlePath != "" {
+			if err := l.reopenActive(); err != nil {
+				return out, err
+			}
+		}
 		if c.newSegment {
+			l.idlePath = "" // closed by closeIdle, fsynced then
 			if l.active != nil {
 				if n := len(out); n > 0 && out[n-1].f == l.active {
 					out[n-1].closeF = true // closed once fsynced
@@ -532,5 +544,7 @@ func (l *Log) Close() error {
 		err = l.active.Close()
 		l.active = nil
 	}
+	l.idlePath = ""
+	openFiles.note(l)
 	return err
 }

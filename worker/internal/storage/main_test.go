@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +17,20 @@ import (
 
 // TestMain fails the run if a goroutine started by this package or its
 // tests outlives them.
+//
+// With BATON_TEST_OPEN_FILES=n, the process keeps at most n active
+// segments open (storage.SetOpenFileLimit), so every test also runs with
+// logs closing and reopening their files between writes: `make test` runs
+// the package once so (Makefile).
 func TestMain(m *testing.M) {
+	if v := os.Getenv("BATON_TEST_OPEN_FILES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "BATON_TEST_OPEN_FILES=%q: not a number\n", v)
+			os.Exit(2)
+		}
+		storage.SetOpenFileLimit(n)
+	}
 	code := m.Run()
 	if code == 0 {
 		if leaked := awaitNoLeaks(5 * time.Second); leaked != "" {
