@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -37,7 +38,18 @@ type tableShapes struct {
 	cols []string
 	// setCols are the columns set was built for.
 	setCols []string
+	// colsClean: every shape of the table whose columns are known has
+	// exactly cols (none is stale), as of the last refreshColumns, and no
+	// shape was removed since.
+	colsClean bool
+	// newest is the newest shape of byID (by CreatedAt), nil when unknown
+	// (none, or the newest was removed): newestWhere finds it again.
+	newest *Shape
 }
+
+// syncRounds numbers fanout.sync rounds process-wide, so that a shape's
+// listed mark from one fanout never matches a round of another.
+var syncRounds atomic.Uint64
 
 func newFanout(r *Registry) *fanout {
 	dial := func(ctx context.Context) (*pgx.Conn, error) {
@@ -71,23 +83,26 @@ type synced struct {
 // changed before it.
 func (f *fanout) sync(ctx context.Context, shapes []*Shape) (synced, error) {
 	var out synced
-	live := make(map[*Shape]bool, len(shapes))
+	// The shapes listed and not gone are marked with this round (a map of
+	// them costs an allocation per shape at every sync).
+	round := syncRounds.Add(1)
 	for _, s := range shapes {
 		if !s.isGone() {
-			live[s] = true
+			s.listed = round
 		}
 	}
 	// Shapes gone first, so that a table whose shapes were all replaced
 	// (after an ALTER) starts anew.
 	for s, id := range f.ids {
-		if !live[s] {
+		if s.listed != round {
 			f.remove(s, id)
 			out.removed = append(out.removed, s)
 		}
 	}
 	added := map[*tableShapes][]int{} // where shapes added, by table
+	addedShapes := map[*tableShapes][]*Shape{}
 	for _, s := range shapes {
-		if !live[s] {
+		if s.listed != round {
 			continue
 		}
 		if _, ok := f.ids[s]; ok {
@@ -120,11 +135,15 @@ func (f *fanout) sync(ctx context.Context, shapes []*Shape) (synced, error) {
 			ts.whole = append(ts.whole, s)
 		} else {
 			ts.byID[f.next] = s
+			if ts.newest != nil && s.meta.CreatedAt.After(ts.newest.meta.CreatedAt) {
+				ts.newest = s
+			}
 		}
 		added[ts] = append(added[ts], f.next)
+		addedShapes[ts] = append(addedShapes[ts], s)
 	}
 	for ts, ids := range added {
-		stale := ts.refreshColumns()
+		stale := ts.refreshColumns(addedShapes[ts])
 		out.invalid = append(out.invalid, stale...)
 		ts.rebuildSet(f, stale, ids)
 	}
@@ -144,6 +163,10 @@ func (f *fanout) remove(s *Shape, id int) {
 		return
 	}
 	ts.whole = slices.DeleteFunc(ts.whole, func(x *Shape) bool { return x == s })
+	ts.colsClean = false
+	if ts.newest == s {
+		ts.newest = nil
+	}
 	if _, ok := ts.byID[id]; ok {
 		delete(ts.byID, id)
 		if ts.set != nil {
@@ -161,9 +184,13 @@ func (f *fanout) remove(s *Shape, id int) {
 // or a shape went stale, else given the added shapes.
 func (ts *tableShapes) rebuildSet(f *fanout, stale []*Shape, added []int) {
 	var newest *Shape
-	for _, s := range ts.byID {
-		if !slices.Contains(stale, s) && (newest == nil || s.meta.CreatedAt.After(newest.meta.CreatedAt)) {
-			newest = s
+	if len(stale) == 0 {
+		newest = ts.newestWhere()
+	} else {
+		for _, s := range ts.byID {
+			if !slices.Contains(stale, s) && (newest == nil || s.meta.CreatedAt.After(newest.meta.CreatedAt)) {
+				newest = s
+			}
 		}
 	}
 	if newest == nil {
@@ -189,6 +216,18 @@ func (ts *tableShapes) rebuildSet(f *fanout, stale []*Shape, added []int) {
 	}
 }
 
+// newestWhere is the newest shape of byID, nil when there is none.
+func (ts *tableShapes) newestWhere() *Shape {
+	if ts.newest == nil {
+		for _, s := range ts.byID {
+			if ts.newest == nil || s.meta.CreatedAt.After(ts.newest.meta.CreatedAt) {
+				ts.newest = s
+			}
+		}
+	}
+	return ts.newest
+}
+
 // tableColumns are the names of the columns logical replication carries
 // for the table the shape was made from (nil when not recorded).
 func tableColumns(s *Shape) []string {
@@ -206,8 +245,19 @@ func tableColumns(s *Shape) []string {
 
 // refreshColumns sets the table's columns to those of its newest shape,
 // and returns the shapes made from other columns: the table changed since
-// they were made.
-func (ts *tableShapes) refreshColumns() []*Shape {
+// they were made. added are the shapes added since the last call.
+//
+// When no shape was stale or removed since the last call, every shape
+// whose columns are known has cols, so if every added shape has them too
+// (the common case: shapes made from an unchanged table), cols and the
+// answer (none stale) are what a scan of every shape would give; the scan
+// is skipped then.
+func (ts *tableShapes) refreshColumns(added []*Shape) []*Shape {
+	if ts.colsClean && ts.cols != nil && !slices.ContainsFunc(added, func(s *Shape) bool {
+		return s.meta.TableColumns != nil && !sameColumns(s, ts.cols)
+	}) {
+		return nil
+	}
 	all := ts.all()
 	var newest *Shape
 	for _, s := range all {
@@ -222,11 +272,28 @@ func (ts *tableShapes) refreshColumns() []*Shape {
 	ts.cols = tableColumns(newest)
 	var stale []*Shape
 	for _, s := range all {
-		if cols := tableColumns(s); cols != nil && !slices.Equal(cols, ts.cols) {
+		if s.meta.TableColumns != nil && !sameColumns(s, ts.cols) {
 			stale = append(stale, s)
 		}
 	}
+	ts.colsClean = len(stale) == 0
 	return stale
+}
+
+// sameColumns reports whether tableColumns(s) equals cols, without
+// making it.
+func sameColumns(s *Shape, cols []string) bool {
+	i := 0
+	for _, c := range s.meta.TableColumns {
+		if c.Generated {
+			continue
+		}
+		if i == len(cols) || cols[i] != c.Name {
+			return false
+		}
+		i++
+	}
+	return i == len(cols)
 }
 
 // evalErrorEvery bounds the warnings about one shape's where clause

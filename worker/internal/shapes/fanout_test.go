@@ -2,9 +2,13 @@ package shapes
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/batonhq/baton/worker/internal/txn"
 )
@@ -87,4 +91,93 @@ func TestFanoutTableNameWithDot(t *testing.T) {
 	if len(fo.touched) != 0 {
 		t.Fatalf("a row of \"a\".\"b.c\" goes to the shape of \"a.b\".\"c\"")
 	}
+}
+
+// TestFanoutColumnsRandom syncs a fanout through a seeded random run of
+// shapes added (most made from the table's current columns, some from
+// other ones, as after an ALTER) and removed, and checks after every sync
+// that the table's columns and the shapes reported stale are what a scan
+// of every listed shape gives: refreshColumns' fast path, which skips
+// that scan, must never change the answer.
+func TestFanoutColumnsRandom(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	r := &Registry{o: Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
+	f := &fanout{r: r, tables: map[string]*tableShapes{}, ids: map[*Shape]int{}}
+	ctx := context.Background()
+	variants := [][]string{{"id", "v"}, {"id", "v", "w"}, {"id", "w"}}
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var listed []*Shape
+	for step := range 400 {
+		for range 1 + rng.IntN(4) {
+			switch r := rng.IntN(10); {
+			case r < 7 || len(listed) == 0:
+				cols := variants[0]
+				if rng.IntN(8) == 0 {
+					cols = variants[rng.IntN(len(variants))]
+				}
+				s := wholeTableShape(fmt.Sprintf("s%d", step), cols...)
+				if rng.IntN(10) == 0 {
+					s.meta.TableColumns = nil // made before columns were recorded
+				}
+				// Mostly newer than every other, sometimes not (opened from disk).
+				s.meta.CreatedAt = base.Add(time.Duration(step*10+rng.IntN(15)) * time.Second)
+				listed = append(listed, s)
+			default:
+				i := rng.IntN(len(listed))
+				listed[i].markGone()
+				listed = slices.Delete(listed, i, i+1)
+			}
+		}
+		out, err := f.sync(ctx, listed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var newest *Shape
+		for _, s := range listed {
+			if s.meta.TableColumns != nil && (newest == nil || s.meta.CreatedAt.After(newest.meta.CreatedAt)) {
+				newest = s
+			}
+		}
+		var want []string
+		var wantStale []*Shape
+		if newest != nil {
+			want = tableColumns(newest)
+			for _, s := range listed {
+				if c := tableColumns(s); c != nil && !slices.Equal(c, want) {
+					wantStale = append(wantStale, s)
+				}
+			}
+		}
+		ts := f.tables[tableName("public", "t")]
+		if ts == nil {
+			if len(listed) > 0 {
+				t.Fatalf("step %d: no table for %d listed shapes", step, len(listed))
+			}
+			continue
+		}
+		// A sync that added nothing does not look at the columns.
+		if len(out.added) == 0 {
+			continue
+		}
+		if !slices.Equal(ts.cols, want) {
+			t.Fatalf("step %d: table columns %v, a scan gives %v", step, ts.cols, want)
+		}
+		if !sameSet(out.invalid, wantStale) {
+			t.Fatalf("step %d: %d shapes reported stale, a scan finds %d", step, len(out.invalid), len(wantStale))
+		}
+	}
+}
+
+func sameSet(a, b []*Shape) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, s := range a {
+		if !slices.Contains(b, s) {
+			return false
+		}
+	}
+	return true
 }

@@ -31,6 +31,9 @@ type Shape struct {
 	// pred is the shape's where clause, bound to its params; nil for every
 	// row, or until the router prepares it for a shape opened from disk.
 	pred *where.Predicate
+	// listed is the fanout sync round that last found the shape listed
+	// and not gone (fanout.sync; only the router's goroutine uses it).
+	listed uint64
 	// streamEnd is the end LSN of the stream log's durable records (nil in
 	// tests): every transaction up to it will be routed here.
 	streamEnd func() uint64
