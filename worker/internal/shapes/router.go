@@ -115,9 +115,18 @@ func (rt *router) refresh(ctx context.Context, shapes []*Shape, gen uint64) ([]*
 		}
 	}
 	for _, s := range ch.added {
-		if s.caught.Load() {
+		switch {
+		case s.caught.Load():
 			rt.nCaught++
-		} else {
+		case rt.floor.seq > 0 && s.ownRoutedSeq() >= rt.floor.seq:
+			// Made at or after the floor (the usual new shape): it is
+			// caught up already, as routeRecords would find after its
+			// next batch. Kept behind, it would cost every pass of the
+			// loop until records come (from), which made creating many
+			// shapes without writes quadratic.
+			s.caught.Store(true)
+			rt.nCaught++
+		default:
 			rt.behind[s] = true
 		}
 	}
