@@ -82,7 +82,6 @@ type synced struct {
 // gone, then indexes the new ones. On an error, what it returns is what it
 // changed before it.
 func (f *fanout) sync(ctx context.Context, shapes []*Shape) (synced, error) {
-	var out synced
 	// The shapes listed and not gone are marked with this round (a map of
 	// them costs an allocation per shape at every sync).
 	round := syncRounds.Add(1)
@@ -91,21 +90,37 @@ func (f *fanout) sync(ctx context.Context, shapes []*Shape) (synced, error) {
 			s.listed = round
 		}
 	}
+	var add, drop []*Shape
+	for s := range f.ids {
+		if s.listed != round {
+			drop = append(drop, s)
+		}
+	}
+	for _, s := range shapes {
+		if s.listed == round {
+			add = append(add, s)
+		}
+	}
+	return f.apply(ctx, add, drop)
+}
+
+// apply forgets the shapes of drop it indexed, then indexes those of add
+// it has not, but those gone meanwhile. On an error, what it returns is
+// what it changed before it.
+func (f *fanout) apply(ctx context.Context, add, drop []*Shape) (synced, error) {
+	var out synced
 	// Shapes gone first, so that a table whose shapes were all replaced
 	// (after an ALTER) starts anew.
-	for s, id := range f.ids {
-		if s.listed != round {
+	for _, s := range drop {
+		if id, ok := f.ids[s]; ok {
 			f.remove(s, id)
 			out.removed = append(out.removed, s)
 		}
 	}
 	added := map[*tableShapes][]int{} // where shapes added, by table
 	addedShapes := map[*tableShapes][]*Shape{}
-	for _, s := range shapes {
-		if s.listed != round {
-			continue
-		}
-		if _, ok := f.ids[s]; ok {
+	for _, s := range add {
+		if _, ok := f.ids[s]; ok || s.isGone() {
 			continue
 		}
 		d := s.meta.Definition

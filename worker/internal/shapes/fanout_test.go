@@ -181,3 +181,90 @@ func sameSet(a, b []*Shape) bool {
 	}
 	return true
 }
+
+// TestRouterViewRandom registers, completes and removes shapes at random
+// (now and then more than Registry.changed keeps, and a router restarted
+// with a new fanout), refreshing a fanout from Registry.routerView the
+// way the router does; after every refresh the fanout must index exactly
+// the registered shapes whose snapshot is complete.
+func TestRouterViewRandom(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 2))
+	r := &Registry{o: Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		byDef: map[string]*Shape{}, byHandle: map[string]*Shape{}, added: make(chan struct{})}
+	newFan := func() *fanout { return &fanout{r: r, tables: map[string]*tableShapes{}, ids: map[*Shape]int{}} }
+	f, synced := newFan(), false
+	ctx := context.Background()
+	var registered []*Shape
+	n := 0
+	register := func() {
+		n++
+		s := wholeTableShape(fmt.Sprintf("h%d", n), "id", "v")
+		s.meta.Definition.Table = fmt.Sprintf("t%d", n) // a definition of its own
+		s.filling.Store(rng.IntN(3) == 0)
+		if err := r.register(s); err != nil {
+			t.Fatal(err)
+		}
+		registered = append(registered, s)
+	}
+	for step := range 600 {
+		switch x := rng.IntN(100); {
+		case x < 40:
+			register()
+		case x < 55: // a snapshot completes (fill.go)
+			for _, s := range registered {
+				if s.filling.Load() {
+					s.filling.Store(false)
+					r.mu.Lock()
+					if r.byDef[s.meta.Definition.Key()] == s {
+						r.moved(s)
+					}
+					r.mu.Unlock()
+					break
+				}
+			}
+		case x < 75 && len(registered) > 0:
+			i := rng.IntN(len(registered))
+			r.unregister([]*Shape{registered[i]})
+			registered = slices.Delete(registered, i, i+1)
+		case x < 77: // more changes than kept: the whole list next
+			for range 1100 {
+				register()
+				i := len(registered) - 1
+				if rng.IntN(2) == 0 {
+					r.unregister([]*Shape{registered[i]})
+					registered = registered[:i]
+				}
+			}
+		case x < 79: // the router restarts
+			f, synced = newFan(), false
+		default:
+			add, drop, full := r.routerView(!synced)
+			var err error
+			if full {
+				_, err = f.sync(ctx, add)
+			} else {
+				_, err = f.apply(ctx, add, drop)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			synced = true
+			want := map[*Shape]bool{}
+			for _, s := range registered {
+				if !s.filling.Load() {
+					want[s] = true
+				}
+			}
+			for s := range f.ids {
+				if !want[s] {
+					t.Fatalf("step %d: the fanout indexes %s, which is removed or not complete", step, s.meta.Handle)
+				}
+			}
+			if len(f.ids) != len(want) {
+				t.Fatalf("step %d: the fanout indexes %d shapes, want %d", step, len(f.ids), len(want))
+			}
+		}
+	}
+}

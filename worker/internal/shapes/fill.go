@@ -128,13 +128,15 @@ func (r *Registry) register(s *Shape) error {
 	}
 	r.byDef[s.meta.Definition.Key()] = s
 	r.byHandle[s.meta.Handle] = s
-	r.moved()
+	r.moved(s)
 	return nil
 }
 
-// moved tells the router that the shapes changed. The caller holds r.mu.
-func (r *Registry) moved() {
+// moved tells the router that s was added or completed. The caller holds
+// r.mu.
+func (r *Registry) moved(s *Shape) {
 	r.gen.Add(1)
+	r.noteChanged(s)
 	close(r.added)
 	r.added = make(chan struct{})
 }
@@ -180,7 +182,7 @@ func (f *fill) run(ctx context.Context) error {
 	if f.registered {
 		r.mu.Lock()
 		if r.byDef[m.Definition.Key()] == s {
-			r.moved() // complete: the router takes it
+			r.moved(s) // complete: the router takes it
 		}
 		r.mu.Unlock()
 		return nil

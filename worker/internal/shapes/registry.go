@@ -102,6 +102,11 @@ type Registry struct {
 	// gen counts shapes added and removed: the router looks the shapes
 	// over again only when it moved.
 	gen atomic.Uint64
+	// changed are the shapes added, completed or removed since the router
+	// last took them (routerView); changedAll: too many to keep, the
+	// router takes the whole list instead.
+	changed    []*Shape
+	changedAll bool
 	// floor is how far the router routed every shape it caught up
 	// (Shape.floor); kept here across the router's restarts.
 	floor  atomic.Pointer[streamPos]
@@ -227,26 +232,12 @@ func (r *Registry) Delete(s *Shape) error {
 
 // remove removes shapes (those still registered), their folders at once.
 func (r *Registry) remove(shapes []*Shape) error {
-	var gone []*Shape
-	r.mu.Lock()
-	for _, s := range shapes {
-		if r.byDef[s.meta.Definition.Key()] != s {
-			continue
-		}
-		delete(r.byDef, s.meta.Definition.Key())
-		delete(r.byHandle, s.meta.Handle)
-		gone = append(gone, s)
-	}
-	if len(gone) > 0 {
-		r.gen.Add(1)
-	}
-	r.mu.Unlock()
+	gone := r.unregister(shapes)
 	if len(gone) == 0 {
 		return nil
 	}
 	dirs := make([]string, len(gone))
 	for i, s := range gone {
-		s.markGone()
 		s.log.Close()
 		dirs[i] = s.dir
 	}
@@ -291,6 +282,80 @@ func (r *Registry) list() ([]*Shape, <-chan struct{}) {
 		}
 	}
 	return out, r.added
+}
+
+// unregister forgets those of shapes still registered, which are gone
+// from then on, and returns them.
+func (r *Registry) unregister(shapes []*Shape) []*Shape {
+	var gone []*Shape
+	r.mu.Lock()
+	for _, s := range shapes {
+		if r.byDef[s.meta.Definition.Key()] != s {
+			continue
+		}
+		delete(r.byDef, s.meta.Definition.Key())
+		delete(r.byHandle, s.meta.Handle)
+		gone = append(gone, s)
+	}
+	if len(gone) > 0 {
+		r.gen.Add(1)
+		r.noteChanged(gone...)
+	}
+	r.mu.Unlock()
+	for _, s := range gone {
+		s.markGone()
+	}
+	return gone
+}
+
+// noteChanged keeps shapes for the router's next routerView. The caller
+// holds r.mu. Past one change per registered shape (the router is not
+// running, or far behind), the whole list is cheaper: the router takes
+// it instead.
+func (r *Registry) noteChanged(shapes ...*Shape) {
+	if r.changedAll {
+		return
+	}
+	if len(r.changed)+len(shapes) > max(1024, 2*len(r.byDef)) {
+		r.changed, r.changedAll = nil, true
+		return
+	}
+	r.changed = append(r.changed, shapes...)
+}
+
+// routerView is what the router syncs its fanout with (fanout.apply):
+// with all (a router's first sync), or when the changes were too many to
+// keep, every listed shape (those list returns) in add and nothing in
+// drop, and full true; otherwise the shapes changed since the last call,
+// split into those listed now (add) and those not (drop: removed, or
+// not complete yet). Each call takes the changes: the next one returns
+// only later ones. A shape changed twice is judged once, as it is now.
+func (r *Registry) routerView(all bool) (add, drop []*Shape, full bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if all || r.changedAll {
+		r.changed, r.changedAll = nil, false
+		for _, s := range r.byDef {
+			if !s.filling.Load() {
+				add = append(add, s)
+			}
+		}
+		return add, nil, true
+	}
+	seen := make(map[*Shape]bool, len(r.changed))
+	for _, s := range r.changed {
+		if seen[s] {
+			continue
+		}
+		seen[s] = true
+		if r.byDef[s.meta.Definition.Key()] == s && !s.filling.Load() {
+			add = append(add, s)
+		} else {
+			drop = append(drop, s)
+		}
+	}
+	r.changed = nil
+	return add, drop, false
 }
 
 // listAll returns every registered shape, those being filled included.

@@ -54,8 +54,7 @@ func (rt *router) run(ctx context.Context) error {
 		added := r.addedChan()
 		gen := r.gen.Load()
 		if !rt.current(gen) {
-			shapes, _ := r.list()
-			invalid, err := rt.refresh(ctx, shapes, gen)
+			invalid, err := rt.refresh(ctx, gen)
 			if err != nil {
 				return rt.stopErr(ctx, err)
 			}
@@ -102,11 +101,19 @@ func (rt *router) stopErr(ctx context.Context, err error) error {
 // current reports whether the router knows the shapes as of gen.
 func (rt *router) current(gen uint64) bool { return rt.synced && gen == rt.gen }
 
-// refresh brings the fanout up to the shapes listed at gen, and the
-// shapes it follows with it; it returns the shapes that can no longer be
-// served.
-func (rt *router) refresh(ctx context.Context, shapes []*Shape, gen uint64) ([]*Shape, error) {
-	ch, err := rt.fan.sync(ctx, shapes)
+// refresh brings the fanout up to the shapes listed at gen (the whole
+// list at the router's first refresh, the changes since the last one
+// after that: Registry.routerView), and the shapes it follows with it; it
+// returns the shapes that can no longer be served.
+func (rt *router) refresh(ctx context.Context, gen uint64) ([]*Shape, error) {
+	add, drop, full := rt.r.routerView(!rt.synced)
+	var ch synced
+	var err error
+	if full {
+		ch, err = rt.fan.sync(ctx, add)
+	} else {
+		ch, err = rt.fan.apply(ctx, add, drop)
+	}
 	for _, s := range ch.removed {
 		if rt.behind[s] {
 			delete(rt.behind, s)
