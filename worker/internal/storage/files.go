@@ -16,10 +16,16 @@ import (
 // recently written logs close theirs, and reopen them (by path, O_RDWR)
 // the next time they write.
 //
-// Only a settled, fully fsynced segment is closed (not fresh, nothing that
-// Write left unsynced), under the log's syncMu, so closing never loses or
+// Only a settled segment is closed (not fresh: Sync fsyncs a fresh log's
+// files all at once), under the log's syncMu, so closing never loses or
 // reorders a write: a closed segment is exactly what it was, and write
-// checks its size after reopening as it does before every write. Closing
+// checks its size after reopening as it does before every write. A
+// segment holding records that Write left unsynced (activeUnsynced) may
+// be closed too, or a worker routing to more shapes than the limit would
+// keep them all open until their next Sync: Sync then reopens it to
+// fsync it, and fsync(2) makes the file's data durable whichever
+// descriptor it is called on (on Linux, a write-back error that no
+// descriptor has seen yet is reported to one opened after it). Closing
 // does not change the log's files, names or STATE, so fencing (doc.go) is
 // unaffected; a reopen of a segment that a newer Open removed fails, as a
 // write into it would, and the writer reports ErrFenced (Log.fail).
@@ -107,27 +113,33 @@ func (b *fileBudget) note(l *Log) {
 	}
 }
 
-// closeIdle closes l's active segment if it is settled and fsynced,
-// keeping its path for the next write. The caller holds l.syncMu and
+// closeIdle closes l's active segment if it is settled, keeping its path
+// for the next write or Sync. The caller holds l.syncMu and
 // openFiles.mu.
 func (l *Log) closeIdle() bool {
-	if l.active == nil || l.fresh || l.activeUnsynced {
+	if l.active == nil || l.fresh {
 		return false
 	}
 	l.idlePath = l.active.Name()
-	l.active.Close() // fsynced: nothing written is lost by a failed close
+	// The data written stays in the file (and is fsynced by the next
+	// Sync when unsynced); close reports no error that fsync would not.
+	l.active.Close()
 	l.active = nil
 	return true
 }
 
-// reopenActive reopens the active segment that closeIdle closed. The
+// reopenIfIdle reopens the active segment if closeIdle closed it. The
 // caller holds syncMu.
-func (l *Log) reopenActive() error {
+func (l *Log) reopenIfIdle() error {
+	if l.active != nil || l.idlePath == "" {
+		return nil
+	}
 	f, err := os.OpenFile(l.idlePath, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("reopen segment: %w", err)
 	}
 	l.active, l.idlePath = f, ""
+	openFiles.note(l)
 	openFiles.mu.Lock()
 	openFiles.reopens++
 	openFiles.mu.Unlock()

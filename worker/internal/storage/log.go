@@ -294,7 +294,10 @@ func (l *Log) Sync() (durableEndLSN uint64, err error) {
 			err = l.closeFinished(written)
 		}
 	default:
-		if l.activeUnsynced && l.active != nil {
+		if l.activeUnsynced {
+			err = l.reopenIfIdle()
+		}
+		if err == nil && l.activeUnsynced && l.active != nil {
 			// Records Write made readable are made durable too.
 			if err = l.active.Sync(); err != nil {
 				err = fmt.Errorf("sync segment: %w", err)
@@ -408,13 +411,12 @@ func (l *Log) write(batch []*chunk) ([]written, error) {
 	var out []written
 	defer openFiles.note(l)
 	for _, c := range batch {
-		if !c.newSegment && l.active == nil && l.idlePath != "" {
-			if err := l.reopenActive(); err != nil {
-				return out, err
-			}
+		// A segment closeIdle closed is reopened, also to be finished
+		// below (its unsynced records fsynced before it is closed).
+		if err := l.reopenIfIdle(); err != nil {
+			return out, err
 		}
 		if c.newSegment {
-			l.idlePath = "" // closed by closeIdle, fsynced then
 			if l.active != nil {
 				if n := len(out); n > 0 && out[n-1].f == l.active {
 					out[n-1].closeF = true // closed once fsynced
