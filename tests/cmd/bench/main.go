@@ -317,6 +317,9 @@ func runShapes(ctx context.Context, cfg config, pg *pgtest.Cluster, rep *report)
 	defer env.close()
 	defer func() {
 		if err != nil {
+			// Said now: closing removes the storage, which takes
+			// minutes with 100,000 shapes.
+			fmt.Fprintln(os.Stderr, "bench: shapes failed:", err)
 			env.dumpLogs()
 		}
 	}()
