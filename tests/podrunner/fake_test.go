@@ -35,7 +35,8 @@ import (
 //	                 exists; GET /hello: HOSTNAME; GET /hang: no answer
 //	SERVE_AFTER      a duration
 //	TERM_DELAY       after SIGTERM, wait this long before exiting; "never"
-//	                 ignores SIGTERM
+//	                 ignores SIGTERM. Then the HTTP server stops gracefully:
+//	                 it answers the requests it got (up to a second)
 func TestMain(m *testing.M) {
 	if os.Getenv("FAKE_IMAGE") == "1" {
 		os.Exit(fakeMain())
@@ -105,6 +106,7 @@ func fakeMain() int {
 			note("serving")
 		}()
 	}
+	var httpSrv *http.Server
 	if addr := os.Getenv("LISTEN_HTTP"); addr != "" {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -119,7 +121,8 @@ func fakeMain() int {
 		})
 		mux.HandleFunc("GET /hello", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, os.Getenv("HOSTNAME")) })
 		mux.HandleFunc("GET /hang", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
-		go http.Serve(ln, mux)
+		httpSrv = &http.Server{Handler: mux}
+		go httpSrv.Serve(ln)
 	}
 	<-term
 	note("sigterm")
@@ -130,6 +133,15 @@ func fakeMain() int {
 	default:
 		delay, _ := time.ParseDuration(d)
 		time.Sleep(delay)
+	}
+	if httpSrv != nil {
+		// As a well-behaved server stops: what the Service sent before
+		// the pod was terminating is accepted and answered (/hang is
+		// left unanswered after a second).
+		time.Sleep(100 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = httpSrv.Shutdown(ctx)
+		cancel()
 	}
 	return 0
 }

@@ -18,6 +18,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // low and high bound the range picked from when the ephemeral range starts
@@ -34,7 +35,7 @@ func Pick() (int, error) {
 	if ephemeralStart() >= high {
 		for range 64 {
 			port := low + rand.IntN(high-low)
-			if free(port) {
+			if fresh(port) && free(port) {
 				return port, nil
 			}
 		}
@@ -45,6 +46,27 @@ func Pick() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+var (
+	mu     sync.Mutex
+	picked = map[int]bool{}
+)
+
+// fresh reports whether port was not picked before by this process (two
+// picks in a row, before either port is bound, must not be the same), and
+// marks it picked. Once half the range was picked, it starts over.
+func fresh(port int) bool {
+	mu.Lock()
+	defer mu.Unlock()
+	if picked[port] {
+		return false
+	}
+	if len(picked) >= (high-low)/2 {
+		clear(picked)
+	}
+	picked[port] = true
+	return true
 }
 
 // free reports whether port can be listened on now.

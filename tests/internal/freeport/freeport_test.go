@@ -39,3 +39,21 @@ func TestPickSkipsBusy(t *testing.T) {
 		t.Fatalf("free(%d) is true while a listener holds it", low)
 	}
 }
+
+// Picks in a row, none of them bound, are all different.
+func TestPickTwiceNotSame(t *testing.T) {
+	if ephemeralStart() < high {
+		t.Skip("the ephemeral range overlaps the picking range here")
+	}
+	seen := map[int]bool{}
+	for range 2000 {
+		port, err := Pick()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[port] {
+			t.Fatalf("port %d picked twice", port)
+		}
+		seen[port] = true
+	}
+}
