@@ -275,13 +275,18 @@ func (r *Registry) addedChan() <-chan struct{} {
 func (r *Registry) list() ([]*Shape, <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.listLocked(), r.added
+}
+
+// listLocked is list's shapes. The caller holds r.mu.
+func (r *Registry) listLocked() []*Shape {
 	out := make([]*Shape, 0, len(r.byDef))
 	for _, s := range r.byDef {
 		if !s.filling.Load() {
 			out = append(out, s)
 		}
 	}
-	return out, r.added
+	return out
 }
 
 // unregister forgets those of shapes still registered, which are gone
@@ -335,12 +340,7 @@ func (r *Registry) routerView(all bool) (add, drop []*Shape, full bool) {
 	defer r.mu.Unlock()
 	if all || r.changedAll {
 		r.changed, r.changedAll = nil, false
-		for _, s := range r.byDef {
-			if !s.filling.Load() {
-				add = append(add, s)
-			}
-		}
-		return add, nil, true
+		return r.listLocked(), nil, true
 	}
 	seen := make(map[*Shape]bool, len(r.changed))
 	for _, s := range r.changed {
