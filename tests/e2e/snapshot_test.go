@@ -247,3 +247,88 @@ func TestShapeSnapshotHandoff(t *testing.T) {
 	refetches := checkClientEndsWithTable(t, pg, c, last)
 	checkCutSnapshot(t, c, refetches, b.Worker().Output())
 }
+
+// TestSnapshotValuesAreText: every value of a snapshot is the column's
+// ::text, whether PostgreSQL writes it with the cast (types with a cast
+// function to text: boolean, bpchar, inet, cidr, "char", name, and
+// domains) or without it (the rest, which COPY writes with their output
+// function), through COPY (no params) and through a query (params).
+func TestSnapshotValuesAreText(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.Start(t, pgtest.Options{})
+	cols := []string{"b", "bp", "ip", "net", "ch", "nm", "yes", "word", "f4", "f8", "n", "ts", "iv", "by", "jb", "bs", "tx", "m", "mo", "pt", "tv"}
+	execSQL(t, pg,
+		"CREATE TYPE mood AS ENUM ('sad', 'ok')",
+		"CREATE DOMAIN yes AS bool",
+		"CREATE DOMAIN word AS text CHECK (VALUE <> 'x')",
+		`CREATE TABLE vals (id int PRIMARY KEY, b bool, bp char(5), ip inet, net cidr, ch "char", nm name, yes yes, word word,
+			f4 float4, f8 float8, n numeric, ts timestamptz, iv interval, by bytea, jb jsonb, bs bool[], tx text[], m mood,
+			mo money, pt point, tv tsvector)`,
+		`INSERT INTO vals VALUES
+			(1, true, 'ab', '10.1.2.3', '10.1.0.0/16', 'q', 'nm', false, 'w', 1.5, 0.1, 1e-20, '2024-01-01 12:00:00+02', '1 day 02:03:04',
+			 '\x00ff', '{"a": [1, "x\ty"]}', '{t,f,NULL}', '{"a b","c\"d",NULL,"e\\f"}', 'ok', 12.5, '(1,2)', 'a fat:2 cat'),
+			(2, false, 'abcde', '::1', '::/0', '\', 'x y', true, E'tab\there\nnew\\line', 'NaN', '-Infinity', 'NaN', 'infinity', '-1 mons',
+			 '\x', 'null', '{}', '{}', 'sad', -0.01, '(-1.5,1e+30)', ''),
+			(3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)`)
+	sel := "id::text"
+	for _, c := range cols {
+		sel += ", " + c + "::text"
+	}
+	want := map[string]map[string]any{}
+	conn := connect(t, pg)
+	rows, err := conn.Query(t.Context(), "SELECT "+sel+" FROM vals")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		vals := make([]*string, len(cols)+1)
+		dst := make([]any, len(vals))
+		for i := range vals {
+			dst[i] = &vals[i]
+		}
+		if err := rows.Scan(dst...); err != nil {
+			t.Fatal(err)
+		}
+		row := map[string]any{"id": *vals[0]}
+		for i, c := range cols {
+			if v := vals[i+1]; v != nil {
+				row[c] = *v
+			} else {
+				row[c] = nil
+			}
+		}
+		want[*vals[0]] = row
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if want["1"]["b"] != "true" || want["2"]["bp"] != "abcde" || want["1"]["bp"] != "ab" || want["1"]["ip"] != "10.1.2.3/32" {
+		t.Fatalf("::text of the first rows: %v; want PostgreSQL's casts (true, unpadded, with the mask)", want)
+	}
+	base := newActivePod(t, pg, "a", t.TempDir()).URL()
+	for _, q := range []url.Values{
+		{"table": {"vals"}, "offset": {"-1"}},
+		{"table": {"vals"}, "offset": {"-1"}, "where": {"id > $1"}, "params[1]": {"0"}},
+	} {
+		r := protoGet(t, base, q, nil)
+		if r.Status != 200 {
+			t.Fatalf("%v: %d %s", q, r.Status, r.Text())
+		}
+		got := map[string]map[string]any{}
+		for _, m := range messages(t, r.Text()) {
+			if m.Value != nil {
+				got[fmt.Sprint(m.Value["id"])] = m.Value
+			}
+		}
+		for id, w := range want {
+			for c, v := range w {
+				if g, ok := got[id][c]; !ok || g != v {
+					t.Errorf("%v: row %s column %s = %#v; want %#v (its ::text)", q.Get("where"), id, c, got[id][c], v)
+				}
+			}
+		}
+		if len(got) != len(want) {
+			t.Errorf("%v: %d rows; want %d", q.Get("where"), len(got), len(want))
+		}
+	}
+}

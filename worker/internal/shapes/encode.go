@@ -94,7 +94,7 @@ func appendHeaders(dst []byte, h *headers) []byte {
 // rowEncoder appends the insert messages of a snapshot: the parts that are
 // the same for every row are escaped once.
 type rowEncoder struct {
-	keyPrefix string
+	keyHead   []byte // `{"key":"` and the key prefix, escaped
 	pkPos     []int    // column position of each primary key column
 	order     []int    // column positions in the order of their names
 	names     []string // `"name":` for each entry of order, escaped; the first without a comma
@@ -103,7 +103,9 @@ type rowEncoder struct {
 }
 
 func newRowEncoder(d Definition, columns []Column, pkPos []int) *rowEncoder {
-	e := &rowEncoder{keyPrefix: keyPrefix(d), pkPos: pkPos}
+	e := &rowEncoder{pkPos: pkPos}
+	e.keyHead = append(e.keyHead, `{"key":"`...)
+	e.keyHead = txn.AppendJSONStringBody(e.keyHead, keyPrefix(d))
 	e.order = make([]int, len(columns))
 	for i := range e.order {
 		e.order[i] = i
@@ -129,13 +131,15 @@ func newRowEncoder(d Definition, columns []Column, pkPos []int) *rowEncoder {
 // appendRow appends the insert message of a row of text values (nil is
 // NULL).
 func (e *rowEncoder) appendRow(dst []byte, raw [][]byte) []byte {
-	e.key = append(e.key[:0], e.keyPrefix...)
+	e.key = e.key[:0]
 	for _, p := range e.pkPos {
 		e.key = appendKeyPK(e.key, raw[p], raw[p] == nil)
 	}
-	dst = append(dst, `{"key":`...)
-	dst = txn.AppendJSONString(dst, e.key)
-	dst = append(dst, `,"value":{`...)
+	// The prefix ends in '"' and the part appended ASCII: escaping the
+	// parts apart is escaping the whole (txn.AppendJSONStringBody).
+	dst = append(dst, e.keyHead...)
+	dst = txn.AppendJSONStringBody(dst, e.key)
+	dst = append(dst, `","value":{`...)
 	for i, p := range e.order {
 		dst = append(dst, e.names[i]...)
 		if v := raw[p]; v == nil {

@@ -24,6 +24,10 @@ type Column struct {
 	SQLType string `json:"sql_type,omitempty"`
 	// Generated columns are not in logical replication's rows.
 	Generated bool `json:"generated,omitempty"`
+	// PlainText: the column's ::text is its type's output function, as
+	// COPY writes it (no cast function to text, not a domain), so the
+	// snapshot reads it without the cast. False for shapes made before.
+	PlainText bool `json:"plain_text,omitempty"`
 }
 
 // modifiers are the type modifiers Electric's electric-schema header

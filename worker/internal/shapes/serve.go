@@ -200,7 +200,8 @@ func (s *Shape) Wait(ctx context.Context, off Offset) (bool, error) {
 }
 
 // Bodies calls fn with the messages of each planned record (or of the
-// part of it the plan serves), in order.
+// part of it the plan serves), in order. body is valid until fn returns:
+// its memory is reused for the next.
 // When the log was compacted after the plan, it serves the compacted
 // records from the last one served up to p.Last instead (see compact.go).
 // A streaming plan's records are served as they become durable, until
@@ -278,8 +279,10 @@ func (s *Shape) chunkAfter(ctx context.Context, from, last Offset, afterSeq uint
 // bodies serves entries, (parts of) records after from up to last.
 func (s *Shape) bodies(entries []entry, from, last Offset, fn func(body []byte) error) error {
 	served := from
+	var buf []byte // the records' bytes, reused: fn is done with a body when it returns
 	for replans := 0; len(entries) > 0; {
-		recs, err := s.log.Read(entries[0].seq, readCount(entries))
+		recs, b, err := s.log.ReadInto(buf, entries[0].seq, readCount(entries))
+		buf = b
 		if err != nil {
 			if errors.Is(err, storage.ErrClosed) {
 				return ErrGone

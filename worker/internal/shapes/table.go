@@ -42,7 +42,9 @@ func describe(ctx context.Context, conn *pgx.Conn, d Definition) (*table, error)
 	b.Queue(`SELECT c.oid, c.relkind::text, c.relreplident::text FROM pg_class c WHERE c.oid = `+rel, d.Schema, d.Table)
 	b.Queue(`
 		SELECT a.attname, a.attnotnull, a.attndims, t.typcategory::text, t.typname, coalesce(e.typname, ''), a.atttypmod,
-			a.atttypid, format_type(a.atttypid, a.atttypmod), a.attgenerated <> ''
+			a.atttypid, format_type(a.atttypid, a.atttypmod), a.attgenerated <> '',
+			t.typtype <> 'd' AND NOT EXISTS (SELECT FROM pg_cast k WHERE k.castsource = a.atttypid
+				AND k.casttarget = 'text'::regtype AND k.castmethod = 'f')
 		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
 		WHERE a.attrelid = `+rel+` AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, d.Schema, d.Table)
 	b.Queue(`
@@ -69,7 +71,7 @@ func describe(ctx context.Context, conn *pgx.Conn, d Definition) (*table, error)
 		var c Column
 		var dims int32
 		var cat, typ, elem string
-		if err := rows.Scan(&c.Name, &c.NotNull, &dims, &cat, &typ, &elem, &c.Typmod, &c.TypeOID, &c.SQLType, &c.Generated); err != nil {
+		if err := rows.Scan(&c.Name, &c.NotNull, &dims, &cat, &typ, &elem, &c.Typmod, &c.TypeOID, &c.SQLType, &c.Generated, &c.PlainText); err != nil {
 			rows.Close()
 			return nil, err
 		}

@@ -29,16 +29,35 @@ type span struct {
 // meanwhile, it reads again: the records are all from before or all from
 // after it (see PrepareCompaction).
 func (l *Log) Read(fromSeq uint64, max int) ([]Record, error) {
+	recs, _, err := l.ReadInto(nil, fromSeq, max)
+	return recs, err
+}
+
+// ReadInto is Read with the file bytes read into buf's memory, grown if
+// it is too small: the payloads alias the returned buffer, which the
+// caller may pass to the next ReadInto once it is done with them. A reader
+// that streams records out (a response) so reads without allocating.
+func (l *Log) ReadInto(buf []byte, fromSeq uint64, max int) ([]Record, []byte, error) {
 	for {
 		spans, swaps, err := l.plan(fromSeq, max)
 		if err != nil {
-			return nil, err
+			return nil, buf, err
+		}
+		var total int64
+		for _, sp := range spans {
+			total += sp.end - sp.start
+		}
+		if int64(cap(buf)) < total {
+			buf = make([]byte, total)
 		}
 		var out []Record
+		rest := buf[:total]
 		for _, sp := range spans {
-			if out, err = sp.read(out); err != nil {
+			n := sp.end - sp.start
+			if out, err = sp.read(out, rest[:n:n]); err != nil {
 				break
 			}
+			rest = rest[n:]
 		}
 		l.mu.RLock()
 		again := l.swaps != swaps
@@ -47,9 +66,9 @@ func (l *Log) Read(fromSeq uint64, max int) ([]Record, error) {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, buf, err
 		}
-		return out, nil
+		return out, buf, nil
 	}
 }
 
@@ -119,14 +138,14 @@ func (s *segment) recordEnd(i int) int64 {
 	return s.size
 }
 
-// read appends the span's records to out, verifying each.
-func (sp span) read(out []Record) ([]Record, error) {
+// read appends the span's records to out, verifying each; buf, of the
+// span's size, receives the file's bytes, which the payloads alias.
+func (sp span) read(out []Record, buf []byte) ([]Record, error) {
 	f, err := os.Open(sp.path)
 	if err != nil {
 		return out, fmt.Errorf("read: %w", err)
 	}
 	defer f.Close()
-	buf := make([]byte, sp.end-sp.start)
 	if _, err := f.ReadAt(buf, sp.start); err != nil {
 		return out, fmt.Errorf("read %s at %d: %w", sp.path, sp.start, err)
 	}

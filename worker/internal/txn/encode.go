@@ -8,59 +8,103 @@ import (
 
 const hexDigits = "0123456789abcdef"
 
+// jsonSafe marks the ASCII bytes that AppendJSONString copies as they are.
+var jsonSafe = func() (t [utf8.RuneSelf]bool) {
+	for b := 0x20; b < utf8.RuneSelf; b++ {
+		t[b] = b != '"' && b != '\\' && b != '<' && b != '>' && b != '&'
+	}
+	return t
+}()
+
+const (
+	lows  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// needsEscape reports whether any of the eight bytes of w is not
+// jsonSafe: below 0x20, not ASCII, or one of " \\ < > &. Each test is the
+// classic "has a zero byte" trick on w, or on w XOR the byte repeated;
+// it has no false negatives, and false positives only send the caller to
+// its byte-at-a-time loop.
+func needsEscape(w uint64) bool {
+	hasZero := func(v uint64) uint64 { return (v - lows) &^ v & highs }
+	return (w&highs)|((w-lows*0x20)&^w&highs)|hasZero(w^(lows*'"'))|hasZero(w^(lows*'\\'))|
+		hasZero(w^(lows*'<'))|hasZero(w^(lows*'>'))|hasZero(w^(lows*'&')) != 0
+}
+
 // AppendJSONString appends s as a JSON string, escaped as encoding/json
 // does with HTML escaping on.
 func AppendJSONString[S []byte | string](dst []byte, s S) []byte {
 	dst = append(dst, '"')
+	dst = AppendJSONStringBody(dst, s)
+	return append(dst, '"')
+}
+
+// AppendJSONStringBody appends s escaped as AppendJSONString does, without
+// the quotes. The escaping maps each rune (each byte of an invalid
+// sequence) on its own, and an ASCII byte always ends a sequence, so the
+// body of a concatenation split at ASCII bytes is the concatenation of the
+// bodies: callers escape the parts that are the same for every row once.
+func AppendJSONStringBody[S []byte | string](dst []byte, s S) []byte {
 	start := 0
 	for i := 0; i < len(s); {
-		b := s[i]
-		if b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' && b != '<' && b != '>' && b != '&' {
+		// Eight bytes at a time while none needs a look: most values are
+		// plain ASCII (numbers, timestamps, identifiers).
+		if i+8 <= len(s) && !needsEscape(uint64(s[i])|uint64(s[i+1])<<8|uint64(s[i+2])<<16|uint64(s[i+3])<<24|
+			uint64(s[i+4])<<32|uint64(s[i+5])<<40|uint64(s[i+6])<<48|uint64(s[i+7])<<56) {
+			i += 8
+			continue
+		}
+		// Otherwise at least the next eight bytes one by one (a rune may
+		// take the loop past end).
+		for end := min(i+8, len(s)); i < end; {
+			b := s[i]
+			if b < utf8.RuneSelf {
+				if jsonSafe[b] {
+					i++
+					continue
+				}
+				dst = append(dst, s[start:i]...)
+				switch b {
+				case '\\', '"':
+					dst = append(dst, '\\', b)
+				case '\b':
+					dst = append(dst, '\\', 'b')
+				case '\f':
+					dst = append(dst, '\\', 'f')
+				case '\n':
+					dst = append(dst, '\\', 'n')
+				case '\r':
+					dst = append(dst, '\\', 'r')
+				case '\t':
+					dst = append(dst, '\\', 't')
+				default:
+					dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
+				}
 				i++
+				start = i
 				continue
 			}
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '\\', '"':
-				dst = append(dst, '\\', b)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
+			n := min(len(s)-i, utf8.UTFMax)
+			c, size := utf8.DecodeRuneInString(string(s[i : i+n]))
+			if c == utf8.RuneError && size == 1 {
+				dst = append(dst, s[start:i]...)
+				dst = append(dst, `\ufffd`...)
+				i += size
+				start = i
+				continue
 			}
-			i++
-			start = i
-			continue
-		}
-		n := min(len(s)-i, utf8.UTFMax)
-		c, size := utf8.DecodeRuneInString(string(s[i : i+n]))
-		if c == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
+			if c == '\u2028' || c == '\u2029' {
+				dst = append(dst, s[start:i]...)
+				dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
+				i += size
+				start = i
+				continue
+			}
 			i += size
-			start = i
-			continue
 		}
-		if c == '\u2028' || c == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
 	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
+	return append(dst, s[start:]...)
 }
 
 // Encode is the storage payload of t: byte for byte json.Marshal(t)
