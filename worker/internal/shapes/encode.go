@@ -94,12 +94,12 @@ func appendHeaders(dst []byte, h *headers) []byte {
 // rowEncoder appends the insert messages of a snapshot: the parts that are
 // the same for every row are escaped once.
 type rowEncoder struct {
-	keyHead   []byte // `{"key":"` and the key prefix, escaped
-	pkPos     []int    // column position of each primary key column
-	order     []int    // column positions in the order of their names
-	names     []string // `"name":` for each entry of order, escaped; the first without a comma
-	suffix    []byte   // `},"headers":{...}}`
-	key       []byte   // scratch
+	keyHead []byte   // `{"key":"` and the key prefix, escaped
+	pkPos   []int    // column position of each primary key column
+	order   []int    // column positions in the order of their names
+	names   []string // `"name":` for each entry of order, escaped; the first without a comma
+	suffix  []byte   // `},"headers":{...}}`
+	key     []byte   // scratch
 }
 
 func newRowEncoder(d Definition, columns []Column, pkPos []int) *rowEncoder {
