@@ -15,6 +15,7 @@ import (
 type message struct {
 	Value struct {
 		ID *string `json:"id"`
+		N  *string `json:"n"`
 	} `json:"value"`
 	Headers struct {
 		Operation string `json:"operation"`
@@ -45,13 +46,19 @@ func insertedIDs(body []byte) ([]int64, error) {
 	return ids, nil
 }
 
-// changedIDs returns the ids of the rows of a response's change messages.
-func changedIDs(body []byte) ([]int64, error) {
+// changedRow is a change message's row: its id, and its column n (-1
+// when the message does not carry it).
+type changedRow struct {
+	id, n int64
+}
+
+// changedRows returns the rows of a response's change messages.
+func changedRows(body []byte) ([]changedRow, error) {
 	var msgs []message
 	if err := json.Unmarshal(body, &msgs); err != nil {
 		return nil, fmt.Errorf("body is not a JSON array of messages: %w (%s)", err, truncate(string(body), 200))
 	}
-	var ids []int64
+	var rows []changedRow
 	for _, m := range msgs {
 		if m.Headers.Operation == "" {
 			continue
@@ -63,9 +70,15 @@ func changedIDs(body []byte) ([]int64, error) {
 		if err != nil {
 			return nil, fmt.Errorf("message with id %q", *m.Value.ID)
 		}
-		ids = append(ids, id)
+		r := changedRow{id: id, n: -1}
+		if m.Value.N != nil {
+			if r.n, err = strconv.ParseInt(*m.Value.N, 10, 64); err != nil {
+				return nil, fmt.Errorf("message with n %q", *m.Value.N)
+			}
+		}
+		rows = append(rows, r)
 	}
-	return ids, nil
+	return rows, nil
 }
 
 func truncate(s string, n int) string {

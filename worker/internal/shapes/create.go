@@ -179,9 +179,13 @@ func (r *Registry) create(ctx context.Context, d Definition) (f *fill, err error
 	if err := awaitRunning(ctx, conn); err != nil {
 		return nil, err
 	}
+	now := time.Now().UTC()
+	// The request that creates the shape uses it: LastUsedAt is stored
+	// with the first metadata, so that expiry need not write the metadata
+	// of every new shape again for that use (persistUse).
 	m := &Meta{
-		Handle:     d.id() + "-" + strconv.FormatInt(time.Now().UnixMicro(), 10),
-		Definition: d, Columns: cols, PK: t.pk, RoutedSeq: routed, SeenLSN: seen, StartLSN: seen, CreatedAt: time.Now().UTC(),
+		Handle:     d.id() + "-" + strconv.FormatInt(now.UnixMicro(), 10),
+		Definition: d, Columns: cols, PK: t.pk, RoutedSeq: routed, SeenLSN: seen, StartLSN: seen, CreatedAt: now, LastUsedAt: now,
 		TableColumns: t.columns, TableSig: t.sig, FullIdentity: full, ChunkBytes: r.chunkBytes(), SnapshotEnd: true,
 	}
 	tx, err := beginSnapshot(ctx, conn, m)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // Idle expiry: a shape no request has used for the idle timeout is removed
@@ -155,6 +157,12 @@ func (r *Registry) Expire(ctx context.Context, o ExpiryOptions) error {
 func (r *Registry) expireIdle(ctx context.Context, c expiryClock, now time.Time, expired Counter) bool {
 	shapes, _ := r.list()
 	removed := false
+	// The last uses due to be written, several at once (their fsyncs
+	// overlap): with thousands of shapes in use, one at a time would take
+	// longer than a tick.
+	var g errgroup.Group
+	g.SetLimit(persistConcurrency)
+	defer g.Wait()
 	for _, s := range shapes {
 		if ctx.Err() != nil {
 			return removed
@@ -167,7 +175,12 @@ func (r *Registry) expireIdle(ctx context.Context, c expiryClock, now time.Time,
 		s.use.last.CompareAndSwap(0, now.UnixNano())
 		last := s.use.lastTime()
 		if !c.expired(now, last, s.use.inFlight.Load()) {
-			r.persistUse(s, last)
+			if r.usePersistDue(s, last) {
+				g.Go(func() error {
+					r.persistUse(s)
+					return nil
+				})
+			}
 			continue
 		}
 		idle := now.Sub(c.idleSince(last)).Round(time.Second)
@@ -185,18 +198,20 @@ func (r *Registry) expireIdle(ctx context.Context, c expiryClock, now time.Time,
 	return removed
 }
 
-// persistUse writes the metadata when the shape's last use is usePersistEvery
-// past the one it holds.
-func (r *Registry) persistUse(s *Shape, last time.Time) {
+// usePersistDue reports whether the shape's last use is usePersistEvery
+// past the one its metadata holds.
+func (r *Registry) usePersistDue(s *Shape, last time.Time) bool {
 	if last.IsZero() {
-		return
+		return false
 	}
 	s.mu.RLock()
 	stored := s.meta.LastUsedAt
 	s.mu.RUnlock()
-	if last.Sub(stored) < usePersistEvery {
-		return
-	}
+	return last.Sub(stored) >= usePersistEvery
+}
+
+// persistUse writes the shape's metadata, with its last use.
+func (r *Registry) persistUse(s *Shape) {
 	if err := s.persist(); err != nil && !s.isGone() {
 		r.o.Log.Warn("last use of a shape not persisted", "shape", s.meta.Handle, "err", err)
 	}
