@@ -7,6 +7,8 @@ import (
 	"math"
 	"slices"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/batonhq/baton/worker/internal/storage"
 	"github.com/batonhq/baton/worker/internal/txn"
 )
@@ -285,17 +287,53 @@ type pending struct {
 // log after a crash of the machine (routing resumes from the applied_seq
 // of the metadata, which persist writes only after syncing the log), so one
 // disk flush per touched shape per batch is not needed.
+//
+// A batch that touches many logs writes them from several goroutines:
+// each Write is a few system calls (the owner checks around the pwrite)
+// that wait for the kernel, and the router would otherwise make them one
+// after another on one core. Logs are independent; what is published is
+// published only after every Write returned, as before.
 func writeLogs(work map[*Shape]*pending) error {
+	var dirty []*Shape
 	for s, p := range work {
-		if !p.dirty {
-			continue
+		if p.dirty {
+			dirty = append(dirty, s)
 		}
+	}
+	write := func(s *Shape) error {
 		if err := s.log.Write(); err != nil && !s.isGone() {
 			return fmt.Errorf("shape %s: %w", s.meta.Handle, err)
 		}
+		return nil
 	}
-	return nil
+	if len(dirty) < parallelWritesFrom {
+		for _, s := range dirty {
+			if err := write(s); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var g errgroup.Group
+	per := (len(dirty) + writeGoroutines - 1) / writeGoroutines
+	for part := range slices.Chunk(dirty, per) {
+		g.Go(func() error {
+			for _, s := range part {
+				if err := write(s); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }
+
+// A batch touching at least parallelWritesFrom logs writes them from
+// writeGoroutines goroutines (a variable for the tests).
+var parallelWritesFrom = 16
+
+const writeGoroutines = 4
 
 // invalidate removes shapes whose table was truncated or changed, or whose
 // where clause no longer fits it: their clients get 409 and refetch, and
