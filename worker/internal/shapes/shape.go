@@ -168,12 +168,14 @@ func logMeta(l *storage.Log, dir string) (*Meta, error) {
 // chunk boundaries.
 func (s *Shape) loadIndex() error {
 	next := uint64(1)
+	var buf []byte // the records' bytes, reused: nothing below keeps a body
 	for {
 		// A few records at a time: snapshot records are large.
-		recs, err := s.log.Read(next, 64)
+		recs, b, err := s.log.ReadInto(buf, next, 64)
 		if err != nil {
 			return err
 		}
+		buf = b
 		if len(recs) == 0 {
 			s.endSnapshotLocked()
 			return nil

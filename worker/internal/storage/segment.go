@@ -121,7 +121,9 @@ func scanSegment(path string, firstSeq, prevEnd uint64, limit int64) (scanResult
 	if _, err := io.ReadFull(br, hdr); err != nil || !bytes.Equal(hdr, segmentHeader()) {
 		return res, fmt.Errorf("%w: %s: bad segment header", ErrCorrupt, path)
 	}
-	sum := crc32.New(castagnoli)
+	// The payloads pass through one buffer: io.CopyN into the hash would
+	// allocate a 32 KiB buffer per record.
+	chunk := make([]byte, 64<<10)
 	var rh [recordHeaderSize]byte
 	seq := firstSeq
 	for off := int64(segmentHeaderSize); off < res.fileSize; {
@@ -138,12 +140,16 @@ func scanSegment(path string, firstSeq, prevEnd uint64, limit int64) (scanResult
 			res.tail = fmt.Errorf("torn record at offset %d", off)
 			return res, nil
 		}
-		sum.Reset()
-		sum.Write(rh[4:])
-		if _, err := io.CopyN(sum, br, int64(h.payloadLen)); err != nil {
-			return res, fmt.Errorf("read %s: %w", path, err)
+		sum := crc32.Update(0, castagnoli, rh[4:])
+		for rest := int(h.payloadLen); rest > 0; {
+			k := min(rest, len(chunk))
+			if _, err := io.ReadFull(br, chunk[:k]); err != nil {
+				return res, fmt.Errorf("read %s: %w", path, err)
+			}
+			sum = crc32.Update(sum, castagnoli, chunk[:k])
+			rest -= k
 		}
-		if sum.Sum32() != h.crc {
+		if sum != h.crc {
 			res.tail = fmt.Errorf("checksum mismatch at offset %d", off)
 			return res, nil
 		}
