@@ -250,26 +250,27 @@ func TestShapeSnapshotHandoff(t *testing.T) {
 
 // TestSnapshotValuesAreText: every value of a snapshot is the column's
 // ::text, whether PostgreSQL writes it with the cast (types with a cast
-// function to text: boolean, bpchar, inet, cidr, "char", name, and
-// domains) or without it (the rest, which COPY writes with their output
+// function to text: boolean, bpchar, inet, cidr, "char", name; xml, whose
+// binary cast keeps the declaration its output function drops; domains)
+// or without it (the rest, which COPY writes with their output
 // function), through COPY (no params) and through a query (params).
 func TestSnapshotValuesAreText(t *testing.T) {
 	t.Parallel()
 	pg := pgtest.Start(t, pgtest.Options{})
-	cols := []string{"b", "bp", "ip", "net", "ch", "nm", "yes", "word", "f4", "f8", "n", "ts", "iv", "by", "jb", "bs", "tx", "m", "mo", "pt", "tv"}
+	cols := []string{"b", "bp", "ip", "net", "ch", "nm", "yes", "word", "f4", "f8", "n", "ts", "iv", "by", "jb", "bs", "tx", "m", "mo", "pt", "tv", "x", "vc"}
 	execSQL(t, pg,
 		"CREATE TYPE mood AS ENUM ('sad', 'ok')",
 		"CREATE DOMAIN yes AS bool",
 		"CREATE DOMAIN word AS text CHECK (VALUE <> 'x')",
 		`CREATE TABLE vals (id int PRIMARY KEY, b bool, bp char(5), ip inet, net cidr, ch "char", nm name, yes yes, word word,
 			f4 float4, f8 float8, n numeric, ts timestamptz, iv interval, by bytea, jb jsonb, bs bool[], tx text[], m mood,
-			mo money, pt point, tv tsvector)`,
+			mo money, pt point, tv tsvector, x xml, vc varchar(8))`,
 		`INSERT INTO vals VALUES
 			(1, true, 'ab', '10.1.2.3', '10.1.0.0/16', 'q', 'nm', false, 'w', 1.5, 0.1, 1e-20, '2024-01-01 12:00:00+02', '1 day 02:03:04',
-			 '\x00ff', '{"a": [1, "x\ty"]}', '{t,f,NULL}', '{"a b","c\"d",NULL,"e\\f"}', 'ok', 12.5, '(1,2)', 'a fat:2 cat'),
+			 '\x00ff', '{"a": [1, "x\ty"]}', '{t,f,NULL}', '{"a b","c\"d",NULL,"e\\f"}', 'ok', 12.5, '(1,2)', 'a fat:2 cat', '<?xml version="1.0"?><a>1</a>', 'v  '),
 			(2, false, 'abcde', '::1', '::/0', '\', 'x y', true, E'tab\there\nnew\\line', 'NaN', '-Infinity', 'NaN', 'infinity', '-1 mons',
-			 '\x', 'null', '{}', '{}', 'sad', -0.01, '(-1.5,1e+30)', ''),
-			(3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)`)
+			 '\x', 'null', '{}', '{}', 'sad', -0.01, '(-1.5,1e+30)', '', '<b/>', ''),
+			(3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)`)
 	sel := "id::text"
 	for _, c := range cols {
 		sel += ", " + c + "::text"
@@ -302,8 +303,9 @@ func TestSnapshotValuesAreText(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if want["1"]["b"] != "true" || want["2"]["bp"] != "abcde" || want["1"]["bp"] != "ab" || want["1"]["ip"] != "10.1.2.3/32" {
-		t.Fatalf("::text of the first rows: %v; want PostgreSQL's casts (true, unpadded, with the mask)", want)
+	if want["1"]["b"] != "true" || want["2"]["bp"] != "abcde" || want["1"]["bp"] != "ab" || want["1"]["ip"] != "10.1.2.3/32" ||
+		want["1"]["x"] != `<?xml version="1.0"?><a>1</a>` {
+		t.Fatalf("::text of the first rows: %v; want PostgreSQL's casts (true, unpadded, with the mask, with the declaration)", want)
 	}
 	base := newActivePod(t, pg, "a", t.TempDir()).URL()
 	for _, q := range []url.Values{

@@ -25,8 +25,11 @@ type Column struct {
 	// Generated columns are not in logical replication's rows.
 	Generated bool `json:"generated,omitempty"`
 	// PlainText: the column's ::text is its type's output function, as
-	// COPY writes it (no cast function to text, not a domain), so the
-	// snapshot reads it without the cast. False for shapes made before.
+	// COPY writes it (no cast to text but by I/O conversion, not a
+	// domain), so the snapshot reads it without the cast. A function cast
+	// (boolean, bpchar, inet...) or a binary one (xml, whose output
+	// function drops the declaration that ::text keeps) keeps the cast.
+	// False for shapes made before.
 	PlainText bool `json:"plain_text,omitempty"`
 }
 

@@ -160,8 +160,9 @@ func parseSnapshot(s string) (xmin, xmax uint64, xip []uint64, err error) {
 // column whose ::text is its output function (PlainText) is selected as
 // it is: COPY and the text result format write that same output, and
 // PostgreSQL saves the cast (about a quarter of a wide COPY's time).
-// Others (boolean's true, bpchar without padding, inet with its mask) keep
-// the cast, so every value is what Electric's snapshot gives.
+// Others (boolean's true, bpchar without padding, inet with its mask, xml
+// with its declaration) keep the cast, so every value is what Electric's
+// snapshot gives.
 func snapshotSQL(d Definition, cols []Column) string {
 	sel := make([]string, len(cols))
 	for i, c := range cols {

@@ -44,7 +44,7 @@ func describe(ctx context.Context, conn *pgx.Conn, d Definition) (*table, error)
 		SELECT a.attname, a.attnotnull, a.attndims, t.typcategory::text, t.typname, coalesce(e.typname, ''), a.atttypmod,
 			a.atttypid, format_type(a.atttypid, a.atttypmod), a.attgenerated <> '',
 			t.typtype <> 'd' AND NOT EXISTS (SELECT FROM pg_cast k WHERE k.castsource = a.atttypid
-				AND k.casttarget = 'text'::regtype AND k.castmethod = 'f')
+				AND k.casttarget = 'text'::regtype AND k.castmethod <> 'i')
 		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
 		WHERE a.attrelid = `+rel+` AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, d.Schema, d.Table)
 	b.Queue(`
