@@ -543,7 +543,7 @@ func (s *streamer) handle(it item, poke chan struct{}) error {
 	if err != nil {
 		return fmt.Errorf("append transaction: %w", err)
 	}
-	s.o.Decoded.Put(seq, tx)
+	s.o.Decoded.Put(seq, tx, len(payload))
 	s.dirty = true
 	s.unsynced += len(payload)
 	s.lastCommit = tx.CommitTime

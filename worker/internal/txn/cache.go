@@ -18,15 +18,18 @@ type Cache struct {
 	q       []cachedTx // from head on: the cached transactions
 	head    int
 	changes int
+	bytes   int // sum of the cached transactions' encoded sizes
 }
 
 type cachedTx struct {
-	seq uint64
-	tx  *Transaction
+	seq  uint64
+	tx   *Transaction
+	size int
 }
 
 // The bounds of a Cache: past them, transactions are not cached. The
-// changes bound the memory; the transactions' own bound is what a catch-up
+// bytes (of the transactions' stored, encoded form) bound its memory,
+// whatever the rows' width; the transactions' own bound is what a catch-up
 // of single-row transactions (the router behind the streamer by tens of
 // thousands) reaches first, and each uncached one is decoded from its JSON
 // again (encoding/json: about 4% of the worker's CPU at 10,000 shapes when
@@ -34,19 +37,21 @@ type cachedTx struct {
 const (
 	cacheMaxTx      = 1 << 15
 	cacheMaxChanges = 1 << 17
+	cacheMaxBytes   = 32 << 20
 )
 
 // NewCache returns an empty cache.
 func NewCache() *Cache { return &Cache{} }
 
-// Put notes that tx was appended as record seq. tx must not change after.
-func (c *Cache) Put(seq uint64, tx *Transaction) {
+// Put notes that tx was appended as record seq, size bytes long. tx must
+// not change after.
+func (c *Cache) Put(seq uint64, tx *Transaction, size int) {
 	if c == nil || seq == 0 || !roundTrips(tx) {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.q)-c.head >= cacheMaxTx || c.changes+len(tx.Changes) > cacheMaxChanges {
+	if len(c.q)-c.head >= cacheMaxTx || c.changes+len(tx.Changes) > cacheMaxChanges || c.bytes+size > cacheMaxBytes {
 		return
 	}
 	if c.head > 0 && len(c.q) == cap(c.q) {
@@ -58,8 +63,9 @@ func (c *Cache) Put(seq uint64, tx *Transaction) {
 	if n := len(c.q); n > 0 && c.q[n-1].seq >= seq {
 		return
 	}
-	c.q = append(c.q, cachedTx{seq, tx})
+	c.q = append(c.q, cachedTx{seq, tx, size})
 	c.changes += len(tx.Changes)
+	c.bytes += size
 }
 
 // Take returns the transaction of record seq, or nil when it is not
@@ -73,12 +79,14 @@ func (c *Cache) Take(seq uint64) *Transaction {
 	i := c.head
 	for i < len(c.q) && c.q[i].seq < seq {
 		c.changes -= len(c.q[i].tx.Changes)
+		c.bytes -= c.q[i].size
 		i++
 	}
 	var tx *Transaction
 	if i < len(c.q) && c.q[i].seq == seq {
 		tx = c.q[i].tx
 		c.changes -= len(tx.Changes)
+		c.bytes -= c.q[i].size
 		i++
 	}
 	clear(c.q[c.head:i])

@@ -81,15 +81,52 @@ func TestCacheRoundTrips(t *testing.T) {
 func TestCacheTake(t *testing.T) {
 	c := NewCache()
 	a, b, d := &Transaction{Changes: []Change{}}, &Transaction{Changes: []Change{}}, &Transaction{Changes: []Change{}}
-	c.Put(1, a)
-	c.Put(2, b)
-	c.Put(4, d)
+	c.Put(1, a, 10)
+	c.Put(2, b, 10)
+	c.Put(4, d, 10)
 	if c.Take(2) != b || c.Take(1) != nil || c.Take(3) != nil || c.Take(4) != d || c.Take(4) != nil {
 		t.Fatal("Take")
 	}
 	var nilCache *Cache
-	nilCache.Put(1, a)
+	nilCache.Put(1, a, 10)
 	if nilCache.Take(1) != nil {
 		t.Fatal("nil cache")
+	}
+}
+
+// TestCacheBounds: past any of its bounds (transactions, changes, bytes)
+// the cache takes no more, and taking makes room again.
+func TestCacheBounds(t *testing.T) {
+	tx := func(changes int) *Transaction { return &Transaction{Changes: make([]Change, changes)} }
+	for _, tt := range []struct {
+		name    string
+		changes int
+		size    int
+		fits    int // how many fit
+	}{
+		{"transactions", 0, 1, cacheMaxTx},
+		{"changes", 1000, 1, cacheMaxChanges / 1000},
+		{"bytes", 0, 1 << 20, cacheMaxBytes / (1 << 20)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := NewCache()
+			for seq := uint64(1); seq <= uint64(tt.fits)+1; seq++ {
+				c.Put(seq, tx(tt.changes), tt.size)
+			}
+			if c.Take(uint64(tt.fits)) == nil {
+				t.Fatalf("transaction %d not cached; want %d to fit", tt.fits, tt.fits)
+			}
+			if c.Take(uint64(tt.fits)+1) != nil {
+				t.Fatalf("transaction %d cached past the bound of %d", tt.fits+1, tt.fits)
+			}
+			// Everything was taken: the same number fits again.
+			next := uint64(tt.fits) + 2
+			for i := 0; i < tt.fits; i++ {
+				c.Put(next+uint64(i), tx(tt.changes), tt.size)
+			}
+			if c.Take(next+uint64(tt.fits)-1) == nil {
+				t.Fatal("the cache did not make room again after Take")
+			}
+		})
 	}
 }
