@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/batonhq/baton/worker/internal/storage"
@@ -130,6 +131,9 @@ func (r *Registry) at(p stopPoint) {
 	}
 }
 
+// openConcurrency is how many shape logs Open opens at once.
+const openConcurrency = 16
+
 // Open opens the shapes of the storage for writing with o.Epoch: it takes
 // over the set of shapes (storage.OpenSet, fencing every earlier lease's
 // registry, and removing what earlier ones created but did not finish, or
@@ -146,16 +150,40 @@ func Open(o Options) (*Registry, error) {
 		return nil, fmt.Errorf("shapes: %w", err)
 	}
 	r.set = set
+	// The shapes' logs are opened several at once: each Open takes its
+	// log over with a few fsyncs (storage/doc.go R1, R5) and reads it, and
+	// one after another they made a takeover's start-up grow with the
+	// number of shapes times the disk's latency. The logs are independent;
+	// the registry is filled once every Open returned.
+	members := set.Members()
+	opened := make([]*Shape, len(members))
+	errs := make([]error, len(members))
+	var g errgroup.Group
+	g.SetLimit(openConcurrency)
+	for i, dir := range members {
+		g.Go(func() error {
+			opened[i], errs[i] = r.openShape(dir)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	for i, err := range errs {
+		if err != nil && !errors.Is(err, errNoShape) {
+			for _, s := range opened {
+				if s != nil {
+					s.log.Close()
+				}
+			}
+			r.Close()
+			return nil, fmt.Errorf("shape %s: %w", filepath.Base(members[i]), err)
+		}
+	}
 	var lost, partial []string
-	for _, dir := range set.Members() {
-		s, err := r.openShape(dir)
-		if errors.Is(err, errNoShape) {
+	for i, dir := range members {
+		s := opened[i]
+		if errors.Is(errs[i], errNoShape) {
 			lost = append(lost, dir)
 			continue
-		}
-		if err != nil {
-			r.Close()
-			return nil, fmt.Errorf("shape %s: %w", filepath.Base(dir), err)
 		}
 		if s.meta.SnapshotPartial {
 			// Its snapshot was cut short (a crash, a handoff, a failure):
