@@ -78,14 +78,17 @@ func copySnapshot(ctx context.Context, tx pgx.Tx, m *Meta, w *snapWriter) error 
 		return nil // log=changes_only: no initial rows
 	}
 	row := w.row
-	q := snapshotSQL(d, m.Columns)
 	if len(d.Params) == 0 {
+		q := snapshotSQL(d, m.Columns, true)
 		rows := newCopyRows(len(m.Columns), row)
 		if _, err := tx.Conn().PgConn().CopyTo(ctx, rows, "COPY ("+q+") TO STDOUT"); err != nil {
 			return fmt.Errorf("snapshot of %s: %w", d, err)
 		}
 		return rows.Close()
 	}
+	// A prepared statement (pgx caches it by its text) must keep its
+	// result types when the table's change: every column is cast.
+	q := snapshotSQL(d, m.Columns, false)
 	args := []any{pgx.QueryResultFormats{pgx.TextFormatCode}}
 	for _, p := range d.Params {
 		args = append(args, p)
@@ -157,17 +160,19 @@ func parseSnapshot(s string) (xmin, xmax uint64, xip []uint64, err error) {
 // snapshotSQL is the query of the shape's initial rows: the served
 // columns as text, the where clause's rows, in table order (no ORDER BY:
 // as Electric's, and PostgreSQL reads the table without sorting it). A
-// column whose ::text is its output function (PlainText) is selected as
-// it is: COPY and the text result format write that same output, and
-// PostgreSQL saves the cast (about a quarter of a wide COPY's time).
-// Others (boolean's true, bpchar without padding, inet with its mask, xml
-// with its declaration) keep the cast, so every value is what Electric's
-// snapshot gives.
-func snapshotSQL(d Definition, cols []Column) string {
+// With plain (the COPY of a shape without params), a column whose ::text
+// is its output function (PlainText) is selected as it is: COPY writes
+// that same output, and PostgreSQL saves the cast (about a quarter of a
+// wide COPY's time). Others (boolean's true, bpchar without padding, inet
+// with its mask, xml with its declaration) keep the cast, so every value
+// is what Electric's snapshot gives. Without plain every column is cast:
+// the query is a prepared statement, whose result types must not change
+// with the table's (ERROR: cached plan must not change result type).
+func snapshotSQL(d Definition, cols []Column, plain bool) string {
 	sel := make([]string, len(cols))
 	for i, c := range cols {
 		sel[i] = quoteIdent(c.Name)
-		if !c.PlainText {
+		if !plain || !c.PlainText {
 			sel[i] += "::text"
 		}
 	}
