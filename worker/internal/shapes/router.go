@@ -315,25 +315,19 @@ func writeLogs(work map[*Shape]*pending) error {
 		return nil
 	}
 	var g errgroup.Group
-	per := (len(dirty) + writeGoroutines - 1) / writeGoroutines
-	for part := range slices.Chunk(dirty, per) {
-		g.Go(func() error {
-			for _, s := range part {
-				if err := write(s); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+	g.SetLimit(writeGoroutines)
+	for _, s := range dirty {
+		g.Go(func() error { return write(s) })
 	}
 	return g.Wait()
 }
 
 // A batch touching at least parallelWritesFrom logs writes them from
-// writeGoroutines goroutines (a variable for the tests).
-var parallelWritesFrom = 16
-
-const writeGoroutines = 4
+// writeGoroutines goroutines.
+const (
+	parallelWritesFrom = 16
+	writeGoroutines    = 4
+)
 
 // invalidate removes shapes whose table was truncated or changed, or whose
 // where clause no longer fits it: their clients get 409 and refetch, and

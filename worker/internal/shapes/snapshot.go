@@ -159,7 +159,7 @@ func parseSnapshot(s string) (xmin, xmax uint64, xip []uint64, err error) {
 
 // snapshotSQL is the query of the shape's initial rows: the served
 // columns as text, the where clause's rows, in table order (no ORDER BY:
-// as Electric's, and PostgreSQL reads the table without sorting it). A
+// as Electric's, and PostgreSQL reads the table without sorting it).
 // With plain (the COPY of a shape without params), a column whose ::text
 // is its output function (PlainText) is selected as it is: COPY writes
 // that same output, and PostgreSQL saves the cast (about a quarter of a
