@@ -1,0 +1,96 @@
+package e2e_test
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton/tests/harness"
+	"github.com/batonhq/baton/tests/pgtest"
+)
+
+// TestStartupManyShapes measures a takeover's start-up and a graceful
+// stop over many stored shapes; it runs only with BATON_STARTUP_SHAPES=n
+// (BENCHMARKS.md, "Takeover with many shapes"):
+//
+//	BATON_STARTUP_SHAPES=2000 go test ./tests/e2e -run TestStartupManyShapes -v
+//
+// It creates n `id = $1` shapes, stops the pod, and starts a pod on the
+// same storage three times, logging pod start → active, the worker's
+// startup.shapes step and SIGTERM → exit. Each restarted worker must
+// serve the stored shapes under their old handles.
+func TestStartupManyShapes(t *testing.T) {
+	n, err := strconv.Atoi(os.Getenv("BATON_STARTUP_SHAPES"))
+	if err != nil || n <= 0 {
+		t.Skip("set BATON_STARTUP_SHAPES=<number of shapes> to run this measurement")
+	}
+	pg := pgtest.Start(t, pgtest.Options{})
+	execSQL(t, pg, "CREATE TABLE items (id int PRIMARY KEY, note text)",
+		fmt.Sprintf("INSERT INTO items SELECT g, 'x' FROM generate_series(1, %d) g", n))
+	storage := t.TempDir()
+	p := newActivePod(t, pg, "a", storage)
+	shape := func(i int) url.Values {
+		return url.Values{"table": {"items"}, "offset": {"-1"}, "where": {"id = $1"}, "params[1]": {strconv.Itoa(i)}}
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		last string // the handle of shape n
+	)
+	ch := make(chan int)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range ch {
+				code, h, body := get(t, p.URL(), shape(i))
+				if code != 200 {
+					t.Errorf("create shape %d: %d %s", i, code, body)
+				}
+				if i == n {
+					mu.Lock()
+					last = h.Get("electric-handle")
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	t0 := time.Now()
+	for i := 1; i <= n; i++ {
+		ch <- i
+	}
+	close(ch)
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Logf("created %d shapes in %s", n, time.Since(t0).Round(time.Millisecond))
+	t1 := time.Now()
+	terminate(t, p)
+	t.Logf("first pod: SIGTERM -> exit %s", time.Since(t1).Round(time.Millisecond))
+	step := regexp.MustCompile(`startup\.shapes=(\S+)`)
+	for round := range 3 {
+		start := time.Now()
+		q := newPod(t, pg, harness.PodOptions{Name: fmt.Sprintf("b%d", round), StorageDir: storage})
+		if err := q.Worker().AwaitStatus("active", 5*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		shapesStep := "?"
+		if m := step.FindStringSubmatch(q.Worker().Output()); m != nil {
+			shapesStep = m[1]
+		}
+		if code, h, body := get(t, q.URL(), shape(n)); code != 200 || h.Get("electric-handle") != last {
+			t.Fatalf("round %d: shape %d after the restart: %d handle %q %s; want 200 and its handle %q", round, n, code, h.Get("electric-handle"), body, last)
+		}
+		stop := time.Now()
+		terminate(t, q)
+		t.Logf("round %d: pod start -> active %s (startup.shapes %s); SIGTERM -> exit %s",
+			round, took.Round(time.Millisecond), shapesStep, time.Since(stop).Round(time.Millisecond))
+	}
+}
