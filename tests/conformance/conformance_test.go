@@ -3,6 +3,7 @@ package conformance_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,10 +26,28 @@ func build(t *testing.T) (broker, worker string) {
 }
 
 // run runs the kit and returns its results by check name and its output.
+// When the test fails, the last lines the processes printed are logged.
 func run(t *testing.T, o conformance.Options) (map[string]conformance.Result, string) {
 	t.Helper()
 	var out strings.Builder
 	o.Out = &out
+	logPath := filepath.Join(t.TempDir(), "processes.log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Log = f
+	t.Cleanup(func() {
+		f.Close()
+		if t.Failed() {
+			b, err := os.ReadFile(logPath)
+			if err != nil {
+				t.Logf("the processes' log: %v", err)
+				return
+			}
+			t.Logf("the processes' log ends:\n%s", harness.Tail(string(b), 80))
+		}
+	})
 	results, err := conformance.Run(context.Background(), o)
 	if err != nil {
 		t.Fatalf("the kit could not run: %v\n%s", err, out.String())

@@ -292,6 +292,13 @@ func (k *kit) stepFailed(p *pod, check string, err error) error {
 	if werr := p.workerExited(); werr != nil && !strings.Contains(err.Error(), werr.Error()) {
 		err = fmt.Errorf("%w; %w", err, werr)
 	}
+	if b := p.broker; b != nil {
+		select {
+		case <-b.Done():
+			err = fmt.Errorf("%w; %s exited (%s), its output ends:\n%s", err, b.Name, b.ExitStatus(), harness.Tail(b.Output(), 5))
+		default:
+		}
+	}
 	k.fail(check, "%v", err)
 	return err
 }

@@ -16,9 +16,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // low and high bound the range picked from when the ephemeral range starts
@@ -26,6 +28,9 @@ import (
 const (
 	low  = 20000
 	high = 32768
+	// bands is how many processes can pick at once without sharing ports;
+	// each band has (high-low)/bands ports.
+	bands = 8
 )
 
 // Pick returns a TCP port on 127.0.0.1 that was free a moment ago, chosen at
@@ -33,9 +38,10 @@ const (
 // back to a port the kernel picks.
 func Pick() (int, error) {
 	if ephemeralStart() >= high {
+		from, to := band()
 		for range 64 {
-			port := low + rand.IntN(high-low)
-			if fresh(port) && free(port) {
+			port := from + rand.IntN(to-from)
+			if fresh(port, to-from) && free(port) {
 				return port, nil
 			}
 		}
@@ -51,18 +57,53 @@ func Pick() (int, error) {
 var (
 	mu     sync.Mutex
 	picked = map[int]bool{}
+
+	bandOnce         sync.Once
+	bandFrom, bandTo int
+	bandLock         *os.File // held open: its flock claims the band
 )
+
+// band returns the part of the range this process picks from: the band
+// whose lock file it holds, or the whole range when it holds none.
+func band() (from, to int) {
+	bandOnce.Do(func() {
+		bandFrom, bandTo = low, high
+		dir := filepath.Join(os.TempDir(), "baton-freeport")
+		if err := os.MkdirAll(dir, 0o777); err != nil {
+			return
+		}
+		_ = os.Chmod(dir, 0o777) // other users' test runs share it
+		width := (high - low) / bands
+		first := rand.IntN(bands)
+		for i := range bands {
+			k := (first + i) % bands
+			f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("band-%d", k)), os.O_RDWR|os.O_CREATE, 0o666)
+			if err != nil {
+				continue
+			}
+			if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+				f.Close()
+				continue
+			}
+			bandLock = f
+			bandFrom, bandTo = low+k*width, low+(k+1)*width
+			return
+		}
+	})
+	return bandFrom, bandTo
+}
 
 // fresh reports whether port was not picked before by this process (two
 // picks in a row, before either port is bound, must not be the same), and
-// marks it picked. Once half the range was picked, it starts over.
-func fresh(port int) bool {
+// marks it picked. Once half of the n ports picked from were picked, it
+// starts over.
+func fresh(port, n int) bool {
 	mu.Lock()
 	defer mu.Unlock()
 	if picked[port] {
 		return false
 	}
-	if len(picked) >= (high-low)/2 {
+	if len(picked) >= n/2 {
 		clear(picked)
 	}
 	picked[port] = true
