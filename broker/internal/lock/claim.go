@@ -216,10 +216,20 @@ func (c *Claim) whyNot(ctx context.Context) error {
 	return ErrLockLost
 }
 
-// Release unlocks and records the release, with durable as Heartbeat
-// does and cause (one of the Release constants), in one round trip (the
-// unlock first: it is what the standby waits for). It ends the claim; the
-// session stays open: Close it afterwards.
+// Release records the release, with durable as Heartbeat does and cause
+// (one of the Release constants), commits it, and then unlocks, in one
+// round trip. The order matters: the standby is waiting for the lock, and
+// its Claim reads the previous holding with a snapshot taken after it got
+// the lock, so a release committed before the unlock is one the successor
+// sees (its handoff cause); unlocking first let the successor's claim read
+// the row before the release was committed, and report the handoff as a
+// session that ended. The release's commit does not wait for its WAL to be
+// flushed (synchronous_commit off for that transaction only): it is visible
+// to the other sessions at once, and what a crash of PostgreSQL could lose
+// with it is only the record of a release whose lock that crash ends
+// anyway. It ends the claim; the session stays open: Close it afterwards.
+// When the record fails, nothing after it runs: the lock is released by
+// that Close.
 func (c *Claim) Release(ctx context.Context, durable uint64, cause string) error {
 	s := c.s
 	if strings.ContainsFunc(cause, func(r rune) bool { return (r < 'a' || r > 'z') && r != '_' }) {
@@ -229,19 +239,23 @@ func (c *Claim) Release(ctx context.Context, durable uint64, cause string) error
 	if durable != 0 {
 		durableSQL = "'" + lsntext.FormatLSN(durable) + "'"
 	}
-	// Multi-statement simple query; every value is an integer, an LSN, a
-	// validated stream id ([a-z0-9_]) or a cause ([a-z_], checked above),
-	// written as literals.
-	sql := fmt.Sprintf(`SELECT pg_advisory_unlock(%d, %d);
+	// Multi-statement simple query (the explicit transaction commits
+	// before the unlock runs, in a transaction of its own); every value is
+	// an integer, an LSN, a validated stream id ([a-z0-9_]) or a cause
+	// ([a-z_], checked above), written as literals.
+	sql := fmt.Sprintf(`BEGIN;
+		SET LOCAL synchronous_commit = off;
 		UPDATE baton.streams SET released_at = now(), worker = NULL, worker_url = NULL, durable_lsn = %s,
 			release_cause = nullif('%s', '')
-		WHERE stream_id = '%s' AND epoch = %d AND backend_pid = pg_backend_pid()`,
-		s.ns, s.key, durableSQL, cause, s.opts.StreamID, int64(c.epoch))
+		WHERE stream_id = '%s' AND epoch = %d AND backend_pid = pg_backend_pid();
+		COMMIT;
+		SELECT pg_advisory_unlock(%d, %d)`,
+		durableSQL, cause, s.opts.StreamID, int64(c.epoch), s.ns, s.key)
 	results, err := s.conn.PgConn().Exec(ctx, sql).ReadAll()
 	if err != nil {
 		return fmt.Errorf("release: %w", err)
 	}
-	if len(results) == 0 || len(results[0].Rows) != 1 || string(results[0].Rows[0][0]) != "t" {
+	if len(results) != 5 || len(results[4].Rows) != 1 || string(results[4].Rows[0][0]) != "t" {
 		return ErrLockLost
 	}
 	return nil

@@ -8,6 +8,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/batonhq/baton/broker/internal/lock"
 	"github.com/batonhq/baton/tests/pgtest"
 )
@@ -221,5 +223,117 @@ func TestWatcherHearsAnnounce(t *testing.T) {
 	st, err := w.Status(ctx)
 	if err != nil || st.WorkerURL != "http://10.0.0.1:3000" {
 		t.Fatalf("Status after the wait: %+v, %v; want worker url http://10.0.0.1:3000", st, err)
+	}
+}
+
+// TestReleaseCommittedBeforeUnlock: the successor's claim sees the
+// release, cause included, even when the release's write has to wait: the
+// lock is let go only once the release is committed. A third session holds
+// the stream's row locked while the holder releases; until it lets go, the
+// holder must still hold the advisory lock (before, it unlocked first, and
+// the waiting broker's claim read the row without the release).
+func TestReleaseCommittedBeforeUnlock(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	pg := pgtest.Start(t, pgtest.Options{})
+	conn, err := pg.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	blocker, err := pg.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Close(context.Background())
+
+	a := session(t, ctx, pg.URL(), "a")
+	if err := a.Acquire(ctx); err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+	ca, err := a.Claim(ctx, lock.Grantee{ID: "w1"})
+	if err != nil {
+		t.Fatalf("Claim: %v", err)
+	}
+	b := session(t, ctx, pg.URL(), "b")
+	type claimed struct {
+		c   *lock.Claim
+		err error
+	}
+	bClaim := make(chan claimed, 1)
+	go func() {
+		if err := b.Acquire(ctx); err != nil {
+			bClaim <- claimed{nil, err}
+			return
+		}
+		c, err := b.Claim(ctx, lock.Grantee{ID: "w2"})
+		bClaim <- claimed{c, err}
+	}()
+	// b waits for the lock.
+	awaitSQL(t, ctx, conn, "b to wait for the advisory lock", `SELECT EXISTS (SELECT FROM pg_locks
+		WHERE locktype = 'advisory' AND NOT granted AND pid = $1)`, int32(b.PID()))
+
+	tx, err := blocker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, "SELECT FROM baton.streams WHERE stream_id = $1 FOR NO KEY UPDATE", streamID); err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan error, 1)
+	go func() { released <- ca.Release(ctx, 0x5_00000000, lock.ReleaseWorkerStopping) }()
+	// a's release waits for the row lock.
+	awaitSQL(t, ctx, conn, "a's release to wait for the row", `SELECT EXISTS (SELECT FROM pg_stat_activity
+		WHERE pid = $1 AND wait_event_type = 'Lock')`, int32(a.PID()))
+	var held bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1)`,
+		int32(a.PID())).Scan(&held); err != nil {
+		t.Fatal(err)
+	}
+	if !held {
+		t.Fatal("a let go of the lock while its release was not yet committed")
+	}
+	select {
+	case r := <-bClaim:
+		t.Fatalf("b claimed (%v) while a's release was not yet committed", r.err)
+	default:
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-released; err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	var r claimed
+	select {
+	case r = <-bClaim:
+	case <-ctx.Done():
+		t.Fatal("b did not claim the lock after a's release")
+	}
+	if r.err != nil {
+		t.Fatalf("b: %v", r.err)
+	}
+	if p := r.c.Previous(); p.ReleasedAt == nil || p.ReleaseCause != lock.ReleaseWorkerStopping || p.Epoch != ca.Epoch() {
+		t.Fatalf("b's claim: previous %+v, want a's release (worker_stopping, epoch %d)", p, ca.Epoch())
+	}
+}
+
+// awaitSQL waits until query (one boolean) is true.
+func awaitSQL(t *testing.T, ctx context.Context, conn *pgx.Conn, what, query string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var ok bool
+		if err := conn.QueryRow(ctx, query, args...).Scan(&ok); err != nil {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
