@@ -6,6 +6,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -93,4 +94,78 @@ func TestStartupManyShapes(t *testing.T) {
 		t.Logf("round %d: pod start -> active %s (startup.shapes %s); SIGTERM -> exit %s",
 			round, took.Round(time.Millisecond), shapesStep, time.Since(stop).Round(time.Millisecond))
 	}
+}
+
+// TestStartupBigShape measures a takeover's start-up over one large stored
+// shape; it runs only with BATON_STARTUP_ROWS=n (BENCHMARKS.md, "Start-up
+// with a large stored shape"):
+//
+//	BATON_STARTUP_ROWS=1000000 go test ./tests/e2e -run TestStartupBigShape -v
+//
+// It creates a whole-table shape of n rows (the snapshot read to its end),
+// stops the pod, and starts a pod on the same storage three times, logging
+// pod start → active and the worker's startup.shapes step. Each restarted
+// worker must serve the shape under its old handle, every row of it.
+func TestStartupBigShape(t *testing.T) {
+	n, err := strconv.Atoi(os.Getenv("BATON_STARTUP_ROWS"))
+	if err != nil || n <= 0 {
+		t.Skip("set BATON_STARTUP_ROWS=<rows of the shape> to run this measurement")
+	}
+	pg := pgtest.Start(t, pgtest.Options{})
+	execSQL(t, pg, "CREATE TABLE items (id bigint PRIMARY KEY, note text, n int, at timestamptz)",
+		fmt.Sprintf("INSERT INTO items SELECT g, md5(g::text) || 'abcdef', g %% 1000, now() FROM generate_series(1, %d) g", n))
+	storage := t.TempDir()
+	p := newActivePod(t, pg, "a", storage)
+	t0 := time.Now()
+	handle, rows := readWholeShape(t, p.URL(), "")
+	if rows != n {
+		t.Fatalf("the new shape has %d rows, want %d", rows, n)
+	}
+	t.Logf("created and read the shape (%d rows) in %s", n, time.Since(t0).Round(time.Millisecond))
+	terminate(t, p)
+	step := regexp.MustCompile(`startup\.shapes=(\S+)`)
+	for round := range 3 {
+		start := time.Now()
+		q := newPod(t, pg, harness.PodOptions{Name: fmt.Sprintf("b%d", round), StorageDir: storage})
+		if err := q.Worker().AwaitStatus("active", 5*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		shapesStep := "?"
+		if m := step.FindStringSubmatch(q.Worker().Output()); m != nil {
+			shapesStep = m[1]
+		}
+		h, got := readWholeShape(t, q.URL(), handle)
+		if h != handle || got != n {
+			t.Fatalf("round %d: after the restart the shape is %q with %d rows; want %q with %d", round, h, got, handle, n)
+		}
+		terminate(t, q)
+		t.Logf("round %d: pod start -> active %s (startup.shapes %s)", round, took.Round(time.Millisecond), shapesStep)
+	}
+}
+
+// readWholeShape follows the whole-table shape of items from offset -1
+// until up to date and returns its handle and the inserts it read; want,
+// when set, is the handle it must have.
+func readWholeShape(t *testing.T, base, want string) (string, int) {
+	t.Helper()
+	q := url.Values{"table": {"items"}, "offset": {"-1"}}
+	handle, rows := "", 0
+	for range 100000 {
+		code, h, body := get(t, base, q)
+		if code != 200 {
+			t.Fatalf("shape request %v: %d %s", q, code, body)
+		}
+		handle = h.Get("electric-handle")
+		if want != "" && handle != want {
+			return handle, rows
+		}
+		rows += strings.Count(body, `"operation":"insert"`)
+		if h.Get("electric-up-to-date") != "" {
+			return handle, rows
+		}
+		q = url.Values{"table": {"items"}, "offset": {h.Get("electric-offset")}, "handle": {handle}}
+	}
+	t.Fatal("the shape did not reach up to date")
+	return "", 0
 }

@@ -170,37 +170,50 @@ func logMeta(l *storage.Log, dir string) (*Meta, error) {
 	return m, nil
 }
 
-// loadIndex reads every record once to index its offset and find the
-// chunk boundaries.
+// loadIndex indexes every record's offset and finds the chunk boundaries
+// from the records' heads (storage.Log.ReadHeads), without their bodies:
+// a body is read only when a transaction's record ends a chunk in its
+// middle (chunker.add asks for it), so that a start costs about the
+// number of records, not the bytes of the snapshot.
 func (s *Shape) loadIndex() error {
 	next := uint64(1)
-	var buf []byte // the records' bytes, reused: nothing below keeps a body
 	for {
-		// A few records at a time: snapshot records are large.
-		recs, b, err := s.log.ReadInto(buf, next, 64)
+		heads, err := s.log.ReadHeads(next, 4096)
 		if err != nil {
 			return err
 		}
-		buf = b
-		if len(recs) == 0 {
+		if len(heads) == 0 {
 			s.endSnapshotLocked()
 			return nil
 		}
-		for _, r := range recs {
-			op, body := splitPayload(r.Payload)
-			off := Offset{TX: r.CommitLSN, Op: op}
-			ends, err := s.chunks.add(off, len(body), func() ([]byte, error) { return body, nil })
+		for _, h := range heads {
+			op, size := h.PrefixUint64(), max(h.Len-8, 0)
+			off := Offset{TX: h.CommitLSN, Op: op}
+			ends, err := s.chunks.add(off, size, func() ([]byte, error) { return s.recordBody(h.Seq) })
 			if err != nil {
 				return err
 			}
 			s.ends = append(s.ends, ends...)
-			s.index = append(s.index, entry{seq: r.Seq, off: off, size: len(body)})
-			if r.CommitLSN > s.routedLSN {
-				s.routedLSN = r.CommitLSN
+			s.index = append(s.index, entry{seq: h.Seq, off: off, size: size})
+			if h.CommitLSN > s.routedLSN {
+				s.routedLSN = h.CommitLSN
 			}
-			next = r.Seq + 1
+			next = h.Seq + 1
 		}
 	}
+}
+
+// recordBody reads the body of the shape log's record seq.
+func (s *Shape) recordBody(seq uint64) ([]byte, error) {
+	recs, err := s.log.Read(seq, 1)
+	if err != nil {
+		return nil, err
+	}
+	if len(recs) != 1 || recs[0].Seq != seq {
+		return nil, fmt.Errorf("shape log record %d: not found", seq)
+	}
+	_, body := splitPayload(recs[0].Payload)
+	return body, nil
 }
 
 // advance adds routed records to the index that readers plan from, moves

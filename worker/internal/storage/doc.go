@@ -85,6 +85,19 @@
 //     which Open removes when it finds them (R4).
 //  6. G3: no step above waits for anything but the local disk.
 //
+// What Open reads. Only the previous owner's last own file can end torn
+// (a crash in the middle of a write): a writer fsyncs a segment before it
+// creates the next one (Log.write), and an inherited segment was read to
+// its end by the Open that inherited it. So Open verifies the records of
+// that last file only, checksums included; of every other segment it reads
+// the record headers (their sequence and end LSNs are checked), skipping
+// the payloads. A takeover thus reads about one segment's bytes, whatever
+// the size of the log, and an index (Log.ReadHeads) is built the same
+// way. Damage that no crash explains, in an earlier segment, shows when
+// its record is read: Read verifies every record it returns and fails with
+// ErrCorrupt, and the record stays in the log (nothing is dropped
+// silently).
+//
 // A shared volume must give the same visibility across nodes, as flock(2)
 // needed coherent locks before. On NFS that is close-to-open consistency
 // (the default; not "nocto"): every check opens the LIVE file, and every

@@ -419,7 +419,14 @@ func (l *Log) write(batch []*chunk) ([]written, error) {
 		if c.newSegment {
 			if l.active != nil {
 				if n := len(out); n > 0 && out[n-1].f == l.active {
-					out[n-1].closeF = true // closed once fsynced
+					// Fsynced before the next segment exists, so that
+					// only a log's last file can end torn, even after a
+					// machine crash (readView relies on it); closed once
+					// published.
+					if err := l.active.Sync(); err != nil {
+						return out, fmt.Errorf("sync segment: %w", err)
+					}
+					out[n-1].closeF = true
 				} else if err := l.syncUnsynced(); err != nil {
 					return out, err
 				} else if err := l.active.Close(); err != nil { // fsynced by an earlier flush, Sync or compaction

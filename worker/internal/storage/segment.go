@@ -99,6 +99,21 @@ type scanResult struct {
 // file header, is an ErrCorrupt error. With limit >= 0, only the first
 // limit bytes of the file are read, as if it ended there.
 func scanSegment(path string, firstSeq, prevEnd uint64, limit int64) (scanResult, error) {
+	return scanSegmentMode(path, firstSeq, prevEnd, limit, true)
+}
+
+// scanHeads is scanSegment without the checksums: it reads the records'
+// headers and skips their payloads (a seek past each one larger than what
+// is buffered), so that its cost follows the number of records, not their
+// bytes. Only a record header that runs past the end is a torn record; a
+// payload that is not what was written shows when the record is read (Read
+// verifies every record). It is for the segments that are known complete:
+// see readView.
+func scanHeads(path string, firstSeq, prevEnd uint64, limit int64) (scanResult, error) {
+	return scanSegmentMode(path, firstSeq, prevEnd, limit, false)
+}
+
+func scanSegmentMode(path string, firstSeq, prevEnd uint64, limit int64, verify bool) (scanResult, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return scanResult{}, fmt.Errorf("open segment: %w", err)
@@ -116,14 +131,22 @@ func scanSegment(path string, firstSeq, prevEnd uint64, limit int64) (scanResult
 	if limit >= 0 && limit < res.fileSize {
 		res.fileSize = limit
 	}
-	br := bufio.NewReaderSize(f, 1<<20)
+	bufSize := 1 << 20
+	if !verify {
+		// Small records are read through; larger ones are skipped.
+		bufSize = 16 << 10
+	}
+	br := bufio.NewReaderSize(f, bufSize)
 	hdr := make([]byte, segmentHeaderSize)
 	if _, err := io.ReadFull(br, hdr); err != nil || !bytes.Equal(hdr, segmentHeader()) {
 		return res, fmt.Errorf("%w: %s: bad segment header", ErrCorrupt, path)
 	}
 	// The payloads pass through one buffer: io.CopyN into the hash would
 	// allocate a 32 KiB buffer per record.
-	chunk := make([]byte, 64<<10)
+	var chunk []byte
+	if verify {
+		chunk = make([]byte, 64<<10)
+	}
 	var rh [recordHeaderSize]byte
 	seq := firstSeq
 	for off := int64(segmentHeaderSize); off < res.fileSize; {
@@ -140,18 +163,29 @@ func scanSegment(path string, firstSeq, prevEnd uint64, limit int64) (scanResult
 			res.tail = fmt.Errorf("torn record at offset %d", off)
 			return res, nil
 		}
-		sum := crc32.Update(0, castagnoli, rh[4:])
-		for rest := int(h.payloadLen); rest > 0; {
-			k := min(rest, len(chunk))
-			if _, err := io.ReadFull(br, chunk[:k]); err != nil {
+		if verify {
+			sum := crc32.Update(0, castagnoli, rh[4:])
+			for rest := int(h.payloadLen); rest > 0; {
+				k := min(rest, len(chunk))
+				if _, err := io.ReadFull(br, chunk[:k]); err != nil {
+					return res, fmt.Errorf("read %s: %w", path, err)
+				}
+				sum = crc32.Update(sum, castagnoli, chunk[:k])
+				rest -= k
+			}
+			if sum != h.crc {
+				res.tail = fmt.Errorf("checksum mismatch at offset %d", off)
+				return res, nil
+			}
+		} else if skip := int(h.payloadLen); skip <= br.Buffered() {
+			if _, err := br.Discard(skip); err != nil {
 				return res, fmt.Errorf("read %s: %w", path, err)
 			}
-			sum = crc32.Update(sum, castagnoli, chunk[:k])
-			rest -= k
-		}
-		if sum != h.crc {
-			res.tail = fmt.Errorf("checksum mismatch at offset %d", off)
-			return res, nil
+		} else {
+			if _, err := f.Seek(off+n, io.SeekStart); err != nil {
+				return res, fmt.Errorf("seek %s: %w", path, err)
+			}
+			br.Reset(f)
 		}
 		if h.seq != seq || h.endLSN <= res.lastEnd || off > math.MaxUint32 {
 			return res, fmt.Errorf("%w: %s: record at offset %d has seq %d end LSN %d, want seq %d end LSN above %d",

@@ -125,10 +125,13 @@ type view struct {
 }
 
 // readView reads the log that owner p left: p's STATE, then p's own files
-// (listed after the STATE was read: see the package doc). Every record is
-// verified. An inherited segment must hold exactly the records and bytes
-// STATE says (more bytes are ignored); p's own files are read up to their
-// first torn or bad record, which may only be in the last one.
+// (listed after the STATE was read: see the package doc). An inherited
+// segment must hold exactly the records and bytes STATE says (more bytes
+// are ignored); p's own files are read up to their first torn or bad
+// record, which may only be in the last one. Only that last file's records
+// are verified here, checksums included; of the others only the headers
+// are read (scanHeads), so that a takeover reads about one segment's
+// bytes, whatever the size of the log.
 func readView(root string, p ownerID) (view, error) {
 	dir := filepath.Join(root, p.name())
 	st, err := readState(dir)
@@ -168,12 +171,20 @@ func readView(root string, p ownerID) (view, error) {
 		if c.fixed != nil {
 			limit = c.fixed.size
 		}
-		res, err := scanSegment(c.path, c.first, v.lastEnd, limit)
+		last := i == len(cands)-1
+		scan := scanSegment
+		if c.fixed != nil || !last {
+			// Known complete: an inherited segment was read to its end by
+			// the Open that inherited it, and an owner's file other than
+			// its last was fsynced before its next was created (write).
+			// Its headers give the index; Read verifies each record.
+			scan = scanHeads
+		}
+		res, err := scan(c.path, c.first, v.lastEnd, limit)
 		if err != nil {
 			return view{}, err
 		}
 		n := len(res.seg.offsets)
-		last := i == len(cands)-1
 		switch {
 		case c.fixed != nil && (n != c.fixed.count || res.seg.size != c.fixed.size):
 			return view{}, fmt.Errorf("%w: %s holds %d records in %d bytes, want %d in %d",
