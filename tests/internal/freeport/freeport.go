@@ -30,7 +30,7 @@ const (
 	high = 32768
 	// bands is how many processes can pick at once without sharing ports;
 	// each band has (high-low)/bands ports.
-	bands = 8
+	bands = 16
 )
 
 // Pick returns a TCP port on 127.0.0.1 that was free a moment ago, chosen at
@@ -77,7 +77,9 @@ func band() (from, to int) {
 		first := rand.IntN(bands)
 		for i := range bands {
 			k := (first + i) % bands
-			f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("band-%d", k)), os.O_RDWR|os.O_CREATE, 0o666)
+			// Read-only is enough for flock, and works on a file another
+			// user created (the umask may leave it 0644).
+			f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("band-%d", k)), os.O_RDONLY|os.O_CREATE, 0o666)
 			if err != nil {
 				continue
 			}

@@ -105,6 +105,9 @@ func TestProcessesPickFromDisjointBands(t *testing.T) {
 	if ct <= cf || len(ports) == 0 {
 		t.Fatalf("child printed %q", out)
 	}
+	if cf == low && ct == high {
+		t.Skip("the child found every other band held (other test processes): it picks from the whole range")
+	}
 	if cf < to && from < ct {
 		t.Fatalf("the child's band [%d, %d) overlaps this process's [%d, %d)", cf, ct, from, to)
 	}

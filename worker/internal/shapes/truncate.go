@@ -11,9 +11,9 @@ const truncateEvery = time.Minute
 // truncateLoop truncates the stream log at once and then every
 // truncateEvery until ctx ends; a failure is logged, and retried at the
 // next round. The first round drops what the shapes had routed past when
-// the last worker stopped: the next Open, which reads and verifies every
-// segment of the log, then reads about what was written since, not the
-// whole history of a worker restarted more often than truncateEvery.
+// the last worker stopped: the next Open, which reads every segment's
+// record headers, then reads about what was written since, not the whole
+// history of a worker restarted more often than truncateEvery.
 func (r *Registry) truncateLoop(ctx context.Context) error {
 	round := func() error {
 		if n, err := r.truncateStream(); err != nil {

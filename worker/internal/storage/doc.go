@@ -230,15 +230,17 @@
 //
 // # Recovery
 //
-// Open reads the log the previous owner left (R5) and verifies every
-// record's CRC. The previous owner's last file may end with a torn or
-// corrupt record (a write cut short by a crash, or one in progress): the
-// log stops before it, and the bytes stay where they are, never read. Since
-// Sync returns only after the fsync of everything it wrote, no record it
-// reported durable is ever there. Damage anywhere else, an inherited
-// segment that does not hold what STATE says, or a record with a valid CRC
-// but out of sequence, fails Open with ErrCorrupt rather than dropping
-// data. Open fsyncs the previous owner's files, so that what a killed
+// Open reads the log the previous owner left (R5): every record of the
+// previous owner's last file, CRC included, and the record headers of
+// every other segment ("What Open reads" above). That last file may end
+// with a torn or corrupt record (a write cut short by a crash, or one in
+// progress): the log stops before it, and the bytes stay where they are,
+// never read. Since Sync returns only after the fsync of everything it
+// wrote, no record it reported durable is ever there. Damage anywhere
+// else that the headers show (a file cut short, an inherited segment that
+// does not hold what STATE says, a record out of sequence) fails Open with
+// ErrCorrupt rather than dropping data; damage inside a payload there
+// fails the Read of its record with ErrCorrupt. Open fsyncs the previous owner's files, so that what a killed
 // predecessor wrote but did not fsync is durable before this process
 // reports it as such.
 //

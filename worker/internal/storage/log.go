@@ -379,12 +379,16 @@ type written struct {
 	f      *os.File
 	chunks []*chunk
 	closeF bool // not the active segment any more: close after the fsync
+	synced bool // fsynced already (write, before the next segment)
 }
 
 // flush fsyncs what write wrote, and closes the segments it finished. The
 // caller holds syncMu and publishes the chunks once ownership is checked.
 func (l *Log) flush(ws []written) error {
 	for _, w := range ws {
+		if w.synced {
+			continue
+		}
 		if err := w.f.Sync(); err != nil {
 			return fmt.Errorf("sync segment: %w", err)
 		}
@@ -422,9 +426,14 @@ func (l *Log) write(batch []*chunk) ([]written, error) {
 					// Fsynced before the next segment exists, so that
 					// only a log's last file can end torn, even after a
 					// machine crash (readView relies on it); closed once
-					// published.
-					if err := l.active.Sync(); err != nil {
-						return out, fmt.Errorf("sync segment: %w", err)
+					// published. A fresh log needs no such order (no Open
+					// reads it before its first durable write, which
+					// fsyncs all of it at once: create.go).
+					if !l.fresh {
+						if err := l.active.Sync(); err != nil {
+							return out, fmt.Errorf("sync segment: %w", err)
+						}
+						out[n-1].synced = true
 					}
 					out[n-1].closeF = true
 				} else if err := l.syncUnsynced(); err != nil {
