@@ -119,6 +119,9 @@ type Client struct {
 	sess *session
 	// unreachable: OnBroker was last told the broker is unreachable.
 	unreachable bool
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // New creates a client for the broker at addr (host:port). It does not
@@ -150,19 +153,35 @@ func New(addr string, opts Options) (*Client, error) {
 }
 
 // Close ends the stream (the broker treats it as a release after the TTL)
-// and the connection. Leases end with ErrBrokerLost.
+// and the connection. Leases end with ErrBrokerLost. A grant that arrived
+// while no Acquire waited for it (the process is stopping: its lease loop
+// is over) is released first, saying the process stops, so that the broker
+// unlocks at once for another pod instead of waiting for that grant's
+// TTL. Close may be called more than once.
 func (c *Client) Close() error {
-	c.mu.Lock()
-	s := c.sess
-	c.mu.Unlock()
-	if s != nil {
-		// Half-close first and let the broker end the stream, so that a
-		// Released sent just before reaches it (cancelling at once could
-		// drop it, and the broker would then wait for the lease's TTL).
-		s.closeSend(2 * time.Second)
-	}
-	c.cancel()
-	return c.conn.Close()
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		s := c.sess
+		c.mu.Unlock()
+		if s != nil {
+			select {
+			case l := <-s.grants:
+				if l.Err() == nil {
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+					_ = l.ReleaseStopping(ctx, 0)
+					cancel()
+				}
+			default:
+			}
+			// Half-close first and let the broker end the stream, so that a
+			// Released sent just before reaches it (cancelling at once could
+			// drop it, and the broker would then wait for the lease's TTL).
+			s.closeSend(2 * time.Second)
+		}
+		c.cancel()
+		c.closeErr = c.conn.Close()
+	})
+	return c.closeErr
 }
 
 // Acquire blocks until the broker grants a lease, ctx is done, or the client

@@ -426,6 +426,51 @@ func TestEndedUnclaimedGrantIsReleased(t *testing.T) {
 	}
 }
 
+// TestCloseReleasesUnclaimedGrant: a grant that arrives after the lease
+// loop stopped waiting (a standby worker got SIGTERM) is given back by
+// Close, saying the process stops, before the stream ends: the broker
+// unlocks at once instead of waiting for the grant's TTL. Close twice is
+// fine.
+func TestCloseReleasesUnclaimedGrant(t *testing.T) {
+	f := startFake(t)
+	opts, marks := syncStandby()
+	c := f.client(t, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Acquire(ctx)
+		errc <- err
+	}()
+	s := f.stream(t)
+	s.out <- standby(batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT)
+	await(t, marks)
+	cancel() // SIGTERM: the lease loop is over
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Acquire after cancel = %v, want context.Canceled", err)
+	}
+	s.out <- granted(5, time.Minute)
+	s.out <- standby(batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT) // the grant was received before it
+	await(t, marks)
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	r := s.recv(t).GetReleased()
+	if r.GetEpoch() != 5 || r.GetReason() != batonv1.ReleaseReason_RELEASE_REASON_STOPPING {
+		t.Fatalf("worker sent %v, want Released for epoch 5 with RELEASE_REASON_STOPPING", r)
+	}
+	s.close(nil) // the broker ends the stream once released
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Close did not return")
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
 func TestCloseEndsEverything(t *testing.T) {
 	f := startFake(t)
 	c := f.client(t, lease.Options{})
