@@ -353,3 +353,60 @@ func TestStateTableGainsWorkerURL(t *testing.T) {
 		t.Fatalf("worker_url = %v after migration", url)
 	}
 }
+
+// A standby pod that is being deleted (its worker got SIGTERM and drains
+// its HTTP server for a while) may still be first in line for the lock
+// when the active worker hands off: its broker then grants the lease to a
+// worker that will not replicate. That worker gives the grant back at once,
+// saying it stops, so its broker unlocks and the next standby (c) takes
+// over while the stopping worker still drains; before, the grant stayed
+// unclaimed until the worker's exit and its broker waited out the TTL (a
+// 15 s gap in a rolling update in CI).
+func TestStoppingStandbyGivesBackItsGrant(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	setupItems(t, pg)
+	a := newActivePod(t, pg, "a", t.TempDir())
+	b := newPod(t, pg, harness.PodOptions{Name: "b", StorageDir: t.TempDir()})
+	if err := b.Worker().AwaitStatus("waiting", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.Await(10*time.Second, "broker b waiting for the lock", func() (bool, error) {
+		return strings.Contains(b.Broker().Output(), "waiting for the stream's lock"), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c := newPod(t, pg, harness.PodOptions{Name: "c", StorageDir: t.TempDir()})
+	if err := c.Worker().AwaitStatus("waiting", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.Await(10*time.Second, "broker c waiting for the lock", func() (bool, error) {
+		return strings.Contains(c.Broker().Output(), "waiting for the stream's lock"), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// b's pod is deleted first, then a's: b's broker is first in line.
+	if err := b.Worker().Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Worker().Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Worker().AwaitStatus("active", 20*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, b.LogTails(20))
+	}
+	bExited := b.Worker().Exited()
+	if code, err := b.Worker().Wait(30 * time.Second); err != nil || code != 0 {
+		t.Fatalf("worker b exit %d %v; want 0", code, err)
+	}
+	if !strings.Contains(b.Broker().Output(), `msg="lease granted"`) {
+		t.Skip("broker b never granted the lease: c's broker got the lock first, the case this test is about did not happen")
+	}
+	mustContain(t, b.Broker().Output(), "lease released by its stopping worker; lock released for a handoff", "broker b log")
+	if strings.Contains(b.Broker().Output(), "holding the lock with no worker attached") {
+		t.Fatalf("broker b held the lock for a worker that was gone:\n%s", b.LogTails(20))
+	}
+	if bExited {
+		t.Fatalf("c became active only after the stopping worker b exited: its grant was not given back\n%s", b.LogTails(20))
+	}
+}

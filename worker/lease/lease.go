@@ -122,6 +122,8 @@ type Client struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	// stopping: Stop was called (c.mu).
+	stopping bool
 }
 
 // New creates a client for the broker at addr (host:port). It does not
@@ -164,15 +166,7 @@ func (c *Client) Close() error {
 		s := c.sess
 		c.mu.Unlock()
 		if s != nil {
-			select {
-			case l := <-s.grants:
-				if l.Err() == nil {
-					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-					_ = l.ReleaseStopping(ctx, 0)
-					cancel()
-				}
-			default:
-			}
+			s.releaseUnclaimed()
 			// Half-close first and let the broker end the stream, so that a
 			// Released sent just before reaches it (cancelling at once could
 			// drop it, and the broker would then wait for the lease's TTL).
@@ -182,6 +176,24 @@ func (c *Client) Close() error {
 		c.closeErr = c.conn.Close()
 	})
 	return c.closeErr
+}
+
+// Stop tells the client that the process is stopping and will not
+// Acquire again: a grant that no Acquire took, and every later one, is
+// given back at once, saying the process stops, so that the broker
+// unlocks for another pod instead of granting a worker that will not
+// replicate (and then waiting for that grant's TTL). The stream stays open
+// until Close, so that Standby messages (which worker is active) still
+// arrive, for a standby that forwards requests while it drains.
+func (c *Client) Stop() {
+	c.mu.Lock()
+	c.stopping = true
+	s := c.sess
+	c.mu.Unlock()
+	if s != nil {
+		s.stopping.Store(true)
+		s.releaseUnclaimed()
+	}
 }
 
 // Acquire blocks until the broker grants a lease, ctx is done, or the client
@@ -270,6 +282,7 @@ func (c *Client) session(ctx context.Context) (*session, error) {
 		return nil, fmt.Errorf("open lease stream: %w", err)
 	}
 	s := &session{stream: stream, cancel: cancel, grants: make(chan *Lease, 1), done: make(chan struct{}), onStandby: c.opts.OnStandby}
+	s.stopping.Store(c.stopping)
 	go s.receive()
 	c.sess = s
 	return s, nil
@@ -319,10 +332,27 @@ type session struct {
 	sendMu sync.Mutex
 	// spent: a Released was sent on this stream; it is not granted again.
 	spent atomic.Bool
+	// stopping: the process stops (Client.Stop); a grant nobody waits for
+	// is given back at once.
+	stopping atomic.Bool
 
 	mu  sync.Mutex
 	cur *Lease
 	err error
+}
+
+// releaseUnclaimed gives back, saying the process stops, a grant that no
+// Acquire took.
+func (s *session) releaseUnclaimed() {
+	select {
+	case l := <-s.grants:
+		if l.Err() == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = l.ReleaseStopping(ctx, 0)
+			cancel()
+		}
+	default:
+	}
 }
 
 // closeSend half-closes the stream, waits up to timeout for the broker to
@@ -388,6 +418,9 @@ func (s *session) receive() {
 			default:
 			}
 			s.grants <- l
+			if s.stopping.Load() {
+				s.releaseUnclaimed()
+			}
 		case *batonv1.BrokerMessage_Renewed:
 			s.mu.Lock()
 			cur := s.cur

@@ -471,6 +471,51 @@ func TestCloseReleasesUnclaimedGrant(t *testing.T) {
 	}
 }
 
+// TestStopReleasesGrants: after Stop (SIGTERM; the lease loop is over, the
+// HTTP server drains), a grant nobody took and every later one are given
+// back at once, saying the process stops, while the stream stays open and
+// Standby messages (which worker is active) still arrive.
+func TestStopReleasesGrants(t *testing.T) {
+	f := startFake(t)
+	opts, marks := syncStandby()
+	c := f.client(t, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Acquire(ctx)
+		errc <- err
+	}()
+	s := f.stream(t)
+	s.out <- standby(batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT)
+	await(t, marks)
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Acquire after cancel = %v, want context.Canceled", err)
+	}
+	s.out <- granted(5, time.Minute)
+	s.out <- standby(batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT) // the grant was received before it
+	await(t, marks)
+	c.Stop()
+	for _, epoch := range []uint64{5, 6} {
+		if epoch == 6 {
+			s.out <- granted(6, time.Minute)
+		}
+		r := s.recv(t).GetReleased()
+		if r.GetEpoch() != epoch || r.GetReason() != batonv1.ReleaseReason_RELEASE_REASON_STOPPING {
+			t.Fatalf("worker sent %v, want Released for epoch %d with RELEASE_REASON_STOPPING", r, epoch)
+		}
+	}
+	s.out <- standby(batonv1.StandbyReason_STANDBY_REASON_OTHER_WORKER)
+	select {
+	case r := <-marks:
+		if r != batonv1.StandbyReason_STANDBY_REASON_OTHER_WORKER {
+			t.Fatalf("standby reason %v", r)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("a Standby after Stop did not arrive: the stream must stay open until Close")
+	}
+}
+
 func TestCloseEndsEverything(t *testing.T) {
 	f := startFake(t)
 	c := f.client(t, lease.Options{})

@@ -139,7 +139,12 @@ func Run(ctx context.Context, o Options) error {
 	})
 	g.Go(func() error {
 		defer close(leasesDone)
-		return w.leases(gctx)
+		err := w.leases(gctx)
+		// The lease loop is over: a grant made while the HTTP server
+		// drains is given back at once (the stream stays open for the
+		// standby's forwarding until Close).
+		client.Stop()
+		return err
 	})
 	return g.Wait()
 }
