@@ -275,7 +275,11 @@ class Run {
       return;
     }
     try {
-      await this.out.append(batch, this.lease.epoch);
+      // Checked again right before the write itself (sink.ts, Fencing).
+      if (!(await this.out.append(batch, this.lease.epoch, () => this.mayWrite()))) {
+        this.queue = [];
+        return;
+      }
     } catch (e) {
       this.writeErr = e as Error;
       this.log.error("writing the output file failed", { err: e as Error });

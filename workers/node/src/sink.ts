@@ -21,9 +21,18 @@
  *
  * Fencing: the file is shared by the pods of a stream (a shared volume);
  * only the lease holder writes, and it checks that its lease is valid on its
- * own clock immediately before every append (see Lease.valid).
+ * own clock immediately before every append (see Lease.valid): append takes
+ * the check, encodes first, and then runs the check and the write system
+ * call in the same turn of the event loop, without yielding in between
+ * (a write through the thread pool would leave the time it waits there
+ * between the check and the write; a worker frozen then, SIGSTOP, wrote
+ * after its lease had gone once it was thawed). What is left is the few
+ * microseconds between the check and the write call: a process frozen
+ * exactly there still writes one batch late. Closing that for good needs
+ * the writes fenced where they land (as the Go worker's storage does, with
+ * a folder per writer), which this reference worker does not do.
  */
-import { constants, promises as fs } from "node:fs";
+import { constants, promises as fs, writeSync } from "node:fs";
 import * as path from "node:path";
 
 import { formatLsn, parseLsn } from "./lsn.js";
@@ -129,20 +138,25 @@ export class JsonLines {
     return this.end;
   }
 
-  /** Appends the transactions' lines in one write and makes them durable. */
-  async append(txns: Txn[], epoch: bigint): Promise<void> {
+  /**
+   * Appends the transactions' lines in one write and makes them durable,
+   * if mayWrite, called right before the write (in the same turn of the
+   * event loop), allows it; returns whether it wrote.
+   */
+  async append(txns: Txn[], epoch: bigint, mayWrite: () => boolean = () => true): Promise<boolean> {
     const text = txns.map((t) => txnLines(t, epoch)).join("");
     if (text.length > 0) {
       const buf = Buffer.from(text, "utf8");
+      if (!mayWrite()) return false;
       let off = 0;
-      while (off < buf.length) {
-        const { bytesWritten } = await this.fh.write(buf, off, buf.length - off);
-        off += bytesWritten;
-      }
+      while (off < buf.length) off += writeSync(this.fh.fd, buf, off, buf.length - off);
       await this.fh.datasync();
+    } else if (!mayWrite()) {
+      return false;
     }
     const last = txns[txns.length - 1];
     if (last && last.endLsn > this.end) this.end = last.endLsn;
+    return true;
   }
 
   async close(): Promise<void> {
