@@ -70,7 +70,12 @@ func TestWorkerSigtermHandoff(t *testing.T) {
 	if a.Broker().IsLeader() {
 		t.Fatal("broker a still says leader after its worker stopped")
 	}
-	mustContain(t, a.Broker().Output(), "lease released by its stopping worker; lock released for a handoff", "broker a log")
+	// Logged once the unlock returned, a moment after readiness changed.
+	if err := harness.Await(5*time.Second, "broker a's log of its stopping release", func() (bool, error) {
+		return strings.Contains(a.Broker().Output(), "lease released by its stopping worker; lock released for a handoff"), nil
+	}); err != nil {
+		t.Fatalf("%v:\n%s", err, a.Broker().Output())
+	}
 	for name, want := range map[string]string{
 		"baton_broker_lock_held":               "0",
 		"baton_broker_stopping_releases_total": "1",
@@ -310,8 +315,12 @@ func TestStandbyHolderWorkerURL(t *testing.T) {
 		held, _ := lockHolders(t, conn, "default")
 		t.Fatalf("%v: held by %v", err, held)
 	}
-	if !strings.Contains(bb.Output(), "lease released by its stopping worker") {
-		t.Fatalf("broker b did not log its stopping release:\n%s", bb.Output())
+	// The broker logs the release once its unlock returned, so a moment
+	// after the lock is seen free.
+	if err := harness.Await(5*time.Second, "broker b's log of its stopping release", func() (bool, error) {
+		return strings.Contains(bb.Output(), "lease released by its stopping worker"), nil
+	}); err != nil {
+		t.Fatalf("%v:\n%s", err, bb.Output())
 	}
 }
 
