@@ -377,11 +377,11 @@ func TestBrokerLostAndReconnect(t *testing.T) {
 	}
 }
 
-func TestEndedUnclaimedGrantIsReleased(t *testing.T) {
-	f := startFake(t)
-	opts, marks := syncStandby()
-	c := f.client(t, opts)
-	// Open the session, then give up waiting.
+// abandonedWait opens c's lease stream with an Acquire and then gives up
+// waiting (a stopping process, a caller that moved on), leaving the
+// stream open; it returns the broker's side of it.
+func abandonedWait(t *testing.T, f *fakeBroker, c *lease.Client, marks <-chan batonv1.StandbyReason) *fakeStream {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
@@ -397,6 +397,14 @@ func TestEndedUnclaimedGrantIsReleased(t *testing.T) {
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Acquire after cancel = %v, want context.Canceled", err)
 	}
+	return s
+}
+
+func TestEndedUnclaimedGrantIsReleased(t *testing.T) {
+	f := startFake(t)
+	opts, marks := syncStandby()
+	c := f.client(t, opts)
+	s := abandonedWait(t, f, c, marks)
 	// A grant arrives while nobody waits, and is revoked unclaimed.
 	s.out <- granted(3, time.Minute)
 	s.out <- revoked(3, batonv1.RevokeReason_REVOKE_REASON_LOCK_LOST)
@@ -435,19 +443,7 @@ func TestCloseReleasesUnclaimedGrant(t *testing.T) {
 	f := startFake(t)
 	opts, marks := syncStandby()
 	c := f.client(t, opts)
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.Acquire(ctx)
-		errc <- err
-	}()
-	s := f.stream(t)
-	s.out <- standby(batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT)
-	await(t, marks)
-	cancel() // SIGTERM: the lease loop is over
-	if err := <-errc; !errors.Is(err, context.Canceled) {
-		t.Fatalf("Acquire after cancel = %v, want context.Canceled", err)
-	}
+	s := abandonedWait(t, f, c, marks) // SIGTERM: the lease loop is over
 	s.out <- granted(5, time.Minute)
 	s.out <- standby(batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT) // the grant was received before it
 	await(t, marks)
@@ -479,19 +475,7 @@ func TestStopReleasesGrants(t *testing.T) {
 	f := startFake(t)
 	opts, marks := syncStandby()
 	c := f.client(t, opts)
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.Acquire(ctx)
-		errc <- err
-	}()
-	s := f.stream(t)
-	s.out <- standby(batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT)
-	await(t, marks)
-	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
-		t.Fatalf("Acquire after cancel = %v, want context.Canceled", err)
-	}
+	s := abandonedWait(t, f, c, marks)
 	s.out <- granted(5, time.Minute)
 	s.out <- standby(batonv1.StandbyReason_STANDBY_REASON_LOCK_WAIT) // the grant was received before it
 	await(t, marks)

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/batonhq/baton/broker/internal/lock"
+	"github.com/batonhq/baton/tests/harness"
 	"github.com/batonhq/baton/tests/pgtest"
 )
 
@@ -322,18 +323,11 @@ func TestReleaseCommittedBeforeUnlock(t *testing.T) {
 // awaitSQL waits until query (one boolean) is true.
 func awaitSQL(t *testing.T, ctx context.Context, conn *pgx.Conn, what, query string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	if err := harness.Await(10*time.Second, what, func() (bool, error) {
 		var ok bool
-		if err := conn.QueryRow(ctx, query, args...).Scan(&ok); err != nil {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
+		err := conn.QueryRow(ctx, query, args...).Scan(&ok)
+		return ok, err
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
