@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -63,6 +64,8 @@ func startServiceProxy(t *testing.T) *serviceProxy {
 		FlushInterval: -1,
 		ModifyResponse: func(resp *http.Response) error {
 			p.record(resp.Request.URL.Host, resp.StatusCode)
+			// Which pod answered, for the client's trace.
+			resp.Header.Set("X-Test-Upstream", resp.Request.URL.Host)
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -157,6 +160,7 @@ type clientTrace struct {
 	mu      sync.Mutex
 	events  []traceEvent
 	times   []time.Time // when each event arrived
+	history []traceNote // the client's responses and warnings, in order
 	notes   int         // Shape notifications
 	stderr  strings.Builder
 	wake    chan struct{}
@@ -218,6 +222,8 @@ func startTraceWhere(t *testing.T, base, table, where string, env ...string) *cl
 				Ev   []traceEvent    `json:"ev"`
 				N    *int            `json:"n"`
 				Rows json.RawMessage `json:"rows"`
+				R    json.RawMessage `json:"r"`
+				W    *string         `json:"w"`
 			}
 			if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
 				c.mu.Lock()
@@ -236,6 +242,17 @@ func startTraceWhere(t *testing.T, base, table, where string, env ...string) *cl
 				c.dumps <- rows
 				continue
 			}
+			if line.R != nil || line.W != nil {
+				n := traceNote{Response: string(line.R)}
+				if line.W != nil {
+					n.Warning = *line.W
+				}
+				c.mu.Lock()
+				n.Before, n.At = len(c.events), time.Now()
+				c.history = append(c.history, n)
+				c.mu.Unlock()
+				continue
+			}
 			now := time.Now()
 			c.mu.Lock()
 			c.events = append(c.events, line.Ev...)
@@ -251,6 +268,37 @@ func startTraceWhere(t *testing.T, base, table, where string, env ...string) *cl
 		}
 	}()
 	return c
+}
+
+// traceNote is a response the client's fetch got, or a warning it
+// printed, and how many events the client had delivered by then.
+type traceNote struct {
+	Before   int
+	At       time.Time
+	Response string // the JSON trace.mjs printed
+	Warning  string
+}
+
+// historyAround describes the responses and warnings of the client
+// around event i: the last n before it and a few after, for a report.
+func (c *clientTrace) historyAround(i, n int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	first := sort.Search(len(c.history), func(k int) bool { return c.history[k].Before > i })
+	lo, hi := max(first-n, 0), min(first+3, len(c.history))
+	var b strings.Builder
+	fmt.Fprintf(&b, "the client's responses and warnings around event %d (#: events delivered before it):", i)
+	for _, h := range c.history[lo:hi] {
+		what := h.Response
+		if h.Warning != "" {
+			what = "warning: " + h.Warning
+			if len(what) > 300 {
+				what = what[:300] + "..."
+			}
+		}
+		fmt.Fprintf(&b, "\n  %s #%d %s", h.At.UTC().Format("15:04:05.000"), h.Before, what)
+	}
+	return b.String()
 }
 
 // await waits until cond holds on the events seen so far.
@@ -375,33 +423,53 @@ func checkTrace(events []traceEvent) (present map[int]bool, refetches int, err e
 		}
 		id, kerr := keyID(e.Key)
 		if kerr != nil {
-			return nil, refetches, fmt.Errorf("event %d: %v", i, kerr)
+			return nil, refetches, &traceError{i, kerr.Error()}
 		}
 		switch e.Op {
 		case "insert":
 			if present[id] {
-				return nil, refetches, fmt.Errorf("event %d: row %d inserted again (first at event %d) without a delete in between", i, id, at[id])
+				return nil, refetches, &traceError{i, fmt.Sprintf("row %d inserted again (first at event %d) without a delete in between", id, at[id])}
 			}
 			if refetches == 0 {
 				if id <= lastID {
-					return nil, refetches, fmt.Errorf("event %d: row %d inserted after row %d: not in commit order", i, id, lastID)
+					return nil, refetches, &traceError{i, fmt.Sprintf("row %d inserted after row %d: not in commit order", id, lastID)}
 				}
 				lastID = id
 			}
 			present[id], at[id] = true, i
 		case "update", "delete":
 			if !present[id] {
-				return nil, refetches, fmt.Errorf("event %d: %s of row %d, which the client does not have", i, e.Op, id)
+				return nil, refetches, &traceError{i, fmt.Sprintf("%s of row %d, which the client does not have", e.Op, id)}
 			}
 			if e.Op == "delete" {
 				delete(present, id)
 			}
 		default:
-			return nil, refetches, fmt.Errorf("event %d: operation %q", i, e.Op)
+			return nil, refetches, &traceError{i, fmt.Sprintf("operation %q", e.Op)}
 		}
 	}
 	return present, refetches, nil
 }
+
+// check is checkTrace of the events the client has seen so far; a
+// rejected message's error also shows the client's responses and
+// warnings around it.
+func (c *clientTrace) check() (present map[int]bool, refetches int, err error) {
+	present, refetches, err = checkTrace(c.snapshot())
+	var te *traceError
+	if errors.As(err, &te) {
+		err = fmt.Errorf("%w\n%s", err, c.historyAround(te.Event, 30))
+	}
+	return present, refetches, err
+}
+
+// traceError is a message checkTrace rejects: its index and why.
+type traceError struct {
+	Event int
+	Why   string
+}
+
+func (e *traceError) Error() string { return fmt.Sprintf("event %d: %s", e.Event, e.Why) }
 
 // tableRows reads items as the client should end up with it.
 func tableRows(t *testing.T, pg *pgtest.Cluster) []itemRow {
@@ -463,8 +531,7 @@ func checkClientEndsWithTable(t *testing.T, pg *pgtest.Cluster, c *clientTrace, 
 			t.Fatalf("client row %+v; table row %+v", got[i], want[i])
 		}
 	}
-	events := c.snapshot()
-	present, refetches, err := checkTrace(events)
+	present, refetches, err := c.check()
 	if err != nil {
 		t.Fatalf("messages the client saw: %v", err)
 	}

@@ -34,7 +34,7 @@ import (
 // many must-refetch messages the client saw.
 func clientMatches(t *testing.T, c *clientTrace, want []itemRow) (int, error) {
 	t.Helper()
-	present, refetches, err := checkTrace(c.snapshot())
+	present, refetches, err := c.check()
 	if err != nil {
 		return refetches, fmt.Errorf("messages the client saw: %w", err)
 	}

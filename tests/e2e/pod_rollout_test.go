@@ -101,8 +101,7 @@ func testPodRollingUpdate(t *testing.T, kustomization string, shared bool) {
 		if !sameItems(got, want) {
 			t.Errorf("client %d ends with %d rows, the table has %d:\n%s", i, len(got), len(want), itemsDiff(got, want))
 		}
-		events := cl.snapshot()
-		present, _, err := checkTrace(events)
+		present, _, err := cl.check()
 		if err != nil {
 			t.Errorf("client %d: %v", i, err)
 		}
