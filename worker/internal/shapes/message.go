@@ -25,18 +25,48 @@ type headers struct {
 // . doubled in the relation names, / doubled in values, and NULL as _.
 func buildKey(d Definition, pkValues []*string) string {
 	var b strings.Builder
-	esc := func(s string) string {
-		return strings.ReplaceAll(strings.ReplaceAll(s, "/", "//"), ".", "..")
+	n := len(d.Schema) + len(d.Table) + 5
+	for _, v := range pkValues {
+		n += 4
+		if v != nil {
+			n += len(*v)
+		}
 	}
-	b.WriteString(`"` + esc(d.Schema) + `"."` + esc(d.Table) + `"`)
+	b.Grow(n)
+	b.WriteByte('"')
+	writeDoubled(&b, d.Schema, true)
+	b.WriteString(`"."`)
+	writeDoubled(&b, d.Table, true)
+	b.WriteByte('"')
 	for _, v := range pkValues {
 		if v == nil {
 			b.WriteString("/_")
 			continue
 		}
-		b.WriteString(`/"` + strings.ReplaceAll(*v, "/", "//") + `"`)
+		b.WriteString(`/"`)
+		writeDoubled(&b, *v, false)
+		b.WriteByte('"')
 	}
 	return b.String()
+}
+
+// writeDoubled writes s with every / doubled, and every . too when dots.
+func writeDoubled(b *strings.Builder, s string, dots bool) {
+	for {
+		i := strings.IndexByte(s, '/')
+		if dots {
+			if j := strings.IndexByte(s, '.'); j >= 0 && (i < 0 || j < i) {
+				i = j
+			}
+		}
+		if i < 0 {
+			b.WriteString(s)
+			return
+		}
+		b.WriteString(s[:i+1])
+		b.WriteByte(s[i])
+		s = s[i+1:]
+	}
 }
 
 // unit accumulates the messages of one record.
@@ -113,7 +143,7 @@ func (m *Meta) txMessages(tx *txn.Transaction, idx []int, in membership) unit {
 	lsn := strconv.FormatUint(tx.CommitLSN, 10)
 	txids := []uint64{uint64(tx.XID)}
 	full := d.Replica == "full"
-	var msgs []change
+	msgs := make([]change, 0, len(idx))
 	emit := func(key string, value, old []kv, op, to, from string) {
 		msgs = append(msgs, change{key: key, value: sortedValue(value), oldValue: sortedValue(old),
 			h: headers{Operation: op, Relation: rel, TXIDs: txids, LSN: lsn, KeyChangeTo: to, KeyChangeFrom: from}})
@@ -167,9 +197,16 @@ func (m *Meta) txMessages(tx *txn.Transaction, idx []int, in membership) unit {
 		}
 	}
 	var u unit
+	ops := make([]uint64, len(msgs))
+	size := 0
+	for i := range msgs {
+		size += encodedSize(&msgs[i])
+	}
+	u.body = make([]byte, 0, size)
 	for i := range msgs {
 		op := uint64(i)
-		msgs[i].h.OpPosition = &op
+		ops[i] = op
+		msgs[i].h.OpPosition = &ops[i]
 		msgs[i].h.Last = i == len(msgs)-1
 		if u.count > 0 {
 			u.body = append(u.body, ',')
@@ -179,6 +216,21 @@ func (m *Meta) txMessages(tx *txn.Transaction, idx []int, in membership) unit {
 		u.lastOp = op
 	}
 	return u
+}
+
+// encodedSize is about the size of c encoded (appendChange): exact but
+// for escapes and the numbers in its headers, for which it leaves room.
+func encodedSize(c *change) int {
+	n := len(c.key) + len(c.h.Relation[0]) + len(c.h.Relation[1]) + len(c.h.Operation) + len(c.h.LSN) + len(c.h.KeyChangeTo) + len(c.h.KeyChangeFrom) + 160
+	for _, kvs := range [][]kv{c.value, c.oldValue} {
+		for _, p := range kvs {
+			n += len(p.col) + 8
+			if p.val != nil {
+				n += len(*p.val)
+			}
+		}
+	}
+	return n
 }
 
 // changeRows reads the rows of one change for one shape.

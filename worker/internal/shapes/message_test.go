@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math/rand"
+	"strconv"
 	"testing"
 
 	"github.com/batonhq/baton/worker/internal/txn"
@@ -140,6 +141,7 @@ func TestBuildKey(t *testing.T) {
 		{Definition{Schema: "hello", Table: "world"}, []*string{s("1"), nil, s("")}, `"hello"."world"/"1"/_/""`},
 		{Definition{Schema: `a"."b`, Table: "c"}, []*string{s("")}, `"a".."b"."c"/""`},
 		{Definition{Schema: "a", Table: `b"/"`}, []*string{s("")}, `"a"."b"//""/""`},
+		{Definition{Schema: "x/./y", Table: "t.."}, []*string{s("a.b/c//"), nil}, `"x//..//y"."t...."/"a.b//c////"/_`},
 	} {
 		if got := buildKey(c.d, c.pk); got != c.want {
 			t.Errorf("buildKey(%v) = %s; want %s", c.d, got, c.want)
@@ -182,5 +184,26 @@ func TestTxMessagesNoPKUnchangedToastKey(t *testing.T) {
 	}
 	if len(got) != 2 {
 		t.Fatalf("got %d messages %s; want a delete and an insert", len(got), u.body)
+	}
+}
+
+// BenchmarkTxMessagesInserts encodes a transaction of 100 inserts of a row
+// like the replication bench's for a whole-table shape.
+func BenchmarkTxMessagesInserts(b *testing.B) {
+	s := func(v string) *string { return &v }
+	m := &Meta{Definition: Definition{Schema: "public", Table: "bench_items"}, PK: []string{"id"}}
+	cols := []string{"id", "note", "n", "at"}
+	tx := &txn.Transaction{XID: 7, CommitLSN: 123456789}
+	var idx []int
+	for i := range 100 {
+		tx.Changes = append(tx.Changes, txn.Change{Op: "insert", Schema: "public", Table: "bench_items", Columns: cols, Key: cols[:1],
+			New: []*string{s(strconv.Itoa(1000000 + i)), s("note note note note note note note not"), s("42"), s("2026-12-07 20:04:05.123456+00")}})
+		idx = append(idx, i)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if u := m.txMessages(tx, idx, everyRow); u.count != 100 {
+			b.Fatalf("%d messages", u.count)
+		}
 	}
 }
