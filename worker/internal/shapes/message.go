@@ -144,6 +144,7 @@ func (m *Meta) txMessages(tx *txn.Transaction, idx []int, in membership) unit {
 	txids := []uint64{uint64(tx.XID)}
 	full := d.Replica == "full"
 	msgs := make([]change, 0, len(idx))
+	var lay layout
 	emit := func(key string, value, old []kv, op, to, from string) {
 		msgs = append(msgs, change{key: key, value: sortedValue(value), oldValue: sortedValue(old),
 			h: headers{Operation: op, Relation: rel, TXIDs: txids, LSN: lsn, KeyChangeTo: to, KeyChangeFrom: from}})
@@ -154,7 +155,7 @@ func (m *Meta) txMessages(tx *txn.Transaction, idx []int, in membership) unit {
 		if oldKnown && !oldIn && !newIn {
 			continue // neither row is in the shape
 		}
-		r := rowsOf(m, c)
+		r := changeRows{m, c, lay.of(m, c.Columns)}
 		switch c.Op {
 		case "insert":
 			if newIn {
@@ -235,39 +236,67 @@ func encodedSize(c *change) int {
 
 // changeRows reads the rows of one change for one shape.
 type changeRows struct {
-	m *Meta
-	c *txn.Change
+	m   *Meta
+	c   *txn.Change
+	lay *layout
 }
 
-func rowsOf(m *Meta, c *txn.Change) changeRows { return changeRows{m, c} }
+// layout is what a shape's messages need to know about the columns of a
+// change, worked out once for the changes of a transaction that share
+// their column names (the decoder gives every row of a relation the same
+// slice): the positions of the shape's selected columns in the order of
+// their names (stable), and the position of each key column (the last of
+// that name, -1 when the change does not carry it).
+type layout struct {
+	cols     []string
+	selected []int
+	pk       []int
+}
 
-// pos is the position of a column in the change (the last of that name).
-func (r changeRows) pos(col string) (int, bool) {
-	for j := len(r.c.Columns) - 1; j >= 0; j-- {
-		if r.c.Columns[j] == col {
-			return j, true
-		}
+// of returns the layout of cols for m, working it out again only when
+// cols is not the slice it was worked out for.
+func (l *layout) of(m *Meta, cols []string) *layout {
+	if l.cols != nil && len(l.cols) == len(cols) && (len(cols) == 0 || &l.cols[0] == &cols[0] || slices.Equal(l.cols, cols)) {
+		return l
 	}
-	return 0, false
+	l.cols = cols
+	l.selected = l.selected[:0]
+	for j, col := range cols {
+		if sel := m.Definition.Columns; sel != nil {
+			if _, ok := slices.BinarySearch(sel, col); !ok {
+				continue
+			}
+		}
+		l.selected = append(l.selected, j)
+	}
+	slices.SortStableFunc(l.selected, func(a, b int) int { return strings.Compare(cols[a], cols[b]) })
+	l.pk = l.pk[:0]
+	for _, k := range m.PK {
+		p := -1
+		for j := len(cols) - 1; j >= 0; j-- {
+			if cols[j] == k {
+				p = j
+				break
+			}
+		}
+		l.pk = append(l.pk, p)
+	}
+	return l
 }
 
 // key is the row key of the new row (or the old one).
 func (r changeRows) key(isNew bool) string {
+	vals := r.c.Old
+	if isNew {
+		vals = r.c.New
+	}
 	out := make([]*string, len(r.m.PK))
-	for j, kv := range r.pkRow(isNew) {
-		out[j] = kv.val
+	for j, p := range r.lay.pk {
+		if p >= 0 {
+			out[j], _ = r.value(vals, isNew, p)
+		}
 	}
 	return buildKey(r.m.Definition, out)
-}
-
-// selected reports whether the shape serves col.
-func (r changeRows) selected(col string) bool {
-	cols := r.m.Definition.Columns
-	if cols == nil {
-		return true
-	}
-	_, ok := slices.BinarySearch(cols, col)
-	return ok
 }
 
 func (r changeRows) unchanged(col string) bool { return slices.Contains(r.c.Unchanged, col) }
@@ -288,7 +317,7 @@ func (r changeRows) value(vals []*string, isNew bool, j int) (*string, bool) {
 }
 
 // row is the selected columns of the new row (or the old one) that only
-// accepts.
+// accepts, in the order of their names.
 func (r changeRows) row(isNew bool, only func(col string, j int) bool) []kv {
 	vals := r.c.Old
 	if isNew {
@@ -297,9 +326,10 @@ func (r changeRows) row(isNew bool, only func(col string, j int) bool) []kv {
 	if len(vals) == 0 {
 		return nil
 	}
-	out := make([]kv, 0, len(r.c.Columns))
-	for j, col := range r.c.Columns {
-		if !r.selected(col) || !only(col, j) {
+	out := make([]kv, 0, len(r.lay.selected))
+	for _, j := range r.lay.selected {
+		col := r.c.Columns[j]
+		if !only(col, j) {
 			continue
 		}
 		if v, ok := r.value(vals, isNew, j); ok {
@@ -334,8 +364,8 @@ func (r changeRows) changedNonKey(col string, j int) bool { return !r.isKey(col)
 
 // anyChanged reports whether a selected column other than the key changed.
 func (r changeRows) anyChanged() bool {
-	for j, col := range r.c.Columns {
-		if r.selected(col) && r.changedNonKey(col, j) {
+	for _, j := range r.lay.selected {
+		if r.changedNonKey(r.c.Columns[j], j) {
 			return true
 		}
 	}
@@ -352,7 +382,7 @@ func (r changeRows) pkRow(isNew bool) []kv {
 	out := make([]kv, len(r.m.PK))
 	for j, k := range r.m.PK {
 		out[j] = kv{col: k}
-		if p, ok := r.pos(k); ok {
+		if p := r.lay.pk[j]; p >= 0 {
 			out[j].val, _ = r.value(vals, isNew, p)
 		}
 	}
