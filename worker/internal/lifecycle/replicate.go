@@ -68,7 +68,7 @@ func (w *worker) replicateOnce(ctx context.Context, l *lease.Lease, warm *warmSe
 	// storage's position (another pod dropped it meanwhile) miss changes:
 	// drop them before the publication is reconciled and streaming starts.
 	_, end := store.Durable()
-	if _, err := reg.CheckCoverage(ctx, admin, max(end, store.Acked())); err != nil {
+	if _, err := reg.CheckCoverage(ctx, admin, max(end, store.Acked()), store.PreviousEpoch()); err != nil {
 		return replication.Result{}, fmt.Errorf("check publication coverage: %w", err)
 	}
 	steps.Mark("coverage")

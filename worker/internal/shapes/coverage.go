@@ -112,15 +112,17 @@ type Coverage struct {
 // not have covered since position, the stream log's position (the end of
 // its last durable record, or its last recorded acknowledgement if
 // higher): the table is missing from the publication now (or the
-// publication is missing), or a drop of it was recorded after position.
-// pgoutput reads the publication as of each change's WAL position, so the
-// changes made while the table was out of the publication are never sent,
-// to anyone, however late they are decoded: the shapes would miss them.
-// Their clients refetch (409). Call it once per lease, before Reconcile
-// and before streaming (see the package doc, "Publication coverage"), on
-// conn, a session opened after the grant or one whose first use comes
-// after it (its reads must follow the grant).
-func (r *Registry) CheckCoverage(ctx context.Context, conn *pgx.Conn, position uint64) (Coverage, error) {
+// publication is missing), a drop of it was recorded after position (and
+// after the shape's snapshot), or a drop of it was recorded by an epoch
+// newer than prevEpoch, the last epoch that opened this storage before
+// this lease. pgoutput reads the publication as of each change's WAL
+// position, so the changes made while the table was out of the
+// publication are never sent, to anyone, however late they are decoded:
+// the shapes would miss them. Their clients refetch (409). Call it once
+// per lease, before Reconcile and before streaming (see the package doc,
+// "Publication coverage"), on conn, a session opened after the grant or
+// one whose first use comes after it (its reads must follow the grant).
+func (r *Registry) CheckCoverage(ctx context.Context, conn *pgx.Conn, position, prevEpoch uint64) (Coverage, error) {
 	var cov Coverage
 	shapes, _ := r.list()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -138,25 +140,34 @@ func (r *Registry) CheckCoverage(ctx context.Context, conn *pgx.Conn, position u
 	if err != nil {
 		return cov, err
 	}
-	dropped, err := dropsAfter(ctx, conn, r.o.StreamID, position)
+	drops, err := dropsAfter(ctx, conn, r.o.StreamID, position, prevEpoch)
 	if err != nil {
 		return cov, err
 	}
 	why := map[*Shape]string{}
 	for _, s := range shapes {
 		t := s.meta.Definition.TableSQL()
+		d := drops[t]
 		switch {
 		case !exists:
 			why[s] = "the publication " + r.o.Publication + " does not exist"
 		case !all && !published[t]:
 			why[s] = "the table is not in the publication " + r.o.Publication
-		case dropped[t] > s.meta.SnapshotLSN:
+		case d.byNewer != 0:
+			// Made by a worker granted after this storage's last lease
+			// began, which may have streamed on meanwhile (leases can
+			// overlap: a lock session that PostgreSQL ended at once,
+			// by a restart, is taken over before its broker revokes
+			// the lease), so that its position tells nothing.
+			why[s] = fmt.Sprintf("the table was dropped from the publication by epoch %d, after this storage's last epoch %d",
+				d.byNewer, prevEpoch)
+		case d.lsn > s.meta.SnapshotLSN:
 			// A shape needs its table's changes after its position (the
 			// stream's) or, for a shape made later, after its snapshot
 			// (taken after the table was published and every transaction
 			// running then had ended).
 			why[s] = fmt.Sprintf("the table was dropped from the publication at %s, after this storage's position %s",
-				txn.LSN(dropped[t]), txn.LSN(position))
+				txn.LSN(d.lsn), txn.LSN(position))
 		}
 	}
 	if len(why) == 0 {
@@ -180,32 +191,45 @@ func (r *Registry) CheckCoverage(ctx context.Context, conn *pgx.Conn, position u
 	return cov, nil
 }
 
-// dropsAfter returns the latest recorded drop of each table of the stream
-// after position.
-func dropsAfter(ctx context.Context, conn *pgx.Conn, streamID string, position uint64) (map[string]uint64, error) {
-	dropped := map[string]uint64{}
-	rows, err := conn.Query(ctx, `SELECT table_name, max(lsn)::text FROM baton.publication_changes
-		WHERE stream_id = $1 AND action = 'drop' AND lsn > $2::text::pg_lsn GROUP BY table_name`,
-		streamID, txn.LSN(position).String())
+// drop is what the record says of a table's drops that matter to a
+// storage: the latest recorded after its position (0: none), and the
+// newest epoch after the storage's last one that recorded a drop (0: none).
+type drop struct {
+	lsn     uint64
+	byNewer uint64
+}
+
+// dropsAfter returns, per table of the stream, the recorded drops after
+// position and those by an epoch above prevEpoch.
+func dropsAfter(ctx context.Context, conn *pgx.Conn, streamID string, position, prevEpoch uint64) (map[string]drop, error) {
+	drops := map[string]drop{}
+	rows, err := conn.Query(ctx, `SELECT table_name,
+			coalesce(max(lsn) FILTER (WHERE lsn > $2::text::pg_lsn), '0/0')::text,
+			coalesce(max(epoch) FILTER (WHERE epoch > $3), 0)
+		FROM baton.publication_changes
+		WHERE stream_id = $1 AND action = 'drop' AND (lsn > $2::text::pg_lsn OR epoch > $3)
+		GROUP BY table_name`,
+		streamID, txn.LSN(position).String(), int64(prevEpoch))
 	if err != nil {
 		return nil, fmt.Errorf("read baton.publication_changes: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var t, text string
-		if err := rows.Scan(&t, &text); err != nil {
+		var newer int64
+		if err := rows.Scan(&t, &text, &newer); err != nil {
 			return nil, fmt.Errorf("read baton.publication_changes: %w", err)
 		}
 		lsn, err := txn.ParseLSN(text)
 		if err != nil {
 			return nil, fmt.Errorf("read baton.publication_changes: %w", err)
 		}
-		dropped[t] = uint64(lsn)
+		drops[t] = drop{lsn: uint64(lsn), byNewer: uint64(newer)}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read baton.publication_changes: %w", err)
 	}
-	return dropped, nil
+	return drops, nil
 }
 
 // WarmUp runs, on conn, the reads that CheckCoverage and Reconcile make
@@ -223,7 +247,7 @@ func WarmUp(ctx context.Context, conn *pgx.Conn, streamID, pub string) error {
 		return err
 	}
 	if exists {
-		if _, err := dropsAfter(ctx, conn, streamID, 0); err != nil {
+		if _, err := dropsAfter(ctx, conn, streamID, 0, 0); err != nil {
 			return err
 		}
 	}

@@ -347,8 +347,10 @@
 //     drop a worker makes is committed in one transaction with a row of
 //     baton.publication_changes holding pg_current_wal_lsn() (at or below
 //     the drop's commit, so below every change it filtered) and the epoch.
-//     A shape of table T is kept only if T is in the publication now and no
-//     drop of T is recorded after max(L, the shape's SnapshotLSN).
+//     A shape of table T is kept only if T is in the publication now, no
+//     drop of T is recorded after max(L, the shape's SnapshotLSN), and no
+//     drop of T is recorded by an epoch newer than the storage's previous
+//     one (the last lease that opened it before this one).
 //
 // Why the record is complete: the drop's transaction locks the stream's
 // row of baton.streams FOR SHARE and commits only if the row still holds
@@ -361,12 +363,37 @@
 // effect shows as a missing table; one reverted before the lease started
 // cannot be seen, and is the one case not covered.
 //
-// Why L is below every later drop that matters: L only moves while the
-// worker holds a valid lease (every write and acknowledgement checks it on
-// the monotonic clock), and is a position the server had sent by then; a
-// drop by another worker happens during that worker's lease, which starts
-// after this lease has expired on this worker's clock. A drop this worker
-// made itself after L is found too, which costs a refetch, not a change.
+// Why a drop by an older epoch, or by the storage's previous epoch itself,
+// matters only after L: a worker drops only tables that no shape of its
+// own storage uses, so the previous epoch's drops never cut its own
+// shapes (one made after such a drop has its snapshot after the table was
+// published again); and a drop by an older epoch committed before the
+// previous epoch was granted (the FOR SHARE above), so before anything
+// that lease streamed: the previous lease's own check, at its start,
+// found it if its L was below it then, and a shape it made later has its
+// snapshot after the table was published again.
+//
+// Why drops by newer epochs count whatever L is: leases of successive
+// epochs can overlap. The lease TTL is shorter than the lock session
+// timeout, so when a broker's session ends by the timeout its worker's
+// lease has expired first (I1); but when PostgreSQL ends the session at
+// once (a server restart), another broker can take the lock and grant
+// the next epoch before the old broker's next heartbeat fails and it
+// revokes, and the old worker, its lease still valid on its clock, may
+// open the slot again meanwhile. It then stores changes, and may
+// acknowledge positions, past a drop the new epoch makes at the same
+// time, while the changes the drop filters never reach it: its L passes
+// the drop and proves nothing. Seen in the randomized fault test with
+// storage per pod: a shape's client was sent the delete of a row whose
+// insert its shape never got. A drop by a newer epoch was made by a
+// worker that did not have this storage's shapes (or it would not have
+// dropped their table), so they are rebuilt; the cost is a refetch.
+//
+// Why L is below every later drop of an older or the same epoch that
+// matters: L only moves while the worker holds a valid lease (every write
+// and acknowledgement checks it on the monotonic clock), and is a
+// position the server had sent by then. A drop this worker made itself
+// after L is found too, which costs a refetch, not a change.
 // A shape made after a drop has SnapshotLSN above it: its snapshot was
 // taken after its table was published again and after every transaction
 // running then had ended (step 3 above), so it needs no change from before.
@@ -375,6 +402,12 @@
 // never goes below restart_lsn (restart_lsn is saved at once when it moves,
 // so a server restart cannot take confirmed_flush_lsn below it), so a
 // storage whose position is that old fails fact 1 and drops every shape.
+// A drop by a newer epoch is pruned the same way, and there the argument
+// is weaker: an old lease that streamed past such a drop while leases
+// overlapped, and whose position the slot never passed since (nobody
+// acknowledged further), could then keep its shapes once the slot's
+// restart_lsn has moved past the drop. Not seen; it needs the overlap
+// above and the slot's restart_lsn to move during it.
 //
 // The final acknowledgement of a graceful stop is awaited in the slot's
 // confirmed_flush_lsn before the walsender is ended (replication.Run), so

@@ -41,6 +41,7 @@ type Log struct {
 	dir         string  // this Open's owner folder in it
 	live        string  // its LIVE file
 	me          ownerID // this Open
+	prevEpoch   uint64  // the epoch of the Open this one took over from (0: a new log)
 	segmentSize int64
 
 	// syncMu serializes Sync, Write, RecordAck, TruncateBefore, Close and
@@ -180,6 +181,7 @@ func (l *Log) takeOver() (committed bool, err error) {
 		}
 	}
 	l.st = state{epoch: l.me.epoch, acked: v.st.acked, upTo: v.st.upTo, meta: v.st.meta}
+	l.prevEpoch = v.st.epoch
 	l.acked.Store(v.st.acked)
 	l.segs, l.meta = v.segs, v.st.meta
 	// Seqs continue from the last record; upTo (carried from owner to
@@ -201,6 +203,10 @@ func (l *Log) takeOver() (committed bool, err error) {
 
 // Epoch is the epoch this Log was opened with.
 func (l *Log) Epoch() uint64 { return l.me.epoch }
+
+// PreviousEpoch is the epoch of the Open this one took the log over from:
+// the last lease that opened it before this one (0 for a new log).
+func (l *Log) PreviousEpoch() uint64 { return l.prevEpoch }
 
 // Append adds r to the records waiting for the next Sync and returns the
 // Seq it assigned. It does no I/O, copies r.Payload, ignores r.Seq and sets

@@ -159,6 +159,33 @@ func TestReopenContinues(t *testing.T) {
 	}
 }
 
+// TestPreviousEpoch: each Open tells the epoch of the Open it took over
+// from, whether that one closed, crashed or was fenced, and 0 for a new log.
+func TestPreviousEpoch(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, 3, storage.Options{})
+	if got := l.PreviousEpoch(); got != 0 {
+		t.Fatalf("new log: PreviousEpoch = %d, want 0", got)
+	}
+	appendSync(t, l, seq(1, 5)...)
+	// Not closed: the next Open fences it, as after a crash.
+	l2 := openLog(t, dir, 7, storage.Options{})
+	if got := l2.PreviousEpoch(); got != 3 {
+		t.Fatalf("after epoch 3: PreviousEpoch = %d, want 3", got)
+	}
+	if err := l2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l3 := openLog(t, dir, 7, storage.Options{})
+	if got := l3.PreviousEpoch(); got != 7 {
+		t.Fatalf("after epoch 7 again: PreviousEpoch = %d, want 7", got)
+	}
+	l4 := openLog(t, dir, 9, storage.Options{})
+	if got := l4.PreviousEpoch(); got != 7 {
+		t.Fatalf("after epoch 7 (twice): PreviousEpoch = %d, want 7", got)
+	}
+}
+
 func TestEmptyLog(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a", "b")
 	l := openLog(t, dir, 3, storage.Options{})
