@@ -317,6 +317,84 @@ func TestPostgresRestart(t *testing.T) {
 	awaitLeader(t, time.Second, a, b)
 }
 
+// TestPostgresRestartNoLeaseOverlap: after a PostgreSQL restart, the
+// broker that takes the lock grants only once the previous holder's lease
+// has ended on its worker (I1). The restart ends the old broker's lock
+// session at once, and that broker learns of it only at its next
+// heartbeat: before the fix the next epoch was granted while the old
+// worker still held a valid lease (found by the randomized fault test).
+// Several restarts, until the lock changed brokers four times; every
+// lease, of either worker, must have ended before the next epoch's grant.
+func TestPostgresRestartNoLeaseOverlap(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	a := startBroker(t, harness.BrokerOptions{DatabaseURL: pg.URL(), Name: "a", Settings: fastSettings})
+	b := startBroker(t, harness.BrokerOptions{DatabaseURL: pg.URL(), Name: "b", Settings: fastSettings})
+	workers := []*harness.LeaseWorker{startWorker(t, a, "wa"), startWorker(t, b, "wb")}
+	awaitLeader(t, 10*time.Second, a, b)
+	holder := func() int {
+		for i, w := range workers {
+			if w.Current() != nil {
+				return i
+			}
+		}
+		return -1
+	}
+	if err := harness.Await(10*time.Second, "a worker holding the lease", func() (bool, error) { return holder() >= 0, nil }); err != nil {
+		t.Fatal(err)
+	}
+	moves := 0
+	for round := 1; round <= 20 && moves < 4; round++ {
+		before := holder()
+		epoch := workers[before].Current().Epoch
+		if err := pg.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		if err := harness.Await(30*time.Second, "a lease of a newer epoch after the restart", func() (bool, error) {
+			i := holder()
+			return i >= 0 && workers[i].Current() != nil && workers[i].Current().Epoch > epoch, nil
+		}); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if holder() != before {
+			moves++
+		}
+	}
+	if moves < 4 {
+		t.Fatalf("the lock changed brokers %d times in 20 restarts; want 4 to check the grants", moves)
+	}
+	// Every lease as its worker saw it: from its grant to its end.
+	type span struct {
+		worker     string
+		epoch      uint64
+		start, end time.Time
+	}
+	var spans []span
+	for _, w := range workers {
+		open := map[uint64]time.Time{}
+		for _, e := range w.Events() {
+			switch e.Kind {
+			case "granted":
+				open[e.Epoch] = e.At
+			case "ended":
+				spans = append(spans, span{w.ID, e.Epoch, open[e.Epoch], e.At})
+				delete(open, e.Epoch)
+			}
+		}
+		for ep, at := range open {
+			spans = append(spans, span{w.ID, ep, at, time.Now().Add(time.Hour)})
+		}
+	}
+	for _, x := range spans {
+		for _, y := range spans {
+			if x.epoch < y.epoch && y.start.Before(x.end) {
+				t.Errorf("epoch %d granted to %s at %s while epoch %d of %s was live until %s (%s of overlap)",
+					y.epoch, y.worker, y.start.Format("15:04:05.000"), x.epoch, x.worker, x.end.Format("15:04:05.000"), x.end.Sub(y.start).Round(time.Millisecond))
+			}
+		}
+	}
+	t.Logf("%d leases, the lock changed brokers %d times", len(spans), moves)
+}
+
 // A statement timeout or cancel imposed from outside on the standby's lock
 // wait (a provider's timeout, a proxy killing long queries) does not end the
 // wait: the standby keeps waiting on the same session and wakes when the

@@ -184,6 +184,14 @@ func (l *Loop) session(ctx context.Context, bo *backoff) error {
 	if time.Since(claimStart) >= l.cfg.Lock.SessionTimeout-l.cfg.LeaseTTL {
 		claimedFor = nil // too slow to grant on: record the grant again
 	}
+	if wait := previousLeaseLeft(claim.Previous(), claim.ServerStartedAt(), claim.AcquiredAt(), l.cfg.Lock.SessionTimeout, l.cfg.LeaseTTL); wait > 0 {
+		// On this broker's clock, from now: later than from the claim.
+		l.hub.DelayGrants(time.Now().Add(wait))
+		claimedFor = nil // granted later: recorded then
+		l.log.Info("PostgreSQL restarted while the previous holder held the lock: waiting until its worker's lease has expired before granting",
+			"previous_epoch", claim.Previous().Epoch, "previous_heartbeat", claim.Previous().LastHeartbeat,
+			"server_started", claim.ServerStartedAt(), "wait", wait.Round(time.Millisecond))
+	}
 	bo.reset()
 	l.setLogEpoch(claim.Epoch())
 	defer l.setLogEpoch(0)
@@ -294,6 +302,34 @@ func handoffOf(waiting lock.Status, prev lock.Previous, acquiredAt, claimStart t
 		cause = cmp.Or(prev.ReleaseCause, "released")
 	}
 	return &handoff{cause: cause, from: claimStart.Add(-acquiredAt.Sub(prev.End()))}
+}
+
+// previousLeaseLeft is how long, from the claim, the previous holder's
+// worker may still hold a lease it believes valid, or 0.
+//
+// I1 (no two valid leases at once) rests on the lease TTL being shorter
+// than the lock session timeout: a holder's session ends without a
+// release only after the session timeout since its last heartbeat (a
+// freeze, a partition), or at once when its broker dies, whose worker
+// then sees its lease stream end and stops. A PostgreSQL restart ends the
+// session at once while its broker lives on: that broker learns of it
+// only when its next heartbeat fails, and may renew until then, so its
+// worker's lease can outlive the session by up to the session timeout.
+// The randomized fault test saw the next epoch granted 165 ms before the
+// old broker revoked, and the old worker open the slot again meanwhile.
+// A renewal is sent at most sessionTimeout - ttl after the start of the
+// heartbeat it follows and is valid for ttl from its receipt, so such a
+// lease ends by the last heartbeat plus the session timeout, plus a
+// delivery margin (as the Hub allows for its own grants). So when the
+// previous holder did not release and PostgreSQL started after its last
+// heartbeat, the grant waits until then. Both times are PostgreSQL's
+// clock.
+func previousLeaseLeft(prev lock.Previous, serverStart, acquiredAt time.Time, sessionTimeout, ttl time.Duration) time.Duration {
+	if !prev.Recorded || prev.ReleasedAt != nil || !serverStart.After(prev.LastHeartbeat) {
+		return 0
+	}
+	end := prev.LastHeartbeat.Add(sessionTimeout + max(100*time.Millisecond, ttl/10))
+	return max(end.Sub(acquiredAt), 0)
 }
 
 // watchHolder keeps the holder shown to standby workers current while

@@ -364,6 +364,17 @@ func (h *Hub) Current() (Grant, bool) {
 	return *h.grant, true
 }
 
+// DelayGrants makes no grant happen before t (see notBefore): a lease
+// granted by the previous holder of the lock may still be live on its
+// worker's clock until then.
+func (h *Hub) DelayGrants(t time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if t.After(h.notBefore) {
+		h.notBefore = t
+	}
+}
+
 // NotBefore is the earliest time a new grant may be made.
 func (h *Hub) NotBefore() time.Time {
 	h.mu.Lock()

@@ -24,6 +24,8 @@ type Claim struct {
 	granted bool
 	// acquiredAt is PostgreSQL's clock at the claim.
 	acquiredAt time.Time
+	// serverStart is when PostgreSQL last started (its clock).
+	serverStart time.Time
 	// previous is the stream's row as the claim found it.
 	previous Previous
 }
@@ -99,9 +101,9 @@ func (s *Session) Claim(ctx context.Context, worker Grantee) (*Claim, error) {
 			release_cause = NULL
 		RETURNING st.epoch, st.acquired_at, (SELECT holder FROM prev), (SELECT epoch FROM prev),
 			(SELECT acquired_at FROM prev), (SELECT last_heartbeat FROM prev), (SELECT released_at FROM prev),
-			(SELECT release_cause FROM prev)`,
+			(SELECT release_cause FROM prev), pg_postmaster_start_time()`,
 		s.opts.StreamID, s.opts.Holder, s.ns, s.objid, worker.ID, worker.URL).Scan(&epoch, &c.acquiredAt,
-		&prevHolder, &prevEpoch, &prevAcquired, &prevBeat, &p.ReleasedAt, &prevCause)
+		&prevHolder, &prevEpoch, &prevAcquired, &prevBeat, &p.ReleasedAt, &prevCause, &c.serverStart)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrLockLost
 	}
@@ -141,6 +143,10 @@ func (c *Claim) Granted() bool { return c.granted }
 
 // AcquiredAt is when the claim was made, on PostgreSQL's clock.
 func (c *Claim) AcquiredAt() time.Time { return c.acquiredAt }
+
+// ServerStartedAt is when PostgreSQL last started, on its clock, as the
+// claim read it.
+func (c *Claim) ServerStartedAt() time.Time { return c.serverStart }
 
 // fenceSQL matches the stream's row only while it is still ours: our epoch
 // and our backend. $1 stream id, $2 epoch.
