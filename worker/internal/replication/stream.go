@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -360,9 +358,9 @@ const syncBatchBytes = 1 << 20
 func (s *streamer) run(ctx, work context.Context) error {
 	readCtx, stopRead := context.WithCancel(work)
 	defer stopRead()
-	q := newQueue()
+	items := make(chan item, 4096)
 	readErr := make(chan error, 1)
-	go func() { readErr <- s.read(readCtx, q) }()
+	go func() { readErr <- s.read(readCtx, items) }()
 
 	statusCtx, stopStatus := context.WithCancel(work)
 	poke := make(chan struct{}, 1)
@@ -373,126 +371,52 @@ func (s *streamer) run(ctx, work context.Context) error {
 		<-statusDone
 	}
 
-	var batch []item
 	for {
 		select {
-		case <-q.ready:
-			batch = q.take(batch)
-			for i, it := range batch {
-				if work.Err() != nil || !s.l.Valid() {
-					// The lease ended: handle nothing more before deciding
-					// how to stop.
-					stopRead()
-					<-readErr
-					stop()
-					return s.finish(ctx, append(slices.Clone(batch[i:]), q.drain()...))
+		case it := <-items:
+			if work.Err() != nil || !s.l.Valid() {
+				// The lease ended: handle nothing more before deciding how
+				// to stop.
+				stopRead()
+				<-readErr
+				stop()
+				return s.finish(ctx, append([]item{it}, drain(items)...))
+			}
+			if err := s.handle(it, poke); err != nil {
+				stopRead()
+				stop()
+				return err
+			}
+			if s.dirty && (len(items) == 0 || s.unsynced >= syncBatchBytes) {
+				if !s.l.Valid() {
+					continue // the lease check above stops the loop next
 				}
-				if err := s.handle(it, poke); err != nil {
+				if err := s.sync(poke); err != nil {
 					stopRead()
 					stop()
 					return err
-				}
-				if s.dirty && (i == len(batch)-1 && q.empty() || s.unsynced >= syncBatchBytes) {
-					if !s.l.Valid() {
-						continue // the lease check above stops the loop next
-					}
-					if err := s.sync(poke); err != nil {
-						stopRead()
-						stop()
-						return err
-					}
 				}
 			}
 		case err := <-readErr:
 			stop()
 			if work.Err() != nil {
-				return s.finish(ctx, q.drain())
+				return s.finish(ctx, drain(items))
 			}
 			return fmt.Errorf("replication stream: %w", err)
 		case err := <-statusDone:
 			stopRead()
 			<-readErr
 			if err == nil && work.Err() != nil {
-				return s.finish(ctx, q.drain())
+				return s.finish(ctx, drain(items))
 			}
 			return fmt.Errorf("status updates: %w", err)
 		case <-work.Done():
 			stopRead()
 			<-readErr
 			stop()
-			return s.finish(ctx, q.drain())
+			return s.finish(ctx, drain(items))
 		}
 	}
-}
-
-// queue hands the walsender's messages from the goroutine that reads
-// them to the loop that handles them, in order: a lock per message and a
-// wake-up per batch (whatever arrived while the loop was busy), where a
-// channel cost a lock and often a wake-up per message. At most queueMax
-// messages wait; the reader waits for room beyond that.
-type queue struct {
-	mu    sync.Mutex
-	items []item
-	ready chan struct{} // items arrived in an empty queue (cap 1)
-	space chan struct{} // the queue was emptied (cap 1)
-}
-
-const queueMax = 4096
-
-func newQueue() *queue {
-	return &queue{ready: make(chan struct{}, 1), space: make(chan struct{}, 1)}
-}
-
-// put appends it, waiting while the queue is full; false when ctx ended
-// first.
-func (q *queue) put(ctx context.Context, it item) bool {
-	q.mu.Lock()
-	for len(q.items) >= queueMax {
-		q.mu.Unlock()
-		select {
-		case <-q.space:
-		case <-ctx.Done():
-			return false
-		}
-		q.mu.Lock()
-	}
-	q.items = append(q.items, it)
-	first := len(q.items) == 1
-	q.mu.Unlock()
-	if first {
-		select {
-		case q.ready <- struct{}{}:
-		default: // a wake-up is already pending
-		}
-	}
-	return true
-}
-
-// take returns every waiting item, swapping buf (the last batch, done
-// with) in as the queue's next buffer.
-func (q *queue) take(buf []item) []item {
-	clear(buf) // drop the handled messages' data
-	q.mu.Lock()
-	out := q.items
-	q.items = buf[:0]
-	q.mu.Unlock()
-	select {
-	case q.space <- struct{}{}:
-	default:
-	}
-	return out
-}
-
-// empty reports whether no item waits.
-func (q *queue) empty() bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.items) == 0
-}
-
-// drain returns every waiting item (the reader has stopped).
-func (q *queue) drain() []item {
-	return q.take(nil)
 }
 
 // finish ends a run after reading stopped: gracefully, everything received
@@ -547,7 +471,7 @@ func (s *streamer) finish(ctx context.Context, items []item) error {
 }
 
 // read owns ReceiveMessage until ctx ends or the stream fails.
-func (s *streamer) read(ctx context.Context, q *queue) error {
+func (s *streamer) read(ctx context.Context, out chan<- item) error {
 	for {
 		msg, err := s.repl.ReceiveMessage(ctx)
 		if err != nil {
@@ -579,7 +503,9 @@ func (s *streamer) read(ctx context.Context, q *queue) error {
 			default:
 				continue
 			}
-			if !q.put(ctx, it) {
+			select {
+			case out <- it:
+			case <-ctx.Done():
 				return ctx.Err()
 			}
 		}
@@ -753,3 +679,14 @@ func closeConn(ctx context.Context, c *pgconn.PgConn) {
 }
 
 // drain empties the channel of what the reader queued before it stopped.
+func drain(items chan item) []item {
+	var out []item
+	for {
+		select {
+		case it := <-items:
+			out = append(out, it)
+		default:
+			return out
+		}
+	}
+}
