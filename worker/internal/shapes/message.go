@@ -285,28 +285,18 @@ func (l *layout) of(m *Meta, cols []string) *layout {
 }
 
 // key is the row key of the new row (or the old one).
-func (r changeRows) key(isNew bool) string { return buildKey(r.m.Definition, r.pkValues(isNew)) }
-
-// vals is the new row's values (or the old one's).
-func (r changeRows) vals(isNew bool) []*string {
+func (r changeRows) key(isNew bool) string {
+	vals := r.c.Old
 	if isNew {
-		return r.c.New
+		vals = r.c.New
 	}
-	return r.c.Old
-}
-
-// pkValues is the values of the key columns of the new row (or the old
-// one), nil where unknown; an unchanged TOASTed key value (a table keyed
-// by every column) is the old row's.
-func (r changeRows) pkValues(isNew bool) []*string {
-	vals := r.vals(isNew)
 	out := make([]*string, len(r.m.PK))
 	for j, p := range r.lay.pk {
 		if p >= 0 {
 			out[j], _ = r.value(vals, isNew, p)
 		}
 	}
-	return out
+	return buildKey(r.m.Definition, out)
 }
 
 func (r changeRows) unchanged(col string) bool { return slices.Contains(r.c.Unchanged, col) }
@@ -329,7 +319,10 @@ func (r changeRows) value(vals []*string, isNew bool, j int) (*string, bool) {
 // row is the selected columns of the new row (or the old one) that only
 // accepts, in the order of their names.
 func (r changeRows) row(isNew bool, only func(col string, j int) bool) []kv {
-	vals := r.vals(isNew)
+	vals := r.c.Old
+	if isNew {
+		vals = r.c.New
+	}
 	if len(vals) == 0 {
 		return nil
 	}
@@ -379,13 +372,19 @@ func (r changeRows) anyChanged() bool {
 	return false
 }
 
-// pkRow is the key columns of the new row (or the old one): pkValues
-// with their names.
+// pkRow is the key columns of the new row (or the old one); an unchanged
+// TOASTed key value (a table keyed by every column) is the old row's.
 func (r changeRows) pkRow(isNew bool) []kv {
-	vals := r.pkValues(isNew)
+	vals := r.c.Old
+	if isNew {
+		vals = r.c.New
+	}
 	out := make([]kv, len(r.m.PK))
 	for j, k := range r.m.PK {
-		out[j] = kv{k, vals[j]}
+		out[j] = kv{col: k}
+		if p := r.lay.pk[j]; p >= 0 {
+			out[j].val, _ = r.value(vals, isNew, p)
+		}
 	}
 	return out
 }
